@@ -1,0 +1,336 @@
+"""Typed configuration: dataclass defaults, then YAML files (with ``_base_`` inheritance), then ``--set`` overrides.
+
+This is the only module that reads YAML. ``load_config(path, overrides)`` returns a validated :class:`Config`; any
+problem (unknown key, wrong type, value outside its choices, missing required value, missing ``_base_`` file) raises
+:class:`ConfigError` whose one-line message names the key, the file it came from and what was expected.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional
+
+import yaml
+
+__all__ = [
+    "Config", "ConfigError", "DataConfig", "ModelConfig", "TrainConfig", "LossConfig", "EvalConfig",
+    "load_config", "config_to_dict", "config_from_dict", "save_config", "parse_override",
+]
+
+MISSING = dataclasses.MISSING
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the key, the file and what was expected."""
+
+
+@dataclass
+class DataConfig:
+    """Where the data is and how samples are made from it."""
+    dataset: str = MISSING  # key of dml_csr.data.labels.DATASETS: helen, lapa, celebamask_hq, lfw_pl, synthetic, ...
+    root: str = MISSING  # a prepared root: <root>/{split}_list.txt, <root>/{split}/images, <root>/{split}/labels
+    input_size: tuple[int, int] = (473, 473)  # (height, width) fed to the network
+    train_split: str = "train"
+    val_split: str = "val"
+    test_split: str = "test"
+    batch_size: int = 8  # per process
+    workers: int = 2
+    scale_range: tuple[float, float] = (0.75, 1.25)
+    rotation: float = 30.0  # degrees, +- range of the random rotation
+    rotation_prob: float = 1.0
+    flip: bool = True  # horizontal flip with left/right label swap
+    color_jitter: float = 0.0  # strength in [0, 1]; 0 disables
+    edge_width: int = 1  # pixels; 1 as in the paper
+    skip_bad: bool = False  # skip unreadable samples with a warning instead of stopping
+    max_samples: int = 0  # cap per split (0 = all); for quick experiments
+
+
+@dataclass
+class ModelConfig:
+    """Which network to build. Channel order, mean and std are the input convention every consumer reads."""
+    name: Literal["dml_csr", "rnn_g"] = "dml_csr"
+    backbone: Literal["resnet101_deepstem", "resnet18", "resnet34", "resnet50", "resnet101"] = "resnet101_deepstem"
+    output_stride: Literal[8, 16, 32] = 8
+    pretrained: str = ""  # "" (random init), "imagenet" (torchvision download) or a path to a weights file
+    norm: Literal["abn", "inplace_abn"] = "abn"  # pure-PyTorch ABN, or the inplace_abn kernels when installed
+    sync_bn: bool = True  # synchronise norm statistics across processes under DDP
+    context_channels: int = 512  # DDGCN head width (authors: 512)
+    decoder_channels: int = 256  # parsing decoder width (authors: 256)
+    edge_channels: int = 256  # edge module width (authors: 256)
+    edge_heads: bool = True  # build the binary and category edge heads (training only)
+    channel_order: Literal["BGR", "RGB"] = "BGR"  # the authors feed BGR...
+    mean: tuple[float, float, float] = IMAGENET_MEAN  # ...normalised with the RGB ImageNet mean and std
+    std: tuple[float, float, float] = IMAGENET_STD
+    # recurrent-propagation model (Liu et al. 2017)
+    rnn_channels: int = 32
+    two_stage: bool = False
+
+
+@dataclass
+class LossConfig:
+    """Weights of the multi-task loss (paper eq. 5) and the self-distillation (eq. 7)."""
+    preset: Literal["paper", "official"] = "paper"
+    lambdas: tuple[float, float, float, float, float] = (1.0, 1.0, 1.0, 4.0, 1.0)
+    alphas: tuple[float, float, float] = (1.0, 1.0, 0.1)
+    class_weights: Optional[list[float]] = None  # w_j of the category-edge attention loss; None = all ones
+    lovasz: bool = True
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, schedule and runtime of training."""
+    epochs: int = 150  # first phase
+    cycles: int = 0  # cyclical self-regulation cycles after the first phase (paper: 5)
+    cycle_epochs: int = 10
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    poly_power: float = 0.9
+    warmup_epochs: float = 0.0
+    iters_per_epoch: int = 0  # 0 = a full pass over the training set
+    val_every: int = 1
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    channels_last: bool = False
+    grad_accum: int = 1
+    compile: bool = False
+    keep_last: int = 3
+    device: str = "auto"  # auto, cpu, cuda, cuda:N
+    log_every: int = 10
+    image_log_every: int = 1  # epochs between TensorBoard image grids (0 disables)
+
+
+@dataclass
+class EvalConfig:
+    """How evaluation and inference run."""
+    batch_size: int = 4
+    flip: bool = False
+    scales: list[float] = field(default_factory=lambda: [1.0])
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    channels_last: bool = False
+    save_predictions: bool = False
+
+
+@dataclass
+class Config:
+    """A whole experiment."""
+    name: str = "default"
+    seed: int = 0
+    output_dir: str = "runs"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    @property
+    def run_dir(self) -> str:
+        return os.path.join(self.output_dir, self.name)
+
+
+# ----------------------------------------------------------------------------------------------------------- loading
+def _merge(base: dict, new: dict, origin: dict, src: str, prefix: str = "") -> None:
+    """Deep-merge ``new`` into ``base`` in place; ``origin`` records which file set each dotted key."""
+    for k, v in new.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            _merge(base[k], v, origin, src, key + ".")
+        else:
+            base[k] = copy.deepcopy(v)
+            origin[key] = src
+            if isinstance(v, dict):
+                for sub in _walk_keys(v, key + "."):
+                    origin[sub] = src
+
+
+def _walk_keys(d: dict, prefix: str):
+    for k, v in d.items():
+        yield prefix + str(k)
+        if isinstance(v, dict):
+            yield from _walk_keys(v, f"{prefix}{k}.")
+
+
+def _read_yaml(path: str, origin: dict, chain: tuple[str, ...] = ()) -> dict:
+    path = os.path.abspath(path)
+    if path in chain:
+        raise ConfigError(f"{chain[-1]}: _base_ cycle through {path}")
+    if not os.path.isfile(path):
+        where = f"{chain[-1]}: _base_ file" if chain else "config file"
+        raise ConfigError(f"{where} '{path}' does not exist")
+    try:
+        with open(path) as f:
+            raw = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    raw = raw or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    bases = raw.pop("_base_", [])
+    if isinstance(bases, str):
+        bases = [bases]
+    merged: dict = {}
+    for b in bases:
+        bpath = b if os.path.isabs(b) else os.path.join(os.path.dirname(path), b)
+        _merge(merged, _read_yaml(bpath, origin, chain + (path,)), {}, "")
+    # origins of the bases were recorded by the recursive calls; this file's own keys override them
+    _merge(merged, raw, origin, path)
+    return merged
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``"train.epochs=2"`` -> ``("train.epochs", 2)``; the value is parsed as YAML."""
+    if "=" not in item:
+        raise ConfigError(f"--set '{item}': expected KEY=VALUE, e.g. train.epochs=2")
+    key, value = item.split("=", 1)
+    try:
+        parsed = yaml.safe_load(value) if value != "" else ""
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip(), parsed
+
+
+def load_config(path: Optional[str] = None, overrides: Optional[list[str]] = None) -> Config:
+    """Load and validate a config: defaults < ``path`` (and its ``_base_`` chain) < ``overrides`` (``KEY=VALUE``)."""
+    origin: dict[str, str] = {}
+    raw = _read_yaml(path, origin) if path else {}
+    for item in overrides or []:
+        key, value = parse_override(item)
+        node = raw
+        parts = key.split(".")
+        for p in parts[:-1]:
+            nxt = node.setdefault(p, {})
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"--set {key}: '{p}' is a value, not a section")
+            node = nxt
+        node[parts[-1]] = value
+        origin[key] = "--set"
+    return config_from_dict(raw, origin)
+
+
+def config_from_dict(raw: dict, origin: Optional[dict] = None) -> Config:
+    """Validate a plain dict (e.g. from a checkpoint) into a :class:`Config`."""
+    return _build(Config, raw, "", origin or {})
+
+
+def _src(origin: dict, key: str) -> str:
+    return origin.get(key, "<defaults>")
+
+
+def _build(cls, raw: Any, prefix: str, origin: dict):
+    name = prefix.rstrip(".") or "<top level>"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{_src(origin, prefix.rstrip('.'))}: '{name}' must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for k in raw:
+        if k not in fields:
+            key = f"{prefix}{k}"
+            raise ConfigError(
+                f"{_src(origin, key)}: unknown key '{key}'; valid keys in '{name}': {', '.join(fields)}")
+    kwargs = {}
+    for fname, f in fields.items():
+        key = f"{prefix}{fname}"
+        if fname in raw:
+            tp = hints[fname]
+            if dataclasses.is_dataclass(tp):
+                kwargs[fname] = _build(tp, raw[fname], key + ".", origin)
+            else:
+                kwargs[fname] = _coerce(raw[fname], tp, key, _src(origin, key))
+        elif f.default is MISSING and f.default_factory is MISSING:
+            raise ConfigError(f"missing required value '{key}' (set it in the config file or with --set {key}=...)")
+    return cls(**kwargs)
+
+
+def _type_name(tp) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    if origin in (list, tuple):
+        args = typing.get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return f"a list of {len(args)} {_type_name(args[0])}"
+        return f"a list of {_type_name(args[0])}" if args else "a list"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp, key: str, src: str):
+    def fail():
+        raise ConfigError(f"{src}: '{key}' = {value!r} is invalid; expected {_type_name(tp)}")
+
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices or isinstance(value, bool) != any(isinstance(c, bool) for c in choices):
+            fail()
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key, src)
+            except ConfigError:
+                pass
+        fail()
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            fail()
+        args = typing.get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                fail()
+            return tuple(_coerce(v, a, f"{key}[{i}]", src) for i, (v, a) in enumerate(zip(value, args)))
+        inner = args[0] if args else Any
+        out = [_coerce(v, inner, f"{key}[{i}]", src) for i, v in enumerate(value)]
+        return tuple(out) if origin is tuple else out
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            fail()
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            fail()
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            fail()
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            fail()
+        return value
+    raise TypeError(f"config field '{key}' has unsupported type {tp}")  # internal: a new field needs support here
+
+
+# ----------------------------------------------------------------------------------------------------------- saving
+def config_to_dict(cfg: Config) -> dict:
+    """A plain, YAML-safe dict (tuples become lists)."""
+    def plain(x):
+        if isinstance(x, (list, tuple)):
+            return [plain(v) for v in x]
+        if isinstance(x, dict):
+            return {k: plain(v) for k, v in x.items()}
+        return x
+    return plain(dataclasses.asdict(cfg))
+
+
+def save_config(cfg: Config, path: str) -> None:
+    """Write the resolved config as YAML, atomically."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False)
+    os.replace(tmp, path)

@@ -1,0 +1,1 @@
+"""Datasets, label registry, transforms and edge targets."""

@@ -1,0 +1,103 @@
+"""The label registry: for each dataset its class names, palette, left/right flip pairs and merged evaluation groups.
+
+Loaders, flips, metrics and drawing read this module; nothing else hard-codes a class index. "Left" always means the
+*subject's* left (the person in the picture), which appears on the right-hand side of a frontal image.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["LabelSpec", "DATASETS", "get_spec", "flip_permutation"]
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    """Class layout of one dataset.
+
+    Attributes:
+        name: registry key.
+        classes: class names, index = label value; index 0 is background.
+        flip_pairs: (left, right) index pairs to swap on a horizontal flip.
+        groups: merged sets used by evaluation, name -> class indices (e.g. ``eyes``; Helen's ``overall``).
+        palette: (C, 3) uint8 RGB colours.
+    """
+    name: str
+    classes: tuple[str, ...]
+    flip_pairs: tuple[tuple[int, int], ...] = ()
+    groups: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    palette: np.ndarray = field(default=None, compare=False, repr=False)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def index(self, name: str) -> int:
+        """Index of a class by name; raises naming the valid names."""
+        try:
+            return self.classes.index(name)
+        except ValueError:
+            raise KeyError(f"dataset '{self.name}' has no class '{name}'; classes: {', '.join(self.classes)}") from None
+
+
+def flip_permutation(spec: LabelSpec) -> np.ndarray:
+    """``perm[c]`` is the label that class ``c`` becomes after a horizontal flip."""
+    perm = np.arange(spec.num_classes)
+    for a, b in spec.flip_pairs:
+        perm[a], perm[b] = b, a
+    return perm
+
+
+def _palette(n: int, base: list[tuple[int, int, int]]) -> np.ndarray:
+    pal = np.zeros((n, 3), np.uint8)
+    pal[: len(base)] = base[:n]
+    rng = np.random.RandomState(12345)
+    for i in range(len(base), n):
+        pal[i] = rng.randint(0, 256, 3)
+    return pal
+
+
+_HELEN_CLASSES = ("background", "skin", "left_brow", "right_brow", "left_eye", "right_eye", "nose",
+                  "upper_lip", "inner_mouth", "lower_lip", "hair")
+_HELEN_COLOURS = [(0, 0, 0), (255, 204, 153), (139, 69, 19), (205, 133, 63), (0, 102, 255), (0, 204, 255),
+                  (255, 0, 255), (255, 0, 0), (255, 255, 0), (153, 0, 0), (102, 51, 0)]
+_HELEN_PAIRS = ((2, 3), (4, 5))
+_HELEN_GROUPS = {"eyes": (4, 5), "brows": (2, 3), "mouth": (7, 8, 9), "nose": (6,),
+                 "overall": (2, 3, 4, 5, 6, 7, 8, 9)}
+
+_CELEBA_CLASSES = ("background", "skin", "nose", "eye_g", "l_eye", "r_eye", "l_brow", "r_brow", "l_ear", "r_ear",
+                   "mouth", "u_lip", "l_lip", "hair", "hat", "ear_r", "neck_l", "neck", "cloth")
+_CELEBA_COLOURS = [(0, 0, 0), (255, 204, 153), (255, 0, 255), (128, 128, 128), (0, 102, 255), (0, 204, 255),
+                   (139, 69, 19), (205, 133, 63), (0, 153, 0), (102, 204, 0), (255, 255, 0), (255, 0, 0),
+                   (153, 0, 0), (102, 51, 0), (255, 102, 0), (255, 215, 0), (204, 0, 204), (255, 153, 102),
+                   (0, 51, 153)]
+_CELEBA_PAIRS = ((4, 5), (6, 7), (8, 9))
+_CELEBA_GROUPS = {"eyes": (4, 5), "brows": (6, 7), "mouth": (10, 11, 12), "nose": (2,), "ears": (8, 9),
+                  "overall": (2, 4, 5, 6, 7, 10, 11, 12)}
+
+_LFW_CLASSES = ("background", "skin", "hair")
+_LFW_COLOURS = [(0, 0, 255), (0, 255, 0), (255, 0, 0)]  # the dataset's own colours: blue bg, green skin, red hair
+
+
+def _spec(name, classes, colours, pairs=(), groups=None) -> LabelSpec:
+    return LabelSpec(name, classes, pairs, dict(groups or {}), _palette(len(classes), colours))
+
+
+DATASETS: dict[str, LabelSpec] = {
+    "helen": _spec("helen", _HELEN_CLASSES, _HELEN_COLOURS, _HELEN_PAIRS, _HELEN_GROUPS),
+    "lapa": _spec("lapa", _HELEN_CLASSES, _HELEN_COLOURS, _HELEN_PAIRS, _HELEN_GROUPS),
+    "celebamask_hq": _spec("celebamask_hq", _CELEBA_CLASSES, _CELEBA_COLOURS, _CELEBA_PAIRS, _CELEBA_GROUPS),
+    "lfw_pl": _spec("lfw_pl", _LFW_CLASSES, _LFW_COLOURS),
+    # procedural faces in the two class orders above (dml_csr.data.synthetic)
+    "synthetic": _spec("synthetic", _HELEN_CLASSES, _HELEN_COLOURS, _HELEN_PAIRS, _HELEN_GROUPS),
+    "synthetic19": _spec("synthetic19", _CELEBA_CLASSES, _CELEBA_COLOURS, _CELEBA_PAIRS, _CELEBA_GROUPS),
+}
+
+
+def get_spec(name: str) -> LabelSpec:
+    """The registry entry for ``name``; an unknown name raises listing the valid ones."""
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise KeyError(f"unknown dataset '{name}'; expected one of {', '.join(DATASETS)}") from None
