@@ -49,6 +49,9 @@ class DataConfig:
     edge_width: int = 1  # pixels; 1 as in the paper
     skip_bad: bool = False  # skip unreadable samples with a warning instead of stopping
     max_samples: int = 0  # cap per split (0 = all); for quick experiments
+    # how the random scale/rotation are drawn: "uniform" in the ranges (paper), or "normal" as the official code
+    # (scale clip(N(1, .25), range), rotation clip(N(0, rotation), +-2*rotation)); official preset: rotation_prob .6
+    aug_sampling: Literal["uniform", "normal"] = "uniform"
 
 
 @dataclass

@@ -1,0 +1,266 @@
+"""The face-parsing dataset over the prepared layout, and the builders that read the config.
+
+Prepared layout (the official DML-CSR one)::
+
+    <root>/{split}_list.txt          lines "images/NAME.jpg labels/NAME.png", relative to <root>/{split}/
+    <root>/{split}/images/NAME.jpg   any OpenCV-readable image
+    <root>/{split}/labels/NAME.png   uint8 class indices, 255 = ignore
+    <root>/label_names.txt           one class name a line, first 'bg'
+
+``val`` and the authors' ``valid`` are accepted for each other.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+from typing import Any, Callable, Optional
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from .labels import LabelSpec, get_spec
+from .transforms import EvalTransform, TrainTransform
+
+__all__ = ["FaceParsingDataset", "BadSampleError", "resolve_split", "read_split_list", "read_image", "read_label",
+           "build_transform", "build_dataset", "build_loader", "collate_samples", "SkipCountingLoader"]
+
+logger = logging.getLogger(__name__)
+IGNORE = 255
+_ALIASES = {"val": "valid", "valid": "val"}
+
+
+class BadSampleError(ValueError):
+    """A sample that cannot be used: missing or undecodable file, size mismatch, label values out of range."""
+
+
+def resolve_split(root: str, split: str) -> str:
+    """The split name as present under ``root`` (``val`` <-> ``valid``); raises naming the lists that exist."""
+    for name in (split, _ALIASES.get(split)):
+        if name and os.path.isfile(os.path.join(root, f"{name}_list.txt")):
+            return name
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"dataset root '{root}' does not exist (set data.root to a prepared dataset)")
+    found = sorted(f[: -len("_list.txt")] for f in os.listdir(root) if f.endswith("_list.txt"))
+    raise FileNotFoundError(f"no '{split}_list.txt' in '{root}'; splits present: {', '.join(found) or 'none'} "
+                            f"(prepare the dataset with scripts/prepare_*.py)")
+
+
+def read_split_list(root: str, split: str) -> list[tuple[str, str, str]]:
+    """``[(name, image_path, label_path), ...]`` of a split, paths absolute. Raises on malformed lines."""
+    split = resolve_split(root, split)
+    list_path = os.path.join(root, f"{split}_list.txt")
+    base = os.path.join(root, split)
+    items = []
+    with open(list_path) as f:
+        for n, line in enumerate(f, 1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) != 2:
+                raise ValueError(f"{list_path}:{n}: expected 'images/NAME.jpg labels/NAME.png', got {line.strip()!r}")
+            name = os.path.splitext(os.path.basename(parts[0]))[0]
+            items.append((name, os.path.join(base, parts[0]), os.path.join(base, parts[1])))
+    return items
+
+
+def read_image(path: str) -> np.ndarray:
+    """(H, W, 3) uint8 BGR; :class:`BadSampleError` naming the file when missing or undecodable."""
+    if not os.path.isfile(path):
+        raise BadSampleError(f"image file '{path}' is missing")
+    img = cv2.imread(path, cv2.IMREAD_COLOR)
+    if img is None:
+        raise BadSampleError(f"image file '{path}' cannot be decoded (corrupt or not an image)")
+    return img
+
+
+def read_label(path: str, num_classes: Optional[int] = None) -> np.ndarray:
+    """(H, W) uint8 label map; raises :class:`BadSampleError` naming the file when missing, undecodable, not
+    single-channel, or (given ``num_classes``) holding values outside [0, num_classes) and 255."""
+    if not os.path.isfile(path):
+        raise BadSampleError(f"label file '{path}' is missing")
+    lab = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if lab is None:
+        raise BadSampleError(f"label file '{path}' cannot be decoded (corrupt or not an image)")
+    if lab.ndim == 3:
+        if lab.shape[2] >= 3 and (np.array_equal(lab[..., 0], lab[..., 1]) and np.array_equal(lab[..., 0], lab[..., 2])):
+            lab = np.ascontiguousarray(lab[..., 0])
+        else:
+            raise BadSampleError(f"label file '{path}' has {lab.shape[2]} colour channels; expected a single-channel "
+                                 f"map of class indices (convert colours with the dataset's prepare script)")
+    if lab.dtype != np.uint8:
+        raise BadSampleError(f"label file '{path}' is {lab.dtype}; expected 8-bit class indices")
+    if num_classes is not None:
+        check_label_values(lab, num_classes, path)
+    return lab
+
+
+def check_label_values(label: np.ndarray, num_classes: int, path: str) -> None:
+    """Raise :class:`BadSampleError` naming ``path`` and the offending values if any is outside [0, C) and 255."""
+    top = int(label.max()) if label.size else 0
+    if top < num_classes:
+        return
+    counts = np.bincount(label.ravel(), minlength=256)
+    bad = [v for v in np.nonzero(counts)[0].tolist() if v >= num_classes and v != IGNORE]
+    if bad:
+        raise BadSampleError(f"label file '{path}' has values {bad} outside [0, {num_classes}) and {IGNORE} (ignore); "
+                             f"wrong dataset key or label order?")
+
+
+class FaceParsingDataset(Dataset):
+    """Samples of a prepared split, transformed.
+
+    ``__getitem__`` returns ``image`` (3, h, w) float32, ``label``/``edge``/``semantic_edge`` (h, w) int64 (255 =
+    ignore), ``name`` str and ``meta`` (center, scale, rotation, flip, size (H, W), input_size).
+
+    Args:
+        root: prepared dataset root.
+        split: "train", "val"/"valid", "test" or any ``<split>_list.txt`` present.
+        spec: the label registry entry (class count for validation, flip pairs for the transform).
+        transform: called as ``transform(image, label, rng)``; see :mod:`dml_csr.data.transforms`.
+        skip_bad: replace an unusable sample by the next usable one with a warning, instead of raising. Skipped names
+            are collected; read them with :meth:`pop_skipped` (the loader from :func:`build_loader` brings names
+            skipped inside worker processes back to this object and logs a summary after each pass).
+        max_samples: keep only the first N samples (0 = all).
+    """
+
+    def __init__(self, root: str, split: str, spec: LabelSpec, transform: Callable, *, skip_bad: bool = False,
+                 max_samples: int = 0):
+        self.root = root
+        self.split = resolve_split(root, split)
+        self.spec = spec
+        self.transform = transform
+        self.skip_bad = skip_bad
+        items = read_split_list(root, self.split)
+        if max_samples > 0:
+            items = items[:max_samples]
+        if not items:
+            raise ValueError(f"split '{self.split}' of '{root}' is empty ({self.split}_list.txt lists no samples)")
+        self.items = items
+        self._skipped: list[str] = []
+
+    @property
+    def names(self) -> list[str]:
+        return [it[0] for it in self.items]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def load_pair(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """The original (image (H, W, 3) uint8 BGR, label (H, W) uint8) of sample ``i``, validated."""
+        _, ip, lp = self.items[i]
+        img = read_image(ip)
+        lab = read_label(lp, self.spec.num_classes)
+        if img.shape[:2] != lab.shape:
+            raise BadSampleError(f"size mismatch: image '{ip}' is {img.shape[1]}x{img.shape[0]} (WxH) but label '{lp}' "
+                                 f"is {lab.shape[1]}x{lab.shape[0]}")
+        return img, lab
+
+    def load_label(self, i: int) -> np.ndarray:
+        """The original (H, W) uint8 label map of sample ``i`` (for scoring at full resolution)."""
+        return read_label(self.items[i][2], self.spec.num_classes)
+
+    def pop_skipped(self) -> list[str]:
+        """Names of the samples skipped since the last call (``skip_bad``), and reset the record."""
+        out, self._skipped = self._skipped, []
+        return out
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        skipped: list[str] = []
+        for attempt in range(len(self.items)):
+            j = (i + attempt) % len(self.items)
+            try:
+                img, lab = self.load_pair(j)
+                break
+            except BadSampleError as e:
+                if not self.skip_bad:
+                    raise
+                logger.warning("skipping sample '%s': %s", self.items[j][0], e)
+                skipped.append(self.items[j][0])
+        else:
+            raise BadSampleError(f"every sample of split '{self.split}' in '{self.root}' is unusable "
+                                 f"(first: {skipped[0]})")
+        seed = int(torch.randint(0, 2 ** 62, (1,)).item())  # torch's RNG: seeded per worker by the DataLoader
+        sample = self.transform(img, lab, np.random.default_rng(seed))
+        sample["name"] = self.items[j][0]
+        if skipped:
+            if torch.utils.data.get_worker_info() is None:
+                self._skipped.extend(skipped)
+            else:  # another process: the names travel with the batch back to the main process's dataset
+                sample["skipped"] = skipped
+        return sample
+
+
+def collate_samples(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack tensors; ``name`` and ``meta`` stay lists; ``skipped`` names are concatenated."""
+    batch: dict[str, Any] = {}
+    for key in samples[0]:
+        if key == "skipped":
+            continue
+        vals = [s[key] for s in samples]
+        batch[key] = torch.stack(vals) if isinstance(vals[0], torch.Tensor) else vals
+    skipped = [n for s in samples for n in s.get("skipped", ())]
+    if skipped:
+        batch["skipped"] = skipped
+    return batch
+
+
+class SkipCountingLoader(DataLoader):
+    """A DataLoader that moves ``batch["skipped"]`` into ``dataset.pop_skipped()`` and logs a summary per pass."""
+
+    def __iter__(self):
+        count = 0
+        for batch in super().__iter__():
+            names = batch.pop("skipped", None) if isinstance(batch, dict) else None
+            if names:
+                self.dataset._skipped.extend(names)
+                count += len(names)
+            yield batch
+        pending = len(getattr(self.dataset, "_skipped", ()))
+        if count or pending:
+            logger.warning("data pass over '%s' finished with %d unusable sample(s) skipped (data.skip_bad); "
+                           "run scripts/check_dataset.py on the root to list them", self.dataset.split, pending)
+
+
+def _seed_worker(worker_id: int) -> None:
+    seed = torch.initial_seed() % 2 ** 32  # set by the DataLoader from its generator: base seed + worker id
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def build_transform(cfg, train: bool):
+    """The train or eval transform from ``cfg.data`` and the input convention in ``cfg.model``."""
+    d, m = cfg.data, cfg.model
+    if train:
+        return TrainTransform(d.input_size, get_spec(d.dataset), m.channel_order, m.mean, m.std, d.scale_range,
+                              d.rotation, d.rotation_prob, d.flip, d.color_jitter, d.edge_width,
+                              sampling=getattr(d, "aug_sampling", "uniform"))
+    return EvalTransform(d.input_size, m.channel_order, m.mean, m.std, d.edge_width)
+
+
+def build_dataset(cfg, split: str, train: bool) -> FaceParsingDataset:
+    """The dataset of ``split`` under ``cfg.data.root`` with the train (random) or eval (deterministic) transform."""
+    d = cfg.data
+    return FaceParsingDataset(d.root, split, get_spec(d.dataset), build_transform(cfg, train),
+                              skip_bad=d.skip_bad, max_samples=d.max_samples)
+
+
+def build_loader(cfg, split: str, train: bool, distributed: bool = False,
+                 batch_size: Optional[int] = None) -> SkipCountingLoader:
+    """A DataLoader over :func:`build_dataset`; shuffled with dropped last batch when ``train``.
+
+    Reproducible from ``cfg.seed``: the shuffle order, each worker's seed and so every augmentation follow from it
+    (with ``workers == 0`` the augmentation follows torch's global RNG, which the script seeds). Under
+    ``distributed`` a :class:`DistributedSampler` splits the data; call ``loader.sampler.set_epoch(epoch)`` each epoch.
+    """
+    ds = build_dataset(cfg, split, train)
+    bs = batch_size or (cfg.data.batch_size if train else cfg.eval.batch_size)
+    g = torch.Generator()
+    g.manual_seed(cfg.seed)
+    sampler = DistributedSampler(ds, shuffle=train, seed=cfg.seed, drop_last=train) if distributed else None
+    return SkipCountingLoader(ds, batch_size=bs, shuffle=train and sampler is None, sampler=sampler,
+                              drop_last=train, num_workers=cfg.data.workers, collate_fn=collate_samples,
+                              worker_init_fn=_seed_worker, generator=g, pin_memory=torch.cuda.is_available(),
+                              persistent_workers=False)

@@ -1,0 +1,263 @@
+"""Paired image/label transforms: the authors' affine crop, flip with left/right swap, colour jitter, normalisation.
+
+Geometry (as the official code): the crop box is the whole image, ``center = ((w-1)/2, (h-1)/2)`` and ``scale`` is
+``(w-1, h-1)`` padded to the aspect ratio of the input size; training multiplies ``scale`` by a random factor and
+rotates around the centre. One similarity transform maps the (scaled, rotated) box onto the input grid: image with
+linear interpolation and border 0, label with nearest and border 255 (ignore). The horizontal flip is folded into the
+same warp (no extra pass) and is followed by swapping the registry's left/right classes.
+
+Input convention: ``channel_order`` "BGR" keeps OpenCV's order (tensor channel 0 is blue, as the authors feed it);
+"RGB" reverses it. ``mean``/``std`` are applied literally, per tensor channel, after dividing by 255 (the authors
+apply the RGB ImageNet mean/std to BGR channels; whatever the config says is what happens).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Optional, Sequence
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .edges import binary_edges, semantic_edges
+from .labels import LabelSpec, flip_permutation
+
+__all__ = ["get_affine_transform", "box_to_center_scale", "inverse_affine", "TrainTransform", "EvalTransform",
+           "normalize_image"]
+
+IGNORE = 255
+
+
+def box_to_center_scale(height: int, width: int, input_size: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Centre and scale of the whole-image box ``[0, 0, w-1, h-1]``, scale padded to ``input_size`` (h, w)'s aspect.
+
+    Returns:
+        center (2,) float32 (x, y) and scale (2,) float32 (w, h) in source pixels.
+    """
+    aspect = input_size[1] / input_size[0]
+    bw, bh = float(width - 1), float(height - 1)
+    center = np.array([bw * 0.5, bh * 0.5], np.float32)
+    if bw > aspect * bh:
+        bh = bw / aspect
+    elif bw < aspect * bh:
+        bw = bh * aspect
+    return center, np.array([bw, bh], np.float32)
+
+
+def get_affine_transform(center: Sequence[float], scale: Sequence[float], rot: float, output_size: Sequence[int],
+                         inv: bool = False) -> np.ndarray:
+    """The 2x3 similarity mapping source pixels to output pixels (or back when ``inv``).
+
+    The source box of width ``scale[0]`` centred at ``center`` and rotated by ``rot`` degrees (counter-clockwise on
+    screen, as ``cv2.getRotationMatrix2D``) lands on an output grid of ``output_size`` = (height, width), its centre on
+    ``((W-1)/2, (H-1)/2)`` and its width on ``W-1`` pixels (uniform scale, as the official code).
+    """
+    out_h, out_w = output_size
+    k = (out_w - 1) / float(scale[0])
+    r = math.radians(rot)
+    cs, sn = math.cos(r), math.sin(r)
+    a = np.array([[cs, sn], [-sn, cs]], np.float64) * k
+    dst_c = np.array([(out_w - 1) * 0.5, (out_h - 1) * 0.5])
+    src_c = np.asarray(center, np.float64)
+    if inv:
+        a_inv = np.array([[cs, -sn], [sn, cs]], np.float64) / k
+        return np.hstack([a_inv, (src_c - a_inv @ dst_c)[:, None]]).astype(np.float32)
+    return np.hstack([a, (dst_c - a @ src_c)[:, None]]).astype(np.float32)
+
+
+def normalize_image(image: np.ndarray, channel_order: str, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """(H, W, 3) uint8 BGR -> (3, H, W) float32 tensor in ``channel_order``, ``(x/255 - mean) / std`` per channel."""
+    if channel_order not in ("BGR", "RGB"):
+        raise ValueError(f"channel_order must be 'BGR' or 'RGB', got {channel_order!r}")
+    planes = cv2.split(image)
+    if channel_order == "RGB":
+        planes = planes[::-1]
+    out = np.empty((3,) + image.shape[:2], np.float32)
+    values = np.arange(256, dtype=np.float32) / 255.0
+    for c in range(3):  # a 256-entry lookup table per channel: one pass, no float temporaries
+        lut = ((values - mean[c]) / std[c]).astype(np.float32)
+        np.take(lut, planes[c], out=out[c])
+    return torch.from_numpy(out)
+
+
+def _color_jitter(image: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
+    """Random brightness, contrast and saturation, each factor in [1 - s, 1 + s]. (H, W, 3) uint8 in and out."""
+    b, c, s = rng.uniform(1 - strength, 1 + strength, 3)
+    img = image.astype(np.float32)
+    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    img = img * (b * s) + (grey * (b * (1 - s)))[..., None]  # brightness and saturation
+    m = float(grey.mean()) * b
+    img = (img - m) * c + m  # contrast around the mean grey
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+class _Base:
+    def __init__(self, input_size: Sequence[int], channel_order: str, mean: Sequence[float], std: Sequence[float],
+                 edge_width: int):
+        if len(input_size) != 2 or min(input_size) < 2:
+            raise ValueError(f"input_size must be (height, width) >= 2, got {tuple(input_size)}")
+        if channel_order not in ("BGR", "RGB"):
+            raise ValueError(f"channel_order must be 'BGR' or 'RGB', got {channel_order!r}")
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.channel_order = channel_order
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+        self.edge_width = int(edge_width)
+
+    def _finish(self, image: np.ndarray, label: Optional[np.ndarray], meta: dict) -> dict[str, Any]:
+        out: dict[str, Any] = {"image": normalize_image(image, self.channel_order, self.mean, self.std), "meta": meta}
+        if label is not None:
+            out["label"] = torch.from_numpy(label.astype(np.int64))
+            out["edge"] = torch.from_numpy(binary_edges(label, self.edge_width, IGNORE).astype(np.int64))
+            out["semantic_edge"] = torch.from_numpy(semantic_edges(label, self.edge_width, IGNORE).astype(np.int64))
+        return out
+
+    def _warp(self, image: np.ndarray, label: Optional[np.ndarray], m: np.ndarray):
+        h, w = self.input_size
+        img = cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                             borderValue=(0, 0, 0))
+        lab = None
+        if label is not None:
+            lab = cv2.warpAffine(label, m, (w, h), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
+                                 borderValue=IGNORE)
+        return img, lab
+
+
+class EvalTransform(_Base):
+    """Deterministic affine to ``input_size``; the meta carries what :func:`inverse_affine` needs.
+
+    ``__call__(image (H, W, 3) uint8 BGR, label (H, W) uint8 or None)`` returns ``image`` (3, h, w) float32 and
+    ``meta``, plus ``label``, ``edge``, ``semantic_edge`` (h, w) int64 when a label is given.
+    """
+
+    def __init__(self, input_size: Sequence[int] = (473, 473), channel_order: str = "BGR",
+                 mean: Sequence[float] = (0.485, 0.456, 0.406), std: Sequence[float] = (0.229, 0.224, 0.225),
+                 edge_width: int = 1):
+        super().__init__(input_size, channel_order, mean, std, edge_width)
+
+    def __call__(self, image: np.ndarray, label: Optional[np.ndarray] = None,
+                 rng: Optional[np.random.Generator] = None) -> dict[str, Any]:
+        h, w = image.shape[:2]
+        center, scale = box_to_center_scale(h, w, self.input_size)
+        m = get_affine_transform(center, scale, 0.0, self.input_size)
+        img, lab = self._warp(image, label, m)
+        meta = {"center": center.tolist(), "scale": scale.tolist(), "rotation": 0.0, "flip": False,
+                "size": (h, w), "input_size": self.input_size}
+        return self._finish(img, lab, meta)
+
+
+class TrainTransform(_Base):
+    """Random scale, rotation and flip folded into one affine, optional colour jitter, then edges.
+
+    Args:
+        input_size: (height, width) of the output.
+        spec: label registry entry (its flip pairs are swapped on a flip).
+        scale_range: (low, high) multiplier range of the crop scale.
+        rotation: degrees; the rotation is drawn within +-rotation.
+        rotation_prob: probability of rotating at all.
+        flip: horizontal flip with probability 0.5.
+        color_jitter: strength in [0, 1] of brightness/contrast/saturation jitter; 0 disables.
+        edge_width: edge target width (see :mod:`dml_csr.data.edges`).
+        sampling: "uniform" (scale uniform in the range, rotation uniform in +-rotation: the paper's wording) or
+            "normal" (the official code: scale factor ``clip(N(1, 0.25), range)``, rotation
+            ``clip(N(0, rotation), +-2*rotation)``).
+    """
+
+    def __init__(self, input_size: Sequence[int], spec: LabelSpec, channel_order: str = "BGR",
+                 mean: Sequence[float] = (0.485, 0.456, 0.406), std: Sequence[float] = (0.229, 0.224, 0.225),
+                 scale_range: Sequence[float] = (0.75, 1.25), rotation: float = 30.0, rotation_prob: float = 1.0,
+                 flip: bool = True, color_jitter: float = 0.0, edge_width: int = 1, sampling: str = "uniform"):
+        super().__init__(input_size, channel_order, mean, std, edge_width)
+        if sampling not in ("uniform", "normal"):
+            raise ValueError(f"sampling must be 'uniform' or 'normal', got {sampling!r}")
+        if not 0 < scale_range[0] <= scale_range[1]:
+            raise ValueError(f"scale_range must be 0 < low <= high, got {tuple(scale_range)}")
+        self.spec = spec
+        self.scale_range = (float(scale_range[0]), float(scale_range[1]))
+        self.rotation = float(rotation)
+        self.rotation_prob = float(rotation_prob)
+        self.flip = bool(flip)
+        self.color_jitter = float(color_jitter)
+        self.sampling = sampling
+        lut = np.arange(256, dtype=np.uint8)
+        lut[: spec.num_classes] = flip_permutation(spec)
+        self._flip_lut = lut
+
+    def sample_params(self, rng: np.random.Generator) -> tuple[float, float, bool]:
+        """Draw (scale factor, rotation degrees, flip)."""
+        lo, hi = self.scale_range
+        if self.sampling == "uniform":
+            s = rng.uniform(lo, hi)
+            r = rng.uniform(-self.rotation, self.rotation)
+        else:
+            s = float(np.clip(rng.normal(1.0, 0.25), lo, hi))
+            r = float(np.clip(rng.normal(0.0, self.rotation), -2 * self.rotation, 2 * self.rotation))
+        if rng.random() >= self.rotation_prob:
+            r = 0.0
+        f = self.flip and rng.random() < 0.5
+        return float(s), float(r), bool(f)
+
+    def __call__(self, image: np.ndarray, label: Optional[np.ndarray] = None,
+                 rng: Optional[np.random.Generator] = None) -> dict[str, Any]:
+        rng = rng if rng is not None else np.random.default_rng()
+        h, w = image.shape[:2]
+        center, scale = box_to_center_scale(h, w, self.input_size)
+        s, r, f = self.sample_params(rng)
+        scale = scale * s
+        m = get_affine_transform(center, scale, r, self.input_size)
+        if f:  # sample the mirrored source: x -> (w - 1) - x, composed into the same warp
+            m = m.copy()
+            m[:, 2] += m[:, 0] * (w - 1)
+            m[:, 0] = -m[:, 0]
+        img, lab = self._warp(image, label, m)
+        if f and lab is not None:
+            lab = cv2.LUT(lab, self._flip_lut)
+        if self.color_jitter > 0:
+            img = _color_jitter(img, self.color_jitter, rng)
+        meta = {"center": center.tolist(), "scale": scale.tolist(), "rotation": r, "flip": f, "size": (h, w),
+                "input_size": self.input_size}
+        return self._finish(img, lab, meta)
+
+
+def inverse_affine(pred, meta: dict, mode: str = "nearest", fill: float = 0):
+    """Map a network-resolution prediction back onto the original image grid.
+
+    Args:
+        pred: labels or logits at ``meta["input_size"]``: numpy (h, w) or (h, w, C), or a torch tensor (h, w) or
+            (C, h, w) on any device.
+        meta: a sample's meta (center, scale, rotation, size, and flip for training samples).
+        mode: "nearest" for labels, "bilinear" for logits/probabilities.
+        fill: value outside the warped region (0 = background, as the official test code).
+    Returns:
+        the same kind and layout at ``meta["size"]`` (H, W).
+    """
+    if mode not in ("nearest", "bilinear"):
+        raise ValueError(f"mode must be 'nearest' or 'bilinear', got {mode!r}")
+    H, W = meta["size"]
+    m = get_affine_transform(meta["center"], meta["scale"], meta["rotation"], meta["input_size"])
+    if meta.get("flip"):
+        m = m.copy()
+        m[:, 2] += m[:, 0] * (W - 1)
+        m[:, 0] = -m[:, 0]
+    if isinstance(pred, np.ndarray):
+        flags = (cv2.INTER_NEAREST if mode == "nearest" else cv2.INTER_LINEAR) | cv2.WARP_INVERSE_MAP
+        if pred.ndim == 3 and pred.shape[2] > 4:  # OpenCV warps at most 4 channels at a time
+            return np.stack([inverse_affine(pred[..., c], meta, mode, fill) for c in range(pred.shape[2])], -1)
+        return cv2.warpAffine(pred, m, (W, H), flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=fill)
+    if not isinstance(pred, torch.Tensor):
+        raise TypeError(f"pred must be a numpy array or a torch tensor, got {type(pred).__name__}")
+    squeeze = pred.dim() == 2
+    x = pred[None, None] if squeeze else pred[None]
+    h, w = x.shape[-2:]
+    # output pixel (X, Y) samples the prediction at m @ (X, Y, 1); normalise for align_corners=True
+    ys, xs = torch.meshgrid(torch.arange(H, device=x.device, dtype=torch.float32),
+                            torch.arange(W, device=x.device, dtype=torch.float32), indexing="ij")
+    mt = torch.as_tensor(m, dtype=torch.float32, device=x.device)
+    sx = mt[0, 0] * xs + mt[0, 1] * ys + mt[0, 2]
+    sy = mt[1, 0] * xs + mt[1, 1] * ys + mt[1, 2]
+    grid = torch.stack([sx * (2.0 / (w - 1)) - 1, sy * (2.0 / (h - 1)) - 1], -1)[None]
+    xf = x.float()
+    out = F.grid_sample(xf - fill, grid, mode=mode, padding_mode="zeros", align_corners=True) + fill
+    out = out.to(pred.dtype) if not pred.is_floating_point() else out
+    return out[0, 0] if squeeze else out[0]
