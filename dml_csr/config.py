@@ -83,6 +83,8 @@ class LossConfig:
     alphas: tuple[float, float, float] = (1.0, 1.0, 0.1)
     class_weights: Optional[list[float]] = None  # w_j of the category-edge attention loss; None = all ones
     lovasz: bool = True
+    lovasz_per_image: bool = False  # Lovasz-softmax per image (True) or over the batch as one set (False, authors')
+    temperature: float = 1.0  # softmax temperature of the self-distillation KL terms (eq. 7); the KL is scaled by T^2
 
 
 @dataclass

@@ -1,0 +1,72 @@
+"""Self-distillation losses (paper eq. 7): KL divergence from the teacher's soft labels to the student's prediction.
+
+Per pixel, ``KL(p_t || p_s) = sum_c p_t,c (log p_t,c - log p_s,c)`` with ``p = softmax(logits / T)``, averaged over
+the valid (non-ignored) pixels and multiplied by ``T^2`` (so gradients keep their scale when T changes). Both maps are
+upsampled to the label size first, like the supervised losses. The teacher is detached. For identical logits the
+two log-softmaxes are bitwise equal, so the loss is exactly 0.
+
+Reduction: mean over pixels. The authors' code uses ``batchmean`` (a sum over the H*W pixels per image), which
+would scale the term by H*W (about 2e5 at 473x473) relative to the pixel-mean cross-entropies; we do not copy that.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from dml_csr.losses.parsing import IGNORE_INDEX, upsample_to
+
+__all__ = ["kl_distill", "mix_with_onehot"]
+
+
+def kl_distill(student_logits: Tensor, teacher_logits: Tensor, valid: Optional[Tensor] = None,
+               temperature: float = 1.0, size: Optional[tuple[int, int]] = None) -> Tensor:
+    """Mean per-pixel KL(teacher || student) times T^2.
+
+    Args:
+        student_logits: (B, K, h, w) logits of the model being trained.
+        teacher_logits: (B, K, h', w') logits of the teacher (detached here).
+        valid: optional (B, H, W) bool mask of pixels to average over; its size is the loss size.
+        temperature: T > 0.
+        size: (H, W) loss size when ``valid`` is None (default: the student's size).
+    Returns:
+        scalar >= 0; 0 (attached to the graph) when no pixel is valid.
+    """
+    if temperature <= 0:
+        raise ValueError(f"kl_distill: temperature must be > 0, got {temperature}")
+    if student_logits.shape[:2] != teacher_logits.shape[:2]:
+        raise ValueError(f"kl_distill: student {tuple(student_logits.shape)} and teacher "
+                         f"{tuple(teacher_logits.shape)} disagree in batch or channels")
+    if valid is not None:
+        size = tuple(valid.shape[-2:])
+    elif size is None:
+        size = tuple(student_logits.shape[-2:])
+    s = upsample_to(student_logits, size).float()
+    t = upsample_to(teacher_logits.detach(), size).float()
+    log_ps = F.log_softmax(s / temperature, dim=1)
+    log_pt = F.log_softmax(t / temperature, dim=1)
+    kl = F.kl_div(log_ps, log_pt, reduction="none", log_target=True).sum(1)  # (B, H, W)
+    if valid is None:
+        return kl.mean() * temperature ** 2
+    valid = valid.to(kl.dtype)
+    return (kl * valid).sum() / valid.sum().clamp_min(1.0) * temperature ** 2
+
+
+def mix_with_onehot(teacher_logits: Tensor, target: Tensor, weight: float,
+                    ignore_index: int = IGNORE_INDEX) -> Tensor:
+    """The authors' (and SCHP's) refined target: ``(1 - a) * teacher_logits + a * onehot(target)`` in logit space.
+
+    Args:
+        teacher_logits: (B, K, h, w); upsampled to the target size.
+        target: (B, H, W) int64 hard labels; ignored pixels get a zero one-hot.
+        weight: a in [0, 1]; the authors use ``1 / (cycle + 1)``.
+    Returns:
+        (B, K, H, W) float32.
+    """
+    t = upsample_to(teacher_logits.detach(), tuple(target.shape[-2:])).float()
+    valid = target != ignore_index
+    onehot = F.one_hot(torch.where(valid, target, torch.zeros_like(target)), t.shape[1])
+    onehot = (onehot * valid.unsqueeze(-1)).movedim(-1, 1).to(t.dtype)
+    return (1.0 - weight) * t + weight * onehot
