@@ -1,0 +1,144 @@
+import logging
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from dml_csr.config import load_config
+from dml_csr.data.dataset import BadSampleError, FaceParsingDataset, build_dataset, build_loader
+from dml_csr.data.labels import get_spec
+from dml_csr.data.transforms import EvalTransform, TrainTransform
+
+SPEC = get_spec("helen")
+
+
+def cfg_for(root, dataset="helen", **over):
+    sets = [f"data.dataset={dataset}", f"data.root={root}", "data.input_size=[32,32]", "data.batch_size=2",
+            "data.workers=0", "eval.batch_size=2"] + [f"{k}={v}" for k, v in over.items()]
+    return load_config(None, sets)
+
+
+def test_loads_prepared_layout_and_accepts_val_for_valid(prepared):
+    ds = FaceParsingDataset(prepared, "val", SPEC, EvalTransform((32, 32)))
+    assert ds.split == "valid" and len(ds) == 3 and ds.names == ["valid_0", "valid_1", "valid_2"]
+    s = ds[1]
+    assert s["name"] == "valid_1" and s["image"].shape == (3, 32, 32)
+    assert s["label"].dtype == torch.int64 and s["meta"]["size"] == (40, 56)
+    assert ds.load_label(1).shape == (40, 56) and ds.load_label(1).dtype == np.uint8
+    assert len(FaceParsingDataset(prepared, "train", SPEC, EvalTransform((32, 32)), max_samples=4)) == 4
+
+
+def test_missing_split_names_what_exists(prepared):
+    with pytest.raises(FileNotFoundError, match=r"no 'extra_list.txt'.*test, train, valid"):
+        FaceParsingDataset(prepared, "extra", SPEC, EvalTransform((32, 32)))
+
+
+def test_build_loader_batches_and_is_reproducible(prepared):
+    cfg = cfg_for(prepared, **{"data.workers": 2})
+    batches = []
+    for _ in range(2):
+        b = next(iter(build_loader(cfg, "train", train=True)))
+        batches.append(b)
+    a, b = batches
+    assert a["image"].shape == (2, 3, 32, 32) and a["edge"].shape == (2, 32, 32)
+    assert isinstance(a["meta"], list) and isinstance(a["meta"][0], dict) and len(a["name"]) == 2
+    assert a["name"] == b["name"] and torch.equal(a["image"], b["image"]) and torch.equal(a["label"], b["label"])
+    ev = build_loader(cfg, "val", train=False)
+    assert sum(len(x["name"]) for x in ev) == 3  # no drop_last, no shuffle
+    assert build_loader(cfg, "train", True).drop_last
+
+
+def test_synthetic_data_goes_through_the_same_loader(tmp_path):
+    from dml_csr.data.synthetic import write_dataset
+    root = str(tmp_path / "syn")
+    write_dataset(root, {"train": 2, "val": 2}, size=(48, 48))
+    cfg = cfg_for(root, dataset="synthetic")
+    b = next(iter(build_loader(cfg, "train", True)))
+    assert b["label"].shape == (2, 32, 32) and int(b["label"][b["label"] != 255].max()) < 11
+    assert len(build_dataset(cfg, "valid", False)) == 2
+
+
+def _sample_path(root, name, kind):
+    return os.path.join(root, "train", kind, name + (".jpg" if kind == "images" else ".png"))
+
+
+def _corrupt(root, case):
+    import cv2
+    if case == "missing image":
+        os.remove(_sample_path(root, "train_2", "images"))
+        return "train_2.jpg", "is missing"
+    if case == "undecodable image":
+        open(_sample_path(root, "train_2", "images"), "wb").write(b"not a jpeg")
+        return "train_2.jpg", "cannot be decoded"
+    if case == "missing label":
+        os.remove(_sample_path(root, "train_2", "labels"))
+        return "train_2.png", "is missing"
+    if case == "undecodable label":
+        open(_sample_path(root, "train_2", "labels"), "wb").write(b"\x89PNG garbage")
+        return "train_2.png", "cannot be decoded"
+    if case == "values out of range":
+        lab = np.zeros((40, 56), np.uint8)
+        lab[0, 0], lab[1, 1], lab[2, 2] = 11, 17, 255
+        cv2.imwrite(_sample_path(root, "train_2", "labels"), lab)
+        return "train_2.png", r"values \[11, 17\] outside \[0, 11\)"
+    if case == "size mismatch":
+        cv2.imwrite(_sample_path(root, "train_2", "labels"), np.zeros((30, 50), np.uint8))
+        return "train_2", r"56x40 \(WxH\).*50x30"
+    raise AssertionError(case)
+
+
+CASES = ["missing image", "undecodable image", "missing label", "undecodable label", "values out of range",
+         "size mismatch"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_sample_stops_with_an_error_naming_the_file(prepared, case):
+    fname, what = _corrupt(prepared, case)
+    ds = FaceParsingDataset(prepared, "train", SPEC, EvalTransform((32, 32)))
+    ds[1]  # good samples still load
+    with pytest.raises(BadSampleError, match=fname) as e:
+        ds[2]
+    assert e.match(what)
+
+
+@pytest.mark.parametrize("case", ["undecodable image", "values out of range"])
+def test_skip_bad_warns_and_counts(prepared, case, caplog):
+    _corrupt(prepared, case)
+    ds = FaceParsingDataset(prepared, "train", SPEC, EvalTransform((32, 32)), skip_bad=True)
+    with caplog.at_level(logging.WARNING):
+        s = ds[2]
+    assert s["name"] == "train_3" and "train_2" in caplog.text
+    assert ds.pop_skipped() == ["train_2"] and ds.pop_skipped() == []
+
+
+def test_skip_bad_in_worker_processes_reaches_the_main_dataset(prepared, caplog):
+    _corrupt(prepared, "missing label")
+    cfg = cfg_for(prepared, **{"data.workers": 2, "data.skip_bad": "true"})
+    loader = build_loader(cfg, "val", train=False)  # clean split: nothing skipped
+    list(loader)
+    assert loader.dataset.pop_skipped() == []
+    loader = build_loader(cfg, "train", train=False)
+    with caplog.at_level(logging.WARNING):
+        names = [n for b in loader for n in b["name"]]
+    assert "train_2" not in names and len(names) == 6  # replaced by the next sample
+    assert loader.dataset.pop_skipped() == ["train_2"]
+    assert "1 unusable sample(s) skipped" in caplog.text
+
+
+def test_all_bad_raises(prepared):
+    for k in range(6):
+        os.remove(_sample_path(prepared, f"train_{k}", "labels"))
+    ds = FaceParsingDataset(prepared, "train", SPEC, TrainTransform((32, 32), SPEC), skip_bad=True)
+    with pytest.raises(BadSampleError, match="every sample"):
+        ds[0]
+
+
+def test_colour_label_is_rejected(prepared):
+    import cv2
+    cv2.imwrite(_sample_path(prepared, "train_0", "labels"), np.dstack([np.zeros((40, 56), np.uint8),
+                                                                      np.ones((40, 56), np.uint8),
+                                                                      np.zeros((40, 56), np.uint8)]))
+    ds = FaceParsingDataset(prepared, "train", SPEC, EvalTransform((32, 32)))
+    with pytest.raises(BadSampleError, match="train_0.png' has 3 colour channels"):
+        ds[0]

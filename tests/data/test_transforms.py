@@ -1,0 +1,148 @@
+import numpy as np
+import pytest
+import torch
+
+from dml_csr.data.labels import flip_permutation, get_spec
+from dml_csr.data.transforms import (EvalTransform, TrainTransform, get_affine_transform, inverse_affine,
+                                     normalize_image)
+
+SPEC = get_spec("helen")
+
+
+def apply(m, pts):
+    return pts @ m[:, :2].T + m[:, 2]
+
+
+def test_affine_inverse_and_center():
+    m = get_affine_transform((50.0, 30.0), (100.0, 100.0), 25.0, (64, 80))
+    mi = get_affine_transform((50.0, 30.0), (100.0, 100.0), 25.0, (64, 80), inv=True)
+    pts = np.array([[0.0, 0.0], [13.0, 77.0], [50.0, 30.0]])
+    np.testing.assert_allclose(apply(mi, apply(m, pts)), pts, atol=1e-3)
+    np.testing.assert_allclose(apply(m, pts[2:]), [[39.5, 31.5]], atol=1e-4)  # centre -> output centre
+    # uniform scale: the box width spans the output width - 1
+    assert np.isclose(np.linalg.norm(m[:, 0]), 79 / 100.0)
+
+
+def test_affine_rotation_is_counter_clockwise_like_opencv():
+    import cv2
+    ours = get_affine_transform((20.0, 10.0), (40.0, 40.0), 30.0, (41, 41))
+    ref = cv2.getRotationMatrix2D((20.0, 10.0), 30.0, 1.0)
+    np.testing.assert_allclose(ours[:, :2], ref[:, :2], atol=1e-5)
+
+
+def _force(t, s=1.0, r=0.0, f=False):
+    t.sample_params = lambda rng: (s, r, f)
+    return t
+
+
+def test_flip_swaps_left_and_right():
+    lab = np.zeros((32, 32), np.uint8)
+    lab[5:10, 2:8] = SPEC.index("left_eye")
+    lab[20:25, 3:9] = SPEC.index("left_brow")
+    lab[12:16, 20:30] = SPEC.index("nose")
+    img = np.dstack([lab * 10] * 3).astype(np.uint8)
+    t = _force(TrainTransform((32, 32), SPEC, flip=True), f=True)
+    out = t(img, lab)["label"].numpy()
+    expected = flip_permutation(SPEC)[lab[:, ::-1]]
+    np.testing.assert_array_equal(out, expected)
+    assert (out == SPEC.index("right_eye")).sum() == 30 and (out == SPEC.index("left_eye")).sum() == 0
+    # the image is mirrored too
+    np.testing.assert_array_equal(t(img, lab)["image"][0].numpy(), normalize_image(img[:, ::-1].copy(), "BGR",
+                                  t.mean, t.std)[0].numpy())
+
+
+def _square_label(h=90, w=120):
+    lab = np.zeros((h, w), np.uint8)
+    lab[20:60, 30:70] = 1
+    lab[50:80, 80:110] = 2
+    lab[0:6, :] = 3
+    return lab
+
+
+def _within_one_pixel(back, lab):
+    """Every mapped-back pixel's label occurs within one pixel of it in the original."""
+    h, w = lab.shape
+    pad = np.pad(lab, 1, constant_values=254)
+    ok = np.zeros((h, w), bool)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            ok |= pad[1 + dy: 1 + dy + h, 1 + dx: 1 + dx + w] == back
+    return ok
+
+
+@pytest.mark.parametrize("params", [(1.0, 0.0, False), (0.8, 23.0, True), (1.2, -17.0, False)])
+def test_train_inverse_affine_lands_within_one_pixel(params):
+    lab = _square_label()
+    t = _force(TrainTransform((240, 240), SPEC, flip=True), *params)
+    s = t(np.zeros(lab.shape + (3,), np.uint8), lab)
+    pred = s["label"].numpy().astype(np.uint8)
+    if params[2]:  # a prediction of the flipped sample names left/right as seen: swap back to compare with the GT
+        pred = np.where(pred == 255, 255, flip_permutation(SPEC)[np.minimum(pred, 10)]).astype(np.uint8)
+    back = inverse_affine(pred, s["meta"], fill=254)
+    seen = back != 254  # zooming in (scale < 1) leaves the original's margins outside the crop
+    assert seen.mean() > (0.6 if params[0] < 1 else 0.99)
+    assert _within_one_pixel(back, lab)[seen].all()
+    assert (back[seen] != 255).all()
+
+
+def test_eval_inverse_affine_numpy_and_torch_agree():
+    lab = _square_label()
+    s = EvalTransform((200, 200))(np.zeros(lab.shape + (3,), np.uint8), lab)
+    back_np = inverse_affine(s["label"].numpy().astype(np.uint8), s["meta"])
+    back_t = inverse_affine(s["label"], s["meta"])
+    assert back_np.shape == lab.shape and back_t.shape == lab.shape and back_t.dtype == torch.int64
+    assert _within_one_pixel(back_np, lab).all()
+    assert _within_one_pixel(back_t.numpy(), lab).all()
+    # logits (C, h, w) bilinear: argmax after mapping back reproduces the map
+    logits = torch.nn.functional.one_hot(s["label"].clamp(max=10), 11).permute(2, 0, 1).float()
+    back_l = inverse_affine(logits, s["meta"], mode="bilinear")
+    assert back_l.shape == (11,) + lab.shape
+    assert _within_one_pixel(back_l.argmax(0).numpy(), lab).mean() > 0.995
+    # numpy many-channel logits (h, w, C) too
+    back_ln = inverse_affine(logits.permute(1, 2, 0).numpy(), s["meta"], mode="bilinear")
+    np.testing.assert_allclose(back_ln, back_l.permute(1, 2, 0).numpy(), atol=2e-2)
+
+
+def test_eval_transform_outputs_and_ignore_border():
+    lab = _square_label(60, 120)  # wide image: padded top and bottom
+    s = EvalTransform((64, 64))(np.full(lab.shape + (3,), 200, np.uint8), lab)
+    assert s["image"].shape == (3, 64, 64) and s["image"].dtype == torch.float32
+    for k in ("label", "edge", "semantic_edge"):
+        assert s[k].shape == (64, 64) and s[k].dtype == torch.int64
+    assert (s["label"][:10] == 255).all() and (s["edge"][:10] == 255).all()  # outside the image: ignore
+    assert s["meta"]["size"] == (60, 120)
+    assert set(torch.unique(s["edge"]).tolist()) == {0, 1, 255}
+
+
+def test_channel_order_and_normalisation_are_literal():
+    img = np.zeros((4, 4, 3), np.uint8)
+    img[..., 0], img[..., 1], img[..., 2] = 10, 20, 30  # B, G, R
+    mean, std = (0.1, 0.2, 0.3), (0.5, 0.25, 0.125)
+    bgr = EvalTransform((4, 4), "BGR", mean, std)(img)["image"][:, 1, 1]
+    rgb = EvalTransform((4, 4), "RGB", mean, std)(img)["image"][:, 1, 1]
+    np.testing.assert_allclose(bgr.numpy(), [(10 / 255 - .1) / .5, (20 / 255 - .2) / .25, (30 / 255 - .3) / .125],
+                               rtol=1e-5)
+    np.testing.assert_allclose(rgb.numpy(), [(30 / 255 - .1) / .5, (20 / 255 - .2) / .25, (10 / 255 - .3) / .125],
+                               rtol=1e-5)
+
+
+def test_random_parameters_stay_in_range_and_jitter_runs():
+    t = TrainTransform((48, 48), SPEC, scale_range=(0.75, 1.25), rotation=30, rotation_prob=0.5, color_jitter=0.4)
+    rng = np.random.default_rng(0)
+    draws = [t.sample_params(rng) for _ in range(400)]
+    s, r, f = map(np.array, zip(*draws))
+    assert s.min() >= 0.75 and s.max() <= 1.25 and np.abs(r).max() <= 30
+    assert 0.35 < (r == 0).mean() < 0.65 and 0.35 < f.mean() < 0.65
+    official = TrainTransform((48, 48), SPEC, rotation=30, sampling="normal")
+    r2 = np.array([official.sample_params(rng)[1] for _ in range(400)])
+    assert np.abs(r2).max() <= 60 and np.abs(r2).max() > 30
+    lab = _square_label()
+    out = t(np.full(lab.shape + (3,), 128, np.uint8), lab, np.random.default_rng(1))
+    assert torch.isfinite(out["image"]).all()
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="channel_order"):
+        EvalTransform((8, 8), "BRG")
+    with pytest.raises(ValueError, match="sampling"):
+        TrainTransform((8, 8), SPEC, sampling="beta")
