@@ -1,0 +1,115 @@
+"""Config loading: inheritance, overrides, and every error naming key and file."""
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from dml_csr.config import ConfigError, config_from_dict, config_to_dict, load_config, save_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def write(path, data):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(data if isinstance(data, str) else yaml.safe_dump(data))
+    return str(path)
+
+
+@pytest.fixture
+def tree(tmp_path):
+    write(tmp_path / "_base_/datasets/d.yaml", {"data": {"dataset": "helen", "root": "data/helen", "batch_size": 3}})
+    write(tmp_path / "_base_/models/m.yaml", {"model": {"backbone": "resnet50", "context_channels": 128}})
+    write(tmp_path / "_base_/schedules/s.yaml", {"train": {"epochs": 7, "lr": 0.01}, "data": {"batch_size": 5}})
+    return tmp_path
+
+
+def test_inheritance_later_base_and_child_win(tree):
+    cfg_path = write(tree / "exp.yaml", {"_base_": ["_base_/datasets/d.yaml", "_base_/models/m.yaml",
+                                                    "_base_/schedules/s.yaml"],
+                                         "name": "exp", "train": {"epochs": 9}})
+    cfg = load_config(cfg_path)
+    assert cfg.name == "exp"
+    assert cfg.data.dataset == "helen" and cfg.data.root == "data/helen"
+    assert cfg.data.batch_size == 5  # the schedule base comes later than the dataset base
+    assert cfg.model.backbone == "resnet50" and cfg.model.context_channels == 128
+    assert cfg.train.epochs == 9 and cfg.train.lr == 0.01  # child overrides one key, keeps the sibling
+    assert cfg.model.decoder_channels == 256  # dataclass default survives
+
+
+def test_nested_bases_and_overrides(tree):
+    mid = write(tree / "mid.yaml", {"_base_": "_base_/datasets/d.yaml", "seed": 3})
+    top = write(tree / "sub/top.yaml", {"_base_": "../mid.yaml"})
+    cfg = load_config(top, ["train.epochs=2", "model.backbone=resnet18", "data.input_size=[64, 96]",
+                            "loss.class_weights=[1, 2.5]", "eval.flip=true"])
+    assert cfg.seed == 3 and cfg.data.dataset == "helen"
+    assert cfg.train.epochs == 2 and cfg.model.backbone == "resnet18"
+    assert cfg.data.input_size == (64, 96)
+    assert cfg.loss.class_weights == [1.0, 2.5] and cfg.eval.flip is True
+
+
+def test_unknown_key_names_key_file_and_choices(tree):
+    p = write(tree / "typo.yaml", {"_base_": "_base_/datasets/d.yaml", "model": {"backbnoe": "resnet18"}})
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    msg = str(e.value)
+    assert "model.backbnoe" in msg and p in msg and "backbone" in msg
+
+
+def test_unknown_key_in_base_names_the_base_file(tree):
+    write(tree / "_base_/models/bad.yaml", {"model": {"widht": 3}})
+    p = write(tree / "exp.yaml", {"_base_": ["_base_/datasets/d.yaml", "_base_/models/bad.yaml"]})
+    with pytest.raises(ConfigError, match=r"bad\.yaml.*model\.widht"):
+        load_config(p)
+
+
+def test_wrong_type_and_bad_choice(tree):
+    p = write(tree / "t.yaml", {"_base_": "_base_/datasets/d.yaml", "train": {"epochs": "ten"}})
+    with pytest.raises(ConfigError, match=r"t\.yaml.*'train\.epochs' = 'ten'.*expected int"):
+        load_config(p)
+    p = write(tree / "c.yaml", {"_base_": "_base_/datasets/d.yaml", "model": {"backbone": "vgg"}})
+    with pytest.raises(ConfigError, match=r"c\.yaml.*model\.backbone.*'resnet101_deepstem'.*'resnet50'"):
+        load_config(p)
+    with pytest.raises(ConfigError, match=r"--set.*data\.input_size"):
+        load_config(str(tree / "_base_/datasets/d.yaml"), ["data.input_size=[1, 2, 3]"])
+    with pytest.raises(ConfigError, match="train.flip"):  # a bool where a section is expected is fine; bad key not
+        load_config(str(tree / "_base_/datasets/d.yaml"), ["train.flip=true"])
+
+
+def test_missing_required_and_missing_base(tree):
+    with pytest.raises(ConfigError, match=r"missing required value 'data\.root'"):
+        load_config(write(tree / "r.yaml", {"data": {"dataset": "helen"}}))
+    p = write(tree / "b.yaml", {"_base_": "_base_/nope.yaml"})
+    with pytest.raises(ConfigError, match=r"b\.yaml: _base_ file .*nope\.yaml.* does not exist"):
+        load_config(p)
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(write(tree / "y.yaml", "data: [unclosed\n"))
+
+
+def test_roundtrip_through_saved_yaml(tree, tmp_path):
+    cfg = load_config(str(tree / "_base_/datasets/d.yaml"), ["model.mean=[0.5, 0.5, 0.5]"])
+    out = str(tmp_path / "resolved.yaml")
+    save_config(cfg, out)
+    again = load_config(out)
+    assert again == cfg
+    assert config_from_dict(config_to_dict(cfg)) == cfg
+
+
+@pytest.mark.parametrize("name", sorted(f for f in os.listdir(os.path.join(ROOT, "configs")) if f.endswith(".yaml")))
+def test_shipped_configs_load(name):
+    cfg = load_config(os.path.join(ROOT, "configs", name))
+    assert cfg.data.root and cfg.name
+
+
+def test_cli_stops_before_work_with_one_line(tree, tmp_path):
+    """A typo stops scripts/train.py with one clear line and exit status 2, before anything is written."""
+    p = write(tree / "typo.yaml", {"_base_": "_base_/datasets/d.yaml", "trian": {"epochs": 1},
+                                   "output_dir": str(tmp_path / "runs")})
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "train.py"), "--config", p],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and "unknown key 'trian'" in lines[0] and "typo.yaml" in lines[0]
+    assert not os.path.exists(tmp_path / "runs")
