@@ -1,2 +1,13 @@
 """dml_csr: a face-parsing research framework (DML-CSR, CVPR 2022; recurrent propagation, BMVC 2017)."""
 __version__ = "0.1.0"
+
+__all__ = ["load_model"]
+
+
+def __getattr__(name: str):
+    # lazy: importing dml_csr stays cheap (no torch import) until the model API is used
+    if name == "load_model":
+        from .models.loading import load_model
+
+        return load_model
+    raise AttributeError(f"module 'dml_csr' has no attribute '{name}'")

@@ -1,0 +1,67 @@
+"""DML-CSR (Zheng et al., "Decoupled Multi-task Learning with Cyclical Self-Regulation for Face Parsing", CVPR 2022).
+
+Backbone -> DDGCN context on layer4 -> parsing decoder with the layer1 skip; in training an edge module on
+layer1..3 gives binary and category edges. The edge module shares only the backbone with parsing, so dropping it
+(:meth:`DMLCSR.drop_edge_heads`, or ``edge_heads=False``) leaves the parsing output unchanged.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+from .backbone import build_backbone
+from .context import DDualGCNHead
+from .heads import EdgeModule, ParsingDecoder
+from .norm import NormFactory, make_norm
+
+__all__ = ["DMLCSR", "build_dml_csr"]
+
+
+class DMLCSR(nn.Module):
+    """The DML-CSR network; (B, 3, H, W) -> dict of logits at stride 4 (layer1's size), not upsampled.
+
+    Outputs: ``"parsing"`` (B, K, h, w) always; ``"edge"`` (B, 2, h, w) and ``"semantic_edge"`` (B, K, h, w) when the
+    edge heads exist. Submodules: ``backbone``, ``context`` (authors' ``context``), ``decoder`` (``layer6``),
+    ``edges`` (``edge_layer``, or None).
+    """
+
+    def __init__(self, backbone: nn.Module, num_classes: int, norm: NormFactory, context_channels: int = 512,
+                 decoder_channels: int = 256, edge_channels: int = 256, edge_heads: bool = True) -> None:
+        super().__init__()
+        c1, c2, c3, c4 = backbone.channels
+        self.num_classes = num_classes
+        self.backbone = backbone
+        self.context = DDualGCNHead(c4, context_channels, norm)
+        self.decoder = ParsingDecoder(context_channels, c1, num_classes, norm, width=decoder_channels)
+        self.edges: Optional[EdgeModule] = (
+            EdgeModule((c1, c2, c3), num_classes, norm, width=edge_channels) if edge_heads else None)
+
+    @property
+    def has_edge_heads(self) -> bool:
+        return self.edges is not None
+
+    def drop_edge_heads(self) -> "DMLCSR":
+        """Remove the edge module in place (the inference model); returns self."""
+        self.edges = None
+        return self
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        x1, x2, x3, x4 = self.backbone(x)
+        parsing, _ = self.decoder(self.context(x4), x1)
+        if self.edges is None:
+            return {"parsing": parsing}
+        edge, semantic_edge, _ = self.edges(x1, x2, x3)
+        return {"parsing": parsing, "edge": edge, "semantic_edge": semantic_edge}
+
+
+def build_dml_csr(cfg, num_classes: int) -> DMLCSR:
+    """Build DML-CSR from a :class:`dml_csr.config.ModelConfig`."""
+    if num_classes < 2:
+        raise ValueError(f"num_classes={num_classes}; a parsing model needs at least 2 classes")
+    norm = make_norm(cfg.norm)
+    backbone = build_backbone(cfg.backbone, norm, cfg.output_stride, cfg.pretrained)
+    return DMLCSR(backbone, num_classes, norm, context_channels=cfg.context_channels,
+                  decoder_channels=cfg.decoder_channels, edge_channels=cfg.edge_channels,
+                  edge_heads=cfg.edge_heads)

@@ -1,0 +1,58 @@
+"""The fast inference path shared by the benchmark, the evaluator and the inference API.
+
+fp32 eager is the reference. ``precision`` "bf16"/"fp16" runs the model under ``torch.autocast`` (on CPU, bf16 uses
+AMX/AVX-512 BF16 kernels where the CPU has them); ``channels_last`` stores weights and activations NHWC, which the
+oneDNN and cuDNN convolutions prefer. Usage::
+
+    model = prepare_for_inference(model, precision, channels_last)
+    with torch.inference_mode(), autocast_context(device, precision):
+        logits = model(to_model_input(x, channels_last))["parsing"].float()
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import ContextManager, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["PRECISIONS", "upsample_logits", "autocast_context", "prepare_for_inference", "to_model_input"]
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def upsample_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, C, h, w) -> (B, C, *size), bilinear with align_corners=True as the authors do."""
+    return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=True)
+
+
+def _dtype(precision: str):
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision '{precision}' is unknown; expected one of {', '.join(PRECISIONS)}")
+    return PRECISIONS[precision]
+
+
+def autocast_context(device: Union[str, torch.device], precision: str) -> ContextManager:
+    """``torch.autocast`` for "bf16"/"fp16" on ``device``'s type; a no-op context for "fp32"."""
+    dtype = _dtype(precision)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
+
+
+def prepare_for_inference(model: nn.Module, precision: str = "fp32", channels_last: bool = False) -> nn.Module:
+    """Put ``model`` in eval mode and, with ``channels_last``, NHWC memory format; returns it (modified in place).
+
+    Weights stay fp32 (autocast casts per op), so the fp32 reference and the fast path share one model.
+    """
+    _dtype(precision)  # validate early
+    model.eval()
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
+def to_model_input(x: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+    """(B, 3, H, W) in the memory format the prepared model expects."""
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x

@@ -1,0 +1,198 @@
+"""The authors' norm layer: batch norm scaled by |gamma| + eps, then an activation (inplace_abn's ABN semantics).
+
+``ABN`` is a pure-PyTorch subclass of ``torch.nn.modules.batchnorm._BatchNorm`` (running statistics, eps 1e-5,
+momentum 0.1), so batch-norm utilities (``torch.optim.swa_utils.update_bn``, BN re-estimation) find it. It computes
+
+    y = act((x - mean) / sqrt(var + eps) * (|gamma| + eps) + beta)
+
+with act = LeakyReLU(0.01) by default (inplace_abn's default), ``"relu"`` or ``"identity"``. ``abs_weight=False``
+gives plain batch-norm semantics, used when :func:`convert_sync_abn` takes over ordinary ``BatchNorm`` layers.
+
+Under DistributedDataParallel call :func:`convert_sync_abn` (NOT ``torch.nn.SyncBatchNorm.convert_sync_batchnorm``,
+which would replace ABN by plain batch norm and lose the |gamma| semantics and the activation). Synchronised layers
+all-reduce the per-channel mean and mean of squares (autograd-aware), so the gradient flows through the statistics of
+every process exactly as with ``SyncBatchNorm``.
+
+``norm: inplace_abn`` in the config selects the inplace_abn package's kernels (:func:`make_norm`); those modules are
+not ``_BatchNorm`` subclasses.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+__all__ = ["ABN", "NormFactory", "make_norm", "convert_sync_abn", "inplace_abn_available"]
+
+log = logging.getLogger(__name__)
+
+ACTIVATIONS = ("leaky_relu", "relu", "identity")
+
+# (num_features, activation) -> norm module
+NormFactory = Callable[..., nn.Module]
+
+
+class ABN(_BatchNorm):
+    """Activated batch norm with inplace_abn's arithmetic; input (B, C, *) -> same shape.
+
+    Args:
+        num_features: channels C.
+        activation: "leaky_relu" (default, slope ``activation_param``), "relu" or "identity".
+        activation_param: negative slope of the leaky ReLU (0.01 as in inplace_abn).
+        eps: added to the variance and to |gamma|.
+        momentum: running-statistics momentum (0.1).
+        abs_weight: scale by |gamma| + eps (inplace_abn) when True, by gamma (plain batch norm) when False.
+    """
+
+    def __init__(self, num_features: int, activation: str = "leaky_relu", activation_param: float = 0.01,
+                 eps: float = 1e-5, momentum: float = 0.1, abs_weight: bool = True) -> None:
+        super().__init__(num_features, eps=eps, momentum=momentum, affine=True, track_running_stats=True)
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"ABN activation '{activation}' is unknown; expected one of {', '.join(ACTIVATIONS)}")
+        self.activation = activation
+        self.activation_param = activation_param
+        self.abs_weight = abs_weight
+        self.sync = False  # set by convert_sync_abn
+        self.process_group = None
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"ABN expects input of shape (B, C, *), got {tuple(input.shape)}")
+
+    def extra_repr(self) -> str:
+        return (f"{super().extra_repr()}, activation={self.activation}, slope={self.activation_param}, "
+                f"abs_weight={self.abs_weight}, sync={self.sync}")
+
+    def effective_weight(self) -> torch.Tensor:
+        """The scale actually applied: |gamma| + eps (inplace_abn) or gamma."""
+        return self.weight.abs() + self.eps if self.abs_weight else self.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input_dim(x)
+        weight = self.effective_weight()
+        if self.training:
+            self.num_batches_tracked.add_(1)
+        if self.training and self.sync and _world_size(self.process_group) > 1:
+            y = _sync_batch_norm(x, self, weight)
+        else:
+            y = F.batch_norm(x, self.running_mean, self.running_var, weight, self.bias,
+                             self.training, self.momentum, self.eps)
+        return _activate(y, self.activation, self.activation_param)
+
+
+def _activate(y: torch.Tensor, activation: str, slope: float) -> torch.Tensor:
+    if activation == "leaky_relu":
+        return F.leaky_relu(y, slope)
+    if activation == "relu":
+        return F.relu(y)
+    return y
+
+
+def _world_size(group) -> int:
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return 1
+    return torch.distributed.get_world_size(group)
+
+
+def _sync_batch_norm(x: torch.Tensor, m: ABN, weight: torch.Tensor) -> torch.Tensor:
+    """Training-mode batch norm with statistics pooled over every process of ``m.process_group``.
+
+    Each process contributes its element count, per-channel sum and sum of squares (computed in fp32); one
+    autograd-aware all-reduce pools them, so gradients reach every process's input through the shared mean and
+    variance, as with ``torch.nn.SyncBatchNorm``. Running statistics get the unbiased pooled variance.
+    """
+    from torch.distributed.nn.functional import all_reduce
+
+    dims = [0] + list(range(2, x.dim()))
+    xf = x.float()
+    count = torch.full((1,), float(x.numel() // x.size(1)), device=x.device)
+    stats = torch.cat([count, xf.sum(dims), (xf * xf).sum(dims)])
+    stats = all_reduce(stats, group=m.process_group)
+    c = x.size(1)
+    n = stats[0]
+    mean = stats[1:1 + c] / n
+    var = (stats[1 + c:] / n - mean * mean).clamp_min(0.0)
+    with torch.no_grad():
+        unbiased = var * (n / (n - 1).clamp_min(1.0))
+        m.running_mean.mul_(1 - m.momentum).add_(mean.detach(), alpha=m.momentum)
+        m.running_var.mul_(1 - m.momentum).add_(unbiased.detach(), alpha=m.momentum)
+    shape = [1, c] + [1] * (x.dim() - 2)
+    scale = weight.float() * torch.rsqrt(var + m.eps)
+    shift = m.bias.float() - mean * scale
+    return (xf * scale.view(shape) + shift.view(shape)).to(x.dtype)
+
+
+def inplace_abn_available() -> bool:
+    """Whether the inplace_abn package can be imported."""
+    try:
+        import inplace_abn  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def make_norm(kind: str = "abn") -> NormFactory:
+    """A factory ``f(num_features, activation="leaky_relu") -> module`` for the config's ``model.norm``.
+
+    "abn" gives :class:`ABN`; "inplace_abn" gives ``inplace_abn.InPlaceABN`` (its CUDA/CPU kernels, same arithmetic),
+    and raises naming the install command when the package is missing.
+    """
+    if kind == "abn":
+        return lambda num_features, activation="leaky_relu": ABN(num_features, activation=activation)
+    if kind == "inplace_abn":
+        try:
+            from inplace_abn import InPlaceABN
+        except Exception as e:
+            raise ImportError(
+                f"model.norm='inplace_abn' but the inplace_abn package cannot be imported ({e}); install it "
+                "(pip install inplace-abn, needs a CUDA toolkit) or set model.norm=abn (same arithmetic)") from None
+        return lambda num_features, activation="leaky_relu": InPlaceABN(
+            num_features, activation=activation, activation_param=0.01)
+    raise ValueError(f"unknown model.norm '{kind}'; expected 'abn' or 'inplace_abn'")
+
+
+def convert_sync_abn(module: nn.Module, process_group: Optional[object] = None) -> nn.Module:
+    """Make every norm layer of ``module`` synchronise batch statistics across processes; returns the module.
+
+    ABN layers keep their class and semantics and only switch ``sync`` on; any other ``_BatchNorm`` (plain batch norm,
+    e.g. torchvision backbones or the DDGCN's BatchNorm1d) becomes an ``ABN(abs_weight=False, activation="identity")``
+    with the same state, which is plain batch norm with the same synchronisation. inplace_abn's ``InPlaceABN`` becomes
+    its ``InPlaceABNSync``. Outside a distributed run, synchronised layers behave exactly as unsynchronised ones.
+    """
+    if isinstance(module, ABN):
+        module.sync = True
+        module.process_group = process_group
+        return module
+    if isinstance(module, _BatchNorm) and module.affine and module.track_running_stats:
+        new = ABN(module.num_features, activation="identity", eps=module.eps,
+                  momentum=module.momentum if module.momentum is not None else 0.1, abs_weight=False)
+        new.load_state_dict(module.state_dict())
+        new.train(module.training)
+        new.requires_grad_(module.weight.requires_grad)
+        new.sync = True
+        new.process_group = process_group
+        return new.to(module.weight.device)
+    iabn = _inplace_abn_sync_replacement(module)
+    if iabn is not None:
+        return iabn
+    for name, child in module.named_children():
+        new_child = convert_sync_abn(child, process_group)
+        if new_child is not child:
+            setattr(module, name, new_child)
+    return module
+
+
+def _inplace_abn_sync_replacement(module: nn.Module) -> Optional[nn.Module]:
+    if type(module).__name__ != "InPlaceABN" or not type(module).__module__.startswith("inplace_abn"):
+        return None
+    from inplace_abn import InPlaceABNSync
+
+    new = InPlaceABNSync(module.num_features, eps=module.eps, momentum=module.momentum,
+                         activation=module.activation, activation_param=module.activation_param)
+    new.load_state_dict(module.state_dict())
+    new.train(module.training)
+    return new.to(module.weight.device)

@@ -1,0 +1,145 @@
+"""RNN-G: a shallow CNN with a gated four-direction spatial RNN (Liu et al., "Face Parsing via Recurrent
+Propagation", BMVC 2017, Figure 1). The framework's real-time model.
+
+Layout (``width`` = 32, at most 32 channels as in the paper; sizes for a 128 x 128 input)::
+
+    conv1 5x5x16 + pool    -> 64 x 64       conv2 3x3x32 + pool -> 32 x 32      conv3 3x3x32 -> 32 x 32
+    deconv6 (x2) -> 16 channels at 64 x 64, split into X (8, label representation) and G (8, gate; tanh -> [-1, 1])
+    4 gated linear RNNs on (X, G) (see :mod:`dml_csr.models.scan`), node-wise max over directions
+    1x1 projection to the classes, deconv7 (x2) -> logits at the input resolution
+
+Training-only heads (paper Sec. 3.3): a 3x3 conv from X to the coarse class logits, and a 1x1 conv from the gates to
+one boundary-gate logit map supervised with ground-truth boundaries (0 on a boundary, 1 elsewhere).
+Stability (Sec. 3.2): ``|g| <= 1`` by the tanh, and each transition matrix is rescaled on the fly so that
+``sqrt(||W||_1 ||W||_inf) <= 1``, an upper bound of its spectral norm (exportable, unlike an SVD).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .scan import spatial_rnn_4dir
+
+__all__ = ["RNNG", "rnn_g", "build_rnn_g", "bounded_transition"]
+
+logger = logging.getLogger(__name__)
+
+_TRAIN_ONLY = ("coarse_head", "gate_head")
+
+
+def bounded_transition(w: Tensor) -> Tensor:
+    """Rescale each (C, C) matrix of ``w`` (D, C, C) so that sqrt(||W||_1 ||W||_inf) <= 1 (hence ||W||_2 <= 1)."""
+    a = w.abs()
+    norm = (a.sum(dim=1).amax(dim=-1) * a.sum(dim=2).amax(dim=-1)).sqrt()  # (D,)
+    return w / norm.clamp(min=1.0)[:, None, None]
+
+
+def _bilinear_deconv(channels: int) -> nn.ConvTranspose2d:
+    """A x2 transposed convolution initialised to per-channel bilinear upsampling."""
+    up = nn.ConvTranspose2d(channels, channels, kernel_size=4, stride=2, padding=1, bias=True)
+    f = torch.tensor([0.25, 0.75, 0.75, 0.25])
+    with torch.no_grad():
+        up.weight.zero_()
+        for c in range(channels):
+            up.weight[c, c] = f[:, None] * f[None, :]
+        up.bias.zero_()
+    return up
+
+
+class RNNG(nn.Module):
+    """First-stage RNN-G network (paper Figure 1).
+
+    Args:
+        num_classes: number of output classes.
+        width: widest layer (paper: 32); conv1 and deconv6 use ``width // 2``, the RNN ``width // 4`` channels.
+        norm: batch norm after each convolution (helps SGD; costs a little on CPU; foldable at export).
+
+    ``forward(x)`` with x: (B, 3, H, W) returns a dict:
+        ``parsing``: (B, num_classes, H, W) logits at the input resolution (always);
+        in training mode also ``coarse``: (B, num_classes, H', W') CNN logits at the RNN resolution (H' ~ H/2),
+        ``gate``: (B, 1, H', W') boundary-gate logits (sigmoid -> 1 = propagate, 0 = boundary), and
+        ``gates``: (B, width // 4, H', W') the gates in [-1, 1] fed to the RNN.
+    """
+
+    def __init__(self, num_classes: int, *, width: int = 32, norm: bool = True):
+        super().__init__()
+        if width < 4 or width % 4:
+            raise ValueError(f"RNNG: width must be a positive multiple of 4 (e.g. 32, the paper's); got {width}")
+        half, k = width // 2, width // 4
+        self.num_classes, self.width, self.hidden = num_classes, width, k
+
+        def block(cin: int, cout: int, ks: int) -> nn.Sequential:
+            layers: list[nn.Module] = [nn.Conv2d(cin, cout, ks, padding=ks // 2, bias=not norm)]
+            if norm:
+                layers.append(nn.BatchNorm2d(cout))
+            layers.append(nn.ReLU(inplace=True))
+            return nn.Sequential(*layers)
+
+        self.conv1 = block(3, half, 5)
+        self.conv2 = block(half, width, 3)
+        self.conv3 = block(width, width, 3)
+        self.deconv6 = nn.ConvTranspose2d(width, half, kernel_size=4, stride=2, padding=1)  # -> X (k) | G (k)
+        self.rnn_weight = nn.Parameter(torch.eye(k).repeat(4, 1, 1))  # (4, k, k), one per direction
+        self.rnn_bias = nn.Parameter(torch.zeros(4, k))
+        self.project = nn.Conv2d(k, num_classes, 1)
+        self.deconv7 = _bilinear_deconv(num_classes)
+        self.coarse_head: Optional[nn.Module] = nn.Conv2d(k, num_classes, 3, padding=1)
+        self.gate_head: Optional[nn.Module] = nn.Conv2d(k, 1, 1)
+        nn.init.constant_(self.gate_head.bias, 2.0)  # start near "propagate" (sigmoid(2) ~ 0.88)
+        self._register_load_state_dict_pre_hook(self._skip_dropped_heads)
+
+    # ------------------------------------------------------------------------------------------------------------
+    def drop_edge_heads(self) -> None:
+        """Remove the training-only heads (coarse labels, boundary gate); ``parsing`` is unchanged. Idempotent.
+
+        Weights for the dropped heads are ignored by ``load_state_dict`` afterwards, so loading works either side.
+        """
+        self.coarse_head = None
+        self.gate_head = None
+
+    def _skip_dropped_heads(self, state_dict, prefix, *args, **kwargs) -> None:
+        for name in _TRAIN_ONLY:
+            if getattr(self, name) is None:
+                for key in [k for k in state_dict if k.startswith(f"{prefix}{name}.")]:
+                    del state_dict[key]
+
+    def features(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """CNN part. x: (B, 3, H, W) -> (X, gates), each (B, width // 4, H', W'), gates in [-1, 1]."""
+        f = F.max_pool2d(self.conv1(x), 2)
+        f = F.max_pool2d(self.conv2(f), 2)
+        f = self.deconv6(self.conv3(f))
+        xr, gr = f.split(self.hidden, dim=1)
+        return xr, torch.tanh(gr)
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"RNNG expects images (B, 3, H, W); got {tuple(x.shape)}")
+        xr, gates = self.features(x)
+        h = spatial_rnn_4dir(xr, gates, bounded_transition(self.rnn_weight), self.rnn_bias)
+        out = self.deconv7(self.project(h))
+        if torch.jit.is_tracing() or out.shape[-2:] != x.shape[-2:]:
+            out = F.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        result = {"parsing": out}
+        if self.training and self.coarse_head is not None and self.gate_head is not None:
+            result["coarse"] = self.coarse_head(xr)
+            result["gate"] = self.gate_head(gates)
+            result["gates"] = gates
+        return result
+
+
+def rnn_g(*, num_classes: int, width: int = 32, norm: bool = True) -> RNNG:
+    """Keyword-only builder of the first-stage network."""
+    return RNNG(num_classes, width=width, norm=norm)
+
+
+def build_rnn_g(cfg, num_classes: int) -> nn.Module:
+    """Build RNN-G from a :class:`dml_csr.config.ModelConfig`: one stage, or two (``cfg.two_stage``, Helen 11)."""
+    model = rnn_g(num_classes=num_classes, width=cfg.rnn_channels, norm=getattr(cfg, "rnn_norm", True))
+    if getattr(cfg, "two_stage", False):
+        from .two_stage import TwoStageRNNG
+        return TwoStageRNNG(model, num_classes)
+    return model
