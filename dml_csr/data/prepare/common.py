@@ -1,0 +1,205 @@
+"""Shared machinery of the prepare scripts: atomic writes, a resumable worker pool, lists and ``info.json``.
+
+A dataset module provides a list of :class:`Job` (one per sample) and a module-level ``convert(job, out_paths)``
+that writes the sample's files and returns its (H, W) uint8 label map. :func:`run_prepare` skips samples whose
+outputs all exist (resume), converts the rest in a process pool with a progress bar, collects every failure, and
+writes ``<root>/{split}_list.txt``, ``label_names.txt`` and ``info.json`` (counts per split, pixel histogram per
+class) only when every sample succeeded. Running it twice produces the same files (idempotent).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import multiprocessing as mp
+import os
+import shutil
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
+
+import cv2
+import numpy as np
+
+from ..labels import LabelSpec
+
+__all__ = ["Job", "PrepareError", "atomic_imwrite", "atomic_copy", "atomic_write_text", "read_grey", "read_color",
+           "run_prepare", "make_parser", "setup_cli_logging", "guarded"]
+
+logger = logging.getLogger(__name__)
+OUTPUT_KINDS = {"images": ".jpg", "labels": ".png"}
+
+
+class PrepareError(RuntimeError):
+    """Raw files that cannot be converted; the message lists them."""
+
+
+@dataclass
+class Job:
+    """One sample to convert: its split and name in the prepared layout, and its raw source paths."""
+    split: str
+    name: str
+    sources: dict[str, str] = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # dataset-specific values (e.g. expected size)
+
+
+def out_paths(root: str, job: Job, kinds: Sequence[str]) -> dict[str, str]:
+    """``{"images": <root>/<split>/images/NAME.jpg, "labels": ..., "landmarks": ....txt}`` for ``kinds``."""
+    ext = {**OUTPUT_KINDS, "landmarks": ".txt"}
+    return {k: os.path.join(root, job.split, k, job.name + ext[k]) for k in kinds}
+
+
+def _tmp(path: str) -> str:
+    base, ext = os.path.splitext(path)
+    return f"{base}.tmp{os.getpid()}{ext}"  # keep the extension: OpenCV picks the codec from it
+
+
+def atomic_imwrite(path: str, image: np.ndarray, jpeg_quality: int = 95) -> None:
+    """Write an image through a temporary file and ``os.replace``; PNG is lossless, JPEG at ``jpeg_quality``."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = _tmp(path)
+    params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality] if path.endswith(".jpg") else []
+    if not cv2.imwrite(tmp, image, params):
+        raise OSError(f"cannot write '{path}'")
+    os.replace(tmp, path)
+
+
+def atomic_copy(src: str, dst: str) -> None:
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    tmp = _tmp(dst)
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = _tmp(path)
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def read_color(path: str) -> np.ndarray:
+    """(H, W, 3) uint8 BGR; :class:`PrepareError` naming the file when missing or undecodable."""
+    if not os.path.isfile(path):
+        raise PrepareError(f"'{path}' is missing")
+    img = cv2.imread(path, cv2.IMREAD_COLOR)
+    if img is None:
+        raise PrepareError(f"'{path}' cannot be decoded")
+    return img
+
+
+def read_grey(path: str) -> np.ndarray:
+    """(H, W) uint8 single channel (colour files are converted to grey); errors name the file."""
+    if not os.path.isfile(path):
+        raise PrepareError(f"'{path}' is missing")
+    img = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
+    if img is None:
+        raise PrepareError(f"'{path}' cannot be decoded")
+    return img
+
+
+def _work(args) -> tuple[str, str, Optional[np.ndarray], Optional[str]]:
+    """Convert (or, when done already, re-read) one job; returns (split, name, histogram, error)."""
+    convert, job, root, kinds, num_classes = args
+    paths = out_paths(root, job, kinds)
+    try:
+        label = None
+        if all(os.path.isfile(p) for p in paths.values()):
+            label = cv2.imread(paths["labels"], cv2.IMREAD_UNCHANGED)
+        if label is None or label.ndim != 2:
+            label = convert(job, paths)
+        bad = np.unique(label[(label >= num_classes) & (label != 255)])
+        if bad.size:
+            raise PrepareError(f"sample '{job.name}' converts to label values {bad.tolist()} outside "
+                               f"[0, {num_classes}) (sources: {', '.join(job.sources.values())})")
+        return job.split, job.name, np.bincount(label.ravel(), minlength=256)[:num_classes], None
+    except (PrepareError, OSError, ValueError) as e:
+        return job.split, job.name, None, str(e)
+
+
+def run_prepare(out_root: str, jobs: Sequence[Job], convert: Callable[[Job, dict], np.ndarray], spec: LabelSpec,
+                *, kinds: Sequence[str] = ("images", "labels"), workers: int = 4, progress: bool = True,
+                source: str = "", extra_info: Optional[dict] = None) -> dict:
+    """Convert every job into ``out_root`` and write the lists, ``label_names.txt`` and ``info.json``.
+
+    Args:
+        out_root: prepared root to write.
+        jobs: samples in list order (the split lists keep this order).
+        convert: module-level function ``convert(job, paths) -> (H, W) uint8 label``; it writes ``paths[kind]``.
+        spec: label registry entry; its class count validates the labels and names the histogram.
+        kinds: output files per sample; a sample is complete (and skipped on a rerun) when all exist.
+        workers: processes (0 or 1: in this process).
+        progress: show a tqdm bar.
+        source: raw root, recorded in info.json.
+        extra_info: more info.json entries.
+    Returns:
+        the info.json contents. Raises :class:`PrepareError` listing every failed sample (nothing but the converted
+        samples is written then, so a rerun after fixing the files resumes).
+    """
+    if not jobs:
+        raise PrepareError(f"no samples found under '{source}'; is it the dataset's download folder?")
+    os.makedirs(out_root, exist_ok=True)
+    args = [(convert, j, out_root, tuple(kinds), spec.num_classes) for j in jobs]
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=len(args), desc=f"{spec.name} -> {out_root}", unit="img")
+    results = {}
+    if workers > 1:
+        with mp.get_context("spawn" if os.name == "nt" else "fork").Pool(workers) as pool:
+            for r in pool.imap_unordered(_work, args, chunksize=max(1, min(64, len(args) // (workers * 8) or 1))):
+                results[(r[0], r[1])] = r
+                if bar:
+                    bar.update()
+    else:
+        for a in args:
+            r = _work(a)
+            results[(r[0], r[1])] = r
+            if bar:
+                bar.update()
+    if bar:
+        bar.close()
+    errors = [r[3] for r in results.values() if r[3]]
+    if errors:
+        for e in errors:
+            logger.error("%s", e)
+        raise PrepareError(f"{len(errors)} of {len(jobs)} samples failed (first: {errors[0]}); fix or remove them "
+                           f"and rerun: converted samples are kept")
+    hist = np.zeros(spec.num_classes, np.int64)
+    lists: dict[str, list[str]] = {}
+    for j in jobs:
+        hist += results[(j.split, j.name)][2]
+        lists.setdefault(j.split, []).append(f"images/{j.name}.jpg labels/{j.name}.png")
+    for split, lines in lists.items():
+        atomic_write_text(os.path.join(out_root, f"{split}_list.txt"), "\n".join(lines) + "\n")
+    atomic_write_text(os.path.join(out_root, "label_names.txt"), "\n".join(("bg",) + spec.classes[1:]) + "\n")
+    info = {"dataset": spec.name, "source": os.path.abspath(source) if source else "",
+            "counts": {s: len(v) for s, v in lists.items()}, "class_names": list(spec.classes),
+            "pixel_histogram": {c: int(n) for c, n in zip(spec.classes, hist)}, **(extra_info or {})}
+    atomic_write_text(os.path.join(out_root, "info.json"), json.dumps(info, indent=2) + "\n")
+    logger.info("prepared %s: %s", out_root, ", ".join(f"{s} {n}" for s, n in info["counts"].items()))
+    return info
+
+
+def make_parser(description: str) -> argparse.ArgumentParser:
+    """The arguments every prepare CLI shares: RAW, OUT, --workers, --no-progress."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("raw", help="the dataset's folder as downloaded (see data/README.md)")
+    p.add_argument("out", help="prepared root to write (resumable: rerun to finish an interrupted run)")
+    p.add_argument("--workers", type=int, default=max(1, min(8, (os.cpu_count() or 2))), help="processes")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def setup_cli_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+
+
+def guarded(fn: Callable, *args, **kwargs) -> int:
+    """Run ``fn`` for a CLI: 0 on success; a :class:`PrepareError` is logged as one line and gives 1."""
+    try:
+        fn(*args, **kwargs)
+    except PrepareError as e:
+        logger.error("%s", e)
+        return 1
+    return 0

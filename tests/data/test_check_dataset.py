@@ -1,0 +1,41 @@
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+
+from dml_csr.data.prepare.check import check_root
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_clean_root_passes(prepared):
+    assert check_root(prepared, "helen") == []
+    assert check_root(prepared) == []  # class count from label_names.txt
+
+
+def test_every_problem_is_reported_at_once(prepared):
+    os.remove(os.path.join(prepared, "train", "images", "train_0.jpg"))
+    open(os.path.join(prepared, "train", "labels", "train_1.png"), "wb").write(b"junk")
+    cv2.imwrite(os.path.join(prepared, "train", "labels", "train_2.png"), np.full((40, 56), 13, np.uint8))
+    cv2.imwrite(os.path.join(prepared, "train", "labels", "train_3.png"), np.zeros((10, 10), np.uint8))
+    open(os.path.join(prepared, "test_list.txt"), "w").close()
+    problems = check_root(prepared, "helen", workers=2)
+    text = "\n".join(problems)
+    assert len(problems) == 5, text
+    assert "train_0.jpg' is missing" in text and "train_1.png' cannot be decoded" in text
+    assert "values [13] outside [0, 11)" in text and "56x40, label" in text and "10x10" in text
+    assert "split 'test' is empty" in text
+    r = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "check_dataset.py"), prepared, "--dataset",
+                        "helen", "--no-progress", "--workers", "1"], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": REPO}, timeout=120)
+    assert r.returncode == 1 and r.stdout.count("PROBLEM") == 5 and "5 problem(s)" in r.stdout
+
+
+def test_missing_split_and_class_count_mismatch(prepared):
+    os.remove(os.path.join(prepared, "valid_list.txt"))
+    problems = check_root(prepared, "celebamask_hq")
+    assert any("split 'val' is missing: no val_list.txt or valid_list.txt" in p for p in problems)
+    assert any("lists 11 classes; dataset 'celebamask_hq' has 19" in p for p in problems)
+    assert check_root(os.path.join(prepared, "nope")) == [f"dataset root '{prepared}/nope' does not exist"]
