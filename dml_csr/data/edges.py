@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 import torch
 
-__all__ = ["binary_edges", "semantic_edges", "binary_edges_torch", "semantic_edges_torch", "neighbour_offsets"]
+__all__ = ["edge_targets", "binary_edges", "semantic_edges", "binary_edges_torch", "semantic_edges_torch", "neighbour_offsets"]
 
 
 @functools.lru_cache(maxsize=8)
@@ -43,46 +43,50 @@ def _kernel(width: int) -> np.ndarray:
     return k
 
 
-def _edge_mask(label: np.ndarray, width: int, ignore_index: int) -> tuple[np.ndarray, np.ndarray]:
-    """(edge, valid) boolean (H, W) maps. Uses max/min filters that skip ignored pixels."""
+def edge_targets(label: np.ndarray, width: int = 1, ignore_index: int = 255) -> tuple[np.ndarray, np.ndarray]:
+    """Both targets at once (one neighbourhood pass): ``(binary, semantic)``, each (H, W) uint8.
+
+    A max filter of ``label + 1`` (ignored pixels wrap to 0, below every class) finds a larger valid neighbour, a min
+    filter of ``label`` (ignored = 255, above every class) a smaller one; both are OpenCV morphology on uint8.
+    """
     if label.ndim != 2:
         raise ValueError(f"expected an (H, W) label map, got shape {label.shape}")
-    lab = label.astype(np.uint8, copy=False)
-    valid = lab != ignore_index
+    lab = label if label.dtype == np.uint8 else label.astype(np.uint8)
+    if ignore_index != 255:
+        if (lab == 255).any():
+            raise ValueError(f"label value 255 is a class while ignore_index is {ignore_index}; not supported")
+        lab = np.where(lab == ignore_index, np.uint8(255), lab)
     k = _kernel(width)
-    # a neighbour with a larger valid label: dilate (label + 1) with ignored pixels at 0
-    up = lab + np.uint8(1)
-    up[~valid] = 0
-    larger = cv2.dilate(up, k, borderType=cv2.BORDER_CONSTANT, borderValue=0) > up
-    # a neighbour with a smaller valid label: erode with ignored pixels at 255 (never smaller than a valid label)
-    down = lab.copy() if ignore_index == 255 else np.where(valid, lab, np.uint8(255))
-    smaller = cv2.erode(down, k, borderType=cv2.BORDER_CONSTANT, borderValue=255) < down
-    return (larger | smaller) & valid, valid
+    up = lab + np.uint8(1)  # 255 (ignored) wraps to 0
+    larger = cv2.compare(cv2.dilate(up, k, borderType=cv2.BORDER_CONSTANT, borderValue=0), up, cv2.CMP_GT)
+    smaller = cv2.compare(cv2.erode(lab, k, borderType=cv2.BORDER_CONSTANT, borderValue=255), lab, cv2.CMP_LT)
+    edge = cv2.bitwise_or(larger, smaller)  # 255 on edges (ignored pixels may be set: the masks below win)
+    ignored = cv2.compare(lab, 255, cv2.CMP_EQ)  # 255 where ignored
+    binary = cv2.bitwise_or(cv2.bitwise_and(edge, 1), ignored)
+    semantic = cv2.bitwise_or(cv2.bitwise_and(lab, edge), ignored)
+    if ignore_index != 255:
+        binary[binary == 255] = ignore_index
+        semantic[semantic == 255] = ignore_index
+    return binary, semantic
 
 
 def binary_edges(label: np.ndarray, width: int = 1, ignore_index: int = 255) -> np.ndarray:
     """Binary edge target of a label map.
 
     Args:
-        label: (H, W) uint8 class indices (< 255), ``ignore_index`` for ignored pixels.
+        label: (H, W) uint8 class indices, ``ignore_index`` for ignored pixels.
         width: neighbourhood radius (city-block); 1 = the 4 neighbours.
-        ignore_index: label value to ignore (must be 255 or larger than every class index).
+        ignore_index: label value to ignore.
     Returns:
         (H, W) uint8: 1 edge, 0 not, ``ignore_index`` where the label is ignored.
     """
-    edge, valid = _edge_mask(label, width, ignore_index)
-    out = edge.astype(np.uint8)
-    out[~valid] = ignore_index
-    return out
+    return edge_targets(label, width, ignore_index)[0]
 
 
 def semantic_edges(label: np.ndarray, width: int = 1, ignore_index: int = 255) -> np.ndarray:
     """Category-aware edge target: the pixel's class on binary-edge pixels, 0 elsewhere, ``ignore_index`` where
     ignored. (H, W) uint8 in, (H, W) uint8 out."""
-    edge, valid = _edge_mask(label, width, ignore_index)
-    out = np.where(edge, label, np.uint8(0)).astype(np.uint8)
-    out[~valid] = ignore_index
-    return out
+    return edge_targets(label, width, ignore_index)[1]
 
 
 def _edge_mask_torch(label: torch.Tensor, width: int, ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,90 @@
+#!/usr/bin/env python
+"""Data pipeline speed, per worker: the full training sample vs the floor, measured in the same run.
+
+    python scripts/benchmark_data.py [--root PREPARED --dataset NAME] [--size 473] [--samples 40] [--rounds 3]
+
+Full = FaceParsingDataset.__getitem__ with the training transform (random scale/rotation/flip in one warp, label
+validation, normalisation to a tensor, binary and category edge maps). Floor = decoding the image and the label and
+one warpAffine each to the input size. Without --root, synthetic 512x512 faces are written to a temporary folder.
+One process, single-threaded OpenCV: the figure is samples/s per DataLoader worker. Goal: full/floor <= 1.25.
+"""
+import argparse
+import os
+import statistics
+import tempfile
+import time
+
+import cv2
+import numpy as np
+import torch
+
+from dml_csr.data.dataset import FaceParsingDataset, read_split_list
+from dml_csr.data.labels import get_spec
+from dml_csr.data.transforms import TrainTransform, box_to_center_scale, get_affine_transform
+
+
+def floor_pass(items, size):
+    for _, ip, lp in items:
+        img = cv2.imread(ip, cv2.IMREAD_COLOR)
+        lab = cv2.imread(lp, cv2.IMREAD_UNCHANGED)
+        c, s = box_to_center_scale(img.shape[0], img.shape[1], (size, size))
+        m = get_affine_transform(c, s, 0.0, (size, size))
+        cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0))
+        cv2.warpAffine(lab, m, (size, size), flags=cv2.INTER_NEAREST, borderValue=255)
+
+
+def full_pass(ds):
+    for i in range(len(ds)):
+        ds[i]
+
+
+def timed_pair(floor, full, n, rounds):
+    """Alternate floor and full passes so both see the same machine load (the CPU may be shared)."""
+    tf, tu = [], []
+    for _ in range(rounds):
+        for fn, acc in ((floor, tf), (full, tu)):
+            t0 = time.perf_counter()
+            fn()
+            acc.append(time.perf_counter() - t0)
+    ratios = [u / f for f, u in zip(tf, tu)]
+    return n / min(tf), n / min(tu), statistics.median(ratios)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--root", help="a prepared root (default: synthetic faces in a temporary folder)")
+    p.add_argument("--dataset", default="synthetic19")
+    p.add_argument("--split", default="train")
+    p.add_argument("--size", type=int, default=473)
+    p.add_argument("--samples", type=int, default=40)
+    p.add_argument("--rounds", type=int, default=5)
+    a = p.parse_args(argv)
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+    tmp = None
+    root = a.root
+    if root is None:
+        from dml_csr.data.synthetic import write_dataset
+        tmp = tempfile.TemporaryDirectory()
+        root = tmp.name
+        write_dataset(root, {a.split: a.samples}, size=(512, 512), order=a.dataset)
+    spec = get_spec(a.dataset)
+    t = TrainTransform((a.size, a.size), spec, rotation=30, rotation_prob=1.0, flip=True, edge_width=1)
+    ds = FaceParsingDataset(root, a.split, spec, t, max_samples=a.samples)
+    items = read_split_list(root, a.split)[: len(ds)]
+    full_pass(ds)  # warm caches and the OS file cache
+    floor_sps, full_sps, ratio_med = timed_pair(lambda: floor_pass(items, a.size), lambda: full_pass(ds), len(ds),
+                                                a.rounds)
+    h, w = cv2.imread(items[0][1]).shape[:2]
+    print(f"data pipeline, one worker, {len(ds)} samples of {w}x{h} -> {a.size}x{a.size}, best of {a.rounds} "
+          f"alternating rounds")
+    print(f"  floor (decode image+label, one warpAffine each): {floor_sps:7.1f} samples/s")
+    print(f"  full training sample (+flip, edges, tensors):    {full_sps:7.1f} samples/s")
+    print(f"  cost ratio full/floor: {floor_sps / full_sps:.3f} best-vs-best, {ratio_med:.3f} median of rounds; "
+          f"goal <= 1.25")
+    if tmp:
+        tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()
