@@ -9,13 +9,11 @@ one warpAffine each to the input size. Without --root, synthetic 512x512 faces a
 One process, single-threaded OpenCV: the figure is samples/s per DataLoader worker. Goal: full/floor <= 1.25.
 """
 import argparse
-import os
 import statistics
 import tempfile
 import time
 
 import cv2
-import numpy as np
 import torch
 
 from dml_csr.data.dataset import FaceParsingDataset, read_split_list
