@@ -91,7 +91,7 @@ def test_pack_unpack_roundtrip():
     t = torch.randn(2, 3, 4, 4)
     packed = pack_four_directions(t)
     assert packed.shape == (4, 4, 3, 8)
-    torch.testing.assert_close(unpack_four_directions(packed, 2), t.expand(4, -1, -1, -1, -1))
+    torch.testing.assert_close(unpack_four_directions(packed), t.expand(4, -1, -1, -1, -1))
 
 
 def test_zero_gate_gives_input_and_bad_shapes_raise():

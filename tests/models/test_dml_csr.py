@@ -1,0 +1,158 @@
+"""DML-CSR assembly: output contract, shapes at odd sizes, gradients, decoupling, parameter counts, backbones."""
+import copy
+
+import pytest
+import torch
+
+from dml_csr.config import ModelConfig
+from dml_csr.models import build_model, count_parameters
+from dml_csr.models.backbone import DeepStemResNet, TorchvisionResNet, build_backbone
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from dml_csr.models.norm import ABN, make_norm
+
+TINY = dict(backbone="resnet18", context_channels=64, decoder_channels=64, edge_channels=32)
+
+
+def _tiny(**kw) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_model(ModelConfig(**{**TINY, **kw}), 5)
+
+
+def _stride4(n: int) -> int:  # conv s2 then maxpool s2, both k3 p1
+    return ((n - 1) // 2 + 1 - 1) // 2 + 1
+
+
+@pytest.mark.parametrize("size,output_stride", [((65, 65), 8), ((97, 129), 8), ((97, 129), 16), ((65, 65), 32)])
+def test_training_model_outputs_at_stride_4(size, output_stride):
+    model = _tiny(output_stride=output_stride).train()
+    out = model(torch.randn(2, 3, *size))
+    h, w = _stride4(size[0]), _stride4(size[1])
+    assert list(out) == ["parsing", "edge", "semantic_edge"]
+    assert out["parsing"].shape == (2, 5, h, w)
+    assert out["edge"].shape == (2, 2, h, w)
+    assert out["semantic_edge"].shape == (2, 5, h, w)
+    assert all(torch.isfinite(v).all() for v in out.values())
+
+
+def test_inference_model_and_drop_edge_heads():
+    model = _tiny(edge_heads=False).eval()
+    assert model.edges is None
+    out = model(torch.randn(1, 3, 65, 65))
+    assert list(out) == ["parsing"] and out["parsing"].shape == (1, 5, 17, 17)
+
+
+def test_decoupled_output_equals_full_model_parsing():
+    full = _tiny().eval()
+    x = torch.randn(2, 3, 97, 129)
+    with torch.no_grad():
+        ref = full(x)["parsing"]
+        inference = copy.deepcopy(full).drop_edge_heads()
+        assert not any(n.startswith("edges.") for n in inference.state_dict())
+        built = build_model(ModelConfig(**TINY, edge_heads=False), 5).eval()
+        built.load_state_dict({k: v for k, v in full.state_dict().items() if not k.startswith("edges.")})
+        assert torch.equal(inference(x)["parsing"], ref)
+        assert torch.equal(built(x)["parsing"], ref)
+
+
+def _nonzero_residual_scales(model):
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith((".gamma", ".gamma1")):
+                p.fill_(0.5)  # at init they are 0, which blocks the gradient of the branches they scale
+
+
+def _assert_every_parameter_learns(model, x, nonzero=True):
+    model.train()
+    for p in model.parameters():
+        p.grad = None
+    out = model(x)
+    # parsing: 5 classes; edges: 2 classes; losses on random targets
+    h, w = out["parsing"].shape[-2:]
+    loss = (torch.nn.functional.cross_entropy(out["parsing"], torch.randint(0, out["parsing"].shape[1], (x.shape[0], h, w)))
+            + torch.nn.functional.cross_entropy(out["edge"], torch.randint(0, 2, (x.shape[0], h, w)))
+            + out["semantic_edge"].square().mean())
+    loss.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None, name
+        assert torch.isfinite(p.grad).all(), name
+        assert not nonzero or p.grad.abs().sum() > 0, name
+
+
+def test_every_parameter_gets_a_gradient_tiny():
+    model = _tiny()
+    _assert_every_parameter_learns(model, torch.randn(2, 3, 65, 65), nonzero=False)  # at init gammas are 0
+    _nonzero_residual_scales(model)
+    _assert_every_parameter_learns(model, torch.randn(2, 3, 65, 65))
+
+
+def test_every_parameter_gets_a_gradient_authors_architecture():
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(), 11)
+    norms = [m for m in model.modules() if "Norm" in type(m).__name__ or isinstance(m, ABN)]
+    assert len(norms) == 127 and all(isinstance(m, _BatchNorm) for m in norms)
+    assert all(m.eps == 1e-5 and m.momentum == 0.1 and m.track_running_stats for m in norms)
+    _nonzero_residual_scales(model)
+    _assert_every_parameter_learns(model, torch.randn(2, 3, 65, 65))
+
+
+def test_parameter_counts_match_the_authors():
+    with torch.device("meta"):
+        train_model = build_model(ModelConfig(), 11)
+        inference_model = build_model(ModelConfig(edge_heads=False), 11)
+    assert count_parameters(train_model) == 68_544_242
+    assert count_parameters(inference_model) == 68_058_157
+    assert count_parameters(train_model.drop_edge_heads()) == 68_058_157
+
+
+def test_deepstem_feature_sizes_and_strides():
+    net = DeepStemResNet((1, 1, 1, 1), make_norm("abn")).eval()
+    feats = net(torch.randn(1, 3, 65, 81))
+    assert [tuple(f.shape[1:]) for f in feats] == [(256, 17, 21), (512, 9, 11), (1024, 9, 11), (2048, 9, 11)]
+    assert net.layer4[0].conv2.dilation == (2, 2) and net.layer3[0].conv2.dilation == (1, 1)
+    with pytest.raises(ValueError, match="output stride 8"):
+        build_backbone("resnet101_deepstem", make_norm("abn"), output_stride=16)
+
+
+@pytest.mark.parametrize("arch,output_stride,last", [("resnet18", 8, 9), ("resnet18", 16, 5), ("resnet18", 32, 3),
+                                                     ("resnet50", 8, 9)])
+def test_torchvision_backbone_output_stride(arch, output_stride, last):
+    net = TorchvisionResNet(arch, output_stride).eval()
+    feats = net(torch.randn(1, 3, 65, 65))
+    assert [f.shape[1] for f in feats] == list(net.channels)
+    assert feats[0].shape[-1] == 17 and feats[-1].shape[-1] == last
+
+
+def test_pretrained_from_local_files(tmp_path):
+    import torchvision
+
+    ref = torchvision.models.resnet18()
+    path = tmp_path / "r18.pth"
+    torch.save(ref.state_dict(), path)
+    net = TorchvisionResNet("resnet18", 8, pretrained=str(path))
+    assert torch.equal(net.layer3[1].conv2.weight, ref.layer3[1].conv2.weight)
+    # deep stem: a CE2P-style file (fc.* present, no num_batches_tracked) loads; a wrong one names the keys
+    src = DeepStemResNet((1, 1, 1, 1), make_norm("abn"))
+    sd = {k: v for k, v in src.state_dict().items() if not k.endswith("num_batches_tracked")}
+    sd["fc.weight"] = torch.zeros(10, 2048)
+    torch.save(sd, tmp_path / "ce2p.pth")
+    dst = DeepStemResNet((1, 1, 1, 1), make_norm("abn"))
+    dst.load_imagenet(str(tmp_path / "ce2p.pth"))
+    assert torch.equal(dst.layer2[0].conv2.weight, src.layer2[0].conv2.weight)
+    del sd["layer1.0.conv1.weight"]
+    torch.save(sd, tmp_path / "bad.pth")
+    with pytest.raises(KeyError, match="layer1.0.conv1.weight"):
+        dst.load_imagenet(str(tmp_path / "bad.pth"))
+    with pytest.raises(FileNotFoundError, match="nope.pth"):
+        TorchvisionResNet("resnet18", 8, pretrained=str(tmp_path / "nope.pth"))
+
+
+def test_unknown_model_and_backbone_names():
+    cfg = ModelConfig(**TINY)
+    cfg.name = "dml_csrr"
+    with pytest.raises(KeyError, match="unknown model.name 'dml_csrr'"):
+        build_model(cfg, 5)
+    cfg = ModelConfig(**TINY)
+    cfg.backbone = "vgg16"
+    with pytest.raises(ValueError, match="unknown model.backbone 'vgg16'"):
+        build_model(cfg, 5)
