@@ -119,9 +119,10 @@ def pack_four_directions(t: Tensor) -> Tensor:
 
 
 @_script
-def combine_four_directions(h: Tensor, batch: int) -> Tensor:
+def combine_four_directions(h: Tensor) -> Tensor:
     """Node-wise maximum of the four packed hidden maps: (4, S, C, B*S) -> (B, C, S, S) in image layout."""
     s, c = h.shape[1], h.shape[2]
+    batch = h.shape[3] // s
     h = h.reshape(4, s, c, batch, s)
     rows = torch.maximum(h[0], h[1].flip(0))  # (W, C, B, H)
     cols = torch.maximum(h[2], h[3].flip(0))  # (H, C, B, W)
@@ -131,12 +132,26 @@ def combine_four_directions(h: Tensor, batch: int) -> Tensor:
 
 
 @_script
-def unpack_four_directions(h: Tensor, batch: int) -> Tensor:
+def unpack_four_directions(h: Tensor) -> Tensor:
     """Inverse of :func:`pack_four_directions`: (4, S, C, B*S) -> (4, B, C, S, S) in image layout."""
     s, c = h.shape[1], h.shape[2]
+    batch = h.shape[3] // s
     h = h.reshape(4, s, c, batch, s)
     return torch.stack([h[0].permute(2, 1, 3, 0), h[1].flip(0).permute(2, 1, 3, 0),
                         h[2].permute(2, 1, 0, 3), h[3].flip(0).permute(2, 1, 0, 3)])
+
+
+@_script
+def _pad_square(t: Tensor) -> Tensor:
+    """(B, C, H, W) -> (B, C, S, S), S = max(H, W), zeros appended at the bottom / right (scripted: shape-dynamic)."""
+    s = max(t.shape[2], t.shape[3])
+    return F.pad(t, [0, s - t.shape[3], 0, s - t.shape[2]])  # always a new tensor (the tracer needs that)
+
+
+@_script
+def _crop_like(t: Tensor, ref: Tensor) -> Tensor:
+    """Crop the last two dims of ``t`` to those of ``ref``."""
+    return t[..., : ref.shape[2], : ref.shape[3]]
 
 
 def spatial_rnn_4dir(x: Tensor, g: Tensor, w: Tensor, b: Tensor, *, combine: bool = True) -> Tensor:
@@ -156,15 +171,54 @@ def spatial_rnn_4dir(x: Tensor, g: Tensor, w: Tensor, b: Tensor, *, combine: boo
     if w.shape != (4, x.shape[1], x.shape[1]) or b.shape != (4, x.shape[1]):
         raise ValueError(f"spatial_rnn_4dir: expected w (4, {x.shape[1]}, {x.shape[1]}) and b (4, {x.shape[1]}); "
                          f"got {tuple(w.shape)} and {tuple(b.shape)}")
-    h_img, w_img = x.shape[-2], x.shape[-1]
-    s = max(h_img, w_img)
-    if h_img != w_img:  # zero x and zero g reset the state, so padding at the far end never reaches real pixels
-        x = F.pad(x, (0, s - w_img, 0, s - h_img))
-        g = F.pad(g, (0, s - w_img, 0, s - h_img))
-    hs = linear_scan(pack_four_directions(x), pack_four_directions(g), w, b)
-    if combine:
-        return combine_four_directions(hs, x.shape[0])[..., :h_img, :w_img]
-    return unpack_four_directions(hs, x.shape[0])[..., :h_img, :w_img]
+    if torch.jit.is_tracing() or torch.jit.is_scripting():  # export: shape-dynamic, ONNX-friendly ops only
+        hs = _scan_fwd_export(_pack_export(_pad_square(x)), _pack_export(_pad_square(g)), w, b.unsqueeze(2))
+        return _crop_like(_combine_export(hs) if combine else _unpack_export(hs), x)
+    if x.shape[-1] != x.shape[-2]:  # zero x and zero g reset the state: padding never reaches real pixels
+        hs = linear_scan(pack_four_directions(_pad_square(x)), pack_four_directions(_pad_square(g)), w, b)
+    else:
+        hs = linear_scan(pack_four_directions(x), pack_four_directions(g), w, b)
+    return _crop_like(combine_four_directions(hs) if combine else unpack_four_directions(hs), x)
+
+
+# ------------------------------------------------------------------------------------ export versions (no in-place)
+@_script
+def _scan_fwd_export(x: Tensor, g: Tensor, w: Tensor, b: Tensor) -> Tensor:
+    """:func:`_scan_fwd` without in-place writes (exports to an ONNX Loop with a shape-derived trip count)."""
+    prev = torch.zeros_like(x[:, 0])
+    hs: list[Tensor] = []
+    for i in range(x.shape[1]):
+        prev = x[:, i] + g[:, i] * (torch.bmm(w, prev) + b)
+        hs.append(prev)
+    return torch.stack(hs, 1)
+
+
+@_script
+def _pack_export(t: Tensor) -> Tensor:
+    """:func:`pack_four_directions` without in-place copies."""
+    bsz, c, s = t.shape[0], t.shape[1], t.shape[2]
+    rows = t.permute(3, 1, 0, 2)
+    cols = t.permute(2, 1, 0, 3)
+    return torch.stack([rows, rows.flip(0), cols, cols.flip(0)]).reshape(4, s, c, bsz * s)
+
+
+@_script
+def _unpack_export(h: Tensor) -> Tensor:
+    """:func:`unpack_four_directions` for export."""
+    s, c = h.shape[1], h.shape[2]
+    h = h.reshape(4, s, c, h.shape[3] // s, s)
+    return torch.stack([h[0].permute(2, 1, 3, 0), h[1].flip(0).permute(2, 1, 3, 0),
+                        h[2].permute(2, 1, 0, 3), h[3].flip(0).permute(2, 1, 0, 3)])
+
+
+@_script
+def _combine_export(h: Tensor) -> Tensor:
+    """:func:`combine_four_directions` without in-place copies."""
+    s, c = h.shape[1], h.shape[2]
+    h = h.reshape(4, s, c, h.shape[3] // s, s)
+    rows = torch.maximum(h[0], h[1].flip(0)).permute(2, 1, 3, 0)
+    cols = torch.maximum(h[2], h[3].flip(0)).permute(2, 1, 0, 3)
+    return torch.maximum(rows, cols)
 
 
 def loop_one_direction(x: Tensor, g: Tensor, w: Tensor, b: Tensor) -> Tensor:

@@ -1,0 +1,247 @@
+"""Second stage of RNN-G for 11-class Helen (Liu et al. 2017, Sec. 4 and Figure 2): component networks on crops.
+
+Crops (height x width): two eye+brow crops (64 x 64, one shared network), nose (64 x 64), mouth (32 x 64). Boxes
+come from 5 keypoints when given (image-left eye, image-right eye, nose tip, image-left and image-right mouth
+corners, pixel (x, y)), else from a label map (the ground truth when ``forward(x, label=...)`` gets one -- the
+paper's training setting -- or the first stage's prediction): the bounding box of the component's classes grown by
+20% of its size on each side, then widened to the crop's aspect ratio. A component absent from the map falls back
+to its usual place in an aligned face (``DEFAULT_BOXES``).
+
+Merge (:func:`merge_part_probs`): outside every crop the final probabilities are the first stage's. Inside a crop the
+component network decides its classes, and "not this component" shares its probability among the other classes in
+the first stage's proportions. So the final argmax takes the second stage's labels inside the crops and the first
+stage's outside, and ``parsing`` stays a (log-probability) logit map that the usual losses and argmax accept.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["PARTS", "DEFAULT_BOXES", "PartNet", "TwoStageRNNG", "boxes_from_keypoints", "boxes_from_labels",
+           "crop", "paste", "crop_labels", "merge_part_probs"]
+
+# name -> (Helen class indices, crop (h, w), network). Helen: 2/3 left/right brow, 4/5 left/right eye (the
+# subject's left, which is on the image's right), 6 nose, 7 upper lip, 8 inner mouth, 9 lower lip.
+PARTS: dict[str, tuple[tuple[int, ...], tuple[int, int], str]] = {
+    "subject_left_eye": ((2, 4), (64, 64), "eye"),
+    "subject_right_eye": ((3, 5), (64, 64), "eye"),
+    "nose": ((6,), (64, 64), "nose"),
+    "mouth": ((7, 8, 9), (32, 64), "mouth"),
+}
+# fallback boxes in an aligned face, (cx, cy, w, h) as fractions of the image width / height
+DEFAULT_BOXES = {"subject_left_eye": (0.64, 0.40, 0.26, 0.26), "subject_right_eye": (0.36, 0.40, 0.26, 0.26),
+                 "nose": (0.50, 0.52, 0.26, 0.26), "mouth": (0.50, 0.72, 0.36, 0.18)}
+MARGIN = 0.2
+
+
+class PartNet(nn.Module):
+    """Component network (Figure 2(b)): five convolutions, two max-poolings, two deconvolutions, no RNN."""
+
+    def __init__(self, num_classes: int, width: int = 32):
+        super().__init__()
+        half = width // 2
+
+        def conv(cin: int, cout: int) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
+                                 nn.ReLU(inplace=True))
+
+        self.body = nn.Sequential(conv(3, half), conv(half, half), nn.MaxPool2d(2), conv(half, width), nn.MaxPool2d(2),
+                                  conv(width, width),
+                                  nn.ConvTranspose2d(width, width, 4, stride=2, padding=1), nn.ReLU(inplace=True),
+                                  nn.ConvTranspose2d(width, half, 4, stride=2, padding=1), nn.ReLU(inplace=True),
+                                  nn.Conv2d(half, num_classes, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, 3, h, w) with h, w multiples of 4 -> (B, num_classes, h, w) logits."""
+        return self.body(x)
+
+
+# ------------------------------------------------------------------------------------------------------------ boxes
+def _fit_aspect(cx: Tensor, cy: Tensor, w: Tensor, h: Tensor, size: tuple[int, int]) -> Tensor:
+    """Grow the shorter side so that h / w equals the crop's; (B,) each -> (B, 4) boxes x0, y0, x1, y1."""
+    ratio = size[0] / size[1]
+    h2 = torch.maximum(h, w * ratio)
+    w2 = torch.maximum(w, h / ratio)
+    return torch.stack([cx - w2 / 2, cy - h2 / 2, cx + w2 / 2, cy + h2 / 2], dim=1)
+
+
+def _default_box(name: str, bsz: int, hw: tuple[int, int], device) -> Tensor:
+    cx, cy, w, h = DEFAULT_BOXES[name]
+    v = torch.tensor([cx * hw[1], cy * hw[0], w * hw[1], h * hw[0]], device=device).expand(bsz, 4)
+    return _fit_aspect(v[:, 0], v[:, 1], v[:, 2], v[:, 3], PARTS[name][1])
+
+
+def boxes_from_labels(label: Tensor, margin: float = MARGIN) -> dict[str, Tensor]:
+    """Crop boxes from a Helen label map: component bounding box + ``margin`` of its size per side, crop aspect.
+
+    Args:
+        label: (B, H, W) integer class map (ground truth or first-stage argmax).
+    Returns:
+        part name -> (B, 4) float boxes (x0, y0, x1, y1) in pixels (pixel j spans [j, j + 1)); a component absent
+        from an image gets its :data:`DEFAULT_BOXES` place.
+    """
+    bsz, hh, ww = label.shape
+    ys = torch.arange(hh, device=label.device, dtype=torch.float32)
+    xs = torch.arange(ww, device=label.device, dtype=torch.float32)
+    out = {}
+    for name, (classes, size, _) in PARTS.items():
+        mask = torch.zeros_like(label, dtype=torch.bool)
+        for c in classes:
+            mask = mask | (label == c)
+        rows, cols = mask.any(2), mask.any(1)  # (B, H), (B, W)
+        y0 = torch.where(rows, ys, float(hh)).amin(1)
+        y1 = torch.where(rows, ys + 1, 0.0).amax(1)
+        x0 = torch.where(cols, xs, float(ww)).amin(1)
+        x1 = torch.where(cols, xs + 1, 0.0).amax(1)
+        w, h = (x1 - x0).clamp(min=2.0), (y1 - y0).clamp(min=2.0)
+        box = _fit_aspect((x0 + x1) / 2, (y0 + y1) / 2, w * (1 + 2 * margin), h * (1 + 2 * margin), size)
+        present = rows.any(1)
+        out[name] = torch.where(present[:, None], box, _default_box(name, bsz, (hh, ww), label.device))
+    return out
+
+
+def boxes_from_keypoints(kp: Tensor) -> dict[str, Tensor]:
+    """Crop boxes from 5 keypoints (B, 5, 2) pixel (x, y): image-left eye, image-right eye, nose tip, image-left
+    and image-right mouth corners. Sizes scale with the inter-ocular distance d; returns part name -> (B, 4)."""
+    if kp.dim() != 3 or kp.shape[1:] != (5, 2):
+        raise ValueError(f"keypoints must be (B, 5, 2) pixel (x, y); got {tuple(kp.shape)}")
+    kp = kp.float()
+    eye_l, eye_r, nose, m_l, m_r = kp.unbind(1)
+    d = (eye_r - eye_l).norm(dim=1).clamp(min=4.0)
+    size_eye = 0.9 * d
+    out = {"subject_right_eye": _fit_aspect(eye_l[:, 0], eye_l[:, 1] - 0.2 * d, size_eye, size_eye, (64, 64)),
+           "subject_left_eye": _fit_aspect(eye_r[:, 0], eye_r[:, 1] - 0.2 * d, size_eye, size_eye, (64, 64))}
+    top = (eye_l[:, 1] + eye_r[:, 1]) / 2 + 0.1 * d
+    bottom = nose[:, 1] + 0.3 * d
+    out["nose"] = _fit_aspect(nose[:, 0], (top + bottom) / 2, 0.8 * d, bottom - top, (64, 64))
+    mw = (m_r - m_l).norm(dim=1).clamp(min=2.0) * (1 + 2 * MARGIN)
+    mc = (m_l + m_r) / 2
+    out["mouth"] = _fit_aspect(mc[:, 0], mc[:, 1], mw, mw / 2, (32, 64))
+    return out
+
+
+# -------------------------------------------------------------------------------------------------- crop and paste
+def _crop_grid(boxes: Tensor, size: tuple[int, int], hw: tuple[int, int]) -> Tensor:
+    """Sampling grid (B, h, w, 2) in grid_sample's normalised coordinates (align_corners=False)."""
+    h, w = size
+    u = (torch.arange(w, device=boxes.device, dtype=boxes.dtype) + 0.5) / w
+    v = (torch.arange(h, device=boxes.device, dtype=boxes.dtype) + 0.5) / h
+    x = boxes[:, 0:1] + u[None] * (boxes[:, 2:3] - boxes[:, 0:1])  # (B, w) pixels
+    y = boxes[:, 1:2] + v[None] * (boxes[:, 3:4] - boxes[:, 1:2])  # (B, h)
+    gx = (2 * x / hw[1] - 1)[:, None, :].expand(-1, h, -1)
+    gy = (2 * y / hw[0] - 1)[:, :, None].expand(-1, -1, w)
+    return torch.stack([gx, gy], dim=-1)
+
+
+def crop(images: Tensor, boxes: Tensor, size: tuple[int, int]) -> Tensor:
+    """Bilinear crops: images (B, C, H, W), boxes (B, 4) -> (B, C, h, w); outside the image reads zeros."""
+    grid = _crop_grid(boxes.to(images.dtype), size, tuple(images.shape[-2:]))
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def crop_labels(label: Tensor, boxes: Tensor, size: tuple[int, int], classes: tuple[int, ...],
+                ignore_index: int = 255) -> Tensor:
+    """Nearest-neighbour crops of a label map (B, H, W) mapped to local classes: 0 other, i + 1 for ``classes[i]``;
+    ignored pixels and pixels outside the image become ``ignore_index``. -> (B, h, w) int64."""
+    local = torch.zeros_like(label)
+    for i, c in enumerate(classes):
+        local[label == c] = i + 1
+    local[label == ignore_index] = ignore_index
+    grid = _crop_grid(boxes.float(), size, tuple(label.shape[-2:]))
+    # sample (label + 1) so that 0 marks "outside the image"
+    out = F.grid_sample((local.float() + 1).unsqueeze(1), grid, mode="nearest", padding_mode="zeros",
+                        align_corners=False)[:, 0].long() - 1
+    out[out < 0] = ignore_index
+    return out
+
+
+def paste(part: Tensor, boxes: Tensor, hw: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """Map crop-space maps back to the image: part (B, K, h, w), boxes (B, 4) -> ((B, K, H, W), inside (B, 1, H, W)).
+
+    A pixel is inside when its centre lies inside the box; outside values are 0."""
+    hh, ww = hw
+    bx = boxes.to(part.dtype)
+    xs = torch.arange(ww, device=part.device, dtype=part.dtype) + 0.5
+    ys = torch.arange(hh, device=part.device, dtype=part.dtype) + 0.5
+    gx = 2 * (xs[None] - bx[:, 0:1]) / (bx[:, 2:3] - bx[:, 0:1]) - 1  # (B, W), crop-normalised
+    gy = 2 * (ys[None] - bx[:, 1:2]) / (bx[:, 3:4] - bx[:, 1:2]) - 1  # (B, H)
+    grid = torch.stack([gx[:, None, :].expand(-1, hh, -1), gy[:, :, None].expand(-1, -1, ww)], dim=-1)
+    inside = ((gx.abs() <= 1)[:, None, :] & (gy.abs() <= 1)[:, :, None]).unsqueeze(1)
+    out = F.grid_sample(part, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out * inside, inside
+
+
+def merge_part_probs(stage1: Tensor, parts: list[tuple[Tensor, Tensor, tuple[int, ...]]]) -> Tensor:
+    """Combine first-stage probabilities with component probabilities inside their crops.
+
+    Args:
+        stage1: (B, C, H, W) first-stage class probabilities.
+        parts: per component ``(probs (B, 1 + K, H, W) pasted into the image, inside (B, 1, H, W) bool,
+            classes)``; ``probs[:, 0]`` is "not this component", ``probs[:, 1 + i]`` is class ``classes[i]``.
+            Later components win where crops overlap.
+    Returns:
+        (B, C, H, W) probabilities, equal to ``stage1`` outside every crop.
+    """
+    p = stage1
+    for probs, inside, classes in parts:
+        idx = torch.tensor(classes, device=p.device)
+        in_group = torch.zeros(p.shape[1], dtype=torch.bool, device=p.device)
+        in_group[idx] = True
+        others = p * (~in_group)[None, :, None, None]
+        others = others / others.sum(1, keepdim=True).clamp(min=1e-12) * probs[:, :1]
+        mixed = others.index_copy(1, idx, probs[:, 1:])
+        p = torch.where(inside, mixed, p)
+    return p
+
+
+# ------------------------------------------------------------------------------------------------------------ model
+class TwoStageRNNG(nn.Module):
+    """RNN-G first stage (all Helen classes) + component networks on crops, merged (see module docstring).
+
+    ``forward(x, *, keypoints=None, label=None)``: x (B, 3, H, W). Boxes from ``keypoints`` (B, 5, 2) if given,
+    else from ``label`` (B, H, W) (training: the ground truth), else from the first stage's argmax. Returns
+    ``parsing`` (B, C, H, W) merged log-probabilities; in training mode also the first stage's ``coarse``, ``gate``,
+    ``gates``, ``stage1`` (its parsing logits) and per component ``part/<name>`` (B, 1 + K, h, w) logits and
+    ``box/<name>`` (B, 4) boxes (for :func:`crop_labels` in the loss).
+    """
+
+    def __init__(self, stage1: nn.Module, num_classes: int, part_width: int = 32):
+        super().__init__()
+        if num_classes != 11:
+            raise ValueError(f"two_stage RNN-G is for 11-class Helen (dataset helen or synthetic); got {num_classes} "
+                             "classes -- set model.two_stage=false")
+        self.stage1 = stage1
+        self.part_nets = nn.ModuleDict({"eye": PartNet(3, part_width), "nose": PartNet(2, part_width),
+                                        "mouth": PartNet(4, part_width)})
+
+    def drop_edge_heads(self) -> None:
+        """Drop the first stage's training-only heads (see :meth:`RNNG.drop_edge_heads`)."""
+        self.stage1.drop_edge_heads()
+
+    def forward(self, x: Tensor, *, keypoints: Optional[Tensor] = None,
+                label: Optional[Tensor] = None) -> dict[str, Tensor]:
+        first = self.stage1(x)
+        logits1 = first["parsing"]
+        hw = tuple(x.shape[-2:])
+        if keypoints is not None:
+            boxes = boxes_from_keypoints(keypoints)
+        else:
+            boxes = boxes_from_labels(label if label is not None else logits1.detach().argmax(1))
+        merged_in = []
+        out: dict[str, Tensor] = {}
+        for name, (classes, size, net) in PARTS.items():
+            logits = self.part_nets[net](crop(x, boxes[name], size))
+            probs, inside = paste(logits.softmax(1), boxes[name], hw)
+            merged_in.append((probs, inside, classes))
+            out[f"part/{name}"] = logits
+            out[f"box/{name}"] = boxes[name]
+        p = merge_part_probs(logits1.float().softmax(1), merged_in)
+        result = {"parsing": p.clamp(min=1e-8).log()}
+        if self.training:
+            result.update({k: v for k, v in first.items() if k != "parsing"})
+            result["stage1"] = logits1
+            result.update(out)
+        return result
