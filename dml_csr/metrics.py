@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-__all__ = ["ConfusionMatrix", "scores_from_confusion", "f1_iou_from_confusion", "merged_f1"]
+__all__ = ["ConfusionMatrix", "scores_from_confusion", "f1_iou_from_confusion", "merged_f1", "format_scores"]
 
 
 class ConfusionMatrix:
@@ -53,6 +53,7 @@ class ConfusionMatrix:
             self.mat = t.cpu()
 
     def compute(self, classes: Optional[Sequence[str]] = None, groups: Optional[dict] = None) -> dict:
+        """:func:`scores_from_confusion` of the accumulated matrix."""
         return scores_from_confusion(self.mat.numpy(), classes, groups)
 
 
@@ -102,3 +103,25 @@ def scores_from_confusion(mat: np.ndarray, classes: Optional[Sequence[str]] = No
         "groups": {g: merged_f1(mat, m) for g, m in (groups or {}).items()},
     }
     return out
+
+
+def _pct(x: float) -> str:
+    return "   n/a" if x != x else f"{100 * x:6.2f}"
+
+
+def format_scores(scores: dict) -> str:
+    """A plain-text table of :func:`scores_from_confusion`'s output (percentages; n/a = class in neither prediction
+    nor ground truth)."""
+    rows = scores["per_class"]
+    width = max([len("class")] + [len(c) for c in rows] + [len(g) + 7 for g in scores.get("groups", {})])
+    lines = [f"{'class':<{width}}      F1     IoU      pixels"]
+    for c, r in rows.items():
+        lines.append(f"{c:<{width}}  {_pct(r['f1'])}  {_pct(r['iou'])}  {r['pixels']:>10d}")
+    lines.append("-" * len(lines[0]))
+    for g, v in scores.get("groups", {}).items():
+        lines.append(f"{'merged ' + g:<{width}}  {_pct(v)}   (F1; confusion inside the set counts as correct)")
+    lines.append(f"{'mean F1':<{width}}  {_pct(scores['mean_f1'])}   (foreground classes)")
+    lines.append(f"{'mIoU':<{width}}  {_pct(scores['miou'])}   (all classes, background included)")
+    lines.append(f"{'mIoU fg':<{width}}  {_pct(scores['miou_fg'])}   (background excluded)")
+    lines.append(f"{'pixel acc':<{width}}  {_pct(scores['pixel_accuracy'])}")
+    return "\n".join(lines)
