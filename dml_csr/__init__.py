@@ -1,7 +1,7 @@
 """dml_csr: a face-parsing research framework (DML-CSR, CVPR 2022; recurrent propagation, BMVC 2017)."""
 __version__ = "0.1.0"
 
-__all__ = ["load_model"]
+__all__ = ["load_model", "FaceParser"]
 
 
 def __getattr__(name: str):
@@ -10,4 +10,8 @@ def __getattr__(name: str):
         from .models.loading import load_model
 
         return load_model
+    if name == "FaceParser":
+        from .api import FaceParser
+
+        return FaceParser
     raise AttributeError(f"module 'dml_csr' has no attribute '{name}'")
