@@ -113,13 +113,15 @@ def format_scores(scores: dict) -> str:
     """A plain-text table of :func:`scores_from_confusion`'s output (percentages; n/a = class in neither prediction
     nor ground truth)."""
     rows = scores["per_class"]
-    width = max([len("class")] + [len(c) for c in rows] + [len(g) + 7 for g in scores.get("groups", {})])
+    width = max([len("class")] + [len(c) for c in rows] + [len(g) + 2 for g in scores.get("groups", {})])
     lines = [f"{'class':<{width}}      F1     IoU      pixels"]
     for c, r in rows.items():
         lines.append(f"{c:<{width}}  {_pct(r['f1'])}  {_pct(r['iou'])}  {r['pixels']:>10d}")
     lines.append("-" * len(lines[0]))
+    if scores.get("groups"):
+        lines.append("merged sets, F1 (confusion inside a set counts as correct):")
     for g, v in scores.get("groups", {}).items():
-        lines.append(f"{'merged ' + g:<{width}}  {_pct(v)}   (F1; confusion inside the set counts as correct)")
+        lines.append(f"{'  ' + g:<{width}}  {_pct(v)}")
     lines.append(f"{'mean F1':<{width}}  {_pct(scores['mean_f1'])}   (foreground classes)")
     lines.append(f"{'mIoU':<{width}}  {_pct(scores['miou'])}   (all classes, background included)")
     lines.append(f"{'mIoU fg':<{width}}  {_pct(scores['miou_fg'])}   (background excluded)")
