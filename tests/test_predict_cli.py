@@ -1,0 +1,64 @@
+"""scripts/predict.py on a folder with a broken file in it, a glob, a video and a missing path."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from dml_csr.data.synthetic import render_face
+from helpers.tiny_checkpoint import one_thread, subprocess_env, write_tiny_checkpoint
+
+SCRIPT = os.path.join(os.path.dirname(__file__), "..", "scripts", "predict.py")
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_folder_with_broken_file_glob_and_video(tmp_path):
+    ckpt = write_tiny_checkpoint(str(tmp_path / "tiny.pt"))
+    folder = tmp_path / "in"
+    folder.mkdir()
+    faces = {"a": render_face(1, size=(48, 40))[0], "b": render_face(2, size=(50, 66))[0]}
+    for n, img in faces.items():
+        cv2.imwrite(str(folder / f"{n}.png"), img)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    (folder / "notes.txt").write_text("not an image, ignored")
+    other = tmp_path / "other"
+    other.mkdir()
+    cv2.imwrite(str(other / "a.png"), faces["a"][:, ::-1])  # same stem as in/a.png: must not overwrite it
+    video = str(tmp_path / "clip.avi")
+    w = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*"MJPG"), 5, (40, 32))
+    for i in range(5):
+        w.write(cv2.resize(faces["a"], (40, 32)))
+    w.release()
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, SCRIPT, str(folder), str(other / "*.png"), video, str(tmp_path / "nope.jpg"),
+                        "--checkpoint", ckpt, "--out", str(out), "--batch-size", "2", "--every", "2", "--device", "cpu",
+                        "--no-progress"], capture_output=True, text=True, env=subprocess_env(), timeout=300)
+    assert r.returncode == 1, r.stderr
+    assert "2 input(s) failed" in r.stderr and "broken.jpg" in r.stderr and "nope.jpg" in r.stderr
+    assert "parsed 6 image(s)" in r.stdout  # a, b, other/a, video frames 0, 2, 4
+    labels = sorted(os.listdir(out / "labels"))
+    assert labels == ["a.png", "a_1.png", "b.png", "clip_f000000.png", "clip_f000002.png", "clip_f000004.png"]
+    assert sorted(os.listdir(out / "overlays")) == [n.replace(".png", ".jpg") for n in labels]
+    # the labels are what the API gives for the same image, at its own size
+    from dml_csr import FaceParser
+
+    parser = FaceParser.from_checkpoint(ckpt)
+    for n, img in faces.items():
+        lab = cv2.imread(str(out / "labels" / f"{n}.png"), cv2.IMREAD_UNCHANGED)
+        assert lab.shape == img.shape[:2]
+        assert (lab == parser(img, channel_order="BGR")).mean() > 0.999
+    assert cv2.imread(str(out / "labels" / "clip_f000002.png"), cv2.IMREAD_UNCHANGED).shape == (32, 40)
+
+
+def test_all_good_inputs_exit_zero(tmp_path):
+    ckpt = write_tiny_checkpoint(str(tmp_path / "tiny.pt"))
+    cv2.imwrite(str(tmp_path / "x.jpg"), render_face(4, size=(40, 40))[0])
+    r = subprocess.run([sys.executable, SCRIPT, str(tmp_path / "x.jpg"), "--checkpoint", ckpt, "--out",
+                        str(tmp_path / "o"), "--no-overlay", "--device", "cpu", "--no-progress"],
+                       capture_output=True, text=True, env=subprocess_env(), timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert os.listdir(tmp_path / "o" / "labels") == ["x.png"] and not (tmp_path / "o" / "overlays").exists()
