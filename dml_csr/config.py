@@ -71,8 +71,9 @@ class ModelConfig:
     mean: tuple[float, float, float] = IMAGENET_MEAN  # ...normalised with the RGB ImageNet mean and std
     std: tuple[float, float, float] = IMAGENET_STD
     # recurrent-propagation model (Liu et al. 2017)
-    rnn_channels: int = 32
-    two_stage: bool = False
+    rnn_channels: int = 32  # RNN-G widest layer (paper: 32); conv1/deconv6 use half, the spatial RNN a quarter
+    two_stage: bool = False  # RNN-G: add the Helen component networks (eye+brow, nose, mouth crops); 11 classes only
+    rnn_norm: bool = True  # RNN-G: batch norm after each convolution (not in the paper; steadier SGD)
 
 
 @dataclass
@@ -93,6 +94,7 @@ class TrainConfig:
     epochs: int = 150  # first phase
     cycles: int = 0  # cyclical self-regulation cycles after the first phase (paper: 5)
     cycle_epochs: int = 10
+    cycle_lr_min: float = 0.0  # cosine floor inside a cycle, as a fraction of lr
     lr: float = 1e-3
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -106,6 +108,7 @@ class TrainConfig:
     compile: bool = False
     keep_last: int = 3
     device: str = "auto"  # auto, cpu, cuda, cuda:N
+    dist_timeout_s: float = 600.0  # a collective waiting longer fails (a dead rank stops the others)
     log_every: int = 10
     image_log_every: int = 1  # epochs between TensorBoard image grids (0 disables)
 

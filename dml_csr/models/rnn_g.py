@@ -138,8 +138,8 @@ def rnn_g(*, num_classes: int, width: int = 32, norm: bool = True) -> RNNG:
 
 def build_rnn_g(cfg, num_classes: int) -> nn.Module:
     """Build RNN-G from a :class:`dml_csr.config.ModelConfig`: one stage, or two (``cfg.two_stage``, Helen 11)."""
-    model = rnn_g(num_classes=num_classes, width=cfg.rnn_channels, norm=getattr(cfg, "rnn_norm", True))
-    if getattr(cfg, "two_stage", False):
+    model = rnn_g(num_classes=num_classes, width=cfg.rnn_channels, norm=cfg.rnn_norm)
+    if cfg.two_stage:
         from .two_stage import TwoStageRNNG
         return TwoStageRNNG(model, num_classes)
     return model
