@@ -1,0 +1,267 @@
+"""Self-ensemble (eq. 6), exact batch-norm re-estimation, soft targets and learning-rate schedules."""
+import datetime
+import io
+import math
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from dml_csr.self_correction import (RunningSum, cosine_lr, cycle_position, norm_layers, poly_lr, reestimate_bn,
+                                     self_ensemble, soft_targets)
+
+
+# ------------------------------------------------------------------------------------------------------ eq. 6
+def _toy_states(n, seed=0):
+    torch.manual_seed(seed)
+    states = []
+    for _ in range(n):
+        m = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
+        with torch.no_grad():
+            m[1].running_mean.normal_()
+            m[1].num_batches_tracked.fill_(int(torch.randint(0, 100, ())))
+        states.append({k: v.clone() for k, v in m.state_dict().items()})
+    return states
+
+
+def test_self_ensemble_matches_eq6():
+    best, *cycle = _toy_states(4)
+    rs = RunningSum(dtype=torch.float64)
+    for s in cycle:
+        rs.add(s)
+    for k in (1, 2, 5):
+        out = self_ensemble(best, rs, None, k)
+        for name, b in best.items():
+            if b.is_floating_point():
+                expected = k / (k + 1) * b.double() + sum(s[name].double() for s in cycle) / ((k + 1) * len(cycle))
+                assert out[name].dtype == b.dtype
+                assert torch.allclose(out[name].double(), expected, atol=1e-7, rtol=0)
+            else:  # integer buffers: the latest model's value
+                assert out[name].item() == cycle[-1][name].item()
+    # k = 1 weighs the best model and the cycle's mean equally
+    half = self_ensemble(best, rs, 3, 1)
+    w = "0.weight"
+    assert torch.allclose(half[w], 0.5 * best[w] + 0.5 * rs.mean()[w].float(), atol=1e-7)
+
+
+def test_self_ensemble_with_plain_sum_mapping_and_errors():
+    best, a, b = _toy_states(3, seed=1)
+    sums = {k: a[k] + b[k] for k in a if a[k].is_floating_point()}
+    out = self_ensemble(best, sums, 2, 2)
+    assert torch.allclose(out["0.bias"], 2 / 3 * best["0.bias"] + (a["0.bias"] + b["0.bias"]) / 6, atol=1e-7)
+    assert out["1.num_batches_tracked"].item() == best["1.num_batches_tracked"].item()
+    with pytest.raises(ValueError, match="n_models"):
+        self_ensemble(best, sums, None, 1)
+    with pytest.raises(KeyError, match="lacks"):
+        self_ensemble(best, {"0.weight": sums["0.weight"]}, 2, 1)
+
+
+def test_running_sum_state_roundtrip_and_key_check():
+    states = _toy_states(3, seed=2)
+    rs = RunningSum()
+    rs.add(states[0])
+    rs.add(states[1])
+    buf = io.BytesIO()
+    torch.save(rs.state_dict(), buf)
+    buf.seek(0)
+    restored = RunningSum()
+    restored.load_state_dict(torch.load(buf, weights_only=True))
+    restored.add(states[2])
+    rs.add(states[2])
+    assert restored.count == 3
+    for k in rs.sums:
+        assert torch.equal(restored.sums[k], rs.sums[k])
+    assert torch.allclose(restored.mean()["0.weight"], sum(s["0.weight"] for s in states) / 3, atol=1e-7)
+    with pytest.raises(KeyError, match="same architecture"):
+        rs.add({"0.weight": states[0]["0.weight"]})
+    rs.reset()
+    with pytest.raises(ValueError, match="no model"):
+        rs.mean()
+
+
+# -------------------------------------------------------------------------------------- batch-norm re-estimation
+class InplaceLeakyBN(_BatchNorm):
+    """A stand-in for the project's ABN: a _BatchNorm subclass, |gamma| scale, leaky ReLU written IN PLACE into its
+    input (as inplace_abn does), so a hook reading the input after forward would see the wrong values."""
+
+    def _check_input_dim(self, x):
+        pass
+
+    def forward(self, x):
+        y = F.batch_norm(x, self.running_mean, self.running_var, self.weight.abs() + self.eps, self.bias,
+                         self.training, self.momentum, self.eps)
+        x.copy_(F.leaky_relu(y, 0.01))
+        return x
+
+
+class Toy(nn.Module):
+    def __init__(self, sync=True):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 1)
+        self.bn_a = nn.BatchNorm2d(3)
+        self.abn = InplaceLeakyBN(3)  # directly after another norm layer
+        self.conv2 = nn.Conv2d(3, 4, 1)
+        self.sbn = nn.SyncBatchNorm(4) if sync else nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4, 5)
+        self.bn1d = nn.BatchNorm1d(5, momentum=None)  # cumulative-average flavour
+        with torch.no_grad():
+            for m in (self.bn_a, self.abn, self.sbn, self.bn1d):
+                m.weight.uniform_(-2, 2)
+                m.bias.normal_()
+
+    def forward(self, x):
+        y = self.abn(self.bn_a(self.conv(x)))
+        y = self.sbn(self.conv2(y)).relu()
+        return {"parsing": self.bn1d(self.fc(y.mean((2, 3))))}
+
+
+def _bn_train(x, m, weight=None):
+    return F.batch_norm(x, None, None, m.weight if weight is None else weight, m.bias, True, 0.0, m.eps)
+
+
+def _manual_inputs(model, x):
+    """Inputs of each norm layer in train mode (batch statistics), computed without the module code."""
+    ins = {}
+    y = model.conv(x)
+    ins["bn_a"] = y
+    y = _bn_train(y, model.bn_a)
+    ins["abn"] = y
+    y = F.leaky_relu(_bn_train(y, model.abn, model.abn.weight.abs() + model.abn.eps), 0.01)
+    y = model.conv2(y)
+    ins["sbn"] = y
+    y = _bn_train(y, model.sbn).relu()
+    ins["bn1d"] = model.fc(y.mean((2, 3)))
+    return ins
+
+
+def _expected_stats(model, batches):
+    per_layer = {}
+    with torch.no_grad():
+        for b in batches:
+            for k, v in _manual_inputs(model, b["image"]).items():
+                per_layer.setdefault(k, []).append(v.transpose(0, 1).reshape(v.shape[1], -1).double())
+    return {k: (torch.cat(v, 1).mean(1), torch.cat(v, 1).var(1, unbiased=True)) for k, v in per_layer.items()}
+
+
+def _batches(seed=0, sizes=(4, 4, 3)):
+    g = torch.Generator().manual_seed(seed)
+    return [{"image": torch.randn(n, 2, 3, 3, generator=g) * (1 + i) + i} for i, n in enumerate(sizes)]
+
+
+def test_norm_layers_found():
+    names = [n for n, _ in norm_layers(Toy())]
+    assert names == ["bn_a", "abn", "sbn", "bn1d"]
+
+
+def test_reestimate_bn_equals_exact_statistics():
+    torch.manual_seed(0)
+    model = Toy().eval()
+    batches = _batches()
+    expected = _expected_stats(model, batches)
+    tracked = {n: m.num_batches_tracked.item() for n, m in norm_layers(model)}
+    assert reestimate_bn(model, batches, device="cpu") == 3
+    for name, m in norm_layers(model):
+        mean, var = expected[name]
+        assert torch.allclose(m.running_mean.double(), mean, atol=1e-5), name
+        assert torch.allclose(m.running_var.double(), var, atol=1e-5, rtol=1e-5), name
+        assert m.num_batches_tracked.item() == tracked[name]
+    # mode and momentum restored
+    assert not any(m.training for m in model.modules())
+    assert model.bn_a.momentum == 0.1 and model.bn1d.momentum is None
+    # exact pooled statistics, not the average of per-batch statistics (unequal batches make them differ)
+    bn1d_in = [_manual_inputs(model, b["image"])["bn1d"].double() for b in batches]
+    mean_of_vars = torch.stack([v.var(0) for v in bn1d_in]).mean(0)
+    assert not torch.allclose(model.bn1d.running_var.double(), mean_of_vars, atol=1e-3)
+
+
+def test_reestimate_bn_max_batches_custom_forward_and_train_mode_kept():
+    torch.manual_seed(1)
+    model = Toy().train()
+    batches = _batches(1)
+    expected = _expected_stats(model, batches[:1])
+    calls = []
+
+    def forward(m, batch, device):
+        calls.append(device)
+        return m(batch["image"].to(device))
+
+    assert reestimate_bn(model, batches, forward, torch.device("cpu"), max_batches=1) == 1
+    assert calls == [torch.device("cpu")]
+    assert torch.allclose(model.sbn.running_mean.double(), expected["sbn"][0], atol=1e-5)
+    assert all(m.training for m in model.modules())
+
+
+def _ddp_worker(rank, world, port, state, batches, out_dir):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=60))
+    try:
+        model = Toy(sync=False)
+        model.load_state_dict(state)
+        reestimate_bn(model, batches[rank::world], device="cpu")
+        torch.save({n: (m.running_mean, m.running_var) for n, m in norm_layers(model)},
+                   os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_reestimate_bn_reduces_across_processes(tmp_path):
+    torch.manual_seed(2)
+    model = Toy(sync=False)
+    batches = _batches(2, sizes=(3, 2, 4))
+    expected = _expected_stats(model, batches)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(2, port, model.state_dict(), batches, str(tmp_path)), nprocs=2, join=True)
+    for rank in range(2):
+        got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        for name, (mean, var) in expected.items():
+            assert torch.allclose(got[name][0].double(), mean, atol=1e-5), (rank, name)
+            assert torch.allclose(got[name][1].double(), var, atol=1e-5, rtol=1e-5), (rank, name)
+
+
+# ----------------------------------------------------------------------------------------- soft targets, schedules
+def test_soft_targets():
+    logits = {"parsing": torch.tensor([0.0, math.log(3.0)]).view(1, 2, 1, 1).requires_grad_(True)}
+    p = soft_targets(logits)["parsing"]
+    assert p.flatten().tolist() == pytest.approx([0.25, 0.75]) and not p.requires_grad
+    p2 = soft_targets(logits, temperature=2.0)["parsing"]
+    assert p2.flatten().tolist() == pytest.approx([1 / (1 + math.sqrt(3)), math.sqrt(3) / (1 + math.sqrt(3))])
+
+
+def test_cosine_lr_values():
+    assert cosine_lr(0, 10, 1e-3, 1e-5) == pytest.approx(1e-3)
+    assert cosine_lr(5, 10, 1e-3, 1e-5) == pytest.approx((1e-3 + 1e-5) / 2)
+    assert cosine_lr(10, 10, 1e-3, 1e-5) == pytest.approx(1e-5)
+    assert cosine_lr(2, 10, 1.0, 0.0) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.2)))
+    values = [cosine_lr(e, 10, 1.0, 0.0) for e in range(10)]
+    assert all(a > b for a, b in zip(values, values[1:]))
+    with pytest.raises(ValueError, match="epoch_in_cycle"):
+        cosine_lr(11, 10, 1.0, 0.0)
+
+
+def test_poly_lr_values():
+    assert poly_lr(0, 10, 1.0, power=1.0) == 1.0
+    assert poly_lr(5, 10, 1.0, power=1.0) == pytest.approx(0.5)
+    assert poly_lr(5, 10, 2.0, power=0.9) == pytest.approx(2.0 * 0.5 ** 0.9)
+    assert poly_lr(10, 10, 1.0) == 0.0 and poly_lr(12, 10, 1.0) == 0.0
+    # warm-up: linear ramp to base, then the decay over the remaining steps
+    assert [poly_lr(s, 12, 1.0, 1.0, warmup_steps=4) for s in range(4)] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert poly_lr(4, 12, 1.0, 1.0, warmup_steps=4) == 1.0
+    assert poly_lr(8, 12, 1.0, 1.0, warmup_steps=4) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="warmup_steps"):
+        poly_lr(0, 4, 1.0, warmup_steps=4)
+
+
+def test_cycle_position():
+    assert cycle_position(0, 150, 10) == (0, 0)
+    assert cycle_position(149, 150, 10) == (0, 149)
+    assert cycle_position(150, 150, 10) == (1, 0)
+    assert cycle_position(159, 150, 10) == (1, 9)
+    assert cycle_position(199, 150, 10) == (5, 9)
