@@ -27,17 +27,17 @@ def jaccard_increments(fg_sorted: Tensor) -> Tensor:
     """Increments of the Jaccard loss along a sorted prefix order.
 
     Args:
-        fg_sorted: (P, K) float in {0, 1}: for each of K columns, the foreground indicator of the pixels in the order
-            of decreasing error.
+        fg_sorted: (K, P) float in {0, 1}: for each of K rows (classes), the foreground indicator of the P pixels in
+            the order of decreasing error.
     Returns:
-        (P, K): ``J(pi_1..k) - J(pi_1..k-1)`` for k = 1..P, with ``J(empty) = 0``.
+        (K, P): ``J(pi_1..k) - J(pi_1..k-1)`` for k = 1..P, with ``J(empty) = 0``.
     """
-    gts = fg_sorted.sum(0, keepdim=True)  # |F|
-    inter = gts - fg_sorted.cumsum(0)  # |F \ M_k|, foreground pixels not yet in the prefix
-    union = gts + (1.0 - fg_sorted).cumsum(0)  # |F u M_k|
-    # union >= 1 from the first element on unless F is empty and the first element is foreground (impossible)
+    gts = fg_sorted.sum(1, keepdim=True)  # |F|
+    inter = gts - fg_sorted.cumsum(1)  # |F \ M_k|, foreground pixels not yet in the prefix
+    union = gts + (1.0 - fg_sorted).cumsum(1)  # |F u M_k|
+    # union >= 1 from the first element on (either it is foreground, so |F| >= 1, or it adds to M)
     jac = 1.0 - inter / union.clamp_min(1.0)
-    return torch.cat([jac[:1], jac[1:] - jac[:-1]], 0)
+    return torch.cat([jac[:, :1], jac[:, 1:] - jac[:, :-1]], 1)
 
 
 def lovasz_softmax_flat(probs: Tensor, labels: Tensor,
@@ -54,16 +54,14 @@ def lovasz_softmax_flat(probs: Tensor, labels: Tensor,
     if probs.numel() == 0:
         return probs.sum() * 0.0
     num_classes = probs.shape[1]
-    fg = torch.nn.functional.one_hot(labels, num_classes).to(probs.dtype)  # (P, C)
-    errors = (fg - probs).abs()
-    errors_sorted, perm = torch.sort(errors, dim=0, descending=True)
-    fg_sorted = torch.gather(fg, 0, perm)
-    per_class = (errors_sorted * jaccard_increments(fg_sorted)).sum(0)  # (C,)
+    fg = torch.nn.functional.one_hot(labels, num_classes).to(probs.dtype).t()  # (C, P): one sort per class row
+    errors = (fg - probs.t()).abs()
+    errors_sorted, perm = torch.sort(errors, dim=1, descending=True)
+    fg_sorted = torch.gather(fg, 1, perm)
+    per_class = (errors_sorted * jaccard_increments(fg_sorted)).sum(1)  # (C,)
     if classes == "present":
-        present = fg.sum(0) > 0
-        if not bool(present.any()):
-            return probs.sum() * 0.0
-        return per_class[present].mean()
+        present = (fg.sum(1) > 0).to(per_class.dtype)  # no host sync; 0 when no class is present
+        return (per_class * present).sum() / present.sum().clamp_min(1.0)
     if classes == "all":
         return per_class.mean()
     raise ValueError(f"lovasz_softmax: classes={classes!r}; expected 'present' or 'all'")

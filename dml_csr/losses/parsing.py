@@ -32,8 +32,8 @@ def pixel_ce(logits: Tensor, labels: Tensor, ignore_index: int = IGNORE_INDEX) -
     Returns:
         (B, H, W) float: ``-log softmax(logits)[label]`` at the label size, 0 on ignored pixels.
     """
-    logits = upsample_to(logits, tuple(labels.shape[-2:]))
-    return F.cross_entropy(logits.float(), labels, ignore_index=ignore_index, reduction="none")
+    logits = upsample_to(logits.float(), tuple(labels.shape[-2:]))
+    return F.cross_entropy(logits, labels, ignore_index=ignore_index, reduction="none")
 
 
 def parsing_ce(logits: Tensor, labels: Tensor, ignore_index: int = IGNORE_INDEX) -> Tensor:
@@ -57,5 +57,5 @@ def parsing_lovasz(logits: Tensor, labels: Tensor, ignore_index: int = IGNORE_IN
     Returns:
         scalar.
     """
-    logits = upsample_to(logits, tuple(labels.shape[-2:]))
-    return lovasz_softmax(logits.float().softmax(1), labels, ignore_index=ignore_index, per_image=per_image)
+    logits = upsample_to(logits.float(), tuple(labels.shape[-2:]))
+    return lovasz_softmax(logits.softmax(1), labels, ignore_index=ignore_index, per_image=per_image)
