@@ -194,7 +194,9 @@ def reestimate_bn(model: nn.Module, loader: Iterable, forward_fn: Optional[Calla
     shifted by the layer's previous running mean against cancellation). Afterwards ``running_mean`` is the mean and
     ``running_var`` the unbiased variance over ALL elements seen (not a moving average of per-batch values). When
     ``torch.distributed`` is initialised the sums are all-reduced, so every process gets the statistics of the whole
-    (sharded) set. Momentum, ``num_batches_tracked`` and each module's train/eval mode are restored.
+    (sharded) set; with synchronised norm layers (SyncBatchNorm, ABN ``sync``) each forward is itself a collective, so
+    every process must then forward the same number of batches (a padded distributed sampler, or ``max_batches``).
+    Momentum, ``num_batches_tracked`` and each module's train/eval mode are restored.
 
     Args:
         model: the network (a DDP wrapper works too).
