@@ -93,10 +93,13 @@ def test_flip_testing_is_mirror_equivariant(ckpt, face_bgr):
     img = face_bgr[:, :64]  # even width: the mirrored grid lands on the same pixel centres
     _, a = p(img, channel_order="BGR", return_probs=True)
     _, b = p(np.ascontiguousarray(img[:, ::-1]), channel_order="BGR", return_probs=True)
-    np.testing.assert_allclose(b, a[perm][:, :, ::-1], atol=1e-5)
+    # exact up to the image warp's rounding (OpenCV 4's fixed-point bilinear warp is not mirror-exact: ~1e-4)
+    np.testing.assert_allclose(b, a[perm][:, :, ::-1], atol=5e-4)
     plain = FaceParser.from_checkpoint(ckpt)
     _, c = plain(img, channel_order="BGR", return_probs=True)
-    assert np.abs(c - a).max() > 1e-3  # flip testing changes the answer of an asymmetric model
+    _, d = plain(np.ascontiguousarray(img[:, ::-1]), channel_order="BGR", return_probs=True)
+    assert np.abs(d - c[perm][:, :, ::-1]).max() > 1e-2  # without flip testing the model is not equivariant
+    assert np.abs(c - a).max() > 1e-2
 
 
 def test_colorize_and_overlay(parser):
@@ -165,12 +168,25 @@ def test_missing_haar_cascade_names_the_fix():
 
 
 @pytest.mark.skipif(not hasattr(cv2, "CascadeClassifier"), reason="OpenCV >= 5 ships no Haar cascade")
-def test_haar_detector_runs():
+def test_haar_detector_finds_synthetic_faces(ckpt):
     det = haar_face_detector()
     assert det(np.full((120, 120, 3), 128, np.uint8)) == []  # a flat image has no face
-    img = render_face(1, size=(200, 200))[0]
-    boxes = det(img)
-    assert all(len(b) == 4 and b[2] > 0 for b in boxes)
+    img, label = render_face(1, size=(200, 200))[:2]  # a seed the frontal cascade finds (OpenCV 4.14)
+    ys, xs = np.nonzero(label == 1)  # skin
+    canvas = np.full((200, 420, 3), 90, np.uint8)
+    canvas[:, :200], canvas[:, 220:] = img, img
+    boxes = sorted(det(canvas))
+    assert len(boxes) == 2
+    for (x, y, w, h), dx in zip(boxes, (0, 220)):
+        cx, cy = x + w / 2 - dx, y + h / 2
+        assert xs.min() < cx < xs.max() and ys.min() < cy < ys.max()  # centred on the face
+    p = FaceParser.from_checkpoint(ckpt)
+    labels = p(canvas, channel_order="BGR", detect=True)
+    inside = np.zeros(labels.shape, bool)
+    for b in boxes:
+        x0, y0, x1, y1 = expand_box(b, 200, 420, p.margin)
+        inside[y0:y1, x0:x1] = True
+    assert (labels[~inside] == 0).all() and (labels[inside] != 0).any()
 
 
 def test_authors_metadata_sets_the_input_convention(parser):
