@@ -11,7 +11,7 @@ from dml_csr import FaceParser
 from dml_csr.api import expand_box, haar_face_detector
 from dml_csr.data.labels import flip_permutation, get_spec
 from dml_csr.data.synthetic import render_face
-from helpers.tiny_checkpoint import one_thread, write_tiny_checkpoint
+from helpers.tiny_checkpoint import one_thread, write_tiny_checkpoint  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -14,7 +14,7 @@ from dml_csr.config import ModelConfig
 from dml_csr.export import (InferenceWrapper, export_onnx, export_torchscript, read_onnx_meta,
                             read_torchscript_meta)
 from dml_csr.models import build_model
-from helpers.tiny_checkpoint import one_thread, subprocess_env, write_tiny_checkpoint
+from helpers.tiny_checkpoint import one_thread, subprocess_env, write_tiny_checkpoint  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SCRIPT = os.path.join(os.path.dirname(__file__), "..", "scripts", "export.py")

@@ -6,11 +6,10 @@ import subprocess
 import sys
 
 import cv2
-import numpy as np
 import pytest
 
 from dml_csr.data.synthetic import render_face
-from helpers.tiny_checkpoint import one_thread, subprocess_env, write_tiny_checkpoint
+from helpers.tiny_checkpoint import one_thread, subprocess_env, write_tiny_checkpoint  # noqa: F401 (fixture)
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "..", "scripts", "predict.py")
 pytestmark = pytest.mark.usefixtures("one_thread")
