@@ -243,12 +243,11 @@ def _build(cls, raw: Any, prefix: str, origin: dict):
     kwargs = {}
     for fname, f in fields.items():
         key = f"{prefix}{fname}"
-        if fname in raw:
-            tp = hints[fname]
-            if dataclasses.is_dataclass(tp):
-                kwargs[fname] = _build(tp, raw[fname], key + ".", origin)
-            else:
-                kwargs[fname] = _coerce(raw[fname], tp, key, _src(origin, key))
+        tp = hints[fname]
+        if dataclasses.is_dataclass(tp):  # a section: built even when absent, so its required values are checked
+            kwargs[fname] = _build(tp, raw.get(fname, {}), key + ".", origin)
+        elif fname in raw:
+            kwargs[fname] = _coerce(raw[fname], tp, key, _src(origin, key))
         elif f.default is MISSING and f.default_factory is MISSING:
             raise ConfigError(f"missing required value '{key}' (set it in the config file or with --set {key}=...)")
     return cls(**kwargs)

@@ -1,0 +1,156 @@
+"""One training epoch and one evaluation pass; no file I/O here (the trainer and the scripts do that)."""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable, Iterable, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .data.transforms import inverse_affine
+from .inference import predict_probs
+from .models.inference import autocast_context
+from .metrics import ConfusionMatrix
+
+log = logging.getLogger(__name__)
+
+__all__ = ["NonFiniteLossError", "train_one_epoch", "evaluate", "to_device"]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Raised when a loss term is NaN or infinite; names the iteration and the bad terms."""
+
+
+def to_device(batch: dict, device: torch.device, channels_last: bool = False) -> dict:
+    out = {}
+    for k, v in batch.items():
+        if isinstance(v, torch.Tensor):
+            v = v.to(device, non_blocking=True)
+            if k == "image" and channels_last:
+                v = v.contiguous(memory_format=torch.channels_last)
+        out[k] = v
+    return out
+
+
+def train_one_epoch(model: torch.nn.Module, loader: Iterable, criterion: Callable[..., dict],
+                    optimizer: torch.optim.Optimizer, *, device: torch.device, lr_at: Callable[[int], float],
+                    start_step: int, precision: str = "fp32", scaler: Optional[torch.amp.GradScaler] = None,
+                    channels_last: bool = False, grad_accum: int = 1, teacher: Optional[torch.nn.Module] = None,
+                    on_step: Optional[Callable[[int, dict], None]] = None,
+                    should_stop: Callable[[], bool] = lambda: False, skip_batches: int = 0,
+                    progress=None) -> dict:
+    """Train for one pass over ``loader``.
+
+    Args:
+        criterion: ``criterion(outputs, batch, teacher_outputs) -> {"total": ..., term: ...}``.
+        lr_at: learning rate as a function of the global optimiser step.
+        start_step: global optimiser step at the start of the epoch.
+        teacher: when given, its outputs (no grad) are passed to the criterion for self-distillation.
+        on_step: called after each optimiser step with (global step, detached loss terms).
+        should_stop: polled after each step (e.g. a signal arrived); the epoch ends early when it returns True.
+        skip_batches: batches of this epoch already done before a resume; the loader must already skip them.
+    Returns:
+        {"step": global step reached, "batches": batches done this epoch incl. skipped, "loss": mean terms,
+         "stopped": bool}
+    """
+    model.train()
+    sums: dict[str, float] = {}
+    count = 0
+    step = start_step
+    batches = skip_batches
+    optimizer.zero_grad(set_to_none=True)
+    t0 = time.time()
+    stopped = False
+    for i, batch in enumerate(loader):
+        batch = to_device(batch, device, channels_last)
+        with autocast_context(device, precision):
+            outputs = model(batch["image"])
+            teacher_out = None
+            if teacher is not None:
+                with torch.no_grad():
+                    teacher_out = teacher(batch["image"])
+        terms = criterion(_float(outputs), batch, _float(teacher_out) if teacher_out is not None else None)
+        bad = [k for k, v in terms.items() if not torch.isfinite(v).all()]
+        if bad:
+            raise NonFiniteLossError(
+                f"non-finite loss at iteration {step} (epoch batch {batches}): "
+                + ", ".join(f"{k}={terms[k].item()}" for k in bad))
+        loss = terms["total"] / grad_accum
+        if scaler is not None:
+            scaler.scale(loss).backward()
+        else:
+            loss.backward()
+        batches += 1
+        if (i + 1) % grad_accum == 0:
+            for g in optimizer.param_groups:
+                g["lr"] = lr_at(step)
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            detached = {k: float(v.detach()) for k, v in terms.items()}
+            for k, v in detached.items():
+                sums[k] = sums.get(k, 0.0) + v
+            count += 1
+            if on_step is not None:
+                on_step(step, detached)
+            if progress is not None:
+                progress.set_postfix(loss=f"{detached['total']:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}",
+                                     refresh=False)
+                progress.update(1)
+            if should_stop():
+                stopped = True
+                break
+    dt = time.time() - t0
+    return {"step": step, "batches": batches, "loss": {k: v / max(count, 1) for k, v in sums.items()},
+            "stopped": stopped, "seconds": dt}
+
+
+def _float(outputs: Optional[dict]) -> Optional[dict]:
+    """Losses are computed in fp32 whatever the autocast dtype."""
+    if outputs is None:
+        return None
+    return {k: v.float() if isinstance(v, torch.Tensor) and v.is_floating_point() else v for k, v in outputs.items()}
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, loader: Iterable, dataset, num_classes: int, *, device: torch.device,
+             scales: Sequence[float] = (1.0,), flip_perm: Optional[Sequence[int]] = None, precision: str = "fp32",
+             channels_last: bool = False, original_resolution: bool = True,
+             on_prediction: Optional[Callable[[str, np.ndarray], None]] = None, progress=None) -> ConfusionMatrix:
+    """Score ``model`` on a split: predictions are mapped back onto each original label map (inverse of the
+    evaluation affine) before they enter one pooled confusion matrix.
+
+    Args:
+        dataset: the loader's dataset; ``dataset.load_label(index)`` gives an original label map.
+        original_resolution: False scores at network resolution against the warped labels instead (faster; for
+            validation during training).
+        on_prediction: called with (sample name, label map at the scored resolution), e.g. to save it.
+    """
+    model.eval()
+    cm = ConfusionMatrix(num_classes)
+    index_of = {name: i for i, name in enumerate(dataset.names)} if original_resolution else {}
+    for batch in loader:
+        images = batch["image"].to(device)
+        probs = predict_probs(model, images, scales=scales, flip_perm=flip_perm, precision=precision,
+                              channels_last=channels_last)
+        pred = probs.argmax(1).to(torch.uint8).cpu().numpy()
+        for j in range(pred.shape[0]):
+            if original_resolution:
+                lab = inverse_affine(pred[j], batch["meta"][j], mode="nearest")
+                gt = dataset.load_label(index_of[batch["name"][j]])
+            else:
+                lab = pred[j]
+                gt = batch["label"][j].numpy()
+            cm.update(torch.from_numpy(np.ascontiguousarray(lab)), torch.from_numpy(np.ascontiguousarray(gt)))
+            if on_prediction is not None:
+                on_prediction(batch["name"][j], lab)
+        if progress is not None:
+            progress.update(pred.shape[0])
+    cm.all_reduce()
+    return cm
+

@@ -1,0 +1,37 @@
+"""Shared command-line plumbing for the scripts: config flags, logging, one-line errors."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+
+def add_config_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--config", required=required, help="YAML config (with optional _base_ inheritance)")
+    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="override config values, e.g. --set train.epochs=2 model.backbone=resnet18")
+
+
+def load_cfg(args):
+    from dml_csr.config import load_config
+    return load_config(args.config, args.set)
+
+
+def setup_logging(rank: int = 0) -> None:
+    level = logging.INFO if rank == 0 else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
+def run_main(main) -> None:
+    """Run ``main()``; expected errors become one line on stderr and exit status 2."""
+    from dml_csr.checkpoint import CheckpointError
+    from dml_csr.config import ConfigError
+    try:
+        sys.exit(main())
+    except (ConfigError, CheckpointError, FileNotFoundError, KeyError, ValueError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"error: {msg}", file=sys.stderr)
+        sys.exit(2)

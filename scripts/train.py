@@ -1,0 +1,47 @@
+#!/usr/bin/env python
+"""Train a face-parsing model.
+
+One process (CPU or one GPU):
+    python scripts/train.py --config configs/helen_dml_csr_r101.yaml
+Several GPUs on one node, or several nodes:
+    torchrun --nproc_per_node 4 scripts/train.py --config configs/helen_dml_csr_r101.yaml
+    torchrun --nnodes 2 --node_rank R --nproc_per_node 4 --master_addr HOST --master_port 29500 scripts/train.py ...
+Continue an interrupted run (exactly where its last checkpoint left it):
+    python scripts/train.py --config ... --resume            # the run directory runs/<name>/
+    python scripts/train.py --config ... --resume runs/x/checkpoints/epoch_0042.pt
+"""
+import argparse
+import json
+import os
+import sys
+
+from _common import add_config_args, load_cfg, run_main, setup_logging
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_args(p)
+    p.add_argument("--resume", nargs="?", const="", default=None, metavar="CKPT_OR_RUN_DIR",
+                   help="continue from a checkpoint or run directory (default: this config's run directory)")
+    p.add_argument("--max-epochs", type=int, default=None, help="stop after this many epochs of this call")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    args = p.parse_args(argv)
+    cfg = load_cfg(args)  # every config error stops here, before any work
+    setup_logging(int(os.environ.get("RANK", "0")))
+    from dml_csr.engine import NonFiniteLossError
+    from dml_csr.trainer import train
+    resume = None if args.resume is None else (args.resume or cfg.run_dir)
+    try:
+        summary = train(cfg, resume=resume, max_epochs=args.max_epochs, progress=not args.no_progress)
+    except NonFiniteLossError as e:
+        print(f"error: {e}; the last checkpoint in {cfg.run_dir}/checkpoints is intact", file=sys.stderr)
+        return 3
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(summary, indent=2, default=str))
+    if summary.get("stopped"):
+        return 128 + int(summary.get("signal") or 0)
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)
