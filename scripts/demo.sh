@@ -16,5 +16,5 @@ echo "== 3/3 evaluation on the held-out test split, with colourised predictions"
 echo
 echo "run directory:      $RUN  (config.yaml, metrics.jsonl, tb/, checkpoints/, best.pt)"
 echo "test metrics:       $RUN/eval_test/metrics.json"
-echo "prediction images:  $RUN/eval_test/predictions/"
+echo "prediction images:  $RUN/eval_test/colour/ (colourised), $RUN/eval_test/labels/ (label PNGs)"
 echo "TensorBoard:        $PY -m tensorboard.main --logdir $RUN/tb"
