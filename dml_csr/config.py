@@ -102,7 +102,7 @@ class TrainConfig:
     warmup_epochs: float = 0.0
     iters_per_epoch: int = 0  # 0 = a full pass over the training set
     val_every: int = 1
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    precision: Literal["fp32", "bf16", "fp16", "fp64"] = "fp32"  # fp64: whole model in float64 (numerical checks)
     channels_last: bool = False
     grad_accum: int = 1
     compile: bool = False

@@ -15,7 +15,7 @@ from .metrics import ConfusionMatrix
 
 log = logging.getLogger(__name__)
 
-__all__ = ["NonFiniteLossError", "train_one_epoch", "evaluate", "to_device"]
+__all__ = ["NonFiniteLossError", "train_one_epoch", "evaluate", "to_device", "model_targets"]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -50,6 +50,10 @@ def train_one_epoch(model: torch.nn.Module, loader: Iterable, criterion: Callabl
         on_step: called after each optimiser step with (global step, detached loss terms).
         should_stop: polled after each step (e.g. a signal arrived); the epoch ends early when it returns True.
         skip_batches: batches of this epoch already done before a resume; the loader must already skip them.
+
+    A model whose class sets ``wants_targets = True`` (the two-stage RNN-G, which crops from the ground truth while
+    training) is called as ``model(image, label=..., keypoints=...)`` with the batch's entries that exist
+    (see :func:`model_targets`); every other model as ``model(image)``.
     Returns:
         {"step": global step reached, "batches": batches done this epoch incl. skipped, "loss": mean terms,
          "stopped": bool}
@@ -64,8 +68,8 @@ def train_one_epoch(model: torch.nn.Module, loader: Iterable, criterion: Callabl
     stopped = False
     for i, batch in enumerate(loader):
         batch = to_device(batch, device, channels_last)
-        with autocast_context(device, precision):
-            outputs = model(batch["image"])
+        with autocast_context(device, "fp32" if precision == "fp64" else precision):
+            outputs = model(batch["image"], **model_targets(model, batch))
             teacher_out = None
             if teacher is not None:
                 with torch.no_grad():
@@ -110,11 +114,21 @@ def train_one_epoch(model: torch.nn.Module, loader: Iterable, criterion: Callabl
             "stopped": stopped, "seconds": dt}
 
 
+def model_targets(model: torch.nn.Module, batch: dict) -> dict:
+    """Keyword arguments of a training forward pass: ``label`` (B, H, W) and ``keypoints`` (B, K, 2) from
+    ``batch`` when present, for models (unwrapped from DDP / torch.compile) with ``wants_targets = True``."""
+    inner = getattr(getattr(model, "module", model), "_orig_mod", getattr(model, "module", model))
+    if not getattr(inner, "wants_targets", False):
+        return {}
+    return {k: batch[k] for k in ("label", "keypoints") if isinstance(batch.get(k), torch.Tensor)}
+
+
 def _float(outputs: Optional[dict]) -> Optional[dict]:
-    """Losses are computed in fp32 whatever the autocast dtype."""
+    """Losses are computed in fp32 whatever the autocast dtype (fp64 outputs stay fp64)."""
     if outputs is None:
         return None
-    return {k: v.float() if isinstance(v, torch.Tensor) and v.is_floating_point() else v for k, v in outputs.items()}
+    return {k: v.float() if isinstance(v, torch.Tensor) and v.dtype in (torch.float16, torch.bfloat16) else v
+            for k, v in outputs.items()}
 
 
 @torch.no_grad()

@@ -151,6 +151,10 @@ def _rng_state() -> dict:
     return state
 
 
+def _inputs_to_double(module: torch.nn.Module, args: tuple) -> tuple:
+    return tuple(a.double() if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args)
+
+
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     model = getattr(model, "module", model)  # DDP
     return getattr(model, "_orig_mod", model)  # torch.compile
@@ -221,6 +225,9 @@ def train(cfg: Config, *, resume: Optional[str] = None, max_epochs: Optional[int
     model.to(device)
     if dist.enabled and cfg.model.sync_bn:
         model = convert_sync_abn(model)
+    if t.precision == "fp64":  # numerical checks: float64 weights, inputs cast on the way in
+        model.double()
+        model.register_forward_pre_hook(_inputs_to_double)
     if t.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
@@ -424,7 +431,10 @@ def _build_criterion(cfg: Config, num_classes: int):
 
 
 def _log_images(writer, model, val_ds: FaceParsingDataset, spec, cfg, device, epoch: int, n: int = 4) -> None:
-    """TensorBoard grid, one row per sample: input, ground truth, prediction, binary edge, category edge."""
+    """TensorBoard grid, one row per sample: input, ground truth, prediction, binary edge, category edge.
+
+    Only the class maps named here are drawn (``parsing``, and DML-CSR's ``edge`` / ``semantic_edge`` when the model
+    returns them); other outputs, such as RNN-G's one-channel boundary gate, are left out."""
     from torchvision.utils import make_grid
 
     batch = collate_samples([val_ds[i] for i in range(min(n, len(val_ds)))])
@@ -433,7 +443,8 @@ def _log_images(writer, model, val_ds: FaceParsingDataset, spec, cfg, device, ep
         out = model(batch["image"].to(device))
     size = batch["image"].shape[-2:]
     up = {k: torch.nn.functional.interpolate(v.float(), size=size, mode="bilinear", align_corners=True).cpu()
-          for k, v in out.items() if isinstance(v, torch.Tensor) and v.dim() == 4}
+          for k, v in out.items() if k in ("parsing", "edge", "semantic_edge") and isinstance(v, torch.Tensor)
+          and v.dim() == 4 and v.shape[1] >= 2}
     pal = torch.from_numpy(spec.palette).float() / 255
     mean = torch.tensor(cfg.model.mean).view(3, 1, 1)
     std = torch.tensor(cfg.model.std).view(3, 1, 1)
