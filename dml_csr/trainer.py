@@ -31,7 +31,7 @@ import torch
 from . import distributed as du
 from .checkpoint import CheckpointError, atomic_torch_save, load_checkpoint, make_meta
 from .config import Config, config_to_dict, save_config
-from .data.dataset import FaceParsingDataset, build_dataset, collate_samples
+from .data.dataset import FaceParsingDataset, SkipCountingLoader, build_dataset, collate_samples
 from .data.labels import flip_permutation, get_spec
 from .engine import evaluate, train_one_epoch
 from .losses import build_criterion
@@ -123,7 +123,8 @@ class _Shard(torch.utils.data.Sampler):
 
 def _loader(ds, sampler, batch_size: int, workers: int, seed: int, drop_last: bool):
     g = torch.Generator().manual_seed(seed)
-    return torch.utils.data.DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=workers,
+    # SkipCountingLoader: with data.skip_bad, names skipped in worker processes come back and a summary is logged
+    return SkipCountingLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=workers,
                                        collate_fn=collate_samples, drop_last=drop_last, generator=g,
                                        pin_memory=torch.cuda.is_available(),
                                        worker_init_fn=_seed_worker)

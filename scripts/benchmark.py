@@ -26,7 +26,7 @@ from dml_csr.config import ConfigError, load_config
 from dml_csr.models import (autocast_context, build_model, count_parameters, load_model, prepare_for_inference,
                             to_model_input)
 
-PAPER = {"params_M": 59.67, "GFLOPs": 48.54, "latency_ms": 31.0}
+PAPER = {"params_M": 59.67, "GFLOPs": 48.54, "latency_ms": 31.0}  # DML-CSR's paper figures (model.name dml_csr)
 
 
 def _config(path: str, overrides: list[str]):
@@ -89,7 +89,7 @@ def _flops(cfg, num_classes: int, size: int) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     with torch.device("meta"):
-        model = build_model(cfg, num_classes).eval()
+        model = _build(cfg, num_classes).eval()
         x = torch.empty(1, 3, size, size)
         with FlopCounterMode(display=False) as counter, torch.no_grad():
             model(x)
@@ -145,9 +145,7 @@ def benchmark_train(cfg, num_classes, device, size, batch, warmup, repeats) -> l
             model.zero_grad(set_to_none=True)
             with autocast_context(device, precision):
                 out = model(xi)
-            h, w = out["parsing"].shape[-2:]
-            target = torch.zeros(batch, h, w, dtype=torch.long, device=device)
-            loss = sum(torch.nn.functional.cross_entropy(v.float(), target) for v in out.values())
+            loss = sum(_dummy_loss(v) for v in out.values() if v.dim() == 4)
             loss.backward()
             return out["parsing"]
         latency, peak, _ = _time(step, device, warmup, repeats)
@@ -157,6 +155,15 @@ def benchmark_train(cfg, num_classes, device, size, batch, warmup, repeats) -> l
                      "ratio_vs_fp32_eager": latency / base, "peak_mem_mib": peak, "label_agreement": None})
         print(_row(rows[-1]), flush=True)
     return rows
+
+
+def _dummy_loss(v: torch.Tensor) -> torch.Tensor:
+    """CE against class 0 for a class map (B, C>1, h, w), BCE against 0 for a one-channel map (RNN-G's gate)."""
+    v = v.float()
+    if v.shape[1] == 1:
+        return torch.nn.functional.binary_cross_entropy_with_logits(v, torch.zeros_like(v))
+    target = torch.zeros(v.shape[0], *v.shape[-2:], dtype=torch.long, device=v.device)
+    return torch.nn.functional.cross_entropy(v, target)
 
 
 HEADER = f"{'path':<28}{'batch':>6}{'latency ms':>12}{'img/s':>9}{'x fp32':>8}{'peak MiB':>10}{'labels same':>13}"
@@ -194,22 +201,25 @@ def main(argv: Optional[list[str]] = None) -> None:
     mcfg = copy.deepcopy(cfg.model)
     mcfg.pretrained = ""
     with torch.device("meta"):
-        train_params = count_parameters(build_model(_with(mcfg, True), args.classes))
+        train_params = count_parameters(_build(_with(mcfg, True), args.classes))
         infer_cfg = _with(mcfg, False)
-        infer_params = count_parameters(build_model(infer_cfg, args.classes))
+        infer_params = count_parameters(_build(infer_cfg, args.classes))
     flops = _flops(infer_cfg, args.classes, args.size)
     if args.weights:
         model, _ = load_model(args.weights, device)
     else:
         torch.manual_seed(0)
-        model = build_model(infer_cfg, args.classes).to(device).eval()
+        model = _build(infer_cfg, args.classes).to(device).eval()
+    is_dml_csr = mcfg.name == "dml_csr"
+    arch = mcfg.backbone if is_dml_csr else f"width {mcfg.rnn_channels}" + (", two-stage" if mcfg.two_stage else "")
+    paper_params = f"; paper: {PAPER['params_M']}M" if is_dml_csr else ""
+    paper_flops = f"; paper: {PAPER['GFLOPs']} G" if is_dml_csr else ""
 
-    print(f"config {args.config}: {mcfg.backbone}, {args.classes} classes, input {args.size}x{args.size}, "
+    print(f"config {args.config}: {mcfg.name} ({arch}), {args.classes} classes, input {args.size}x{args.size}, "
           f"device {device} ({torch.get_num_threads()} threads), torch {torch.__version__}")
     print(f"parameters: training model {train_params:,} ({train_params / 1e6:.2f}M), inference model "
-          f"{infer_params:,} ({infer_params / 1e6:.2f}M); paper: {PAPER['params_M']}M")
-    print(f"FLOPs (inference, batch 1): {flops / 1e9:.1f} GFLOPs = {flops / 2e9:.1f} GMACs; paper: "
-          f"{PAPER['GFLOPs']} G")
+          f"{infer_params:,} ({infer_params / 1e6:.2f}M){paper_params}")
+    print(f"FLOPs (inference, batch 1): {flops / 1e9:.3g} GFLOPs = {flops / 2e9:.3g} GMACs{paper_flops}")
     print(f"median of {args.repeats} after {args.warmup} warm-up runs; ratios against fp32 eager in this run")
     print(HEADER)
     batches = sorted({1, args.batch})
@@ -220,13 +230,22 @@ def main(argv: Optional[list[str]] = None) -> None:
     result = {"config": args.config, "size": args.size, "device": str(device), "threads": torch.get_num_threads(),
               "torch": torch.__version__, "num_classes": args.classes, "params_train": train_params,
               "params_inference": infer_params, "flops_inference": flops, "macs_inference": flops // 2,
-              "paper": PAPER, "rows": rows}
+              "model": mcfg.name, "paper": PAPER if is_dml_csr else None, "rows": rows}
     if args.json:
         tmp = f"{args.json}.tmp"
         with open(tmp, "w") as f:
             json.dump(result, f, indent=1)
         os.replace(tmp, args.json)
         print(f"wrote {args.json}")
+
+
+def _build(mcfg, num_classes: int) -> torch.nn.Module:
+    """``build_model``, then ``drop_edge_heads()`` when ``mcfg.edge_heads`` is off (RNN-G builds its training-only
+    heads whatever the flag says; the inference model has none)."""
+    model = build_model(mcfg, num_classes)
+    if not mcfg.edge_heads and hasattr(model, "drop_edge_heads"):
+        model.drop_edge_heads()
+    return model
 
 
 def _with(mcfg, edge_heads: bool):

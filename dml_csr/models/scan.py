@@ -101,7 +101,9 @@ def linear_scan(x: Tensor, g: Tensor, w: Tensor, b: Tensor) -> Tensor:
     tracing = torch.jit.is_tracing() or torch.jit.is_scripting()
     if tracing or not torch.is_grad_enabled() or not any(t.requires_grad for t in (x, g, w, b)):
         return _scan_fwd(x, g, w, b.unsqueeze(2))
-    return _LinearScan.apply(x, g, w, b)
+    # under autocast the maps arrive in bf16/fp16 beside fp32 parameters: the custom backward needs one dtype
+    dtype = torch.promote_types(torch.promote_types(x.dtype, g.dtype), w.dtype)
+    return _LinearScan.apply(x.to(dtype), g.to(dtype), w.to(dtype), b.to(dtype))
 
 
 @_script

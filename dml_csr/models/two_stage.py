@@ -1,8 +1,8 @@
 """Second stage of RNN-G for 11-class Helen (Liu et al. 2017, Sec. 4 and Figure 2): component networks on crops.
 
 Crops (height x width): two eye+brow crops (64 x 64, one shared network), nose (64 x 64), mouth (32 x 64). Boxes
-come from 5 keypoints when given (image-left eye, image-right eye, nose tip, image-left and image-right mouth
-corners, pixel (x, y)), else from a label map (the ground truth when ``forward(x, label=...)`` gets one -- the
+come from 5 keypoints when given (in the datasets' ``landmarks/NAME.txt`` order: the subject's left eye, right eye,
+nose tip, the subject's left and right mouth corner, pixel (x, y); see :data:`KEYPOINT_ORDER`), else from a label map (the ground truth when ``forward(x, label=...)`` gets one -- the
 paper's training setting -- or the first stage's prediction): the bounding box of the component's classes grown by
 20% of its size on each side, then widened to the crop's aspect ratio. A component absent from the map falls back
 to its usual place in an aligned face (``DEFAULT_BOXES``).
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["PARTS", "DEFAULT_BOXES", "PartNet", "TwoStageRNNG", "boxes_from_keypoints", "boxes_from_labels",
+__all__ = ["PARTS", "DEFAULT_BOXES", "KEYPOINT_ORDER", "PartNet", "TwoStageRNNG", "boxes_from_keypoints", "boxes_from_labels",
            "crop", "paste", "crop_labels", "merge_part_probs"]
 
 # name -> (Helen class indices, crop (h, w), network). Helen: 2/3 left/right brow, 4/5 left/right eye (the
@@ -35,6 +35,10 @@ PARTS: dict[str, tuple[tuple[int, ...], tuple[int, int], str]] = {
 DEFAULT_BOXES = {"subject_left_eye": (0.64, 0.40, 0.26, 0.26), "subject_right_eye": (0.36, 0.40, 0.26, 0.26),
                  "nose": (0.50, 0.52, 0.26, 0.26), "mouth": (0.50, 0.72, 0.36, 0.18)}
 MARGIN = 0.2
+# the 5 keypoints, as the synthetic and LaPa-derived landmark files list them ("left" = the subject's left, which
+# lies on the image's right in a frontal picture); the same semantic order survives a mirror + left/right swap
+KEYPOINT_ORDER = ("subject_left_eye", "subject_right_eye", "nose_tip", "subject_left_mouth_corner",
+                  "subject_right_mouth_corner")
 
 
 class PartNet(nn.Module):
@@ -104,21 +108,28 @@ def boxes_from_labels(label: Tensor, margin: float = MARGIN) -> dict[str, Tensor
 
 
 def boxes_from_keypoints(kp: Tensor) -> dict[str, Tensor]:
-    """Crop boxes from 5 keypoints (B, 5, 2) pixel (x, y): image-left eye, image-right eye, nose tip, image-left
-    and image-right mouth corners. Sizes scale with the inter-ocular distance d; returns part name -> (B, 4)."""
+    """Crop boxes from 5 keypoints.
+
+    Args:
+        kp: (B, 5, 2) pixel (x, y) in :data:`KEYPOINT_ORDER`: the subject's left eye, right eye, nose tip, the
+            subject's left and right mouth corner. Each eye keypoint places the crop of the same subject side.
+    Returns:
+        part name -> (B, 4) boxes (x0, y0, x1, y1); sizes scale with the inter-ocular distance d.
+    """
     if kp.dim() != 3 or kp.shape[1:] != (5, 2):
-        raise ValueError(f"keypoints must be (B, 5, 2) pixel (x, y); got {tuple(kp.shape)}")
+        raise ValueError(f"keypoints must be (B, 5, 2) pixel (x, y) in the order {', '.join(KEYPOINT_ORDER)}; "
+                         f"got {tuple(kp.shape)}")
     kp = kp.float()
-    eye_l, eye_r, nose, m_l, m_r = kp.unbind(1)
-    d = (eye_r - eye_l).norm(dim=1).clamp(min=4.0)
+    eye_sl, eye_sr, nose, m_sl, m_sr = kp.unbind(1)
+    d = (eye_sl - eye_sr).norm(dim=1).clamp(min=4.0)
     size_eye = 0.9 * d
-    out = {"subject_right_eye": _fit_aspect(eye_l[:, 0], eye_l[:, 1] - 0.2 * d, size_eye, size_eye, (64, 64)),
-           "subject_left_eye": _fit_aspect(eye_r[:, 0], eye_r[:, 1] - 0.2 * d, size_eye, size_eye, (64, 64))}
-    top = (eye_l[:, 1] + eye_r[:, 1]) / 2 + 0.1 * d
+    out = {"subject_left_eye": _fit_aspect(eye_sl[:, 0], eye_sl[:, 1] - 0.2 * d, size_eye, size_eye, (64, 64)),
+           "subject_right_eye": _fit_aspect(eye_sr[:, 0], eye_sr[:, 1] - 0.2 * d, size_eye, size_eye, (64, 64))}
+    top = (eye_sl[:, 1] + eye_sr[:, 1]) / 2 + 0.1 * d
     bottom = nose[:, 1] + 0.3 * d
     out["nose"] = _fit_aspect(nose[:, 0], (top + bottom) / 2, 0.8 * d, bottom - top, (64, 64))
-    mw = (m_r - m_l).norm(dim=1).clamp(min=2.0) * (1 + 2 * MARGIN)
-    mc = (m_l + m_r) / 2
+    mw = (m_sl - m_sr).norm(dim=1).clamp(min=2.0) * (1 + 2 * MARGIN)
+    mc = (m_sl + m_sr) / 2
     out["mouth"] = _fit_aspect(mc[:, 0], mc[:, 1], mw, mw / 2, (32, 64))
     return out
 
@@ -201,12 +212,17 @@ def merge_part_probs(stage1: Tensor, parts: list[tuple[Tensor, Tensor, tuple[int
 class TwoStageRNNG(nn.Module):
     """RNN-G first stage (all Helen classes) + component networks on crops, merged (see module docstring).
 
-    ``forward(x, *, keypoints=None, label=None)``: x (B, 3, H, W). Boxes from ``keypoints`` (B, 5, 2) if given,
+    ``forward(x, *, keypoints=None, label=None)``: x (B, 3, H, W). Boxes from ``keypoints`` (B, 5, 2) in
+    :data:`KEYPOINT_ORDER` if given,
     else from ``label`` (B, H, W) (training: the ground truth), else from the first stage's argmax. Returns
     ``parsing`` (B, C, H, W) merged log-probabilities; in training mode also the first stage's ``coarse``, ``gate``,
     ``gates``, ``stage1`` (its parsing logits) and per component ``part/<name>`` (B, 1 + K, h, w) logits and
     ``box/<name>`` (B, 4) boxes (for :func:`crop_labels` in the loss).
     """
+
+    # the training loop (dml_csr.engine.train_one_epoch) passes the batch's ground truth ``label`` (and
+    # ``keypoints`` when the batch has them) as keyword arguments to models that set this: the paper's crops
+    wants_targets = True
 
     def __init__(self, stage1: nn.Module, num_classes: int, part_width: int = 32):
         super().__init__()

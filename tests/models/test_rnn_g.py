@@ -153,13 +153,20 @@ def test_boxes_from_labels_margin_and_aspect():
 
 
 def test_boxes_from_keypoints_aspect_and_centre():
-    kp = torch.tensor([[[36.0, 41.0], [58.0, 41.0], [48.0, 56.0], [38.0, 71.0], [58.0, 71.0]]])
+    # the landmark files' order: subject's left eye (image right in a frontal face), right eye, nose, left and
+    # right mouth corner
+    kp = torch.tensor([[[58.0, 41.0], [36.0, 41.0], [48.0, 56.0], [58.0, 71.0], [38.0, 71.0]]])
     boxes = boxes_from_keypoints(kp)
     mx0, my0, mx1, my1 = boxes["mouth"][0].tolist()
     assert abs((my1 - my0) / (mx1 - mx0) - 0.5) < 1e-5 and abs((mx0 + mx1) / 2 - 48) < 1e-4
     assert mx1 - mx0 >= 1.4 * 20 - 1e-4
     ex0, _, ex1, _ = boxes["subject_left_eye"][0].tolist()
-    assert ex0 < 58 < ex1  # the image-right eye is the subject's left
+    assert ex0 < 58 < ex1 and not ex0 < 36 < ex1  # the subject's left eye keypoint places the subject's left crop
+    # a mirrored face with mirrored semantic keypoints gets mirrored boxes (no image-left/right assumption)
+    mirrored = kp.clone()
+    mirrored[..., 0] = 96 - mirrored[..., 0]
+    mb = boxes_from_keypoints(mirrored)["subject_left_eye"][0]
+    torch.testing.assert_close(torch.stack([96 - mb[2], mb[1], 96 - mb[0], mb[3]]), boxes["subject_left_eye"][0])
     with pytest.raises(ValueError, match="keypoints"):
         boxes_from_keypoints(kp[:, :4])
 
