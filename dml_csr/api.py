@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 import torch
 
+from .data.imageio import imread_checked
 from .data.labels import DATASETS, flip_permutation
 from .data.transforms import EvalTransform, inverse_affine
 from .inference import predict_probs
@@ -49,10 +50,7 @@ def to_bgr(image: ImageLike, channel_order: str = "RGB") -> np.ndarray:
         path = os.fspath(image)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"image '{path}' does not exist")
-        img = cv2.imread(path, cv2.IMREAD_COLOR)
-        if img is None:
-            raise ValueError(f"image '{path}' cannot be decoded (corrupt or not an image)")
-        return img
+        return imread_checked(path, cv2.IMREAD_COLOR, ValueError, "image")
     if type(image).__module__.startswith("PIL."):
         return np.ascontiguousarray(np.asarray(image.convert("RGB"))[..., ::-1])
     if not isinstance(image, np.ndarray):

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from .imageio import imread_checked
 from .labels import LabelSpec, get_spec
 from .transforms import EvalTransform, TrainTransform
 
@@ -68,22 +69,13 @@ def read_split_list(root: str, split: str) -> list[tuple[str, str, str]]:
 
 def read_image(path: str) -> np.ndarray:
     """(H, W, 3) uint8 BGR; :class:`BadSampleError` naming the file when missing or undecodable."""
-    if not os.path.isfile(path):
-        raise BadSampleError(f"image file '{path}' is missing")
-    img = cv2.imread(path, cv2.IMREAD_COLOR)
-    if img is None:
-        raise BadSampleError(f"image file '{path}' cannot be decoded (corrupt or not an image)")
-    return img
+    return imread_checked(path, cv2.IMREAD_COLOR, BadSampleError, "image file")
 
 
 def read_label(path: str, num_classes: Optional[int] = None) -> np.ndarray:
     """(H, W) uint8 label map; raises :class:`BadSampleError` naming the file when missing, undecodable, not
     single-channel, or (given ``num_classes``) holding values outside [0, num_classes) and 255."""
-    if not os.path.isfile(path):
-        raise BadSampleError(f"label file '{path}' is missing")
-    lab = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-    if lab is None:
-        raise BadSampleError(f"label file '{path}' cannot be decoded (corrupt or not an image)")
+    lab = imread_checked(path, cv2.IMREAD_UNCHANGED, BadSampleError, "label file")
     if lab.ndim == 3:
         if lab.shape[2] >= 3 and (np.array_equal(lab[..., 0], lab[..., 1]) and np.array_equal(lab[..., 0], lab[..., 2])):
             lab = np.ascontiguousarray(lab[..., 0])

@@ -20,6 +20,7 @@ from typing import Callable, Optional, Sequence
 import cv2
 import numpy as np
 
+from ..imageio import imread_checked
 from ..labels import LabelSpec
 
 __all__ = ["Job", "PrepareError", "atomic_imwrite", "atomic_copy", "atomic_write_text", "read_grey", "read_color",
@@ -80,22 +81,12 @@ def atomic_write_text(path: str, text: str) -> None:
 
 def read_color(path: str) -> np.ndarray:
     """(H, W, 3) uint8 BGR; :class:`PrepareError` naming the file when missing or undecodable."""
-    if not os.path.isfile(path):
-        raise PrepareError(f"'{path}' is missing")
-    img = cv2.imread(path, cv2.IMREAD_COLOR)
-    if img is None:
-        raise PrepareError(f"'{path}' cannot be decoded")
-    return img
+    return imread_checked(path, cv2.IMREAD_COLOR, PrepareError, "file")
 
 
 def read_grey(path: str) -> np.ndarray:
     """(H, W) uint8 single channel (colour files are converted to grey); errors name the file."""
-    if not os.path.isfile(path):
-        raise PrepareError(f"'{path}' is missing")
-    img = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
-    if img is None:
-        raise PrepareError(f"'{path}' cannot be decoded")
-    return img
+    return imread_checked(path, cv2.IMREAD_GRAYSCALE, PrepareError, "file")
 
 
 def _work(args) -> tuple[str, str, Optional[np.ndarray], Optional[str]]:
