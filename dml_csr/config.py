@@ -94,7 +94,8 @@ class TrainConfig:
     epochs: int = 150  # first phase
     cycles: int = 0  # cyclical self-regulation cycles after the first phase (paper: 5)
     cycle_epochs: int = 10
-    cycle_lr_min: float = 0.0  # cosine floor inside a cycle, as a fraction of lr
+    cycle_lr: float = 0.0  # learning rate each cycle restarts at (0 = train.lr, as the paper)
+    cycle_lr_min: float = 0.0  # cosine floor inside a cycle, as a fraction of the cycle's start
     lr: float = 1e-3
     momentum: float = 0.9
     weight_decay: float = 5e-4

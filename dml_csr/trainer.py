@@ -347,7 +347,8 @@ def train(cfg: Config, *, resume: Optional[str] = None, max_epochs: Optional[int
                 csr["teacher_state"] = csr["best_state"] if csr["best_state"] is not None else _state(model)
                 teacher = make_teacher(csr["teacher_state"])
             if cycle:
-                lr_epoch = cosine_lr(in_cycle, t.cycle_epochs, t.lr, t.lr * t.cycle_lr_min)
+                lr_max = t.cycle_lr or t.lr
+                lr_epoch = cosine_lr(in_cycle, t.cycle_epochs, lr_max, lr_max * t.cycle_lr_min)
 
                 def lr_at(step, _lr=lr_epoch):
                     return _lr
