@@ -73,6 +73,7 @@ class ModelConfig:
     # recurrent-propagation model (Liu et al. 2017)
     rnn_channels: int = 32  # RNN-G widest layer (paper: 32); conv1/deconv6 use half, the spatial RNN a quarter
     two_stage: bool = False  # RNN-G: add the Helen component networks (eye+brow, nose, mouth crops); 11 classes only
+    rnn_components: list[str] = field(default_factory=lambda: ["eye", "nose", "mouth"])  # which of them (paper: all)
     rnn_norm: bool = True  # RNN-G: batch norm after each convolution (not in the paper; steadier SGD)
 
 

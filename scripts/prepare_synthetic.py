@@ -23,9 +23,11 @@ def main(argv=None) -> int:
                    help="class order: 11 Helen/LaPa classes or 19 CelebAMask-HQ classes")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--second-face-prob", type=float, default=0.3)
+    p.add_argument("--face-scale", type=float, nargs=2, default=[0.2, 0.27], metavar=("MIN", "MAX"),
+                   help="face half-width as a fraction of the image side (0.35 0.42: tight face crops)")
     args = p.parse_args(argv)
     info = write_dataset(args.out, {"train": args.train, "val": args.val, "test": args.test}, seed=args.seed,
-                         size=tuple(args.size), order=args.order, second_face_prob=args.second_face_prob,
+                         size=tuple(args.size), order=args.order, second_face_prob=args.second_face_prob, face_scale=tuple(args.face_scale),
                          progress=True)
     print(f"wrote {sum(info['counts'].values())} samples ({info['counts']}) to {args.out}")
     return 0

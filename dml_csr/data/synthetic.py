@@ -150,7 +150,8 @@ def _fill(img: np.ndarray, label: np.ndarray, poly_px: np.ndarray, colour: tuple
 
 
 def render_face(seed: int, size: tuple[int, int] = (256, 256), order: str = "synthetic",
-                second_face_prob: float = 0.3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                second_face_prob: float = 0.3, face_scale: tuple[float, float] = (0.2, 0.27)
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Render one synthetic picture.
 
     Args:
@@ -158,6 +159,8 @@ def render_face(seed: int, size: tuple[int, int] = (256, 256), order: str = "syn
         size: (height, width) in pixels.
         order: ``"synthetic"`` (11 classes) or ``"synthetic19"`` (19 classes).
         second_face_prob: chance of a second, partly visible face behind the main one.
+        face_scale: range of the main face's half-width as a fraction of the image's shorter side; (0.2, 0.27)
+            shows head and shoulders, about (0.35, 0.42) is a tight face crop like Helen's or LFW-PL's.
 
     Returns:
         image (H, W, 3) uint8 BGR, label (H, W) uint8 class indices, keypoints (5, 2) float (x, y) of the main face.
@@ -188,7 +191,7 @@ def render_face(seed: int, size: tuple[int, int] = (256, 256), order: str = "syn
         sx = rng.choice([0.1, 0.9]) * w
         faces.append(SyntheticFace.sample(rng, sx, rng.uniform(0.2, 0.8) * h, side * rng.uniform(0.12, 0.18)))
     main = SyntheticFace.sample(rng, w / 2 + rng.uniform(-0.08, 0.08) * w, h / 2 + rng.uniform(-0.06, 0.06) * h,
-                                side * rng.uniform(0.2, 0.27))
+                                side * rng.uniform(*face_scale))
     faces.append(main)
     for face in faces:
         for part, poly, colour in face.parts():
@@ -224,7 +227,8 @@ def _atomic_imwrite(path: str, image: np.ndarray) -> None:
 
 
 def write_dataset(root: str, splits: dict[str, int], seed: int = 0, size: tuple[int, int] = (256, 256),
-                  order: str = "synthetic", second_face_prob: float = 0.3, progress: bool = False) -> dict:
+                  order: str = "synthetic", second_face_prob: float = 0.3, progress: bool = False,
+                  face_scale: tuple[float, float] = (0.2, 0.27)) -> dict:
     """Write synthetic faces in the prepared layout. Existing complete samples are kept (resumable).
 
     Args:
@@ -252,7 +256,7 @@ def write_dataset(root: str, splits: dict[str, int], seed: int = 0, size: tuple[
         else:
             for p in paths.values():
                 os.makedirs(os.path.dirname(p), exist_ok=True)
-            image, label, kps = render_face(_sample_seed(seed, split, i), size, order, second_face_prob)
+            image, label, kps = render_face(_sample_seed(seed, split, i), size, order, second_face_prob, face_scale)
             _atomic_imwrite(paths["images"], image)
             _atomic_imwrite(paths["labels"], label)
             with open(paths["landmarks"] + ".tmp", "w") as f:
@@ -265,7 +269,7 @@ def write_dataset(root: str, splits: dict[str, int], seed: int = 0, size: tuple[
             f.write("\n".join(lines) + "\n")
     with open(os.path.join(root, "label_names.txt"), "w") as f:
         f.write("\n".join(["bg"] + list(spec.classes[1:])) + "\n")
-    info = {"dataset": order, "seed": seed, "size": list(size), "counts": {s: len(v) for s, v in lists.items()},
+    info = {"dataset": order, "seed": seed, "size": list(size), "face_scale": list(face_scale), "counts": {s: len(v) for s, v in lists.items()},
             "class_names": list(spec.classes), "pixel_histogram": {c: int(n) for c, n in zip(spec.classes, hist)}}
     with open(os.path.join(root, "info.json.tmp"), "w") as f:
         json.dump(info, f, indent=2)

@@ -141,5 +141,5 @@ def build_rnn_g(cfg, num_classes: int) -> nn.Module:
     model = rnn_g(num_classes=num_classes, width=cfg.rnn_channels, norm=cfg.rnn_norm)
     if cfg.two_stage:
         from .two_stage import TwoStageRNNG
-        return TwoStageRNNG(model, num_classes)
+        return TwoStageRNNG(model, num_classes, components=tuple(cfg.rnn_components))
     return model

@@ -90,11 +90,27 @@ def boxes_from_labels(label: Tensor, margin: float = MARGIN) -> dict[str, Tensor
     bsz, hh, ww = label.shape
     ys = torch.arange(hh, device=label.device, dtype=torch.float32)
     xs = torch.arange(ww, device=label.device, dtype=torch.float32)
+    # The two eye+brow crops are placed by side, not by class: every eye and brow pixel right of the split (the nose
+    # centroid, else the middle of the eye region) belongs to the subject's left eye crop. In an upright face
+    # (|rotation| < 90 degrees) the subject's left is the image's right, so a first stage that mixes up left and
+    # right -- which its small receptive field cannot tell apart -- still gets one crop per eye, and the crop, not
+    # the first stage, decides the side.
+    eyes = (label >= 2) & (label <= 5)
+    nose = label == 6
+    xf = xs.view(1, 1, ww)
+    n_nose = nose.sum((1, 2))
+    nose_x = (nose * xf).sum((1, 2)) / n_nose.clamp(min=1)
+    eye_cols = eyes.any(1)
+    mid_x = (torch.where(eye_cols, xs, float(ww)).amin(1) + torch.where(eye_cols, xs, 0.0).amax(1)) / 2
+    split = torch.where(n_nose > 0, nose_x, mid_x).view(bsz, 1, 1)
+    side = {"subject_left_eye": eyes & (xf > split), "subject_right_eye": eyes & (xf <= split)}
     out = {}
     for name, (classes, size, _) in PARTS.items():
-        mask = torch.zeros_like(label, dtype=torch.bool)
-        for c in classes:
-            mask = mask | (label == c)
+        mask = side.get(name)
+        if mask is None:
+            mask = torch.zeros_like(label, dtype=torch.bool)
+            for c in classes:
+                mask = mask | (label == c)
         rows, cols = mask.any(2), mask.any(1)  # (B, H), (B, W)
         y0 = torch.where(rows, ys, float(hh)).amin(1)
         y1 = torch.where(rows, ys + 1, 0.0).amax(1)
@@ -224,14 +240,20 @@ class TwoStageRNNG(nn.Module):
     # ``keypoints`` when the batch has them) as keyword arguments to models that set this: the paper's crops
     wants_targets = True
 
-    def __init__(self, stage1: nn.Module, num_classes: int, part_width: int = 32):
+    def __init__(self, stage1: nn.Module, num_classes: int, part_width: int = 32,
+                 components: tuple[str, ...] = ("eye", "nose", "mouth")):
         super().__init__()
         if num_classes != 11:
             raise ValueError(f"two_stage RNN-G is for 11-class Helen (dataset helen or synthetic); got {num_classes} "
                              "classes -- set model.two_stage=false")
+        known = {"eye": 3, "nose": 2, "mouth": 4}  # network -> its classes + "not this component"
+        bad = [c for c in components if c not in known]
+        if bad or not components:
+            raise ValueError(f"model.rnn_components {list(components)}: expected a non-empty subset of "
+                             f"{', '.join(known)}")
         self.stage1 = stage1
-        self.part_nets = nn.ModuleDict({"eye": PartNet(3, part_width), "nose": PartNet(2, part_width),
-                                        "mouth": PartNet(4, part_width)})
+        self.part_nets = nn.ModuleDict({c: PartNet(known[c], part_width) for c in known if c in components})
+        self.parts = {name: spec for name, spec in PARTS.items() if spec[2] in self.part_nets}
 
     def drop_edge_heads(self) -> None:
         """Drop the first stage's training-only heads (see :meth:`RNNG.drop_edge_heads`)."""
@@ -248,7 +270,7 @@ class TwoStageRNNG(nn.Module):
             boxes = boxes_from_labels(label if label is not None else logits1.detach().argmax(1))
         merged_in = []
         out: dict[str, Tensor] = {}
-        for name, (classes, size, net) in PARTS.items():
+        for name, (classes, size, net) in self.parts.items():
             logits = self.part_nets[net](crop(x, boxes[name], size))
             probs, inside = paste(logits.softmax(1), boxes[name], hw)
             merged_in.append((probs, inside, classes))

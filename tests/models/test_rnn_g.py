@@ -213,3 +213,34 @@ def test_two_stage_forward_and_gradients():
     m.eval()
     m.drop_edge_heads()
     assert set(m(x)) == {"parsing"}
+
+
+def test_eye_crops_are_placed_by_side_even_when_stage1_mixes_left_and_right():
+    """Both eyes labelled "left" (a typical first-stage confusion) still give one crop per eye, the subject's left
+    crop on the image's right (an upright face), each around its own eye."""
+    from dml_csr.models.two_stage import boxes_from_labels
+
+    lab = torch.zeros(1, 64, 64, dtype=torch.long)
+    lab[0, 20:24, 10:18] = 4  # the eye on the image's left, mislabelled as the subject's left eye
+    lab[0, 20:24, 44:52] = 4  # the eye on the image's right
+    lab[0, 16:18, 10:18] = 3  # a brow, labelled right
+    lab[0, 28:40, 29:35] = 6  # nose between them
+    boxes = boxes_from_labels(lab)
+    left, right = boxes["subject_left_eye"][0], boxes["subject_right_eye"][0]
+    assert left[0] > 32 and left[2] > 52  # image-right eye, with margin
+    assert right[2] < 32 and right[0] < 10  # image-left eye and its brow
+    assert right[1] < 16 <= right[3]  # the brow is inside the right crop
+    for box in (left, right):
+        assert (box[2] - box[0]) < 24  # one eye, not a box spanning both
+
+
+def test_two_stage_components_subset():
+    from dml_csr.config import ModelConfig
+    from dml_csr.models.rnn_g import build_rnn_g
+
+    model = build_rnn_g(ModelConfig(name="rnn_g", two_stage=True, rnn_components=["eye"]), 11).train()
+    out = model(torch.randn(2, 3, 64, 64), label=torch.randint(0, 11, (2, 64, 64)))
+    assert sorted(k for k in out if k.startswith("part/")) == ["part/subject_left_eye", "part/subject_right_eye"]
+    assert set(model.part_nets) == {"eye"}
+    with pytest.raises(ValueError, match="rnn_components.*eye, nose, mouth"):
+        build_rnn_g(ModelConfig(name="rnn_g", two_stage=True, rnn_components=["ear"]), 11)
