@@ -22,12 +22,18 @@ class NonFiniteLossError(FloatingPointError):
     """Raised when a loss term is NaN or infinite; names the iteration and the bad terms."""
 
 
+TARGETS = ("label", "edge", "semantic_edge")
+
+
 def to_device(batch: dict, device: torch.device, channels_last: bool = False) -> dict:
+    """Move a batch's tensors to ``device``; the uint8 target maps (:data:`TARGETS`) become int64 there."""
     out = {}
     for k, v in batch.items():
         if isinstance(v, torch.Tensor):
             v = v.to(device, non_blocking=True)
-            if k == "image" and channels_last:
+            if k in TARGETS:
+                v = v.long()
+            elif k == "image" and channels_last:
                 v = v.contiguous(memory_format=torch.channels_last)
         out[k] = v
     return out

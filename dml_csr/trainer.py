@@ -455,7 +455,7 @@ def _log_images(writer, model, val_ds: FaceParsingDataset, spec, cfg, device, ep
         img = (batch["image"][j] * std + mean).clamp(0, 1)
         if cfg.model.channel_order == "BGR":
             img = img.flip(0)
-        gt = batch["label"][j].clone()
+        gt = batch["label"][j].long()  # uint8 indices would be read as a mask
         gt[gt == 255] = 0
         tiles += [img, pal[gt].permute(2, 0, 1), pal[up["parsing"][j].argmax(0)].permute(2, 0, 1)]
         for key in ("edge", "semantic_edge"):

@@ -104,7 +104,7 @@ def check_label_values(label: np.ndarray, num_classes: int, path: str) -> None:
 class FaceParsingDataset(Dataset):
     """Samples of a prepared split, transformed.
 
-    ``__getitem__`` returns ``image`` (3, h, w) float32, ``label``/``edge``/``semantic_edge`` (h, w) int64 (255 =
+    ``__getitem__`` returns ``image`` (3, h, w) float32, ``label``/``edge``/``semantic_edge`` (h, w) uint8 (255 =
     ignore), ``name`` str and ``meta`` (center, scale, rotation, flip, size (H, W), input_size).
 
     Args:

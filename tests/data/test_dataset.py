@@ -24,7 +24,7 @@ def test_loads_prepared_layout_and_accepts_val_for_valid(prepared):
     assert ds.split == "valid" and len(ds) == 3 and ds.names == ["valid_0", "valid_1", "valid_2"]
     s = ds[1]
     assert s["name"] == "valid_1" and s["image"].shape == (3, 32, 32)
-    assert s["label"].dtype == torch.int64 and s["meta"]["size"] == (40, 56)
+    assert s["label"].dtype == torch.uint8 and s["meta"]["size"] == (40, 56)
     assert ds.load_label(1).shape == (40, 56) and ds.load_label(1).dtype == np.uint8
     assert len(FaceParsingDataset(prepared, "train", SPEC, EvalTransform((32, 32)), max_samples=4)) == 4
 

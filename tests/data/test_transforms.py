@@ -89,12 +89,12 @@ def test_eval_inverse_affine_numpy_and_torch_agree():
     lab = _square_label()
     s = EvalTransform((200, 200))(np.zeros(lab.shape + (3,), np.uint8), lab)
     back_np = inverse_affine(s["label"].numpy().astype(np.uint8), s["meta"])
-    back_t = inverse_affine(s["label"], s["meta"])
+    back_t = inverse_affine(s["label"].long(), s["meta"])  # e.g. a prediction on the device, int64
     assert back_np.shape == lab.shape and back_t.shape == lab.shape and back_t.dtype == torch.int64
     assert _within_one_pixel(back_np, lab).all()
     assert _within_one_pixel(back_t.numpy(), lab).all()
     # logits (C, h, w) bilinear: argmax after mapping back reproduces the map
-    logits = torch.nn.functional.one_hot(s["label"].clamp(max=10), 11).permute(2, 0, 1).float()
+    logits = torch.nn.functional.one_hot(s["label"].long().clamp(max=10), 11).permute(2, 0, 1).float()
     back_l = inverse_affine(logits, s["meta"], mode="bilinear")
     assert back_l.shape == (11,) + lab.shape
     assert _within_one_pixel(back_l.argmax(0).numpy(), lab).mean() > 0.995
@@ -108,7 +108,7 @@ def test_eval_transform_outputs_and_ignore_border():
     s = EvalTransform((64, 64))(np.full(lab.shape + (3,), 200, np.uint8), lab)
     assert s["image"].shape == (3, 64, 64) and s["image"].dtype == torch.float32
     for k in ("label", "edge", "semantic_edge"):
-        assert s[k].shape == (64, 64) and s[k].dtype == torch.int64
+        assert s[k].shape == (64, 64) and s[k].dtype == torch.uint8
     assert (s["label"][:10] == 255).all() and (s["edge"][:10] == 255).all()  # outside the image: ignore
     assert s["meta"]["size"] == (60, 120)
     assert set(torch.unique(s["edge"]).tolist()) == {0, 1, 255}
