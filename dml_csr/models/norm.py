@@ -101,30 +101,28 @@ def _world_size(group) -> int:
 def _sync_batch_norm(x: torch.Tensor, m: ABN, weight: torch.Tensor) -> torch.Tensor:
     """Training-mode batch norm with statistics pooled over every process of ``m.process_group``.
 
-    Each process contributes its element count, per-channel mean and sum of squared deviations (from
-    ``torch.var_mean``, numerically stable); one autograd-aware all-gather shares them and every process combines
-    them with the parallel-variance formula (no E[x^2] - E[x]^2 cancellation), so the statistics equal those of one
-    process holding the whole batch to float32 rounding. Gradients reach every process's input through the shared
-    mean and variance, as with ``torch.nn.SyncBatchNorm``. Running statistics get the unbiased pooled variance.
+    Two passes, each one autograd-aware all-reduce: the element count and per-channel sums give the global mean,
+    then the sums of squared deviations from that mean give the variance. No E[x^2] - E[x]^2 cancellation, so the
+    statistics equal those of one process holding the whole batch to float rounding (shares may differ in size).
+    Gradients reach every process's input through the shared mean and variance, as with
+    ``torch.nn.SyncBatchNorm``. Running statistics get the unbiased pooled variance.
     """
-    from torch.distributed.nn.functional import all_gather
+    from torch.distributed.nn.functional import all_reduce
 
     dims = [0] + list(range(2, x.dim()))
     xf = x if x.dtype == torch.float64 else x.float()  # half inputs: statistics in fp32
     c = x.size(1)
-    var_local, mean_local = torch.var_mean(xf, dim=dims, unbiased=False)
-    n_local = float(x.numel() // c)
-    local = torch.cat([torch.full((1,), n_local, device=x.device), mean_local, var_local * n_local])
-    parts = torch.stack(all_gather(local, group=m.process_group))  # (world, 1 + 2C)
-    counts, means, m2s = parts[:, :1], parts[:, 1:1 + c], parts[:, 1 + c:]
-    n = counts.sum()
-    mean = (counts * means).sum(0) / n
-    var = ((m2s + counts * (means - mean) ** 2).sum(0) / n).clamp_min(0.0)
+    shape = [1, c] + [1] * (x.dim() - 2)
+    count = torch.full((1,), float(x.numel() // c), device=x.device, dtype=xf.dtype)
+    sums = all_reduce(torch.cat([count, xf.sum(dims)]), group=m.process_group)
+    n = sums[0]
+    mean = sums[1:] / n
+    dev = xf - mean.view(shape)
+    var = (all_reduce((dev * dev).sum(dims), group=m.process_group) / n).clamp_min(0.0)
     with torch.no_grad():
         unbiased = var * (n / (n - 1).clamp_min(1.0))
         m.running_mean.mul_(1 - m.momentum).add_(mean.detach(), alpha=m.momentum)
         m.running_var.mul_(1 - m.momentum).add_(unbiased.detach(), alpha=m.momentum)
-    shape = [1, c] + [1] * (x.dim() - 2)
     scale = weight.to(xf.dtype) * torch.rsqrt(var + m.eps)
     shift = m.bias.to(xf.dtype) - mean * scale
     return (xf * scale.view(shape) + shift.view(shape)).to(x.dtype)

@@ -34,6 +34,7 @@ def _worker(rank: int, world: int, port: int, cfg) -> None:
     finally:
         import torch.distributed as dist
         if dist.is_initialized():
+            dist.barrier()  # no process leaves while another still talks to it
             dist.destroy_process_group()
 
 

@@ -145,6 +145,7 @@ def _worker(rank, port, x, weight, bias, g, result_path):
         torch.save({"y": y.detach(), "gx": xi.grad, "gw": gw, "gb": gb, "rm": m.running_mean,
                     "rv": m.running_var}, f"{result_path}.{rank}")
     finally:
+        torch.distributed.barrier()  # no process leaves while another still talks to it
         torch.distributed.destroy_process_group()
 
 
