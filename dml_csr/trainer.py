@@ -31,7 +31,7 @@ import torch
 from . import distributed as du
 from .checkpoint import CheckpointError, atomic_torch_save, load_checkpoint, make_meta
 from .config import Config, config_to_dict, save_config
-from .data.dataset import FaceParsingDataset, SkipCountingLoader, build_dataset, collate_samples
+from .data.dataset import FaceParsingDataset, SkipCountingLoader, build_dataset, collate_samples, seed_worker
 from .data.labels import flip_permutation, get_spec
 from .engine import evaluate, train_one_epoch
 from .losses import build_criterion
@@ -127,13 +127,7 @@ def _loader(ds, sampler, batch_size: int, workers: int, seed: int, drop_last: bo
     return SkipCountingLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=workers,
                                        collate_fn=collate_samples, drop_last=drop_last, generator=g,
                                        pin_memory=torch.cuda.is_available(),
-                                       worker_init_fn=_seed_worker)
-
-
-def _seed_worker(worker_id: int) -> None:
-    seed = torch.initial_seed() % 2 ** 32
-    np.random.seed(seed)
-    random.seed(seed)
+                                       worker_init_fn=seed_worker)
 
 
 def _seed_epoch(seed: int, epoch: int, rank: int) -> None:

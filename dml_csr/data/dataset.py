@@ -216,7 +216,8 @@ class SkipCountingLoader(DataLoader):
                            "run scripts/check_dataset.py on the root to list them", self.dataset.split, pending)
 
 
-def _seed_worker(worker_id: int) -> None:
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: numpy and ``random`` follow the seed torch gives the worker."""
     seed = torch.initial_seed() % 2 ** 32  # set by the DataLoader from its generator: base seed + worker id
     np.random.seed(seed)
     random.seed(seed)
@@ -254,5 +255,5 @@ def build_loader(cfg, split: str, train: bool, distributed: bool = False,
     sampler = DistributedSampler(ds, shuffle=train, seed=cfg.seed, drop_last=train) if distributed else None
     return SkipCountingLoader(ds, batch_size=bs, shuffle=train and sampler is None, sampler=sampler,
                               drop_last=train, num_workers=cfg.data.workers, collate_fn=collate_samples,
-                              worker_init_fn=_seed_worker, generator=g, pin_memory=torch.cuda.is_available(),
+                              worker_init_fn=seed_worker, generator=g, pin_memory=torch.cuda.is_available(),
                               persistent_workers=False)
