@@ -23,9 +23,10 @@ import cv2
 import numpy as np
 import torch
 
+from .data.dataset import collate_samples
 from .data.imageio import imread_checked
 from .data.labels import DATASETS, flip_permutation
-from .data.transforms import EvalTransform, inverse_affine
+from .data.transforms import EvalTransform, batch_input, inverse_affine
 from .inference import predict_probs
 from .models.inference import prepare_for_inference
 
@@ -190,7 +191,7 @@ class FaceParser:
         for start in range(0, len(images), self.batch_size):
             chunk = images[start: start + self.batch_size]
             samples = [self.transform(im) for im in chunk]
-            x = torch.stack([s["image"] for s in samples]).to(self.device)
+            x = batch_input(collate_samples(samples), self.device)
             probs = predict_probs(self.model, x, scales=self.scales, flip_perm=self.flip_perm,
                                   precision=self.precision)
             pred = probs.argmax(1).to(torch.uint8).cpu().numpy()

@@ -8,7 +8,7 @@ from typing import Callable, Iterable, Optional, Sequence
 import numpy as np
 import torch
 
-from .data.transforms import inverse_affine
+from .data.transforms import batch_input, inverse_affine
 from .inference import predict_probs
 from .models.inference import autocast_context
 from .metrics import ConfusionMatrix
@@ -26,15 +26,16 @@ TARGETS = ("label", "edge", "semantic_edge")
 
 
 def to_device(batch: dict, device: torch.device, channels_last: bool = False) -> dict:
-    """Move a batch's tensors to ``device``; the uint8 target maps (:data:`TARGETS`) become int64 there."""
+    """Move a batch's tensors to ``device``. There the uint8 images become the normalised float input
+    (:func:`~dml_csr.data.transforms.batch_input`) and the uint8 target maps (:data:`TARGETS`) become int64."""
     out = {}
     for k, v in batch.items():
-        if isinstance(v, torch.Tensor):
+        if k == "image":
+            v = batch_input(batch, device, channels_last)
+        elif isinstance(v, torch.Tensor):
             v = v.to(device, non_blocking=True)
             if k in TARGETS:
                 v = v.long()
-            elif k == "image" and channels_last:
-                v = v.contiguous(memory_format=torch.channels_last)
         out[k] = v
     return out
 
@@ -155,7 +156,7 @@ def evaluate(model: torch.nn.Module, loader: Iterable, dataset, num_classes: int
     cm = ConfusionMatrix(num_classes)
     index_of = {name: i for i, name in enumerate(dataset.names)} if original_resolution else {}
     for batch in loader:
-        images = batch["image"].to(device)
+        images = batch_input(batch, device)
         probs = predict_probs(model, images, scales=scales, flip_perm=flip_perm, precision=precision,
                               channels_last=channels_last)
         pred = probs.argmax(1).to(torch.uint8).cpu().numpy()

@@ -19,6 +19,8 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm, _NormBase
 
+from .data.transforms import batch_input
+
 __all__ = ["RunningSum", "self_ensemble", "norm_layers", "reestimate_bn", "soft_targets", "cosine_lr", "poly_lr",
            "cycle_position"]
 
@@ -155,8 +157,8 @@ def norm_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 def _default_forward(model: nn.Module, batch: Any, device: torch.device) -> Any:
     if isinstance(batch, Mapping):
-        x = batch["image"]
-    elif isinstance(batch, (tuple, list)):
+        return model(batch_input(batch, device))  # uint8 images are normalised on the device
+    if isinstance(batch, (tuple, list)):
         x = batch[0]
     else:
         x = batch
@@ -201,7 +203,7 @@ def reestimate_bn(model: nn.Module, loader: Iterable, forward_fn: Optional[Calla
     Args:
         model: the network (a DDP wrapper works too).
         loader: yields batches; ``forward_fn`` turns one into a forward pass.
-        forward_fn: ``forward_fn(model, batch, device)``; default: ``model(batch["image"].to(device))`` (or
+        forward_fn: ``forward_fn(model, batch, device)``; default: the model on the batch's normalised images (or
             ``batch[0]`` for tuples). Put autocast/channels_last here if training used them.
         device: passed to ``forward_fn`` (default: the device of the model's first parameter or buffer).
         max_batches: stop after this many batches (default: the whole loader).

@@ -33,6 +33,7 @@ from .checkpoint import CheckpointError, atomic_torch_save, load_checkpoint, mak
 from .config import Config, config_to_dict, save_config
 from .data.dataset import FaceParsingDataset, SkipCountingLoader, build_dataset, collate_samples, seed_worker
 from .data.labels import flip_permutation, get_spec
+from .data.transforms import batch_input
 from .engine import evaluate, train_one_epoch
 from .losses import build_criterion
 from .models import build_model, convert_sync_abn
@@ -392,7 +393,7 @@ def train(cfg: Config, *, resume: Optional[str] = None, max_epochs: Optional[int
                     csr["best_state"] = _state(model)
                 consider_best(score, _state(model), epoch, "student")
                 if writer is not None and t.image_log_every and (epoch + 1) % t.image_log_every == 0:
-                    _log_images(writer, _unwrap(model), val_ds, spec, cfg, device, epoch)
+                    _log_images(writer, _unwrap(model), val_ds, spec, device, epoch)
             if last_of_cycle:
                 base = csr["best_state"] if cycle == 1 else csr["teacher_state"]
                 if base is None:
@@ -426,7 +427,7 @@ def _build_criterion(cfg: Config, num_classes: int):
     return build_criterion(cfg.loss, num_classes)
 
 
-def _log_images(writer, model, val_ds: FaceParsingDataset, spec, cfg, device, epoch: int, n: int = 4) -> None:
+def _log_images(writer, model, val_ds: FaceParsingDataset, spec, device, epoch: int, n: int = 4) -> None:
     """TensorBoard grid, one row per sample: input, ground truth, prediction, binary edge, category edge.
 
     Only the class maps named here are drawn (``parsing``, and DML-CSR's ``edge`` / ``semantic_edge`` when the model
@@ -436,19 +437,15 @@ def _log_images(writer, model, val_ds: FaceParsingDataset, spec, cfg, device, ep
     batch = collate_samples([val_ds[i] for i in range(min(n, len(val_ds)))])
     model.eval()
     with torch.no_grad():
-        out = model(batch["image"].to(device))
+        out = model(batch_input(batch, device))
     size = batch["image"].shape[-2:]
     up = {k: torch.nn.functional.interpolate(v.float(), size=size, mode="bilinear", align_corners=True).cpu()
           for k, v in out.items() if k in ("parsing", "edge", "semantic_edge") and isinstance(v, torch.Tensor)
           and v.dim() == 4 and v.shape[1] >= 2}
     pal = torch.from_numpy(spec.palette).float() / 255
-    mean = torch.tensor(cfg.model.mean).view(3, 1, 1)
-    std = torch.tensor(cfg.model.std).view(3, 1, 1)
     tiles = []
     for j in range(batch["image"].shape[0]):
-        img = (batch["image"][j] * std + mean).clamp(0, 1)
-        if cfg.model.channel_order == "BGR":
-            img = img.flip(0)
+        img = batch["image"][j].flip(0).float() / 255  # the loader's uint8 BGR crop, shown in RGB
         gt = batch["label"][j].long()  # uint8 indices would be read as a mask
         gt[gt == 255] = 0
         tiles += [img, pal[gt].permute(2, 0, 1), pal[up["parsing"][j].argmax(0)].permute(2, 0, 1)]

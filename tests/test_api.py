@@ -70,11 +70,12 @@ def test_list_input_and_batching_agree_with_single_calls(ckpt, face_bgr):
 
 
 def test_labels_are_the_inverse_mapped_network_argmax(parser, face_bgr):
-    from dml_csr.data.transforms import inverse_affine
+    from dml_csr.data.dataset import collate_samples
+    from dml_csr.data.transforms import batch_input, inverse_affine
 
     s = parser.transform(face_bgr)
     with torch.no_grad():
-        logits = parser.model(s["image"][None])["parsing"]
+        logits = parser.model(batch_input(collate_samples([s])))["parsing"]
         logits = torch.nn.functional.interpolate(logits, size=(64, 64), mode="bilinear", align_corners=True)
     expect = inverse_affine(logits.argmax(1)[0].to(torch.uint8).numpy(), s["meta"], mode="nearest")
     assert np.array_equal(parser(face_bgr, channel_order="BGR"), expect)

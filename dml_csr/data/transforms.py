@@ -6,9 +6,15 @@ rotates around the centre. One similarity transform maps the (scaled, rotated) b
 linear interpolation and border 0, label with nearest and border 255 (ignore). The horizontal flip is folded into the
 same warp (no extra pass) and is followed by swapping the registry's left/right classes.
 
+Images leave the transforms as uint8: ``image`` is the warped crop as OpenCV decodes it, BGR, (3, h, w) with
+channels-last strides (a view of the (h, w, 3) array, no copy). The conversion to the network's input happens on the
+device, batched (:func:`normalize_images`, :func:`batch_input`; the training and evaluation loops and the API call
+them): a quarter of the bytes cross from the loader workers and to the GPU, and a worker spends nothing on it.
+
 Input convention: ``channel_order`` "BGR" keeps OpenCV's order (tensor channel 0 is blue, as the authors feed it);
 "RGB" reverses it. ``mean``/``std`` are applied literally, per tensor channel, after dividing by 255 (the authors
-apply the RGB ImageNet mean/std to BGR channels; whatever the config says is what happens).
+apply the RGB ImageNet mean/std to BGR channels; whatever the config says is what happens). Each sample's meta
+records the convention (``meta["pixels"]``), so a batch carries what turns it into network input.
 """
 from __future__ import annotations
 
@@ -24,7 +30,7 @@ from .edges import edge_targets
 from .labels import LabelSpec, flip_permutation
 
 __all__ = ["get_affine_transform", "box_to_center_scale", "inverse_affine", "TrainTransform", "EvalTransform",
-           "normalize_image"]
+           "normalize_images", "batch_input"]
 
 IGNORE = 255
 
@@ -66,18 +72,52 @@ def get_affine_transform(center: Sequence[float], scale: Sequence[float], rot: f
     return np.hstack([a, (dst_c - a @ src_c)[:, None]]).astype(np.float32)
 
 
-def normalize_image(image: np.ndarray, channel_order: str, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """(H, W, 3) uint8 BGR -> (3, H, W) float32 tensor in ``channel_order``, ``(x/255 - mean) / std`` per channel."""
+def normalize_images(images: torch.Tensor, channel_order: str = "BGR",
+                     mean: Sequence[float] = (0.485, 0.456, 0.406), std: Sequence[float] = (0.229, 0.224, 0.225),
+                     channels_last: bool = False) -> torch.Tensor:
+    """uint8 BGR images -> float32 network input, ``(x/255 - mean) / std`` per channel in ``channel_order``.
+
+    Args:
+        images: (B, 3, H, W) or (3, H, W) uint8, BGR (as decoded by OpenCV), on any device and in any memory format.
+        channel_order: "BGR" (keep) or "RGB" (reverse the channels first).
+        mean, std: per channel of the output (after the reordering), in [0, 1] units.
+        channels_last: give a 4-D result channels-last strides (else contiguous).
+    Returns:
+        float32, same shape and device.
+    """
     if channel_order not in ("BGR", "RGB"):
         raise ValueError(f"channel_order must be 'BGR' or 'RGB', got {channel_order!r}")
-    planes = cv2.split(image)
-    if channel_order == "RGB":
-        planes = planes[::-1]
-    out = np.empty((3,) + image.shape[:2], np.float32)
-    for c in range(3):  # one fused OpenCV pass per channel: uint8 -> float32, x * a + b, into the CHW buffer
-        a, b = 1.0 / (255.0 * std[c]), -mean[c] / std[c]
-        cv2.addWeighted(planes[c], a, planes[c], 0.0, b, dst=out[c], dtype=cv2.CV_32F)
-    return torch.from_numpy(out)
+    if images.dtype != torch.uint8 or images.dim() not in (3, 4) or images.shape[-3] != 3:
+        raise ValueError(f"expected (B, 3, H, W) or (3, H, W) uint8 images, got {tuple(images.shape)} {images.dtype}")
+    fmt = torch.channels_last if channels_last and images.dim() == 4 else torch.contiguous_format
+    out = torch.empty(images.shape, dtype=torch.float32, device=images.device, memory_format=fmt)
+    for c in range(3):  # one fused pass per channel: shift + x * scale, uint8 in, float32 out (any layout)
+        src = 2 - c if channel_order == "RGB" else c
+        shift = torch.tensor(-mean[c] / std[c], dtype=torch.float32)  # a 0-dim CPU tensor works on any device
+        torch.add(shift, images[..., src, :, :], alpha=1.0 / (255.0 * std[c]), out=out[..., c, :, :])
+    return out
+
+
+def batch_input(batch: dict, device: Optional[torch.device | str] = None, channels_last: bool = False) -> torch.Tensor:
+    """The network input of a collated batch: its uint8 images moved to ``device`` (default: where they are) and
+    normalised there with the convention each sample's transform recorded in ``meta["pixels"]``.
+
+    A float ``image`` (already network input, e.g. built by hand) is only moved.
+    """
+    x = batch["image"]
+    if device is not None:
+        x = x.to(device, non_blocking=True)
+    if x.is_floating_point():
+        return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
+    metas = batch.get("meta")
+    if not metas or "pixels" not in metas[0]:
+        raise ValueError("batch['image'] is uint8 but batch['meta'] does not record the pixel convention "
+                         "(meta['pixels'] = {channel_order, mean, std}); build samples with a dml_csr transform or "
+                         "call normalize_images yourself")
+    conv = metas[0]["pixels"]
+    if any(m["pixels"] != conv for m in metas[1:]):
+        raise ValueError("the samples of one batch were made with different pixel conventions (meta['pixels'])")
+    return normalize_images(x, conv["channel_order"], conv["mean"], conv["std"], channels_last)
 
 
 def _color_jitter(image: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
@@ -105,7 +145,9 @@ class _Base:
         self.edge_width = int(edge_width)
 
     def _finish(self, image: np.ndarray, label: Optional[np.ndarray], meta: dict) -> dict[str, Any]:
-        out: dict[str, Any] = {"image": normalize_image(image, self.channel_order, self.mean, self.std), "meta": meta}
+        meta["pixels"] = {"channel_order": self.channel_order, "mean": list(self.mean), "std": list(self.std)}
+        # uint8 BGR, (3, h, w) viewed over the (h, w, 3) array: normalised later, batched, on the device
+        out: dict[str, Any] = {"image": torch.from_numpy(image).permute(2, 0, 1), "meta": meta}
         if label is not None:
             binary, semantic = edge_targets(label, self.edge_width, IGNORE)
             # uint8 (255 = ignore): 8x less to copy between processes and to the GPU; the training step widens
@@ -129,7 +171,7 @@ class _Base:
 class EvalTransform(_Base):
     """Deterministic affine to ``input_size``; the meta carries what :func:`inverse_affine` needs.
 
-    ``__call__(image (H, W, 3) uint8 BGR, label (H, W) uint8 or None)`` returns ``image`` (3, h, w) float32 and
+    ``__call__(image (H, W, 3) uint8 BGR, label (H, W) uint8 or None)`` returns ``image`` (3, h, w) uint8 BGR and
     ``meta``, plus ``label``, ``edge``, ``semantic_edge`` (h, w) uint8 (255 = ignore) when a label is given.
     """
 

@@ -14,6 +14,7 @@ from torch import nn
 from .backbone import build_backbone
 from .context import DDualGCNHead
 from .heads import EdgeModule, ParsingDecoder
+from .inference import check_image_input
 from .norm import NormFactory, make_norm
 
 __all__ = ["DMLCSR", "build_dml_csr"]
@@ -48,6 +49,7 @@ class DMLCSR(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        check_image_input(x, "DMLCSR")
         x1, x2, x3, x4 = self.backbone(x)
         parsing, _ = self.decoder(self.context(x4), x1)
         if self.edges is None:

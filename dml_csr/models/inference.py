@@ -17,9 +17,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["PRECISIONS", "upsample_logits", "autocast_context", "prepare_for_inference", "to_model_input"]
+__all__ = ["PRECISIONS", "upsample_logits", "autocast_context", "prepare_for_inference", "to_model_input",
+           "check_image_input"]
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def check_image_input(x: torch.Tensor, model: str) -> None:
+    """Models take normalised float images (B, 3, H, W); the data pipeline's uint8 images need
+    :func:`dml_csr.data.transforms.batch_input` (or ``normalize_images``) first."""
+    if x.dim() != 4 or x.shape[1] != 3:
+        raise ValueError(f"{model} expects images (B, 3, H, W); got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"{model} expects normalised float images, got {x.dtype}; dataset samples are uint8 BGR: "
+                        f"convert them with dml_csr.data.transforms.batch_input(batch) or normalize_images(images)")
 
 
 def upsample_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .inference import check_image_input
 from .scan import spatial_rnn_4dir
 
 __all__ = ["RNNG", "rnn_g", "build_rnn_g", "bounded_transition"]
@@ -116,8 +117,7 @@ class RNNG(nn.Module):
         return xr, torch.tanh(gr)
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
-        if x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(f"RNNG expects images (B, 3, H, W); got {tuple(x.shape)}")
+        check_image_input(x, "RNNG")
         xr, gates = self.features(x)
         h = spatial_rnn_4dir(xr, gates, bounded_transition(self.rnn_weight), self.rnn_bias)
         out = self.deconv7(self.project(h))

@@ -3,8 +3,9 @@ import pytest
 import torch
 
 from dml_csr.data.labels import flip_permutation, get_spec
-from dml_csr.data.transforms import (EvalTransform, TrainTransform, get_affine_transform, inverse_affine,
-                                     normalize_image)
+from dml_csr.data.dataset import collate_samples
+from dml_csr.data.transforms import (EvalTransform, TrainTransform, batch_input, get_affine_transform, inverse_affine,
+                                     normalize_images)
 
 SPEC = get_spec("helen")
 
@@ -47,8 +48,7 @@ def test_flip_swaps_left_and_right():
     np.testing.assert_array_equal(out, expected)
     assert (out == SPEC.index("right_eye")).sum() == 30 and (out == SPEC.index("left_eye")).sum() == 0
     # the image is mirrored too
-    np.testing.assert_array_equal(t(img, lab)["image"][0].numpy(), normalize_image(img[:, ::-1].copy(), "BGR",
-                                  t.mean, t.std)[0].numpy())
+    np.testing.assert_array_equal(t(img, lab)["image"].permute(1, 2, 0).numpy(), img[:, ::-1])
 
 
 def _square_label(h=90, w=120):
@@ -106,7 +106,8 @@ def test_eval_inverse_affine_numpy_and_torch_agree():
 def test_eval_transform_outputs_and_ignore_border():
     lab = _square_label(60, 120)  # wide image: padded top and bottom
     s = EvalTransform((64, 64))(np.full(lab.shape + (3,), 200, np.uint8), lab)
-    assert s["image"].shape == (3, 64, 64) and s["image"].dtype == torch.float32
+    assert s["image"].shape == (3, 64, 64) and s["image"].dtype == torch.uint8  # normalised later, on the device
+    assert (s["image"][:, 18:46] == 200).all() and (s["image"][:, :14] == 0).all()  # 60 rows -> rows 16-47
     for k in ("label", "edge", "semantic_edge"):
         assert s[k].shape == (64, 64) and s[k].dtype == torch.uint8
     assert (s["label"][:10] == 255).all() and (s["edge"][:10] == 255).all()  # outside the image: ignore
@@ -118,12 +119,50 @@ def test_channel_order_and_normalisation_are_literal():
     img = np.zeros((4, 4, 3), np.uint8)
     img[..., 0], img[..., 1], img[..., 2] = 10, 20, 30  # B, G, R
     mean, std = (0.1, 0.2, 0.3), (0.5, 0.25, 0.125)
-    bgr = EvalTransform((4, 4), "BGR", mean, std)(img)["image"][:, 1, 1]
-    rgb = EvalTransform((4, 4), "RGB", mean, std)(img)["image"][:, 1, 1]
+    bgr = batch_input(collate_samples([EvalTransform((4, 4), "BGR", mean, std)(img)]))[0, :, 1, 1]
+    rgb = batch_input(collate_samples([EvalTransform((4, 4), "RGB", mean, std)(img)]))[0, :, 1, 1]
     np.testing.assert_allclose(bgr.numpy(), [(10 / 255 - .1) / .5, (20 / 255 - .2) / .25, (30 / 255 - .3) / .125],
                                rtol=1e-5)
     np.testing.assert_allclose(rgb.numpy(), [(30 / 255 - .1) / .5, (20 / 255 - .2) / .25, (10 / 255 - .3) / .125],
                                rtol=1e-5)
+
+
+@pytest.mark.parametrize("order", ["BGR", "RGB"])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_normalize_images_matches_the_formula_in_every_layout(order, channels_last):
+    g = torch.Generator().manual_seed(0)
+    hwc = torch.randint(0, 256, (2, 5, 7, 3), generator=g, dtype=torch.uint8)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    ref = hwc.permute(0, 3, 1, 2).double()
+    if order == "RGB":
+        ref = ref.flip(1)
+    ref = (ref / 255 - torch.tensor(mean, dtype=torch.float64).view(3, 1, 1)) / torch.tensor(std).double().view(3, 1, 1)
+    for x in (hwc.permute(0, 3, 1, 2), hwc.permute(0, 3, 1, 2).contiguous()):  # channels-last view and NCHW
+        out = normalize_images(x, order, mean, std, channels_last)
+        assert out.dtype == torch.float32 and out.shape == (2, 3, 5, 7)
+        assert out.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        torch.testing.assert_close(out.double(), ref, rtol=0, atol=1e-5)
+    torch.testing.assert_close(normalize_images(x[0], order, mean, std), out[0])  # (3, H, W) too
+    with pytest.raises(ValueError, match="uint8"):
+        normalize_images(x.float(), order, mean, std)
+
+
+def test_collate_keeps_channels_last_images_and_batch_input_checks_the_convention():
+    lab = _square_label(30, 40)
+    img = np.random.default_rng(0).integers(0, 256, lab.shape + (3,), dtype=np.uint8)
+    samples = [EvalTransform((16, 16))(img, lab), EvalTransform((16, 16))(img[::-1].copy(), lab[::-1].copy())]
+    batch = collate_samples(samples)
+    assert batch["image"].is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(batch["image"], torch.stack([s["image"].contiguous() for s in samples]))
+    assert batch_input(batch).is_contiguous() and batch_input(batch, channels_last=True).is_contiguous(
+        memory_format=torch.channels_last)
+    with pytest.raises(ValueError, match=r"meta\['pixels'\]"):
+        batch_input({"image": batch["image"], "meta": [{}, {}]})
+    samples[1]["meta"]["pixels"]["channel_order"] = "RGB"
+    with pytest.raises(ValueError, match="different pixel conventions"):
+        batch_input(collate_samples(samples))
+    float_input = torch.randn(2, 3, 16, 16)
+    assert batch_input({"image": float_input}) is float_input  # already network input: left alone
 
 
 def test_random_parameters_stay_in_range_and_jitter_runs():
@@ -138,7 +177,10 @@ def test_random_parameters_stay_in_range_and_jitter_runs():
     assert np.abs(r2).max() <= 60 and np.abs(r2).max() > 30
     lab = _square_label()
     out = t(np.full(lab.shape + (3,), 128, np.uint8), lab, np.random.default_rng(1))
-    assert torch.isfinite(out["image"]).all()
+    plain = TrainTransform((48, 48), SPEC, scale_range=(0.75, 1.25), rotation=30, rotation_prob=0.5)
+    ref = plain(np.full(lab.shape + (3,), 128, np.uint8), lab, np.random.default_rng(1))
+    assert torch.equal(out["label"], ref["label"])  # jitter draws after the geometry: same warp
+    assert not torch.equal(out["image"], ref["image"])
 
 
 def test_bad_arguments_are_named():

@@ -42,6 +42,15 @@ def test_inference_model_and_drop_edge_heads():
     assert list(out) == ["parsing"] and out["parsing"].shape == (1, 5, 17, 17)
 
 
+@pytest.mark.parametrize("kind", ["dml_csr", "rnn_g"])
+def test_models_refuse_raw_uint8_images_with_a_pointer_to_the_conversion(kind):
+    model = _tiny() if kind == "dml_csr" else build_model(ModelConfig(name="rnn_g"), 5)
+    with pytest.raises(TypeError, match="batch_input"):
+        model(torch.zeros(1, 3, 64, 64, dtype=torch.uint8))
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\); got \(3, 64, 64\)"):
+        model(torch.zeros(3, 64, 64))
+
+
 def test_decoupled_output_equals_full_model_parsing():
     full = _tiny().eval()
     x = torch.randn(2, 3, 97, 129)
