@@ -177,6 +177,71 @@ def test_helen(tmp_path):
     load_all(out, "helen")
 
 
+def write_helen_relabelled(raw, with_lists=False):
+    """The relabelled variant: NAME_image.jpg + NAME_label.png (+ a visualisation to ignore) in split folders."""
+    layout = {"train": ["100_1", "101_2"], "test": ["300_1"]}
+    for k, (folder, names) in enumerate(sorted(layout.items())):
+        d = os.path.join(raw, "helenstar_release", folder)
+        os.makedirs(d)
+        for j, name in enumerate(names):
+            cv2.imwrite(os.path.join(d, f"{name}_image.jpg"), img(20, 30, 10 * k + j))
+            lab = np.zeros((20, 30), np.uint8)
+            lab[2:18, 2:28] = 1
+            lab[8:12, 12:18] = 6
+            lab[5:7, 4:10] = 2  # the subject's left brow
+            cv2.imwrite(os.path.join(d, f"{name}_label.png"), lab)
+            cv2.imwrite(os.path.join(d, f"{name}_viz.png"), np.dstack([lab * 20] * 3))
+    if with_lists:  # the original lists in the root decide the split instead of the folders
+        for fn, names in {"exemplars.txt": ["100_1"], "tuning.txt": ["300_1"], "testing.txt": ["101_2"]}.items():
+            with open(os.path.join(raw, fn), "w") as f:
+                f.writelines(f"{i} , {n}\n" for i, n in enumerate(names, 1))
+
+
+@pytest.mark.parametrize("with_lists", [False, True])
+def test_helen_relabelled_variant(tmp_path, with_lists):
+    raw, out = str(tmp_path / "raw"), str(tmp_path / "out")
+    write_helen_relabelled(raw, with_lists)
+    info = helen.prepare(raw, out, workers=1, progress=False)
+    if with_lists:
+        assert info["counts"] == {"train": 1, "val": 1, "test": 1}
+        assert os.path.isfile(os.path.join(out, "test", "labels", "101_2.png"))
+        train_name = "100_1"
+    else:  # the folders give train and test only: check_dataset says so, and --val-from-train holds some out
+        assert info["counts"] == {"train": 2, "test": 1}
+        assert check_root(out, "helen") == ["split 'val' is missing: no val_list.txt or valid_list.txt"]
+        info = helen.prepare(raw, out := str(tmp_path / "out_val"), workers=1, progress=False, val_from_train=1)
+        assert info["counts"] == {"train": 1, "test": 1, "val": 1} and info["val_held_out_from_train"] == 1
+        train_name = open(os.path.join(out, "train_list.txt")).read().split()[0][len("images/"): -len(".jpg")]
+        val_name = open(os.path.join(out, "val_list.txt")).read().split()[0][len("images/"): -len(".jpg")]
+        assert {train_name, val_name} == {"100_1", "101_2"}
+        with pytest.raises(PrepareError, match="expected 0 < N < 2"):
+            helen.prepare(raw, str(tmp_path / "bad"), workers=1, progress=False, val_from_train=2)
+    lab = cv2.imread(os.path.join(out, "train", "labels", train_name + ".png"), cv2.IMREAD_UNCHANGED)
+    assert lab[0, 0] == 0 and lab[3, 3] == 1 and lab[9, 13] == 6 and lab[5, 4] == 2
+    assert info["pixel_histogram"]["left_brow"] == 3 * 12 and info["pixel_histogram"]["nose"] == 3 * 24
+    assert check_root(out, "helen") == []
+    load_all(out, "helen")
+
+
+def test_helen_relabelled_errors_name_the_file(tmp_path):
+    raw = str(tmp_path / "raw")
+    write_helen_relabelled(raw)
+    stray = os.path.join(raw, "extra")
+    os.makedirs(stray)
+    cv2.imwrite(os.path.join(stray, "400_1_image.jpg"), img(20, 30, 9))
+    with pytest.raises(PrepareError, match=r"split of 1 .*extra/400_1_image.jpg"):
+        helen.prepare(raw, str(tmp_path / "out1"), workers=1, progress=False)
+    os.rename(stray, os.path.join(raw, "val"))  # now placed, but its label is missing
+    with pytest.raises(PrepareError, match=r"400_1_label.png"):
+        helen.prepare(raw, str(tmp_path / "out2"), workers=1, progress=False)
+    cv2.imwrite(os.path.join(raw, "val", "400_1_label.png"), np.full((10, 30), 11, np.uint8))
+    with pytest.raises(PrepareError, match=r"30x20.*30x10"):
+        helen.prepare(raw, str(tmp_path / "out3"), workers=1, progress=False)
+    cv2.imwrite(os.path.join(raw, "val", "400_1_label.png"), np.full((20, 30), 11, np.uint8))
+    with pytest.raises(PrepareError, match=r"400_1.*\[11\] outside \[0, 11\)"):
+        helen.prepare(raw, str(tmp_path / "out4"), workers=1, progress=False)
+
+
 # ----------------------------------------------------------------------------------------------------- LFW-PL
 def write_lfw(raw):
     lists = {"parts_train.txt": [("Aaron_Eckhart", "1"), ("Zoe_Ball", "0002")],
@@ -210,11 +275,15 @@ def test_lfw_pl_pads_numbers_and_maps_colours(tmp_path):
         lfw_pl.colours_to_labels(np.full((2, 2, 3), 255, np.uint8), "x.ppm")
 
 
-@pytest.mark.parametrize("script", ["prepare_celebamask_hq.py", "prepare_helen.py", "prepare_lfw_pl.py"])
+@pytest.mark.parametrize("script", ["prepare_celebamask_hq.py", "prepare_helen.py", "prepare_lfw_pl.py",
+                                    "prepare_helen.py relabelled"])
 def test_cli_runs(tmp_path, script):
     raw, out = str(tmp_path / "raw"), str(tmp_path / "out")
-    {"prepare_celebamask_hq.py": lambda r: write_celebamask(r, (1, 170_001, 190_000)), "prepare_helen.py": write_helen,
-     "prepare_lfw_pl.py": write_lfw}[script](raw)
+    writers = {"prepare_celebamask_hq.py": lambda r: write_celebamask(r, (1, 170_001, 190_000)),
+               "prepare_helen.py": write_helen, "prepare_lfw_pl.py": write_lfw,
+               "prepare_helen.py relabelled": lambda r: write_helen_relabelled(r, True)}
+    writers[script](raw)
+    script = script.split()[0]
     r = run_cli(script, raw, out, "--workers", "2")
     assert r.returncode == 0, r.stderr
     counts = json.load(open(os.path.join(out, "info.json")))["counts"]

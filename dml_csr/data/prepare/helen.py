@@ -1,11 +1,20 @@
 """Helen (the resized version face-parsing papers use) -> prepared layout (11 classes).
 
-Raw layout: ``images/NAME.jpg``, ``labels/NAME/NAME_lbl00.png`` ... ``_lbl10.png`` (one grey map per class; a pixel's
-label is the class whose map is largest there, ties to the lower index), and the lists ``exemplars.txt`` (train),
-``tuning.txt`` (val), ``testing.txt`` (test) with lines ``index , name``. Images are copied byte for byte.
+Two raw layouts are recognised:
+
+* the original: ``images/NAME.jpg``, ``labels/NAME/NAME_lbl00.png`` ... ``_lbl10.png`` (one grey map per class; a
+  pixel's label is the class whose map is largest there, ties to the lower index), and the lists ``exemplars.txt``
+  (train), ``tuning.txt`` (val), ``testing.txt`` (test) with lines ``index , name``;
+* the relabelled variant: ``NAME_image.jpg`` next to ``NAME_label.png`` (one class index per pixel, the same 11
+  classes), in any folders below the root. The split comes from the three lists when they are in the root, else from
+  the folder a pair sits in (``train``; ``val``/``valid``/``tuning``; ``test``/``testing``). Other files (such as
+  ``NAME_viz.png``) are ignored.
+
+Images are copied byte for byte.
 """
 from __future__ import annotations
 
+import logging
 import os
 from typing import Optional
 
@@ -16,6 +25,7 @@ from .common import Job, PrepareError, atomic_copy, atomic_imwrite, make_parser,
     setup_cli_logging, guarded
 
 __all__ = ["LISTS", "collect", "convert", "prepare", "main"]
+logger = logging.getLogger(__name__)
 LISTS = {"train": "exemplars.txt", "val": "tuning.txt", "test": "testing.txt"}
 NUM_CLASSES = 11
 
@@ -36,6 +46,11 @@ def _read_list(path: str) -> list[str]:
 
 
 def collect(raw: str) -> list[Job]:
+    """Jobs of the layout found under ``raw`` (the original when ``labels/`` exists, else the relabelled pairs)."""
+    if not os.path.isdir(os.path.join(raw, "labels")):
+        pairs = _find_relabelled(raw)
+        if pairs:
+            return _collect_relabelled(raw, pairs)
     jobs = []
     for split, fn in LISTS.items():
         for name in _read_list(os.path.join(raw, fn)):
@@ -46,7 +61,61 @@ def collect(raw: str) -> list[Job]:
     return jobs
 
 
+SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "tuning": "val", "test": "test", "testing": "test"}
+
+
+def _find_relabelled(raw: str) -> dict[str, tuple[str, str]]:
+    """``{NAME: (folder relative to raw, NAME_image.jpg path)}`` for every ``*_image.jpg`` below ``raw``."""
+    found: dict[str, tuple[str, str]] = {}
+    for folder, _, files in sorted(os.walk(raw)):
+        for fn in sorted(files):
+            if fn.endswith("_image.jpg"):
+                name = fn[: -len("_image.jpg")]
+                path = os.path.join(folder, fn)
+                if name in found:
+                    raise PrepareError(f"'{name}' appears twice: '{found[name][1]}' and '{path}'")
+                found[name] = (os.path.relpath(folder, raw), path)
+    return found
+
+
+def _collect_relabelled(raw: str, pairs: dict[str, tuple[str, str]]) -> list[Job]:
+    def job(split: str, name: str) -> Job:
+        image = pairs[name][1] if name in pairs else os.path.join(raw, name + "_image.jpg")  # missing: named later
+        return Job(split, name, {"image": image, "label": image[: -len("_image.jpg")] + "_label.png"},
+                   {"relabelled": True})
+
+    if all(os.path.isfile(os.path.join(raw, fn)) for fn in LISTS.values()):
+        return [job(split, name) for split, fn in LISTS.items() for name in _read_list(os.path.join(raw, fn))]
+    jobs, unplaced = [], []
+    for name, (folder, _) in pairs.items():
+        split = next((SPLIT_FOLDERS[p.lower()] for p in reversed(folder.split(os.sep)) if p.lower() in SPLIT_FOLDERS),
+                     None)
+        if split is None:
+            unplaced.append(os.path.join(folder, name + "_image.jpg"))
+        else:
+            jobs.append(job(split, name))
+    if unplaced:
+        raise PrepareError(f"cannot tell the split of {len(unplaced)} relabelled Helen image(s) (first: "
+                           f"'{unplaced[0]}'): put the pairs under train/, val/ and test/ folders, or put "
+                           f"{', '.join(LISTS.values())} in '{raw}'")
+    order = {"train": 0, "val": 1, "test": 2}
+    return sorted(jobs, key=lambda j: (order[j.split], j.name))
+
+
+def _convert_relabelled(job: Job, paths: dict) -> np.ndarray:
+    img = read_color(job.sources["image"])
+    lab = read_grey(job.sources["label"])
+    if lab.shape != img.shape[:2]:
+        raise PrepareError(f"size mismatch: image '{job.sources['image']}' is {img.shape[1]}x{img.shape[0]}, "
+                           f"label '{job.sources['label']}' is {lab.shape[1]}x{lab.shape[0]}")
+    atomic_imwrite(paths["labels"], lab)
+    atomic_copy(job.sources["image"], paths["images"])
+    return lab
+
+
 def convert(job: Job, paths: dict) -> np.ndarray:
+    if job.extra.get("relabelled"):
+        return _convert_relabelled(job, paths)
     img = read_color(job.sources["image"])
     maps = []
     for k in range(NUM_CLASSES):
@@ -62,12 +131,40 @@ def convert(job: Job, paths: dict) -> np.ndarray:
     return label
 
 
-def prepare(raw: str, out: str, *, workers: int = 4, progress: bool = True) -> dict:
-    """Convert Helen under ``raw`` (the SmithCVPR2013_dataset_resized folder) into ``out``; returns info.json."""
-    return run_prepare(out, collect(raw), convert, get_spec("helen"), workers=workers, progress=progress, source=raw)
+def hold_out_val(jobs: list[Job], n: int, seed: int = 0) -> list[Job]:
+    """Move ``n`` training jobs, drawn with a fixed seed (the same on every rerun), to a new ``val`` split."""
+    train = [j for j in jobs if j.split == "train"]
+    if any(j.split == "val" for j in jobs):
+        raise PrepareError("--val-from-train: this Helen copy already has a validation split")
+    if not 0 < n < len(train):
+        raise PrepareError(f"--val-from-train {n}: expected 0 < N < {len(train)} (the training images)")
+    picked = {train[i].name for i in np.random.default_rng(seed).permutation(len(train))[:n]}
+    moved = [Job("val", j.name, j.sources, j.extra) for j in train if j.name in picked]
+    return [j for j in jobs if j.name not in picked] + moved
+
+
+def prepare(raw: str, out: str, *, workers: int = 4, progress: bool = True, val_from_train: int = 0) -> dict:
+    """Convert Helen under ``raw`` (the SmithCVPR2013_dataset_resized folder, or the relabelled variant's root) into
+    ``out``; returns info.json. ``val_from_train`` > 0 holds out that many training images as ``val`` (for a copy
+    without a validation split, such as the relabelled variant's train/test folders)."""
+    jobs = collect(raw)
+    extra = None
+    if val_from_train:
+        jobs = hold_out_val(jobs, val_from_train)
+        extra = {"val_held_out_from_train": val_from_train}
+    elif not any(j.split == "val" for j in jobs):
+        logger.warning("'%s' has no validation split; pass --val-from-train N (e.g. 230, the size of Helen's tuning "
+                       "list) to hold out N training images, or set data.val_split", raw)
+    return run_prepare(out, jobs, convert, get_spec("helen"), workers=workers, progress=progress, source=raw,
+                       extra_info=extra)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    a = make_parser("Prepare Helen (11 classes; exemplars/tuning/testing) in the DML-CSR layout.").parse_args(argv)
+    p = make_parser("Prepare Helen (11 classes; exemplars/tuning/testing; original per-class maps or the relabelled "
+                    "NAME_image.jpg/NAME_label.png variant) in the DML-CSR layout.")
+    p.add_argument("--val-from-train", type=int, default=0, metavar="N",
+                   help="hold out N training images (fixed seed) as the val split, for a copy without one")
+    a = p.parse_args(argv)
     setup_cli_logging()
-    return guarded(prepare, a.raw, a.out, workers=a.workers, progress=not a.no_progress)
+    return guarded(prepare, a.raw, a.out, workers=a.workers, progress=not a.no_progress,
+                   val_from_train=a.val_from_train)
