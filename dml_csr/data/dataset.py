@@ -187,10 +187,10 @@ class FaceParsingDataset(Dataset):
 
 
 def _stack(vals: list[torch.Tensor]) -> torch.Tensor:
-    """``torch.stack``, keeping channels-last (C, H, W) views (the transforms' uint8 images) channels-last: stacking
+    """``torch.stack``, keeping channels-last (3, H, W) uint8 views (the transforms' images) channels-last: stacking
     them as they are would transpose every image into the batch (6x slower than this copy)."""
     v = vals[0]
-    if v.dim() == 3 and v.stride(0) == 1 and v.shape[0] > 1:
+    if v.dtype == torch.uint8 and v.dim() == 3 and v.shape[0] == 3 and v.stride(0) == 1:
         return torch.stack([t.permute(1, 2, 0) for t in vals]).permute(0, 3, 1, 2)
     return torch.stack(vals)
 

@@ -110,12 +110,15 @@ def batch_input(batch: dict, device: Optional[torch.device | str] = None, channe
     if x.is_floating_point():
         return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
     metas = batch.get("meta")
+    if isinstance(metas, dict):
+        raise ValueError("batch['meta'] is a dict of lists (torch's default collate); build the DataLoader with "
+                         "collate_fn=dml_csr.data.dataset.collate_samples, which keeps one meta dict per sample")
     if not metas or "pixels" not in metas[0]:
         raise ValueError("batch['image'] is uint8 but batch['meta'] does not record the pixel convention "
                          "(meta['pixels'] = {channel_order, mean, std}); build samples with a dml_csr transform or "
                          "call normalize_images yourself")
     conv = metas[0]["pixels"]
-    if any(m["pixels"] != conv for m in metas[1:]):
+    if any(m.get("pixels") != conv for m in metas[1:]):
         raise ValueError("the samples of one batch were made with different pixel conventions (meta['pixels'])")
     return normalize_images(x, conv["channel_order"], conv["mean"], conv["std"], channels_last)
 

@@ -161,6 +161,8 @@ def test_collate_keeps_channels_last_images_and_batch_input_checks_the_conventio
     samples[1]["meta"]["pixels"]["channel_order"] = "RGB"
     with pytest.raises(ValueError, match="different pixel conventions"):
         batch_input(collate_samples(samples))
+    with pytest.raises(ValueError, match="collate_samples"):  # torch's default collate: meta is a dict of lists
+        batch_input(torch.utils.data.default_collate([EvalTransform((16, 16))(img, lab)] * 2))
     float_input = torch.randn(2, 3, 16, 16)
     assert batch_input({"image": float_input}) is float_input  # already network input: left alone
 
