@@ -1,6 +1,7 @@
 """Each prepare script on tiny fixtures written in the dataset's real download layout, then check and load."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -229,7 +230,7 @@ def test_helen_relabelled_errors_name_the_file(tmp_path):
     stray = os.path.join(raw, "extra")
     os.makedirs(stray)
     cv2.imwrite(os.path.join(stray, "400_1_image.jpg"), img(20, 30, 9))
-    with pytest.raises(PrepareError, match=r"split of 1 .*extra/400_1_image.jpg"):
+    with pytest.raises(PrepareError, match=r"split of 1 .*" + re.escape(os.path.join("extra", "400_1_image.jpg"))):
         helen.prepare(raw, str(tmp_path / "out1"), workers=1, progress=False)
     os.rename(stray, os.path.join(raw, "val"))  # now placed, but its label is missing
     with pytest.raises(PrepareError, match=r"400_1_label.png"):
@@ -240,6 +241,27 @@ def test_helen_relabelled_errors_name_the_file(tmp_path):
     cv2.imwrite(os.path.join(raw, "val", "400_1_label.png"), np.full((20, 30), 11, np.uint8))
     with pytest.raises(PrepareError, match=r"400_1.*\[11\] outside \[0, 11\)"):
         helen.prepare(raw, str(tmp_path / "out4"), workers=1, progress=False)
+    # a colour or 16-bit map is refused, not converted to grey values
+    colour = np.zeros((20, 30, 3), np.uint8)
+    colour[..., 2] = 1
+    for bad, what in ((colour, "3-channel uint8"), (np.ones((20, 30), np.uint16), "single-channel uint16")):
+        cv2.imwrite(os.path.join(raw, "val", "400_1_label.png"), bad)
+        with pytest.raises(PrepareError, match=f"400_1_label.png' is a {what} image; expected 8-bit class indices"):
+            helen.prepare(raw, str(tmp_path / "out5"), workers=1, progress=False)
+    with open(os.path.join(raw, "exemplars.txt"), "w") as f:  # one list of three: neither lists nor folders
+        f.write("1 , 100_1\n")
+    with pytest.raises(PrepareError, match="has exemplars.txt but not testing.txt, tuning.txt"):
+        helen.prepare(raw, str(tmp_path / "out6"), workers=1, progress=False)
+
+
+def test_rerun_with_other_splits_removes_the_stale_list(tmp_path):
+    raw, out = str(tmp_path / "raw"), str(tmp_path / "out")
+    write_helen_relabelled(raw)
+    helen.prepare(raw, out, workers=1, progress=False, val_from_train=1)
+    assert os.path.isfile(os.path.join(out, "val_list.txt"))
+    info = helen.prepare(raw, out, workers=1, progress=False)  # without the hold-out: val must not survive
+    assert info["counts"] == {"train": 2, "test": 1} and not os.path.exists(os.path.join(out, "val_list.txt"))
+    assert check_root(out, "helen") == ["split 'val' is missing: no val_list.txt or valid_list.txt"]
 
 
 # ----------------------------------------------------------------------------------------------------- LFW-PL

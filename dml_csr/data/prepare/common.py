@@ -24,6 +24,7 @@ from ..imageio import imread_checked
 from ..labels import LabelSpec
 
 __all__ = ["Job", "PrepareError", "atomic_imwrite", "atomic_copy", "atomic_write_text", "read_grey", "read_color",
+           "read_index_map",
            "run_prepare", "make_parser", "setup_cli_logging", "guarded"]
 
 logger = logging.getLogger(__name__)
@@ -87,6 +88,19 @@ def read_color(path: str) -> np.ndarray:
 def read_grey(path: str) -> np.ndarray:
     """(H, W) uint8 single channel (colour files are converted to grey); errors name the file."""
     return imread_checked(path, cv2.IMREAD_GRAYSCALE, PrepareError, "file")
+
+
+def read_index_map(path: str) -> np.ndarray:
+    """(H, W) uint8 class indices, read unchanged: a 16-bit, palette-expanded or colour map is an error naming the
+    file (a grey conversion would silently turn it into other values). Three equal channels are accepted."""
+    lab = imread_checked(path, cv2.IMREAD_UNCHANGED, PrepareError, "label file")
+    if lab.ndim == 3 and lab.shape[2] in (3, 4) and (lab[..., :3] == lab[..., :1]).all():
+        lab = np.ascontiguousarray(lab[..., 0])
+    if lab.ndim != 2 or lab.dtype != np.uint8:
+        kind = f"{lab.shape[2]}-channel" if lab.ndim == 3 else "single-channel"
+        raise PrepareError(f"label file '{path}' is a {kind} {lab.dtype} image; expected 8-bit class indices, one "
+                           f"channel")
+    return lab
 
 
 def _work(args) -> tuple[str, str, Optional[np.ndarray], Optional[str]]:
@@ -163,6 +177,11 @@ def run_prepare(out_root: str, jobs: Sequence[Job], convert: Callable[[Job, dict
         lists.setdefault(j.split, []).append(f"images/{j.name}.jpg labels/{j.name}.png")
     for split, lines in lists.items():
         atomic_write_text(os.path.join(out_root, f"{split}_list.txt"), "\n".join(lines) + "\n")
+    for split in ("train", "val", "valid", "test"):  # a list left by an earlier run with other splits goes
+        stale = os.path.join(out_root, f"{split}_list.txt")
+        if split not in lists and os.path.isfile(stale):
+            logger.warning("removing '%s': this run has no split '%s'", stale, split)
+            os.remove(stale)
     atomic_write_text(os.path.join(out_root, "label_names.txt"), "\n".join(("bg",) + spec.classes[1:]) + "\n")
     info = {"dataset": spec.name, "source": os.path.abspath(source) if source else "",
             "counts": {s: len(v) for s, v in lists.items()}, "class_names": list(spec.classes),

@@ -21,10 +21,10 @@ from typing import Optional
 import numpy as np
 
 from ..labels import get_spec
-from .common import Job, PrepareError, atomic_copy, atomic_imwrite, make_parser, read_color, read_grey, run_prepare, \
-    setup_cli_logging, guarded
+from .common import (Job, PrepareError, atomic_copy, atomic_imwrite, guarded, make_parser, read_color, read_grey,
+                     read_index_map, run_prepare, setup_cli_logging)
 
-__all__ = ["LISTS", "collect", "convert", "prepare", "main"]
+__all__ = ["LISTS", "collect", "convert", "hold_out_val", "prepare", "main"]
 logger = logging.getLogger(__name__)
 LISTS = {"train": "exemplars.txt", "val": "tuning.txt", "test": "testing.txt"}
 NUM_CLASSES = 11
@@ -32,7 +32,8 @@ NUM_CLASSES = 11
 
 def _read_list(path: str) -> list[str]:
     if not os.path.isfile(path):
-        raise PrepareError(f"list '{path}' is missing; Helen ships exemplars.txt, tuning.txt and testing.txt")
+        raise PrepareError(f"list '{path}' is missing; Helen ships exemplars.txt, tuning.txt and testing.txt (or, "
+                           f"for the relabelled variant, NAME_image.jpg + NAME_label.png pairs: none was found)")
     names = []
     with open(path) as f:
         for n, line in enumerate(f, 1):
@@ -67,9 +68,9 @@ SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "tuning": "val"
 def _find_relabelled(raw: str) -> dict[str, tuple[str, str]]:
     """``{NAME: (folder relative to raw, NAME_image.jpg path)}`` for every ``*_image.jpg`` below ``raw``."""
     found: dict[str, tuple[str, str]] = {}
-    for folder, _, files in sorted(os.walk(raw)):
+    for folder, _, files in sorted(os.walk(raw, followlinks=True)):
         for fn in sorted(files):
-            if fn.endswith("_image.jpg"):
+            if fn.lower().endswith("_image.jpg"):
                 name = fn[: -len("_image.jpg")]
                 path = os.path.join(folder, fn)
                 if name in found:
@@ -84,8 +85,13 @@ def _collect_relabelled(raw: str, pairs: dict[str, tuple[str, str]]) -> list[Job
         return Job(split, name, {"image": image, "label": image[: -len("_image.jpg")] + "_label.png"},
                    {"relabelled": True})
 
-    if all(os.path.isfile(os.path.join(raw, fn)) for fn in LISTS.values()):
+    lists = [fn for fn in LISTS.values() if os.path.isfile(os.path.join(raw, fn))]
+    if len(lists) == len(LISTS):
         return [job(split, name) for split, fn in LISTS.items() for name in _read_list(os.path.join(raw, fn))]
+    if lists:
+        missing = sorted(set(LISTS.values()) - set(lists))
+        raise PrepareError(f"'{raw}' has {', '.join(lists)} but not {', '.join(missing)}: give all three lists, or "
+                           f"none (the split then comes from the folder names)")
     jobs, unplaced = [], []
     for name, (folder, _) in pairs.items():
         split = next((SPLIT_FOLDERS[p.lower()] for p in reversed(folder.split(os.sep)) if p.lower() in SPLIT_FOLDERS),
@@ -104,7 +110,7 @@ def _collect_relabelled(raw: str, pairs: dict[str, tuple[str, str]]) -> list[Job
 
 def _convert_relabelled(job: Job, paths: dict) -> np.ndarray:
     img = read_color(job.sources["image"])
-    lab = read_grey(job.sources["label"])
+    lab = read_index_map(job.sources["label"])
     if lab.shape != img.shape[:2]:
         raise PrepareError(f"size mismatch: image '{job.sources['image']}' is {img.shape[1]}x{img.shape[0]}, "
                            f"label '{job.sources['label']}' is {lab.shape[1]}x{lab.shape[0]}")
