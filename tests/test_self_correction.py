@@ -3,7 +3,6 @@ import datetime
 import io
 import math
 import os
-import socket
 
 import pytest
 import torch
@@ -12,6 +11,8 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+
+from helpers.distributed import free_port, run_worker
 
 from dml_csr.self_correction import (RunningSum, cosine_lr, cycle_position, norm_layers, poly_lr, reestimate_bn,
                                      self_ensemble, soft_targets)
@@ -198,16 +199,16 @@ def test_reestimate_bn_max_batches_custom_forward_and_train_mode_kept():
 
 
 def _ddp_worker(rank, world, port, state, batches, out_dir):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=60))
-    try:
+    def body():
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=60))
         model = Toy(sync=False)
         model.load_state_dict(state)
         reestimate_bn(model, batches[rank::world], device="cpu")
         torch.save({n: (m.running_mean, m.running_var) for n, m in norm_layers(model)},
                    os.path.join(out_dir, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
+
+    run_worker(body)
 
 
 def test_reestimate_bn_reduces_across_processes(tmp_path):
@@ -215,10 +216,7 @@ def test_reestimate_bn_reduces_across_processes(tmp_path):
     model = Toy(sync=False)
     batches = _batches(2, sizes=(3, 2, 4))
     expected = _expected_stats(model, batches)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_ddp_worker, args=(2, port, model.state_dict(), batches, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, free_port(), model.state_dict(), batches, str(tmp_path)), nprocs=2, join=True)
     for rank in range(2):
         got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
         for name, (mean, var) in expected.items():

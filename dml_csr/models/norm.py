@@ -98,6 +98,24 @@ def _world_size(group) -> int:
     return torch.distributed.get_world_size(group)
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over the processes of ``group``, differentiable: every process's output depends on every input, so the
+    gradient of an input is the sum of the output gradients of all processes (one more all-reduce)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, group) -> torch.Tensor:  # type: ignore[override]
+        ctx.group = group
+        out = x.clone()
+        torch.distributed.all_reduce(out, group=group)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        g = grad.contiguous().clone()
+        torch.distributed.all_reduce(g, group=ctx.group)
+        return g, None
+
+
 def _sync_batch_norm(x: torch.Tensor, m: ABN, weight: torch.Tensor) -> torch.Tensor:
     """Training-mode batch norm with statistics pooled over every process of ``m.process_group``.
 
@@ -107,18 +125,16 @@ def _sync_batch_norm(x: torch.Tensor, m: ABN, weight: torch.Tensor) -> torch.Ten
     Gradients reach every process's input through the shared mean and variance, as with
     ``torch.nn.SyncBatchNorm``. Running statistics get the unbiased pooled variance.
     """
-    from torch.distributed.nn.functional import all_reduce
-
     dims = [0] + list(range(2, x.dim()))
     xf = x if x.dtype == torch.float64 else x.float()  # half inputs: statistics in fp32
     c = x.size(1)
     shape = [1, c] + [1] * (x.dim() - 2)
     count = torch.full((1,), float(x.numel() // c), device=x.device, dtype=xf.dtype)
-    sums = all_reduce(torch.cat([count, xf.sum(dims)]), group=m.process_group)
+    sums = _AllReduceSum.apply(torch.cat([count, xf.sum(dims)]), m.process_group)
     n = sums[0]
     mean = sums[1:] / n
     dev = xf - mean.view(shape)
-    var = (all_reduce((dev * dev).sum(dims), group=m.process_group) / n).clamp_min(0.0)
+    var = (_AllReduceSum.apply((dev * dev).sum(dims), m.process_group) / n).clamp_min(0.0)
     with torch.no_grad():
         unbiased = var * (n / (n - 1).clamp_min(1.0))
         m.running_mean.mul_(1 - m.momentum).add_(mean.detach(), alpha=m.momentum)

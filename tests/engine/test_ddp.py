@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import os
-import socket
 
 import torch
 import torch.multiprocessing as mp
+from helpers.distributed import free_port, run_worker
 
 from dml_csr.checkpoint import load_checkpoint
 from dml_csr.trainer import RunPaths, train
@@ -19,30 +19,18 @@ DDP_SAFE = ("train.precision=fp64", "data.scale_range=[1.0, 1.0]", "data.rotatio
             "train.image_log_every=0", "train.dist_timeout_s=60", "model.sync_bn=true")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _worker(rank: int, world: int, port: int, cfg) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
                       WORLD_SIZE=str(world))
     torch.set_num_threads(1)
-    try:
-        train(cfg, progress=False)
-    finally:
-        import torch.distributed as dist
-        if dist.is_initialized():
-            dist.barrier()  # no process leaves while another still talks to it
-            dist.destroy_process_group()
+    run_worker(lambda: train(cfg, progress=False))
 
 
 def test_two_process_gloo_matches_single_process(micro_cfg):
     single = micro_cfg(*DDP_SAFE, "data.batch_size=4", "name=single")
     train(single, progress=False)
     double = micro_cfg(*DDP_SAFE, "data.batch_size=2", "name=ddp")
-    mp.spawn(_worker, args=(2, _free_port(), double), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), double), nprocs=2, join=True)
 
     a = load_checkpoint(RunPaths(single.run_dir).checkpoints()[-1])
     b = load_checkpoint(RunPaths(double.run_dir).checkpoints()[-1])

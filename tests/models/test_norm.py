@@ -1,12 +1,13 @@
 """ABN: batch norm scaled by |gamma| + eps then LeakyReLU(0.01); its synchronised form; the inplace_abn option."""
 import os
-import socket
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+
+from helpers.distributed import free_port, run_worker
 
 from dml_csr.models.norm import ABN, convert_sync_abn, inplace_abn_available, make_norm
 
@@ -119,16 +120,10 @@ def test_convert_sync_abn_keeps_semantics_and_converts_plain_bn():
 
 
 # ---------------------------------------------------------------- two-process synchronisation (gloo, CPU, tiny)
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _worker(rank, port, x, weight, bias, g, result_path):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.distributed.init_process_group("gloo", rank=rank, world_size=2)
-    try:
+    def body():
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        torch.distributed.init_process_group("gloo", rank=rank, world_size=2)
         m = ABN(x.shape[1]).train()
         with torch.no_grad():
             m.weight.copy_(weight)
@@ -144,9 +139,8 @@ def _worker(rank, port, x, weight, bias, g, result_path):
         torch.distributed.all_reduce(gb)
         torch.save({"y": y.detach(), "gx": xi.grad, "gw": gw, "gb": gb, "rm": m.running_mean,
                     "rv": m.running_var}, f"{result_path}.{rank}")
-    finally:
-        torch.distributed.barrier()  # no process leaves while another still talks to it
-        torch.distributed.destroy_process_group()
+
+    run_worker(body)
 
 
 def test_sync_abn_two_processes_equals_one_process_on_the_whole_batch(tmp_path):
@@ -155,7 +149,7 @@ def test_sync_abn_two_processes_equals_one_process_on_the_whole_batch(tmp_path):
     torch.manual_seed(1)
     x, g = torch.randn(4, 5, 3, 4), torch.randn(4, 5, 3, 4)
     weight, bias = torch.tensor([0.5, -1.5, 0.2, -0.1, 1.0]), torch.randn(5)
-    torch.multiprocessing.spawn(_worker, args=(_free_port(), x, weight, bias, g, str(tmp_path / "r")), nprocs=2)
+    torch.multiprocessing.spawn(_worker, args=(free_port(), x, weight, bias, g, str(tmp_path / "r")), nprocs=2)
     r0, r1 = (torch.load(tmp_path / f"r.{i}", weights_only=True) for i in (0, 1))
 
     ref = ABN(5).train()
