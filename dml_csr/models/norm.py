@@ -167,7 +167,7 @@ def make_norm(kind: str = "abn") -> NormFactory:
         except Exception as e:
             raise ImportError(
                 f"model.norm='inplace_abn' but the inplace_abn package cannot be imported ({e}); install it "
-                "(pip install inplace-abn, needs a CUDA toolkit) or set model.norm=abn (same arithmetic)") from None
+                "(scripts/install_inplace_abn.sh builds it) or set model.norm=abn (same arithmetic)") from None
         return lambda num_features, activation="leaky_relu": InPlaceABN(
             num_features, activation=activation, activation_param=0.01)
     raise ValueError(f"unknown model.norm '{kind}'; expected 'abn' or 'inplace_abn'")
@@ -179,7 +179,8 @@ def convert_sync_abn(module: nn.Module, process_group: Optional[object] = None) 
     ABN layers keep their class and semantics and only switch ``sync`` on; any other ``_BatchNorm`` (plain batch norm,
     e.g. torchvision backbones or the DDGCN's BatchNorm1d) becomes an ``ABN(abs_weight=False, activation="identity")``
     with the same state, which is plain batch norm with the same synchronisation. inplace_abn's ``InPlaceABN`` becomes
-    its ``InPlaceABNSync``. Outside a distributed run, synchronised layers behave exactly as unsynchronised ones.
+    its ``InPlaceABNSync`` on the process group (CUDA only: on another device this raises, naming ``model.norm=abn``).
+    Outside a distributed run, synchronised layers behave exactly as unsynchronised ones.
     """
     if isinstance(module, ABN):
         module.sync = True
@@ -194,7 +195,7 @@ def convert_sync_abn(module: nn.Module, process_group: Optional[object] = None) 
         new.sync = True
         new.process_group = process_group
         return new.to(module.weight.device)
-    iabn = _inplace_abn_sync_replacement(module)
+    iabn = _inplace_abn_sync_replacement(module, process_group)
     if iabn is not None:
         return iabn
     for name, child in module.named_children():
@@ -204,13 +205,22 @@ def convert_sync_abn(module: nn.Module, process_group: Optional[object] = None) 
     return module
 
 
-def _inplace_abn_sync_replacement(module: nn.Module) -> Optional[nn.Module]:
+def _inplace_abn_sync_replacement(module: nn.Module, process_group: Optional[object]) -> Optional[nn.Module]:
     if type(module).__name__ != "InPlaceABN" or not type(module).__module__.startswith("inplace_abn"):
         return None
+    if module.weight.device.type != "cuda":
+        raise ValueError(f"model.norm=inplace_abn with model.sync_bn=true on {module.weight.device.type}: inplace_abn "
+                         f"synchronises CUDA tensors only (its statistics reduction is a CUDA kernel); use "
+                         f"model.norm=abn (the same arithmetic, synchronised on any device) or model.sync_bn=false")
     from inplace_abn import InPlaceABNSync
 
+    # the group is passed now: InPlaceABNSync's default is torch.distributed.group.WORLD as it was when inplace_abn
+    # was imported, None when that was before init_process_group, and then it silently does not synchronise
+    group = process_group
+    if group is None and torch.distributed.is_available() and torch.distributed.is_initialized():
+        group = torch.distributed.group.WORLD
     new = InPlaceABNSync(module.num_features, eps=module.eps, momentum=module.momentum,
-                         activation=module.activation, activation_param=module.activation_param)
+                         activation=module.activation, activation_param=module.activation_param, group=group)
     new.load_state_dict(module.state_dict())
     new.train(module.training)
     return new.to(module.weight.device)

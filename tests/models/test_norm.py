@@ -1,5 +1,6 @@
 """ABN: batch norm scaled by |gamma| + eps then LeakyReLU(0.01); its synchronised form; the inplace_abn option."""
 import os
+import sys
 
 import pytest
 import torch
@@ -82,9 +83,9 @@ def test_abn_activations_and_plain_mode():
         ABN(4, activation="gelu")
 
 
-def test_inplace_abn_norm_is_a_clear_error_when_missing():
-    if inplace_abn_available():
-        pytest.skip("inplace_abn is installed")
+def test_inplace_abn_norm_is_a_clear_error_when_missing(monkeypatch):
+    monkeypatch.setitem(sys.modules, "inplace_abn", None)  # an import of it now fails, installed or not
+    assert not inplace_abn_available()
     with pytest.raises(ImportError, match="model.norm=abn"):
         make_norm("inplace_abn")
 
@@ -103,6 +104,15 @@ def test_abn_equals_inplace_abn():
     g = torch.randn_like(y1)
     torch.testing.assert_close(torch.autograd.grad(y1, x1, g)[0], torch.autograd.grad(y2, x2, g)[0],
                                rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(not inplace_abn_available(), reason="inplace_abn not installed")
+def test_inplace_abn_sync_is_refused_off_cuda():
+    """inplace_abn's InPlaceABNSync reduces statistics with a CUDA kernel; on the CPU it would fail mid-step (or, with
+    the group it captured at import, not synchronise at all): the conversion says what to use instead."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), make_norm("inplace_abn")(4))
+    with pytest.raises(ValueError, match="model.norm=inplace_abn with model.sync_bn=true on cpu.*model.norm=abn"):
+        convert_sync_abn(model)
 
 
 def test_convert_sync_abn_keeps_semantics_and_converts_plain_bn():
