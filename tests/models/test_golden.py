@@ -8,7 +8,7 @@ from dml_csr.models.backbone import Bottleneck
 from dml_csr.models.context import DDualGCNHead
 from dml_csr.models.heads import EdgeModule, ParsingDecoder
 from dml_csr.models.loading import build_from_official
-from dml_csr.models.norm import make_norm
+from dml_csr.models.norm import inplace_abn_available, make_norm
 from helpers.official_weights import official_state_dict
 
 GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "golden"
@@ -20,25 +20,29 @@ def _rel(out: torch.Tensor, ref: torch.Tensor) -> float:
     return ((out - ref).abs().max() / ref.abs().max()).item()
 
 
-def _bottleneck():
-    norm = make_norm("abn")
+def _bottleneck(kind):
+    norm = make_norm(kind)
     downsample = torch.nn.Sequential(torch.nn.Conv2d(64, 64, 1, bias=False), norm(64))
     return Bottleneck(64, 16, norm, stride=1, dilation=2, downsample=downsample)
 
 
 MODULES = {
     "bottleneck_dilated.pt": _bottleneck,
-    "ddgcn_head.pt": lambda: DDualGCNHead(64, 32, make_norm("abn")),
-    "parsing_decoder.pt": lambda: ParsingDecoder(32, 16, 5, make_norm("abn")),
-    "edges.pt": lambda: EdgeModule([16, 32, 64], 5, make_norm("abn"), width=16),
+    "ddgcn_head.pt": lambda kind: DDualGCNHead(64, 32, make_norm(kind)),
+    "parsing_decoder.pt": lambda kind: ParsingDecoder(32, 16, 5, make_norm(kind)),
+    "edges.pt": lambda kind: EdgeModule([16, 32, 64], 5, make_norm(kind), width=16),
 }
+# our pure-PyTorch ABN (the default), and the inplace_abn package's kernels where it is installed
+NORMS = ["abn", pytest.param("inplace_abn", marks=pytest.mark.skipif(not inplace_abn_available(),
+                                                                      reason="inplace_abn not installed"))]
 
 
+@pytest.mark.parametrize("norm", NORMS)
 @pytest.mark.parametrize("mode", ["eval", "train"])
 @pytest.mark.parametrize("fname", list(MODULES))
-def test_module_matches_authors(fname, mode):
+def test_module_matches_authors(fname, mode, norm):
     ref = torch.load(GOLDEN / fname, weights_only=True)
-    module = MODULES[fname]()
+    module = MODULES[fname](norm)
     module.load_state_dict(ref["state_dict"])  # strict: our names are theirs inside a module
     module.train(mode == "train")
     with torch.no_grad():
@@ -65,9 +69,10 @@ def official_sd():
 # README: whole model 2e-6 (eval) and 2e-4 (train). In training mode batch statistics over 2x2 maps amplify
 # rounding: the same model in float64 differs from the golden fp32 output by 2.1e-4, so the golden's own rounding is
 # at that level; 5e-4 keeps the check meaningful (a wrong norm or wiring gives O(1)).
+@pytest.mark.parametrize("norm", NORMS)
 @pytest.mark.parametrize("mode,tol", [("eval", 4e-6), ("train", 5e-4)])
-def test_full_model_matches_authors(golden_full, official_sd, mode, tol):
-    model = build_from_official(official_sd, "official_state_dict(11)", edge_heads=True)
+def test_full_model_matches_authors(golden_full, official_sd, mode, tol, norm):
+    model = build_from_official(official_sd, "official_state_dict(11)", edge_heads=True, norm=norm)
     model.train(mode == "train")
     with torch.no_grad():
         out = model(golden_full["inputs"][0])
