@@ -189,12 +189,13 @@ def convert_sync_abn(module: nn.Module, process_group: Optional[object] = None) 
     if isinstance(module, _BatchNorm) and module.affine and module.track_running_stats:
         new = ABN(module.num_features, activation="identity", eps=module.eps,
                   momentum=module.momentum if module.momentum is not None else 0.1, abs_weight=False)
-        new.load_state_dict(module.state_dict())
+        # dtype and device first: loading float64 values into a fresh float32 module would round them
+        new.to(device=module.weight.device, dtype=module.weight.dtype).load_state_dict(module.state_dict())
         new.train(module.training)
         new.requires_grad_(module.weight.requires_grad)
         new.sync = True
         new.process_group = process_group
-        return new.to(module.weight.device)
+        return new
     iabn = _inplace_abn_sync_replacement(module, process_group)
     if iabn is not None:
         return iabn
@@ -221,6 +222,6 @@ def _inplace_abn_sync_replacement(module: nn.Module, process_group: Optional[obj
         group = torch.distributed.group.WORLD
     new = InPlaceABNSync(module.num_features, eps=module.eps, momentum=module.momentum,
                          activation=module.activation, activation_param=module.activation_param, group=group)
-    new.load_state_dict(module.state_dict())
+    new.to(device=module.weight.device, dtype=module.weight.dtype).load_state_dict(module.state_dict())
     new.train(module.training)
-    return new.to(module.weight.device)
+    return new

@@ -115,6 +115,16 @@ def test_inplace_abn_sync_is_refused_off_cuda():
         convert_sync_abn(model)
 
 
+def test_convert_sync_abn_keeps_float64_values_exactly():
+    bn = nn.BatchNorm2d(3).double()
+    with torch.no_grad():  # values float32 cannot hold: a conversion through float32 would round them
+        bn.weight.copy_(torch.tensor([1 + 1e-12, -0.1, 3.3], dtype=torch.float64))
+        bn.running_var.copy_(torch.tensor([0.7, 1 / 3, 2.0], dtype=torch.float64))
+    new = convert_sync_abn(nn.Sequential(bn))[0]
+    assert isinstance(new, ABN) and new.weight.dtype == torch.float64
+    assert torch.equal(new.weight, bn.weight) and torch.equal(new.running_var, bn.running_var)
+
+
 def test_convert_sync_abn_keeps_semantics_and_converts_plain_bn():
     model = nn.Sequential(nn.Conv2d(3, 4, 1), _abn_with_negative_gammas(4), nn.BatchNorm1d(4), nn.BatchNorm2d(4))
     with torch.no_grad():
