@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "init_distributed", "is_main", "barrier", "all_reduce_mean", "cleanup"]
+__all__ = ["DistInfo", "init_distributed", "is_main", "barrier", "all_reduce_mean", "any_rank", "cleanup"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,18 @@ def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
         dist.all_reduce(t)
         t /= dist.get_world_size()
     return t
+
+
+def any_rank(flag: bool, device: torch.device | str = "cpu") -> bool:
+    """True on every process when ``flag`` is True on any of them (one tiny all-reduce; the flag itself in one process).
+
+    A signal reaches the processes of a job at slightly different steps; deciding together keeps them from parting
+    ways between a gradient all-reduce on one and a checkpoint barrier on another."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
 
 
 def cleanup() -> None:

@@ -216,14 +216,14 @@ def train(cfg: Config, *, resume: Optional[str] = None, max_epochs: Optional[int
 
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, C)
+    if t.precision == "fp64":  # numerical checks: float64 weights (before a resume loads float64 values into them)
+        model.double()
+        model.register_forward_pre_hook(_inputs_to_double)  # inputs cast on the way in
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
     model.to(device)
     if dist.enabled and cfg.model.sync_bn:
         model = convert_sync_abn(model)
-    if t.precision == "fp64":  # numerical checks: float64 weights, inputs cast on the way in
-        model.double()
-        model.register_forward_pre_hook(_inputs_to_double)
     if t.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
@@ -370,7 +370,8 @@ def train(cfg: Config, *, resume: Optional[str] = None, max_epochs: Optional[int
             res = train_one_epoch(ddp_model, loader, criterion, optimizer, device=device, lr_at=lr_at,
                                   start_step=st["step"], precision=t.precision,
                                   scaler=scaler if t.precision == "fp16" else None, channels_last=t.channels_last,
-                                  grad_accum=t.grad_accum, teacher=teacher, on_step=on_step, should_stop=stop,
+                                  grad_accum=t.grad_accum, teacher=teacher, on_step=on_step,
+                                  should_stop=lambda: du.any_rank(stop(), device if device.type == "cuda" else "cpu"),
                                   skip_batches=skip, progress=bar)
             if bar is not None:
                 bar.close()

@@ -1,0 +1,107 @@
+"""scripts/train.py under torchrun (2 CPU processes, gloo): a signal stops every rank at the same step with a
+checkpoint that resumes to the straight run's weights; a rank that fails ends the job promptly and leaves the last
+epoch's checkpoint to resume from."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+
+from dml_csr.checkpoint import load_checkpoint
+from dml_csr.config import save_config
+from dml_csr.trainer import RunPaths
+from helpers.distributed import free_port
+from helpers.tiny_checkpoint import subprocess_env
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# as the DDP test: deterministic samples, float64 (see tests/engine/test_ddp.py), 4 steps an epoch
+DDP = ("train.precision=fp64", "data.scale_range=[1.0, 1.0]", "data.rotation=0.0", "data.flip=false",
+       "loss.lovasz=false", "model.edge_heads=false", "train.iters_per_epoch=4", "train.val_every=100",
+       "train.image_log_every=0", "train.dist_timeout_s=60", "data.batch_size=1", "train.keep_last=100")
+# imported by every Python process that has it on its path: makes rank 1 fail as its second epoch starts
+FAIL_RANK1 = '''
+import os
+if os.environ.get("RANK") == "1" and os.environ.get("DML_CSR_TEST_FAIL"):
+    import dml_csr.trainer as t
+    _orig, _calls = t.train_one_epoch, []
+    def _failing(*args, **kwargs):
+        _calls.append(1)
+        if len(_calls) == 2:
+            raise RuntimeError("injected failure on rank 1")
+        return _orig(*args, **kwargs)
+    t.train_one_epoch = _failing
+'''
+
+
+def _torchrun(cfg_path, *extra, env=None):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(free_port()), os.path.join(ROOT, "scripts", "train.py"), "--config", str(cfg_path),
+           "--no-progress", *extra]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            env=env or subprocess_env())
+
+
+def _config(micro_cfg, tmp_path, name, *overrides):
+    path = tmp_path / f"{name}.yaml"
+    cfg = micro_cfg(*DDP, f"name={name}", *overrides)
+    save_config(cfg, str(path))
+    return path, cfg.run_dir
+
+
+def _wait_for(proc, cond, what, limit=240.0):
+    t0 = time.time()
+    while not cond():
+        assert proc.poll() is None, f"exited ({proc.returncode}) before {what}:\n{proc.stdout.read()}"
+        assert time.time() - t0 < limit, f"no {what} after {limit} s"
+        time.sleep(0.1)
+
+
+def test_sigterm_stops_all_ranks_together_and_resume_matches_the_straight_run(micro_cfg, tmp_path):
+    straight_cfg, straight_dir = _config(micro_cfg, tmp_path, "straight", "train.epochs=6")
+    p = _torchrun(straight_cfg)
+    out, _ = p.communicate(timeout=300)
+    assert p.returncode == 0, out
+
+    cfg, run_dir = _config(micro_cfg, tmp_path, "stopped", "train.epochs=6")
+    p = _torchrun(cfg)
+    _wait_for(p, lambda: RunPaths(run_dir).checkpoints(), "the first checkpoint")
+    p.send_signal(signal.SIGTERM)  # torchrun passes it on to both workers, which see it at different steps
+    out, _ = p.communicate(timeout=120)
+    assert p.returncode != 0 and "resume with --resume" in out, out
+    last = load_checkpoint(RunPaths(run_dir).checkpoints()[-1])
+    assert last["train_state"]["epoch"] < 6, "stopped too late to test"
+
+    p = _torchrun(cfg, "--resume")
+    out, _ = p.communicate(timeout=300)
+    assert p.returncode == 0, out
+    a = load_checkpoint(RunPaths(straight_dir).checkpoints()[-1])
+    b = load_checkpoint(RunPaths(run_dir).checkpoints()[-1])
+    assert a["train_state"]["step"] == b["train_state"]["step"] == 24
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+
+
+def test_a_failing_rank_ends_the_job_and_the_last_epoch_resumes(micro_cfg, tmp_path):
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(FAIL_RANK1)
+    env = subprocess_env()
+    env.update(DML_CSR_TEST_FAIL="1", PYTHONPATH=os.pathsep.join([str(hook), ROOT, env.get("PYTHONPATH", "")]))
+    cfg, run_dir = _config(micro_cfg, tmp_path, "failing", "train.epochs=2")
+    t0 = time.time()
+    p = _torchrun(cfg, env=env)
+    out, _ = p.communicate(timeout=300)
+    assert p.returncode != 0 and "injected failure on rank 1" in out, out
+    # rank 0 did not wait for train.dist_timeout_s (60 s): the broken connection or torchrun ended it
+    assert time.time() - t0 < 60 + 30, out
+    ckpts = RunPaths(run_dir).checkpoints()
+    assert [load_checkpoint(c)["train_state"]["epoch"] for c in ckpts] == [1], out  # epoch 1 only, intact
+
+    p = _torchrun(cfg, "--resume")  # the cause is gone: the run finishes from there
+    out, _ = p.communicate(timeout=300)
+    assert p.returncode == 0, out
+    assert load_checkpoint(RunPaths(run_dir).checkpoints()[-1])["train_state"]["step"] == 8
