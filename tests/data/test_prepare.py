@@ -215,7 +215,7 @@ def test_helen_relabelled_variant(tmp_path, with_lists):
         train_name = open(os.path.join(out, "train_list.txt")).read().split()[0][len("images/"): -len(".jpg")]
         val_name = open(os.path.join(out, "val_list.txt")).read().split()[0][len("images/"): -len(".jpg")]
         assert {train_name, val_name} == {"100_1", "101_2"}
-        with pytest.raises(PrepareError, match="expected 0 < N < 2"):
+        with pytest.raises(PrepareError, match=r"expected 1 <= N < 2 \(the training images; 0 = no hold-out\)"):
             helen.prepare(raw, str(tmp_path / "bad"), workers=1, progress=False, val_from_train=2)
     lab = cv2.imread(os.path.join(out, "train", "labels", train_name + ".png"), cv2.IMREAD_UNCHANGED)
     assert lab[0, 0] == 0 and lab[3, 3] == 1 and lab[9, 13] == 6 and lab[5, 4] == 2
@@ -241,6 +241,10 @@ def test_helen_relabelled_errors_name_the_file(tmp_path):
     cv2.imwrite(os.path.join(raw, "val", "400_1_label.png"), np.full((20, 30), 11, np.uint8))
     with pytest.raises(PrepareError, match=r"400_1.*\[11\] outside \[0, 11\)"):
         helen.prepare(raw, str(tmp_path / "out4"), workers=1, progress=False)
+    assert not os.path.exists(tmp_path / "out4" / "val" / "labels" / "400_1.png")  # no bad output left behind
+    cv2.imwrite(os.path.join(raw, "val", "400_1_label.png"), np.full((20, 30), 10, np.uint8))  # fixed: the rerun
+    assert helen.prepare(raw, str(tmp_path / "out4"), workers=1, progress=False)["counts"]["val"] == 1  # converts it
+    cv2.imwrite(os.path.join(raw, "val", "400_1_label.png"), np.full((20, 30), 11, np.uint8))
     # a colour or 16-bit map is refused, not converted to grey values
     colour = np.zeros((20, 30, 3), np.uint8)
     colour[..., 2] = 1
@@ -248,6 +252,11 @@ def test_helen_relabelled_errors_name_the_file(tmp_path):
         cv2.imwrite(os.path.join(raw, "val", "400_1_label.png"), bad)
         with pytest.raises(PrepareError, match=f"400_1_label.png' is a {what} image; expected 8-bit class indices"):
             helen.prepare(raw, str(tmp_path / "out5"), workers=1, progress=False)
+    os.remove(os.path.join(raw, "val", "400_1_label.png"))
+    os.remove(os.path.join(raw, "val", "400_1_image.jpg"))
+    cv2.imwrite(os.path.join(raw, "val", "401_1_label.png"), np.zeros((20, 30), np.uint8))  # a label alone
+    with pytest.raises(PrepareError, match=re.escape(os.path.join(raw, "val", "401_1_image.jpg")) + "' is missing"):
+        helen.prepare(raw, str(tmp_path / "out7"), workers=1, progress=False)
     with open(os.path.join(raw, "exemplars.txt"), "w") as f:  # one list of three: neither lists nor folders
         f.write("1 , 100_1\n")
     with pytest.raises(PrepareError, match="has exemplars.txt but not testing.txt, tuning.txt"):
@@ -259,9 +268,15 @@ def test_rerun_with_other_splits_removes_the_stale_list(tmp_path):
     write_helen_relabelled(raw)
     helen.prepare(raw, out, workers=1, progress=False, val_from_train=1)
     assert os.path.isfile(os.path.join(out, "val_list.txt"))
+    held_out = open(os.path.join(out, "val_list.txt")).read().split()[0][len("images/"): -len(".jpg")]
+    assert not os.path.exists(os.path.join(out, "train", "images", held_out + ".jpg"))
     info = helen.prepare(raw, out, workers=1, progress=False)  # without the hold-out: val must not survive
     assert info["counts"] == {"train": 2, "test": 1} and not os.path.exists(os.path.join(out, "val_list.txt"))
     assert check_root(out, "helen") == ["split 'val' is missing: no val_list.txt or valid_list.txt"]
+    assert os.listdir(os.path.join(out, "val", "images")) == []
+    helen.prepare(raw, out, workers=1, progress=False, val_from_train=1)  # moved again: the train copy goes
+    assert not os.path.exists(os.path.join(out, "train", "labels", held_out + ".png"))
+    assert sorted(os.listdir(os.path.join(out, "val", "images"))) == [held_out + ".jpg"]
 
 
 # ----------------------------------------------------------------------------------------------------- LFW-PL

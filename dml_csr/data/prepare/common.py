@@ -107,14 +107,20 @@ def _work(args) -> tuple[str, str, Optional[np.ndarray], Optional[str]]:
     """Convert (or, when done already, re-read) one job; returns (split, name, histogram, error)."""
     convert, job, root, kinds, num_classes = args
     paths = out_paths(root, job, kinds)
+    def out_of_range(lab: np.ndarray) -> np.ndarray:
+        return np.unique(lab[(lab >= num_classes) & (lab != 255)])
+
     try:
         label = None
         if all(os.path.isfile(p) for p in paths.values()):
             label = cv2.imread(paths["labels"], cv2.IMREAD_UNCHANGED)
-        if label is None or label.ndim != 2:
+        if label is None or label.ndim != 2 or out_of_range(label).size:  # missing, or left by a failed run
             label = convert(job, paths)
-        bad = np.unique(label[(label >= num_classes) & (label != 255)])
+        bad = out_of_range(label)
         if bad.size:
+            for p in paths.values():  # a rerun after the sources are fixed must convert again, not re-read this
+                if os.path.isfile(p):
+                    os.remove(p)
             raise PrepareError(f"sample '{job.name}' converts to label values {bad.tolist()} outside "
                                f"[0, {num_classes}) (sources: {', '.join(job.sources.values())})")
         return job.split, job.name, np.bincount(label.ravel(), minlength=256)[:num_classes], None
@@ -177,6 +183,7 @@ def run_prepare(out_root: str, jobs: Sequence[Job], convert: Callable[[Job, dict
         lists.setdefault(j.split, []).append(f"images/{j.name}.jpg labels/{j.name}.png")
     for split, lines in lists.items():
         atomic_write_text(os.path.join(out_root, f"{split}_list.txt"), "\n".join(lines) + "\n")
+    _remove_unlisted(out_root, {j.split for j in jobs}, {(j.split, j.name) for j in jobs})
     for split in ("train", "val", "valid", "test"):  # a list left by an earlier run with other splits goes
         stale = os.path.join(out_root, f"{split}_list.txt")
         if split not in lists and os.path.isfile(stale):
@@ -189,6 +196,24 @@ def run_prepare(out_root: str, jobs: Sequence[Job], convert: Callable[[Job, dict
     atomic_write_text(os.path.join(out_root, "info.json"), json.dumps(info, indent=2) + "\n")
     logger.info("prepared %s: %s", out_root, ", ".join(f"{s} {n}" for s, n in info["counts"].items()))
     return info
+
+
+def _remove_unlisted(out_root: str, splits: set, listed: set) -> None:
+    """Delete prepared files of samples this run does not list (a sample moved to another split, or dropped), so the
+    layout holds exactly what the lists name. Only the files this module writes are touched."""
+    removed = 0
+    for split in set(splits) | {"train", "val", "valid", "test"}:
+        for kind, ext in {**OUTPUT_KINDS, "landmarks": ".txt"}.items():
+            folder = os.path.join(out_root, split, kind)
+            if not os.path.isdir(folder):
+                continue
+            for fn in os.listdir(folder):
+                name, e = os.path.splitext(fn)
+                if e == ext and (split, name) not in listed:
+                    os.remove(os.path.join(folder, fn))
+                    removed += 1
+    if removed:
+        logger.info("removed %d prepared files of samples no longer listed", removed)
 
 
 def make_parser(description: str) -> argparse.ArgumentParser:

@@ -66,16 +66,20 @@ SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "tuning": "val"
 
 
 def _find_relabelled(raw: str) -> dict[str, tuple[str, str]]:
-    """``{NAME: (folder relative to raw, NAME_image.jpg path)}`` for every ``*_image.jpg`` below ``raw``."""
+    """``{NAME: (folder relative to raw, its NAME_image.jpg path)}`` for every ``*_image.jpg`` or ``*_label.png``
+    below ``raw`` (a label without its image is kept, so that the missing image is reported, not skipped)."""
     found: dict[str, tuple[str, str]] = {}
     for folder, _, files in sorted(os.walk(raw, followlinks=True)):
         for fn in sorted(files):
-            if fn.lower().endswith("_image.jpg"):
-                name = fn[: -len("_image.jpg")]
-                path = os.path.join(folder, fn)
-                if name in found:
-                    raise PrepareError(f"'{name}' appears twice: '{found[name][1]}' and '{path}'")
-                found[name] = (os.path.relpath(folder, raw), path)
+            low = fn.lower()
+            suffix = next((s for s in ("_image.jpg", "_label.png") if low.endswith(s)), None)
+            if suffix is None:
+                continue
+            name = fn[: -len(suffix)]
+            path = os.path.join(folder, name + "_image.jpg")
+            if name in found and found[name][1] != path:
+                raise PrepareError(f"'{name}' appears twice: in '{os.path.dirname(found[name][1])}' and '{folder}'")
+            found[name] = (os.path.relpath(folder, raw), path)
     return found
 
 
@@ -112,7 +116,7 @@ def _convert_relabelled(job: Job, paths: dict) -> np.ndarray:
     img = read_color(job.sources["image"])
     lab = read_index_map(job.sources["label"])
     if lab.shape != img.shape[:2]:
-        raise PrepareError(f"size mismatch: image '{job.sources['image']}' is {img.shape[1]}x{img.shape[0]}, "
+        raise PrepareError(f"size mismatch (WxH): image '{job.sources['image']}' is {img.shape[1]}x{img.shape[0]}, "
                            f"label '{job.sources['label']}' is {lab.shape[1]}x{lab.shape[0]}")
     atomic_imwrite(paths["labels"], lab)
     atomic_copy(job.sources["image"], paths["images"])
@@ -143,7 +147,8 @@ def hold_out_val(jobs: list[Job], n: int, seed: int = 0) -> list[Job]:
     if any(j.split == "val" for j in jobs):
         raise PrepareError("--val-from-train: this Helen copy already has a validation split")
     if not 0 < n < len(train):
-        raise PrepareError(f"--val-from-train {n}: expected 0 < N < {len(train)} (the training images)")
+        raise PrepareError(f"--val-from-train {n}: expected 1 <= N < {len(train)} (the training images; 0 = no "
+                           f"hold-out)")
     picked = {train[i].name for i in np.random.default_rng(seed).permutation(len(train))[:n]}
     moved = [Job("val", j.name, j.sources, j.extra) for j in train if j.name in picked]
     return [j for j in jobs if j.name not in picked] + moved
@@ -160,7 +165,8 @@ def prepare(raw: str, out: str, *, workers: int = 4, progress: bool = True, val_
         extra = {"val_held_out_from_train": val_from_train}
     elif not any(j.split == "val" for j in jobs):
         logger.warning("'%s' has no validation split; pass --val-from-train N (e.g. 230, the size of Helen's tuning "
-                       "list) to hold out N training images, or set data.val_split", raw)
+                       "list) to hold out N training images (validating on the test split would select models on it)",
+                       raw)
     return run_prepare(out, jobs, convert, get_spec("helen"), workers=workers, progress=progress, source=raw,
                        extra_info=extra)
 
