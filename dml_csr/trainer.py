@@ -291,23 +291,23 @@ def train(cfg: Config, *, resume: Optional[str] = None, max_epochs: Optional[int
         cm = evaluate(_unwrap(m), val_loader, val_ds, C, device=device, precision=cfg.eval.precision,
                       channels_last=cfg.eval.channels_last)
         scores = cm.compute(spec.classes, spec.groups)
-        log_metrics({"type": "val", "tag": tag, "epoch": epoch, **{k: scores[k] for k in
+        log_metrics({"type": "val", "tag": tag, "epoch": epoch + 1, **{k: scores[k] for k in
                      ("mean_f1", "miou", "miou_fg", "pixel_accuracy", "groups", "per_class")}})
         if writer is not None:
             for k in ("mean_f1", "miou", "pixel_accuracy"):
-                writer.add_scalar(f"val_{tag}/{k}", scores[k], epoch)
+                writer.add_scalar(f"val_{tag}/{k}", scores[k], epoch + 1)
             for c, v in scores["per_class"].items():
-                writer.add_scalar(f"val_{tag}_f1/{c}", v["f1"], epoch)
-                writer.add_scalar(f"val_{tag}_iou/{c}", v["iou"], epoch)
+                writer.add_scalar(f"val_{tag}_f1/{c}", v["f1"], epoch + 1)
+                writer.add_scalar(f"val_{tag}_iou/{c}", v["iou"], epoch + 1)
         log.info("epoch %d %s: val mean F1 %.4f, mIoU %.4f", epoch + 1, tag, scores["mean_f1"], scores["miou"])
         return scores["mean_f1"]
 
     def consider_best(score: float, state: dict, epoch: int, tag: str) -> None:
         if score > st["best_score"]:
-            st["best_score"], st["best_epoch"] = float(score), epoch
+            st["best_score"], st["best_epoch"] = float(score), epoch + 1
             if dist.is_main:
                 atomic_torch_save({"format": "dml_csr/1", "model": state, "meta": meta,
-                                   "config": config_to_dict(cfg), "epoch": epoch, "tag": tag,
+                                   "config": config_to_dict(cfg), "epoch": epoch + 1, "tag": tag,
                                    "val_mean_f1": float(score)}, paths.best)
 
     def save(epoch_done: int, batches_done: int) -> None:
@@ -382,7 +382,7 @@ def train(cfg: Config, *, resume: Optional[str] = None, max_epochs: Optional[int
                 log.warning("stopped by signal %s at epoch %d, batch %d; resume with --resume %s",
                             stop.signal, epoch + 1, res["batches"], paths.root)
                 break
-            log_metrics({"type": "train", "epoch": epoch, "cycle": cycle, "step": st["step"],
+            log_metrics({"type": "train", "epoch": epoch + 1, "cycle": cycle, "step": st["step"],
                          "lr": optimizer.param_groups[0]["lr"], "loss": res["loss"], "seconds": res["seconds"]})
             if cycle:
                 running.add(_unwrap(model).state_dict())
@@ -394,7 +394,7 @@ def train(cfg: Config, *, resume: Optional[str] = None, max_epochs: Optional[int
                     csr["best_state"] = _state(model)
                 consider_best(score, _state(model), epoch, "student")
                 if writer is not None and t.image_log_every and (epoch + 1) % t.image_log_every == 0:
-                    _log_images(writer, _unwrap(model), val_ds, spec, device, epoch)
+                    _log_images(writer, _unwrap(model), val_ds, spec, device, epoch + 1)
             if last_of_cycle:
                 base = csr["best_state"] if cycle == 1 else csr["teacher_state"]
                 if base is None:
