@@ -24,7 +24,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--second-face-prob", type=float, default=0.3)
     p.add_argument("--face-scale", type=float, nargs=2, default=[0.2, 0.27], metavar=("MIN", "MAX"),
-                   help="face half-width as a fraction of the image side (0.35 0.42: tight face crops)")
+                   help="face half-width as a fraction of the image side (0.34 0.42: tight face crops)")
     args = p.parse_args(argv)
     info = write_dataset(args.out, {"train": args.train, "val": args.val, "test": args.test}, seed=args.seed,
                          size=tuple(args.size), order=args.order, second_face_prob=args.second_face_prob, face_scale=tuple(args.face_scale),

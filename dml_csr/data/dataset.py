@@ -45,8 +45,12 @@ def resolve_split(root: str, split: str) -> str:
     if not os.path.isdir(root):
         raise FileNotFoundError(f"dataset root '{root}' does not exist (set data.root to a prepared dataset)")
     found = sorted(f[: -len("_list.txt")] for f in os.listdir(root) if f.endswith("_list.txt"))
+    hint = "prepare the dataset with scripts/prepare_*.py"
+    if split in ("val", "valid") and found:
+        hint = ("a copy without a validation split: prepare it again with --val-from-train N (prepare_helen.py) or "
+                "point data.val_split at a split held out from training, never the test split")
     raise FileNotFoundError(f"no '{split}_list.txt' in '{root}'; splits present: {', '.join(found) or 'none'} "
-                            f"(prepare the dataset with scripts/prepare_*.py)")
+                            f"({hint})")
 
 
 def read_split_list(root: str, split: str) -> list[tuple[str, str, str]]:

@@ -30,7 +30,9 @@ def check_image_input(x: torch.Tensor, model: str) -> None:
         raise ValueError(f"{model} expects images (B, 3, H, W); got {tuple(x.shape)}")
     if not x.is_floating_point():
         raise TypeError(f"{model} expects normalised float images, got {x.dtype}; dataset samples are uint8 BGR: "
-                        f"convert them with dml_csr.data.transforms.batch_input(batch) or normalize_images(images)")
+                        f"convert a collated batch with dml_csr.data.transforms.batch_input(batch), which applies the "
+                        f"convention its samples recorded, or a bare tensor with normalize_images(images, "
+                        f"channel_order, mean, std) using the model's (model.channel_order, model.mean, model.std)")
 
 
 def upsample_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -34,6 +34,12 @@ def test_missing_split_names_what_exists(prepared):
         FaceParsingDataset(prepared, "extra", SPEC, EvalTransform((32, 32)))
 
 
+def test_missing_validation_split_says_how_to_make_one(tmp_path):
+    (tmp_path / "train_list.txt").write_text("images/a.jpg labels/a.png\n")
+    with pytest.raises(FileNotFoundError, match=r"splits present: train \(.*--val-from-train N.*never the test"):
+        FaceParsingDataset(str(tmp_path), "val", SPEC, EvalTransform((32, 32)))
+
+
 def test_build_loader_batches_and_is_reproducible(prepared):
     cfg = cfg_for(prepared, **{"data.workers": 2})
     batches = []
