@@ -105,6 +105,19 @@ def check_label_values(label: np.ndarray, num_classes: int, path: str) -> None:
                              f"wrong dataset key or label order?")
 
 
+def _check_class_count(root: str, spec: LabelSpec) -> None:
+    """A prepared root names its classes in ``label_names.txt``: a count other than the registry entry's means the
+    wrong ``data.dataset`` (caught here, before a label value fails in the middle of an epoch)."""
+    path = os.path.join(root, "label_names.txt")
+    if not os.path.isfile(path):  # the authors' own layout has none
+        return
+    with open(path) as f:
+        names = [line.strip() for line in f if line.strip()]
+    if names and len(names) != spec.num_classes:
+        raise ValueError(f"'{path}' lists {len(names)} classes, but data.dataset '{spec.name}' has "
+                         f"{spec.num_classes}; set data.dataset to the key this root was prepared for")
+
+
 class FaceParsingDataset(Dataset):
     """Samples of a prepared split, transformed.
 
@@ -128,6 +141,7 @@ class FaceParsingDataset(Dataset):
         self.root = root
         self.split = resolve_split(root, split)
         self.spec = spec
+        _check_class_count(root, spec)
         self.transform = transform
         self.skip_bad = skip_bad
         items = read_split_list(root, self.split)

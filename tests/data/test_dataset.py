@@ -34,6 +34,11 @@ def test_missing_split_names_what_exists(prepared):
         FaceParsingDataset(prepared, "extra", SPEC, EvalTransform((32, 32)))
 
 
+def test_a_root_of_another_class_count_is_refused_up_front(prepared):
+    with pytest.raises(ValueError, match=r"label_names.txt' lists 11 classes, but data.dataset 'lfw_pl' has 3"):
+        FaceParsingDataset(prepared, "train", get_spec("lfw_pl"), EvalTransform((32, 32)))
+
+
 def test_missing_validation_split_says_how_to_make_one(tmp_path):
     (tmp_path / "train_list.txt").write_text("images/a.jpg labels/a.png\n")
     with pytest.raises(FileNotFoundError, match=r"splits present: train \(.*--val-from-train N.*never the test"):
