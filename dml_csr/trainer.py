@@ -378,7 +378,7 @@ def train(cfg: Config, *, resume: Optional[str] = None, max_epochs: Optional[int
             st["step"] = res["step"]
             if res["stopped"]:
                 save(epoch, res["batches"])
-                summary.update(stopped=True, signal=stop.signal, epoch=epoch)
+                summary.update(stopped=True, signal=stop.signal, epoch=epoch + 1)
                 log.warning("stopped by signal %s at epoch %d, batch %d; resume with --resume %s",
                             stop.signal, epoch + 1, res["batches"], paths.root)
                 break
@@ -412,6 +412,12 @@ def train(cfg: Config, *, resume: Optional[str] = None, max_epochs: Optional[int
             save(epoch + 1, 0)
             if writer is not None:
                 writer.flush()
+            if epoch + 1 < end_epoch and du.any_rank(stop(), device if device.type == "cuda" else "cpu"):
+                # a signal during validation, the self-ensemble or the checkpoint: this epoch's checkpoint is the stop
+                summary.update(stopped=True, signal=stop.signal, epoch=epoch + 1)
+                log.warning("stopped by signal %s after epoch %d; resume with --resume %s", stop.signal, epoch + 1,
+                            paths.root)
+                break
     if writer is not None:
         writer.close()
     summary.update(best_val_mean_f1=st["best_score"], best_epoch=st["best_epoch"], best=paths.best,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import signal
 from typing import Any, Callable, Optional
 
 import cv2
@@ -245,10 +246,15 @@ class SkipCountingLoader(DataLoader):
 
 
 def seed_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: numpy and ``random`` follow the seed torch gives the worker."""
+    """DataLoader ``worker_init_fn``: numpy and ``random`` follow the seed torch gives the worker, and the worker
+    ignores SIGINT/SIGTERM. Those reach a whole process group (Ctrl-C, torchrun passing a SIGTERM on), and a worker
+    killed by one makes the main process fail ("DataLoader worker exited unexpectedly") before it can write its
+    stop checkpoint; workers still end when the main process shuts the loader down (or dies)."""
     seed = torch.initial_seed() % 2 ** 32  # set by the DataLoader from its generator: base seed + worker id
     np.random.seed(seed)
     random.seed(seed)
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, signal.SIG_IGN)
 
 
 def build_transform(cfg, train: bool):

@@ -99,12 +99,14 @@ def test_non_finite_loss_stops_with_iteration_and_terms(micro_cfg, monkeypatch):
     assert out["epochs_done"] == 3
 
 
-def test_sigint_checkpoints_and_resume_finishes(micro_cfg, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_to_the_process_group_checkpoints(micro_cfg, tmp_path, sig):
     cfg_path = tmp_path / "cfg.yaml"
     from dml_csr.config import save_config
-    save_config(micro_cfg("train.epochs=200", "name=sig"), str(cfg_path))
+    # a loader worker too: Ctrl-C, or a scheduler's SIGTERM to the job, reaches the whole process group
+    save_config(micro_cfg("train.epochs=200", "name=sig", "data.workers=1"), str(cfg_path))
     cmd = [sys.executable, os.path.join(ROOT, "scripts", "train.py"), "--config", str(cfg_path), "--no-progress"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     run_dir = str(tmp_path / "runs" / "sig")
     # wait for the first epoch checkpoint, then interrupt
     import time
@@ -113,9 +115,9 @@ def test_sigint_checkpoints_and_resume_finishes(micro_cfg, tmp_path):
         assert proc.poll() is None, proc.stdout.read()
         assert time.time() - t0 < 120
         time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
+    os.killpg(proc.pid, sig)
     out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + signal.SIGINT, out
+    assert proc.returncode == 128 + sig, out
     last = load_checkpoint(RunPaths(run_dir).checkpoints()[-1])
     assert last["train_state"]["epoch"] < 200
     assert "resume with --resume" in out
