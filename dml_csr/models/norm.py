@@ -179,8 +179,9 @@ def convert_sync_abn(module: nn.Module, process_group: Optional[object] = None) 
     ABN layers keep their class and semantics and only switch ``sync`` on; any other ``_BatchNorm`` (plain batch norm,
     e.g. torchvision backbones or the DDGCN's BatchNorm1d) becomes an ``ABN(abs_weight=False, activation="identity")``
     with the same state, which is plain batch norm with the same synchronisation. inplace_abn's ``InPlaceABN`` becomes
-    its ``InPlaceABNSync`` on the process group (CUDA only: on another device this raises, naming ``model.norm=abn``).
-    Outside a distributed run, synchronised layers behave exactly as unsynchronised ones.
+    its ``InPlaceABNSync`` on the process group (CUDA only: convert after moving the model to the GPU; on another
+    device this raises, naming ``model.norm=abn``). Outside a distributed run, synchronised layers behave exactly as
+    unsynchronised ones.
     """
     if isinstance(module, ABN):
         module.sync = True

@@ -263,6 +263,16 @@ def test_helen_relabelled_errors_name_the_file(tmp_path):
         helen.prepare(raw, str(tmp_path / "out6"), workers=1, progress=False)
 
 
+def test_helen_relabelled_image_name_case_is_kept_and_out_must_not_be_raw(tmp_path):
+    raw, out = str(tmp_path / "raw"), str(tmp_path / "out")
+    write_helen_relabelled(raw)
+    d = os.path.join(raw, "helenstar_release", "train")
+    os.rename(os.path.join(d, "100_1_image.jpg"), os.path.join(d, "100_1_Image.JPG"))
+    assert helen.prepare(raw, out, workers=1, progress=False)["counts"] == {"train": 2, "test": 1}
+    with pytest.raises(PrepareError, match="is the raw folder itself"):
+        helen.prepare(raw, raw, workers=1, progress=False)
+
+
 def test_rerun_with_other_splits_removes_the_stale_list(tmp_path):
     raw, out = str(tmp_path / "raw"), str(tmp_path / "out")
     write_helen_relabelled(raw)

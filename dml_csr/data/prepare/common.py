@@ -149,6 +149,9 @@ def run_prepare(out_root: str, jobs: Sequence[Job], convert: Callable[[Job, dict
     """
     if not jobs:
         raise PrepareError(f"no samples found under '{source}'; is it the dataset's download folder?")
+    if source and os.path.realpath(out_root) == os.path.realpath(source):
+        raise PrepareError(f"the output folder '{out_root}' is the raw folder itself; write the prepared layout "
+                           f"elsewhere (a rerun removes prepared files that no list names)")
     os.makedirs(out_root, exist_ok=True)
     args = [(convert, j, out_root, tuple(kinds), spec.num_classes) for j in jobs]
     bar = None

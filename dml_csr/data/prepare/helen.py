@@ -69,6 +69,7 @@ def _find_relabelled(raw: str) -> dict[str, tuple[str, str]]:
     """``{NAME: (folder relative to raw, its NAME_image.jpg path)}`` for every ``*_image.jpg`` or ``*_label.png``
     below ``raw`` (a label without its image is kept, so that the missing image is reported, not skipped)."""
     found: dict[str, tuple[str, str]] = {}
+    images: set[str] = set()  # names whose image file exists (its own spelling, e.g. NAME_Image.JPG, is kept)
     for folder, _, files in sorted(os.walk(raw, followlinks=True)):
         for fn in sorted(files):
             low = fn.lower()
@@ -76,10 +77,15 @@ def _find_relabelled(raw: str) -> dict[str, tuple[str, str]]:
             if suffix is None:
                 continue
             name = fn[: -len(suffix)]
-            path = os.path.join(folder, name + "_image.jpg")
-            if name in found and found[name][1] != path:
+            if name in found and os.path.dirname(found[name][1]) != folder:
                 raise PrepareError(f"'{name}' appears twice: in '{os.path.dirname(found[name][1])}' and '{folder}'")
-            found[name] = (os.path.relpath(folder, raw), path)
+            if suffix == "_image.jpg":
+                if name in images:
+                    raise PrepareError(f"'{name}' has two images in '{folder}'")
+                images.add(name)
+                found[name] = (os.path.relpath(folder, raw), os.path.join(folder, fn))
+            elif name not in found:  # a label first (or alone): the image is looked for under its usual name
+                found[name] = (os.path.relpath(folder, raw), os.path.join(folder, name + "_image.jpg"))
     return found
 
 
