@@ -24,8 +24,7 @@ from ..imageio import imread_checked
 from ..labels import LabelSpec
 
 __all__ = ["Job", "PrepareError", "atomic_imwrite", "atomic_copy", "atomic_write_text", "read_grey", "read_color",
-           "read_index_map",
-           "run_prepare", "make_parser", "setup_cli_logging", "guarded"]
+           "read_index_map", "check_same_size", "run_prepare", "make_parser", "setup_cli_logging", "guarded"]
 
 logger = logging.getLogger(__name__)
 OUTPUT_KINDS = {"images": ".jpg", "labels": ".png"}
@@ -103,10 +102,19 @@ def read_index_map(path: str) -> np.ndarray:
     return lab
 
 
+def check_same_size(image: np.ndarray, image_path: str, other: np.ndarray, other_path: str,
+                    other_kind: str = "label") -> None:
+    """:class:`PrepareError` naming both files and both sizes (WxH) when ``other`` is not the image's height x width."""
+    if image.shape[:2] != other.shape[:2]:
+        raise PrepareError(f"size mismatch (WxH): image '{image_path}' is {image.shape[1]}x{image.shape[0]}, "
+                           f"{other_kind} '{other_path}' is {other.shape[1]}x{other.shape[0]}")
+
+
 def _work(args) -> tuple[str, str, Optional[np.ndarray], Optional[str]]:
     """Convert (or, when done already, re-read) one job; returns (split, name, histogram, error)."""
     convert, job, root, kinds, num_classes = args
     paths = out_paths(root, job, kinds)
+
     def out_of_range(lab: np.ndarray) -> np.ndarray:
         return np.unique(lab[(lab >= num_classes) & (lab != 255)])
 
@@ -186,12 +194,7 @@ def run_prepare(out_root: str, jobs: Sequence[Job], convert: Callable[[Job, dict
         lists.setdefault(j.split, []).append(f"images/{j.name}.jpg labels/{j.name}.png")
     for split, lines in lists.items():
         atomic_write_text(os.path.join(out_root, f"{split}_list.txt"), "\n".join(lines) + "\n")
-    _remove_unlisted(out_root, {j.split for j in jobs}, {(j.split, j.name) for j in jobs})
-    for split in ("train", "val", "valid", "test"):  # a list left by an earlier run with other splits goes
-        stale = os.path.join(out_root, f"{split}_list.txt")
-        if split not in lists and os.path.isfile(stale):
-            logger.warning("removing '%s': this run has no split '%s'", stale, split)
-            os.remove(stale)
+    _remove_stale(out_root, {(j.split, j.name) for j in jobs})
     atomic_write_text(os.path.join(out_root, "label_names.txt"), "\n".join(("bg",) + spec.classes[1:]) + "\n")
     info = {"dataset": spec.name, "source": os.path.abspath(source) if source else "",
             "counts": {s: len(v) for s, v in lists.items()}, "class_names": list(spec.classes),
@@ -201,11 +204,17 @@ def run_prepare(out_root: str, jobs: Sequence[Job], convert: Callable[[Job, dict
     return info
 
 
-def _remove_unlisted(out_root: str, splits: set, listed: set) -> None:
-    """Delete prepared files of samples this run does not list (a sample moved to another split, or dropped), so the
-    layout holds exactly what the lists name. Only the files this module writes are touched."""
+def _remove_stale(out_root: str, listed: set) -> None:
+    """Delete what an earlier run left that this run does not list: the list of a split it has no samples in, and the
+    prepared files of samples it does not name (moved to another split, or dropped), so the layout holds exactly
+    what the lists name. Only the files this module writes are touched."""
+    splits = {split for split, _ in listed}
     removed = 0
-    for split in set(splits) | {"train", "val", "valid", "test"}:
+    for split in splits | {"train", "val", "valid", "test"}:
+        stale = os.path.join(out_root, f"{split}_list.txt")
+        if split not in splits and os.path.isfile(stale):
+            logger.warning("removing '%s': this run has no split '%s'", stale, split)
+            os.remove(stale)
         for kind, ext in {**OUTPUT_KINDS, "landmarks": ".txt"}.items():
             folder = os.path.join(out_root, split, kind)
             if not os.path.isdir(folder):

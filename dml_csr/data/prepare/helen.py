@@ -21,8 +21,8 @@ from typing import Optional
 import numpy as np
 
 from ..labels import get_spec
-from .common import (Job, PrepareError, atomic_copy, atomic_imwrite, guarded, make_parser, read_color, read_grey,
-                     read_index_map, run_prepare, setup_cli_logging)
+from .common import (Job, PrepareError, atomic_copy, atomic_imwrite, check_same_size, guarded, make_parser,
+                     read_color, read_grey, read_index_map, run_prepare, setup_cli_logging)
 
 __all__ = ["LISTS", "collect", "convert", "hold_out_val", "prepare", "main"]
 logger = logging.getLogger(__name__)
@@ -121,9 +121,7 @@ def _collect_relabelled(raw: str, pairs: dict[str, tuple[str, str]]) -> list[Job
 def _convert_relabelled(job: Job, paths: dict) -> np.ndarray:
     img = read_color(job.sources["image"])
     lab = read_index_map(job.sources["label"])
-    if lab.shape != img.shape[:2]:
-        raise PrepareError(f"size mismatch (WxH): image '{job.sources['image']}' is {img.shape[1]}x{img.shape[0]}, "
-                           f"label '{job.sources['label']}' is {lab.shape[1]}x{lab.shape[0]}")
+    check_same_size(img, job.sources["image"], lab, job.sources["label"])
     atomic_imwrite(paths["labels"], lab)
     atomic_copy(job.sources["image"], paths["images"])
     return lab
@@ -137,9 +135,7 @@ def convert(job: Job, paths: dict) -> np.ndarray:
     for k in range(NUM_CLASSES):
         p = job.sources[f"lbl{k:02d}"]
         m = read_grey(p)
-        if m.shape != img.shape[:2]:
-            raise PrepareError(f"size mismatch: image '{job.sources['image']}' is {img.shape[1]}x{img.shape[0]}, "
-                               f"'{p}' is {m.shape[1]}x{m.shape[0]}")
+        check_same_size(img, job.sources["image"], m, p, "class map")
         maps.append(m)
     label = np.argmax(np.stack(maps), axis=0).astype(np.uint8)
     atomic_imwrite(paths["labels"], label)

@@ -13,8 +13,8 @@ from typing import Optional
 import numpy as np
 
 from ..labels import get_spec
-from .common import (Job, PrepareError, atomic_copy, atomic_imwrite, guarded, make_parser, read_color,
-                     read_index_map, run_prepare, setup_cli_logging)
+from .common import (Job, PrepareError, atomic_copy, atomic_imwrite, check_same_size, guarded, make_parser,
+                     read_color, read_index_map, run_prepare, setup_cli_logging)
 
 __all__ = ["collect", "convert", "prepare", "main", "read_landmarks"]
 SPLITS = ("train", "val", "test")
@@ -58,9 +58,7 @@ def collect(raw: str) -> list[Job]:
 def convert(job: Job, paths: dict) -> np.ndarray:
     img = read_color(job.sources["image"])
     label = read_index_map(job.sources["label"])
-    if img.shape[:2] != label.shape:
-        raise PrepareError(f"size mismatch: image '{job.sources['image']}' is {img.shape[1]}x{img.shape[0]}, label "
-                           f"'{job.sources['label']}' is {label.shape[1]}x{label.shape[0]}")
+    check_same_size(img, job.sources["image"], label, job.sources["label"])
     read_landmarks(job.sources["landmarks"])
     atomic_copy(job.sources["landmarks"], paths["landmarks"])
     atomic_copy(job.sources["label"], paths["labels"])

@@ -13,8 +13,8 @@ from typing import Optional
 import numpy as np
 
 from ..labels import get_spec
-from .common import Job, PrepareError, atomic_copy, atomic_imwrite, make_parser, read_color, run_prepare, \
-    setup_cli_logging, guarded
+from .common import Job, PrepareError, atomic_copy, atomic_imwrite, check_same_size, make_parser, read_color, \
+    run_prepare, setup_cli_logging, guarded
 
 __all__ = ["LISTS", "collect", "convert", "prepare", "main", "colours_to_labels"]
 LISTS = {"train": "parts_train.txt", "val": "parts_validation.txt", "test": "parts_test.txt"}
@@ -63,9 +63,7 @@ def colours_to_labels(bgr: np.ndarray, path: str = "<array>") -> np.ndarray:
 def convert(job: Job, paths: dict) -> np.ndarray:
     img = read_color(job.sources["image"])
     colours = read_color(job.sources["label"])
-    if img.shape[:2] != colours.shape[:2]:
-        raise PrepareError(f"size mismatch: image '{job.sources['image']}' is {img.shape[1]}x{img.shape[0]}, label "
-                           f"'{job.sources['label']}' is {colours.shape[1]}x{colours.shape[0]}")
+    check_same_size(img, job.sources["image"], colours, job.sources["label"])
     label = colours_to_labels(colours, job.sources["label"])
     atomic_imwrite(paths["labels"], label)
     atomic_copy(job.sources["image"], paths["images"])
