@@ -66,13 +66,14 @@ def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def any_rank(flag: bool, device: torch.device | str = "cpu") -> bool:
+def any_rank(flag: bool) -> bool:
     """True on every process when ``flag`` is True on any of them (one tiny all-reduce; the flag itself in one process).
 
     A signal reaches the processes of a job at slightly different steps; deciding together keeps them from parting
     ways between a gradient all-reduce on one and a checkpoint barrier on another."""
     if not (dist.is_available() and dist.is_initialized()):
         return flag
+    device = f"cuda:{torch.cuda.current_device()}" if dist.get_backend() == "nccl" else "cpu"  # NCCL: GPU tensors
     t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())

@@ -371,7 +371,7 @@ def train(cfg: Config, *, resume: Optional[str] = None, max_epochs: Optional[int
                                   start_step=st["step"], precision=t.precision,
                                   scaler=scaler if t.precision == "fp16" else None, channels_last=t.channels_last,
                                   grad_accum=t.grad_accum, teacher=teacher, on_step=on_step,
-                                  should_stop=lambda: du.any_rank(stop(), device if device.type == "cuda" else "cpu"),
+                                  should_stop=lambda: du.any_rank(stop()),
                                   skip_batches=skip, progress=bar)
             if bar is not None:
                 bar.close()
@@ -412,7 +412,7 @@ def train(cfg: Config, *, resume: Optional[str] = None, max_epochs: Optional[int
             save(epoch + 1, 0)
             if writer is not None:
                 writer.flush()
-            if epoch + 1 < end_epoch and du.any_rank(stop(), device if device.type == "cuda" else "cpu"):
+            if epoch + 1 < end_epoch and du.any_rank(stop()):
                 # a signal during validation, the self-ensemble or the checkpoint: this epoch's checkpoint is the stop
                 summary.update(stopped=True, signal=stop.signal, epoch=epoch + 1)
                 log.warning("stopped by signal %s after epoch %d; resume with --resume %s", stop.signal, epoch + 1,
