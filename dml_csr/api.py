@@ -23,12 +23,13 @@ import cv2
 import numpy as np
 import torch
 
-from .data.dataset import collate_samples
 from .data.imageio import imread_checked
 from .data.labels import DATASETS, flip_permutation
+from .data.loader import collate_samples
 from .data.transforms import EvalTransform, batch_input, inverse_affine
+from .distributed import resolve_device
 from .inference import predict_probs
-from .models.inference import prepare_for_inference
+from .models.precision import prepare_for_inference
 
 __all__ = ["FaceParser", "haar_face_detector", "to_bgr", "expand_box", "Box", "Detector"]
 
@@ -130,9 +131,7 @@ class FaceParser:
     def __init__(self, model: torch.nn.Module, meta: dict, device: str = "cpu", *, flip: bool = False,
                  scales: Sequence[float] = (1.0,), precision: str = "fp32", batch_size: int = 8,
                  detector: Optional[Detector] = None, margin: float = 0.5):
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.model = prepare_for_inference(model.to(self.device), precision)
         self.meta = dict(meta)
         self.classes: list[str] = list(meta["classes"])
@@ -157,9 +156,9 @@ class FaceParser:
     def from_checkpoint(cls, path: str, device: str = "cpu", **kwargs) -> "FaceParser":
         """Load our checkpoint or an authors' file (see :func:`dml_csr.models.load_model`); ``kwargs`` go to the
         constructor."""
-        from .models.loading import load_model
+        from .loading import load_model
 
-        dev = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
+        dev = resolve_device(device)
         model, meta = load_model(path, device=dev)
         return cls(model, meta, dev, **kwargs)
 

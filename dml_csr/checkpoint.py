@@ -1,4 +1,5 @@
-"""Checkpoint files: one fixed schema, atomic writes, ``weights_only`` loads.
+"""Checkpoint files and run directories: one fixed schema, atomic writes, ``weights_only`` loads, and where a run
+keeps what it writes (:class:`RunPaths`) and resumes from (:func:`find_resume_checkpoint`).
 
 A checkpoint is a plain dict::
 
@@ -9,20 +10,29 @@ A checkpoint is a plain dict::
                "channel_order": "BGR"|"RGB", "mean": [3], "std": [3], "input_size": [h, w],
                "model_name": str},
       "config": resolved config dict,       # enough to rebuild the model
-      # training state (optional): "optimizer", "scheduler", "scaler", "csr", "epoch", "step", "rng", ...
+      # training state (epoch checkpoints): "optimizer", "scaler", "train_state", "csr", "rng"
+      # best.pt: "epoch", "tag" (student or ensemble_k), "val_mean_f1"
     }
 
 The metadata alone is enough for prediction: class names and the input convention travel with the weights.
+
+A run directory ``runs/<name>/`` holds ``config.yaml``, ``metrics.jsonl``, ``tb/``, ``checkpoints/epoch_NNNN.pt`` and
+``best.pt``.
 """
 from __future__ import annotations
 
+import glob
 import os
+import re
 import tempfile
 from typing import Any, Optional
 
 import torch
 
-__all__ = ["FORMAT", "CheckpointError", "make_meta", "save_checkpoint", "load_checkpoint", "atomic_torch_save"]
+from .data.labels import get_spec
+
+__all__ = ["FORMAT", "CheckpointError", "make_meta", "save_checkpoint", "load_checkpoint", "atomic_torch_save",
+           "RunPaths", "find_resume_checkpoint"]
 
 FORMAT = "dml_csr/1"
 
@@ -33,8 +43,6 @@ class CheckpointError(RuntimeError):
 
 def make_meta(cfg) -> dict:
     """Checkpoint metadata from a :class:`dml_csr.config.Config`."""
-    from .data.labels import get_spec
-
     spec = get_spec(cfg.data.dataset)
     return {
         "classes": list(spec.classes),
@@ -80,3 +88,40 @@ def load_checkpoint(path: str, map_location: Any = "cpu") -> dict:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # corrupt, truncated, or holding non-tensor objects
         raise CheckpointError(f"checkpoint '{path}' cannot be loaded with weights_only=True: {e}") from None
+
+
+class RunPaths:
+    """The files of one run directory (``runs/<name>/``, see the module docstring)."""
+
+    def __init__(self, run_dir: str):
+        self.root = run_dir
+        self.config = os.path.join(run_dir, "config.yaml")
+        self.metrics = os.path.join(run_dir, "metrics.jsonl")
+        self.tb = os.path.join(run_dir, "tb")
+        self.ckpt_dir = os.path.join(run_dir, "checkpoints")
+        self.best = os.path.join(run_dir, "best.pt")
+
+    def epoch_ckpt(self, epoch: int) -> str:
+        return os.path.join(self.ckpt_dir, f"epoch_{epoch:04d}.pt")
+
+    def checkpoints(self) -> list[str]:
+        """The epoch checkpoints, oldest first."""
+        files = glob.glob(os.path.join(self.ckpt_dir, "epoch_*.pt"))
+        return sorted(files, key=lambda p: int(re.findall(r"epoch_(\d+)", p)[-1]))
+
+    def prune(self, keep: int) -> None:
+        """Delete all but the newest ``keep`` (at least one) epoch checkpoints."""
+        for old in self.checkpoints()[:-max(keep, 1)]:
+            os.remove(old)
+
+
+def find_resume_checkpoint(target: str) -> str:
+    """A checkpoint file, or the newest epoch checkpoint of a run directory."""
+    if os.path.isfile(target):
+        return target
+    if os.path.isdir(target):
+        ckpts = RunPaths(target).checkpoints()
+        if ckpts:
+            return ckpts[-1]
+        raise CheckpointError(f"run directory '{target}' has no checkpoints/epoch_*.pt to resume from")
+    raise CheckpointError(f"--resume '{target}' is neither a checkpoint file nor a run directory")

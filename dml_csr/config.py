@@ -16,14 +16,14 @@ from typing import Any, Literal, Optional
 
 import yaml
 
+from .conventions import IMAGENET_MEAN, IMAGENET_STD
+
 __all__ = [
     "Config", "ConfigError", "DataConfig", "ModelConfig", "TrainConfig", "LossConfig", "EvalConfig",
     "load_config", "config_to_dict", "config_from_dict", "save_config", "parse_override",
 ]
 
 MISSING = dataclasses.MISSING
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class ConfigError(ValueError):

@@ -1,4 +1,5 @@
-"""Process-group helpers for one process, or many started by ``torchrun``.
+"""Where a process runs: its place in the process group (one process, or many started by ``torchrun``), its device,
+and the wrappers (DDP, ``torch.compile``) around its model.
 
 ``torchrun`` sets RANK, LOCAL_RANK and WORLD_SIZE; when they are absent everything runs in one process.
 """
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "init_distributed", "is_main", "barrier", "all_reduce_mean", "any_rank", "cleanup"]
+__all__ = ["DistInfo", "init_distributed", "barrier", "any_rank", "cleanup", "resolve_device", "unwrap_model"]
 
 
 @dataclass(frozen=True)
@@ -48,22 +49,9 @@ def init_distributed(device_type: str = "cpu", timeout_s: float = 600.0) -> Dist
     return DistInfo(rank, local, world)
 
 
-def is_main() -> bool:
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-
-
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
-
-
-def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
-    """Mean of a tensor over processes (identity in one process)."""
-    if dist.is_available() and dist.is_initialized():
-        t = t.clone()
-        dist.all_reduce(t)
-        t /= dist.get_world_size()
-    return t
 
 
 def any_rank(flag: bool) -> bool:
@@ -80,5 +68,27 @@ def any_rank(flag: bool) -> bool:
 
 
 def cleanup() -> None:
+    """Leave the process group (the end of a torchrun job's process); nothing to do in one process."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def resolve_device(name: "str | torch.device", local_rank: int = 0) -> torch.device:
+    """``"auto"`` (CUDA when there is one, else the CPU), ``"cpu"``, ``"cuda"`` (this process's GPU: ``cuda:<local
+    rank>``) or ``"cuda:N"`` (or a ``torch.device``); raises naming the value when CUDA is asked for but absent."""
+    name = str(name)
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        name = f"cuda:{local_rank}"
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device '{name}' asked for, but CUDA is not available on this machine; use cpu or auto")
+    return dev
+
+
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The network inside a DistributedDataParallel and/or ``torch.compile`` wrapper (the model itself otherwise)."""
+    model = getattr(model, "_orig_mod", model)  # torch.compile of the DDP wrapper
+    model = getattr(model, "module", model)  # DDP
+    return getattr(model, "_orig_mod", model)  # DDP of a compiled model

@@ -9,9 +9,10 @@ import numpy as np
 import torch
 
 from .data.transforms import batch_input, inverse_affine
+from .distributed import unwrap_model
 from .inference import predict_probs
-from .models.inference import autocast_context
 from .metrics import ConfusionMatrix
+from .models.precision import autocast_context
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,8 @@ def train_one_epoch(model: torch.nn.Module, loader: Iterable, criterion: Callabl
     """Train for one pass over ``loader``.
 
     Args:
-        criterion: ``criterion(outputs, batch, teacher_outputs) -> {"total": ..., term: ...}``.
+        criterion: ``criterion(outputs, batch, teacher_outputs) -> {"total": ..., term: ...}`` (the trainer binds
+            the cycle).
         lr_at: learning rate as a function of the global optimiser step.
         start_step: global optimiser step at the start of the epoch.
         teacher: when given, its outputs (no grad) are passed to the criterion for self-distillation.
@@ -124,8 +126,7 @@ def train_one_epoch(model: torch.nn.Module, loader: Iterable, criterion: Callabl
 def model_targets(model: torch.nn.Module, batch: dict) -> dict:
     """Keyword arguments of a training forward pass: ``label`` (B, H, W) and ``keypoints`` (B, K, 2) from
     ``batch`` when present, for models (unwrapped from DDP / torch.compile) with ``wants_targets = True``."""
-    inner = getattr(getattr(model, "module", model), "_orig_mod", getattr(model, "module", model))
-    if not getattr(inner, "wants_targets", False):
+    if not getattr(unwrap_model(model), "wants_targets", False):
         return {}
     return {k: batch[k] for k in ("label", "keypoints") if isinstance(batch.get(k), torch.Tensor)}
 

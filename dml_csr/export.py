@@ -21,7 +21,7 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from .models.inference import upsample_logits
+from .conventions import resize_bilinear
 
 __all__ = ["InferenceWrapper", "export_onnx", "export_torchscript", "read_onnx_meta", "read_torchscript_meta",
            "ONNX_OPSET"]
@@ -46,7 +46,7 @@ class InferenceWrapper(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.model(x)["parsing"]
         if logits.shape[-2:] != x.shape[-2:]:
-            logits = upsample_logits(logits, x.shape[-2:])
+            logits = resize_bilinear(logits, x.shape[-2:])
         return logits
 
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 
-from .models.inference import autocast_context, to_model_input, upsample_logits
+from .conventions import resize_bilinear
+from .models.precision import autocast_context, to_model_input
 
 __all__ = ["predict_probs"]
+
 
 @torch.no_grad()
 def predict_probs(model: torch.nn.Module, images: torch.Tensor, *, size: Optional[Sequence[int]] = None,
@@ -35,14 +36,12 @@ def predict_probs(model: torch.nn.Module, images: torch.Tensor, *, size: Optiona
     h, w = images.shape[-2:]
     total, n = None, 0
     for s in scales:
-        x = images if s == 1.0 else F.interpolate(images, size=(max(1, round(h * s)), max(1, round(w * s))),
-                                                   mode="bilinear", align_corners=True)
+        x = images if s == 1.0 else resize_bilinear(images, (max(1, round(h * s)), max(1, round(w * s))))
         variants = [(x, False)] + ([(torch.flip(x, dims=[3]), True)] if flip_perm is not None else [])
         for inp, flipped in variants:
             with autocast_context(inp.device, precision):
                 logits = model(to_model_input(inp, channels_last))["parsing"]
-            if tuple(logits.shape[-2:]) != size:
-                logits = upsample_logits(logits.float(), size)
+            logits = resize_bilinear(logits.float(), size)
             p = torch.softmax(logits.float(), dim=1)
             if flipped:
                 p = torch.flip(p, dims=[3])[:, torch.as_tensor(flip_perm, device=p.device)]

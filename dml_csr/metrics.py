@@ -16,13 +16,15 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from .conventions import IGNORE_INDEX
+
 __all__ = ["ConfusionMatrix", "scores_from_confusion", "f1_iou_from_confusion", "merged_f1", "format_scores"]
 
 
 class ConfusionMatrix:
     """Accumulates a (C, C) confusion matrix, rows = ground truth, columns = prediction."""
 
-    def __init__(self, num_classes: int, ignore_index: int = 255):
+    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX):
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.mat = torch.zeros(num_classes, num_classes, dtype=torch.int64)

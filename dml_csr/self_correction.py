@@ -1,5 +1,9 @@
-"""Cyclical self-regulation building blocks (paper sec. 3.3): the self-ensemble of eq. 6, exact batch-norm
-re-estimation, soft targets, and the learning-rate schedules of both phases.
+"""Cyclical self-regulation (paper sec. 3.3): the state a run carries through its cycles, and the self-ensemble of eq. 6.
+
+:class:`SelfRegulation` holds the best first-phase weights, the running sum of the current cycle's epoch-end models
+and the teacher; the trainer asks it for the teacher of an epoch, hands it each epoch's student, and at a cycle's end
+it forms the aggregate, has its norm statistics re-estimated and makes it the next teacher. The student keeps its own
+weights throughout.
 
 Index conventions:
     * Epochs are 0-based. The first phase is epochs ``0 .. E-1``; cycle ``k`` (1-based, as in the paper,
@@ -10,19 +14,16 @@ Index conventions:
 """
 from __future__ import annotations
 
+import copy
 import logging
-import math
-from typing import Any, Callable, Iterable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
-from torch.nn.modules.batchnorm import _BatchNorm, _NormBase
 
-from .data.transforms import batch_input
+from .distributed import unwrap_model
 
-__all__ = ["RunningSum", "self_ensemble", "norm_layers", "reestimate_bn", "soft_targets", "cosine_lr", "poly_lr",
-           "cycle_position"]
+__all__ = ["SelfRegulation", "RunningSum", "self_ensemble", "cycle_position"]
 
 log = logging.getLogger(__name__)
 
@@ -138,190 +139,6 @@ def self_ensemble(best_state: Mapping[str, Tensor], running_sum: RunningSum | Ma
     return out
 
 
-# ----------------------------------------------------------------------------------------- batch-norm re-estimation
-def norm_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Norm layers with running statistics: every ``_BatchNorm`` subclass (BatchNorm1d/2d/3d, SyncBatchNorm, our ABN)
-    tracking running stats, and any other module with ``running_mean``/``running_var`` tensors that is not a
-    ``torch.nn`` norm (e.g. the inplace_abn package's layers). Instance norms are left out (per-instance statistics)."""
-    layers = []
-    for name, m in model.named_modules():
-        if isinstance(m, _BatchNorm):
-            ok = m.track_running_stats and m.running_mean is not None
-        else:
-            ok = (not isinstance(m, _NormBase) and isinstance(getattr(m, "running_mean", None), Tensor)
-                  and isinstance(getattr(m, "running_var", None), Tensor))
-        if ok:
-            layers.append((name, m))
-    return layers
-
-
-def _default_forward(model: nn.Module, batch: Any, device: torch.device) -> Any:
-    if isinstance(batch, Mapping):
-        return model(batch_input(batch, device))  # uint8 images are normalised on the device
-    if isinstance(batch, (tuple, list)):
-        x = batch[0]
-    else:
-        x = batch
-    return model(x.to(device))
-
-
-class _Moments:
-    """Per-channel shifted sums of one norm layer's input: count, sum(x - s), sum((x - s)^2), in float64."""
-
-    def __init__(self, shift: Tensor) -> None:
-        self.shift = shift
-        self.count = torch.zeros((), dtype=shift.dtype, device=shift.device)
-        self.sum = torch.zeros_like(shift)
-        self.sumsq = torch.zeros_like(shift)
-
-    def __call__(self, module: nn.Module, inputs: tuple) -> None:  # forward pre-hook: sees the input before any
-        x = inputs[0].detach()  # in-place normalisation
-        c = x.shape[1]
-        dims = [0] + list(range(2, x.dim()))
-        xs = x.to(self.shift.dtype) - self.shift.to(x.device).view(1, c, *([1] * (x.dim() - 2)))
-        self.count += x.numel() // c
-        self.sum += xs.sum(dims).to(self.sum.device)
-        self.sumsq += (xs * xs).sum(dims).to(self.sum.device)
-
-
-@torch.no_grad()
-def reestimate_bn(model: nn.Module, loader: Iterable, forward_fn: Optional[Callable[[nn.Module, Any, torch.device],
-                  Any]] = None, device: Optional[torch.device | str] = None,
-                  max_batches: Optional[int] = None) -> int:
-    """Replace the running statistics of every norm layer by the exact statistics of its input over ``loader``.
-
-    The model runs in train mode (so every norm layer normalises with its batch statistics, as during training, and
-    the layers after it see what they see in training; dropout, if any, is active as in ``swa_utils.update_bn``).
-    Forward pre-hooks accumulate, per channel, the count, sum and sum of squares of each layer's input (float64,
-    shifted by the layer's previous running mean against cancellation). Afterwards ``running_mean`` is the mean and
-    ``running_var`` the unbiased variance over ALL elements seen (not a moving average of per-batch values). When
-    ``torch.distributed`` is initialised the sums are all-reduced, so every process gets the statistics of the whole
-    (sharded) set; with synchronised norm layers (SyncBatchNorm, ABN ``sync``) each forward is itself a collective, so
-    every process must then forward the same number of batches (a padded distributed sampler, or ``max_batches``).
-    Momentum, ``num_batches_tracked`` and each module's train/eval mode are restored.
-
-    Args:
-        model: the network (a DDP wrapper works too).
-        loader: yields batches; ``forward_fn`` turns one into a forward pass.
-        forward_fn: ``forward_fn(model, batch, device)``; default: the model on the batch's normalised images (or
-            ``batch[0]`` for tuples). Put autocast/channels_last here if training used them.
-        device: passed to ``forward_fn`` (default: the device of the model's first parameter or buffer).
-        max_batches: stop after this many batches (default: the whole loader).
-    Returns:
-        the number of batches forwarded.
-    """
-    layers = norm_layers(model)
-    if not layers:
-        log.warning("reestimate_bn: the model has no norm layer with running statistics; nothing to do")
-        return 0
-    if device is None:
-        first = next(iter(model.parameters()), None)
-        device = first.device if first is not None else layers[0][1].running_mean.device
-    device = torch.device(device)
-    forward_fn = forward_fn or _default_forward
-    distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-    modes = {m: m.training for m in model.modules()}
-    saved = []
-    hooks = []
-    for _, m in layers:
-        acc_dtype = torch.float32 if m.running_mean.device.type == "mps" else torch.float64
-        shift = m.running_mean.detach().to(acc_dtype).clone()
-        if distributed:
-            dist.broadcast(shift, src=0)  # the same shift on every process, so the sums add up
-        moments = _Moments(shift)
-        tracked = getattr(m, "num_batches_tracked", None)
-        saved.append((m, moments, getattr(m, "momentum", None), tracked.clone() if tracked is not None else None))
-        if hasattr(m, "momentum"):
-            m.momentum = 0.0  # running stats untouched during the pass (we overwrite them anyway)
-        hooks.append(m.register_forward_pre_hook(moments))
-    batches = 0
-    try:
-        model.train()
-        for batch in loader:
-            if max_batches is not None and batches >= max_batches:
-                break
-            forward_fn(model, batch, device)
-            batches += 1
-    finally:
-        for h in hooks:
-            h.remove()
-        for m, training in modes.items():
-            m.train(training)
-        for m, _, momentum, tracked in saved:
-            if hasattr(m, "momentum"):
-                m.momentum = momentum
-            if tracked is not None:
-                m.num_batches_tracked.copy_(tracked)
-
-    if distributed:
-        flat = torch.cat([torch.cat([mo.count.view(1), mo.sum, mo.sumsq]) for _, mo, _, _ in saved])
-        dist.all_reduce(flat)
-        offset = 0
-        for _, mo, _, _ in saved:
-            c = mo.sum.numel()
-            mo.count, mo.sum, mo.sumsq = flat[offset], flat[offset + 1:offset + 1 + c], flat[offset + 1 + c:offset + 1 + 2 * c]
-            offset += 1 + 2 * c
-    names = {m: n for n, m in layers}
-    unseen = []
-    for m, mo, _, _ in saved:
-        n = float(mo.count)
-        if n == 0:
-            unseen.append(names[m])
-            continue
-        mean_shifted = mo.sum / n
-        var = (mo.sumsq - mo.sum * mean_shifted) / max(n - 1.0, 1.0)
-        m.running_mean.copy_((mo.shift + mean_shifted).to(m.running_mean.dtype))
-        m.running_var.copy_(var.clamp_min(0).to(m.running_var.dtype))
-    if unseen:
-        log.warning("reestimate_bn: %d norm layer(s) saw no input and keep their statistics: %s", len(unseen),
-                    ", ".join(unseen[:10]))
-    log.info("reestimate_bn: re-estimated %d norm layers over %d batches", len(layers) - len(unseen), batches)
-    return batches
-
-
-# ------------------------------------------------------------------------------------------------ soft targets, LR
-@torch.no_grad()
-def soft_targets(teacher_outputs: Mapping[str, Tensor], temperature: float = 1.0) -> dict[str, Tensor]:
-    """The teacher's soft labels: ``softmax(logits / T)`` over channels, per head, detached, float32.
-
-    Args:
-        teacher_outputs: {head: (B, K, h, w) logits}.
-    Returns:
-        {head: (B, K, h, w) probabilities}.
-    """
-    if temperature <= 0:
-        raise ValueError(f"soft_targets: temperature must be > 0, got {temperature}")
-    return {k: torch.softmax(v.detach().float() / temperature, dim=1) for k, v in teacher_outputs.items()}
-
-
-def cosine_lr(epoch_in_cycle: int, cycle_epochs: int, lr_max: float, lr_min: float) -> float:
-    """Per-epoch cosine annealing within a cycle: ``lr_min + (lr_max - lr_min) (1 + cos(pi e / L)) / 2``.
-
-    Epoch ``e = 0`` (a cycle's first) gets ``lr_max``, and the rate decreases towards ``lr_min`` at ``e = L``
-    (the first epoch of the next cycle, which restarts at ``lr_max``).
-    """
-    if cycle_epochs < 1 or not 0 <= epoch_in_cycle <= cycle_epochs:
-        raise ValueError(f"cosine_lr: epoch_in_cycle = {epoch_in_cycle}, cycle_epochs = {cycle_epochs}; expected "
-                         f"0 <= epoch_in_cycle <= cycle_epochs and cycle_epochs >= 1")
-    return lr_min + (lr_max - lr_min) * 0.5 * (1.0 + math.cos(math.pi * epoch_in_cycle / cycle_epochs))
-
-
-def poly_lr(step: int, total: int, base: float, power: float = 0.9, warmup_steps: int = 0) -> float:
-    """Polynomial decay with an optional linear warm-up, as a function of the 0-based optimiser step.
-
-    ``step < warmup_steps``: ``base * (step + 1) / warmup_steps``; then
-    ``base * (1 - (step - warmup_steps) / (total - warmup_steps)) ** power``, and 0 from ``step >= total`` on.
-    """
-    if total < 1 or warmup_steps < 0 or (warmup_steps > 0 and warmup_steps >= total):
-        raise ValueError(f"poly_lr: total = {total}, warmup_steps = {warmup_steps}; expected total >= 1 and "
-                         f"0 <= warmup_steps < total")
-    if step < warmup_steps:
-        return base * (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / (total - warmup_steps)
-    return base * max(0.0, 1.0 - progress) ** power
-
-
 def cycle_position(epoch: int, first_phase_epochs: int, cycle_epochs: int) -> tuple[int, int]:
     """``(k, epoch_in_cycle)`` of a 0-based epoch: ``k = 0`` in the first phase (epoch_in_cycle = epoch), else the
     1-based cycle index. The cycle ends (self-ensemble time) after the epoch with ``epoch_in_cycle == cycle_epochs-1``."""
@@ -331,3 +148,95 @@ def cycle_position(epoch: int, first_phase_epochs: int, cycle_epochs: int) -> tu
         raise ValueError(f"cycle_position: cycle_epochs = {cycle_epochs}; expected >= 1")
     k, e = divmod(epoch - first_phase_epochs, cycle_epochs)
     return k + 1, e
+
+
+# ------------------------------------------------------------------------------------------------ the run's state
+def model_state(model: nn.Module) -> dict[str, Tensor]:
+    """A detached copy of the bare network's ``state_dict()`` (DDP / compile wrappers unwrapped)."""
+    return {k: v.detach().clone() for k, v in unwrap_model(model).state_dict().items()}
+
+
+class SelfRegulation:
+    """What cyclical self-regulation carries from epoch to epoch, and its three moments.
+
+    * :meth:`teacher_for_epoch`: None in the first phase; in cycle k the frozen teacher ``T_{k-1}`` (``M_best``, the
+      best first-phase student on the validation split, for k = 1).
+    * :meth:`after_epoch`: during a cycle, the epoch-end student joins the cycle's running sum.
+    * :meth:`end_of_cycle`: after a cycle's last epoch, eq. 6 aggregates the current teacher with the cycle's
+      students, ``reestimate`` gives the aggregate its norm statistics, and it becomes the next teacher.
+
+    :meth:`observe` keeps the best first-phase student; :meth:`state_dict` / :meth:`load_state_dict` round-trip
+    everything through a checkpoint (tensors and numbers only, for ``weights_only`` loads).
+
+    Args:
+        first_phase_epochs: E, the epochs before the first cycle.
+        cycle_epochs: N, the epochs of one cycle.
+    """
+
+    def __init__(self, first_phase_epochs: int, cycle_epochs: int) -> None:
+        self.first_phase_epochs = first_phase_epochs
+        self.cycle_epochs = cycle_epochs
+        self.best_state: Optional[dict[str, Tensor]] = None  # best first-phase student
+        self.phase1_best: Optional[float] = None  # its validation score
+        self.teacher_state: Optional[dict[str, Tensor]] = None  # M_best during cycle 1, then the aggregate M_k
+        self.running = RunningSum(device="cpu")  # the current cycle's epoch-end students
+        self._teacher: Optional[nn.Module] = None  # teacher_state in a frozen copy of the network
+
+    def position(self, epoch: int) -> tuple[int, int]:
+        """``(cycle k, epoch within it)`` of a 0-based epoch (k = 0: the first phase); see :func:`cycle_position`."""
+        return cycle_position(epoch, self.first_phase_epochs, self.cycle_epochs)
+
+    def observe(self, epoch: int, score: float, student: nn.Module) -> None:
+        """A validation score of the student after ``epoch``: the first phase's best is kept (ties keep the first)."""
+        if self.position(epoch)[0] == 0 and score > (-float("inf") if self.phase1_best is None else self.phase1_best):
+            self.phase1_best = float(score)
+            self.best_state = model_state(student)
+
+    def teacher_for_epoch(self, epoch: int, student: nn.Module) -> Optional[nn.Module]:
+        """The frozen teacher of ``epoch``'s cycle, or None in the first phase."""
+        if self.position(epoch)[0] == 0:
+            return None
+        if self.teacher_state is None:  # the cycles begin: the best first-phase student teaches cycle 1
+            self.teacher_state = self.best_state if self.best_state is not None else model_state(student)
+        if self._teacher is None:
+            self._teacher = self._frozen(student, self.teacher_state)
+        return self._teacher
+
+    def after_epoch(self, epoch: int, student: nn.Module) -> None:
+        """In a cycle, add the epoch-end student to the cycle's running sum."""
+        if self.position(epoch)[0] > 0:
+            self.running.add(unwrap_model(student).state_dict())
+
+    def end_of_cycle(self, epoch: int, student: nn.Module,
+                     reestimate: Callable[[nn.Module], Any]) -> Optional[nn.Module]:
+        """After the last epoch of cycle k: ``M_k`` of eq. 6 (``M_best`` or ``M_{k-1}`` with this cycle's sum),
+        with norm statistics from ``reestimate(model)``, becomes the teacher; returns it (None on other epochs)."""
+        k, e = self.position(epoch)
+        if k == 0 or e != self.cycle_epochs - 1:
+            return None
+        base = self.teacher_state if self.teacher_state is not None else model_state(student)
+        teacher = self._frozen(student, self_ensemble(base, self.running, None, k))
+        reestimate(teacher)
+        teacher.eval().requires_grad_(False)
+        self.teacher_state = model_state(teacher)
+        self._teacher = teacher
+        self.running.reset()
+        return teacher
+
+    @staticmethod
+    def _frozen(student: nn.Module, state: Mapping[str, Tensor]) -> nn.Module:
+        m = copy.deepcopy(unwrap_model(student))
+        m.load_state_dict(state)
+        return m.eval().requires_grad_(False)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_state": self.best_state, "phase1_best": self.phase1_best, "teacher_state": self.teacher_state,
+                "running_sum": self.running.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.best_state, self.teacher_state = state.get("best_state"), state.get("teacher_state")
+        self.phase1_best = state.get("phase1_best")
+        self.running.reset()
+        if state.get("running_sum") is not None:
+            self.running.load_state_dict(state["running_sum"])
+        self._teacher = None  # rebuilt from teacher_state when an epoch asks for it

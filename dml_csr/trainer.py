@@ -1,9 +1,8 @@
 """The training run: first phase, then cyclical self-regulation (CSR), with checkpoints that resume exactly.
 
-Schedule (epochs are 0-based): epochs ``[0, E)`` are the first phase (poly learning rate over its iterations);
-then ``K = train.cycles`` cycles of ``N = train.cycle_epochs`` epochs each (cosine learning rate per epoch, restarting
-at ``train.lr``). During cycle ``k`` (1-based) the student distils from the teacher ``T_{k-1}``; at its end the
-self-ensemble of the paper's eq. 6 is formed::
+Schedule (epochs are 0-based): epochs ``[0, E)`` are the first phase; then ``K = train.cycles`` cycles of
+``N = train.cycle_epochs`` epochs each. During cycle ``k`` (1-based) the student distils from the teacher
+``T_{k-1}``; at its end the self-ensemble of the paper's eq. 6 is formed::
 
     M_k = k/(k+1) * M_best + 1/((k+1) N) * sum of the cycle's N epoch-end student weights
 
@@ -11,127 +10,307 @@ where ``M_best`` is the best-on-val model of the first phase for ``k = 1`` and t
 afterwards (so ``M_k`` is a cumulative average, as in SCHP). Its norm statistics are then re-estimated over the whole
 training set, and it becomes the next teacher. The student itself keeps training from its own weights. The teacher
 of cycle 1 is ``M_best``. The checkpoint chosen for evaluation is the best on the *validation* split.
+
+:func:`train` is the recipe, one named step a line. The parts live in their own modules: the learning rate of every
+step (:mod:`dml_csr.lr`), the self-regulation state (:mod:`dml_csr.self_correction`), the loaders
+(:mod:`dml_csr.data.loader`), the metrics (:mod:`dml_csr.run_log`), the checkpoint format and the run directory
+(:mod:`dml_csr.checkpoint`), one epoch and one evaluation pass (:mod:`dml_csr.engine`).
 """
 from __future__ import annotations
 
-import copy
-import glob
-import json
+import dataclasses
+import functools
 import logging
 import os
 import random
-import re
 import signal
-import time
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
+from torch import nn
 
 from . import distributed as du
-from .checkpoint import CheckpointError, atomic_torch_save, load_checkpoint, make_meta
+from .checkpoint import CheckpointError, RunPaths, find_resume_checkpoint, load_checkpoint, make_meta, save_checkpoint
 from .config import Config, config_to_dict, save_config
-from .data.dataset import FaceParsingDataset, SkipCountingLoader, build_dataset, collate_samples, seed_worker
-from .data.labels import flip_permutation, get_spec
-from .data.transforms import batch_input
+from .data.dataset import FaceParsingDataset, build_dataset
+from .data.labels import LabelSpec, get_spec
+from .data.loader import build_loader
 from .engine import evaluate, train_one_epoch
 from .losses import build_criterion
+from .lr import learning_rate
 from .models import build_model, convert_sync_abn
-from .self_correction import RunningSum, cosine_lr, poly_lr, reestimate_bn, self_ensemble
+from .norm_stats import reestimate_bn
+from .run_log import RunLog
+from .self_correction import SelfRegulation, model_state
 
 log = logging.getLogger(__name__)
 
-__all__ = ["train", "resolve_device", "RunPaths", "find_resume_checkpoint"]
+__all__ = ["train", "TrainState", "StopSignal"]
 
 
-class RunPaths:
-    """``runs/<name>/``: config.yaml, metrics.jsonl, tb/, checkpoints/epoch_NNNN.pt, best.pt."""
+def train(cfg: Config, *, resume: Optional[str] = None, max_epochs: Optional[int] = None,
+          progress: bool = True) -> dict:
+    """Run (or continue) the training that ``cfg`` describes; returns a summary dict.
 
-    def __init__(self, run_dir: str):
-        self.root = run_dir
-        self.config = os.path.join(run_dir, "config.yaml")
-        self.metrics = os.path.join(run_dir, "metrics.jsonl")
-        self.tb = os.path.join(run_dir, "tb")
-        self.ckpt_dir = os.path.join(run_dir, "checkpoints")
-        self.best = os.path.join(run_dir, "best.pt")
-
-    def epoch_ckpt(self, epoch: int) -> str:
-        return os.path.join(self.ckpt_dir, f"epoch_{epoch:04d}.pt")
-
-    def checkpoints(self) -> list[str]:
-        files = glob.glob(os.path.join(self.ckpt_dir, "epoch_*.pt"))
-        return sorted(files, key=lambda p: int(re.findall(r"epoch_(\d+)", p)[-1]))
-
-
-def find_resume_checkpoint(target: str) -> str:
-    """A checkpoint file, or the newest epoch checkpoint of a run directory."""
-    if os.path.isfile(target):
-        return target
-    if os.path.isdir(target):
-        ckpts = RunPaths(target).checkpoints()
-        if ckpts:
-            return ckpts[-1]
-        raise CheckpointError(f"run directory '{target}' has no checkpoints/epoch_*.pt to resume from")
-    raise CheckpointError(f"--resume '{target}' is neither a checkpoint file nor a run directory")
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        name = f"cuda:{local_rank}"
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"train.device = '{name}' but CUDA is not available on this machine; use cpu or auto")
-    return dev
-
-
-class _Sampler(torch.utils.data.Sampler):
-    """Shuffled indices that depend only on (seed, epoch); split across ranks; can start part-way (resume)."""
-
-    def __init__(self, n: int, batch_size: int, seed: int, epoch: int, rank: int, world: int, skip_batches: int = 0,
-                 limit_batches: int = 0):
-        g = torch.Generator().manual_seed(seed * 100_003 + epoch)
-        perm = torch.randperm(n, generator=g).tolist()
-        per_rank = n // world
-        # interleaved equal shares: global batch i of W processes is exactly batch i of one process with W times the
-        # batch size (what DDP equivalence needs); the remainder is dropped
-        mine = perm[rank:per_rank * world:world]
-        usable = (len(mine) // batch_size) * batch_size
-        if limit_batches > 0:
-            usable = min(usable, limit_batches * batch_size)
-        self.indices = mine[skip_batches * batch_size:usable]
-
-    def __iter__(self):
-        return iter(self.indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
+    Args:
+        resume: a checkpoint file or run directory to continue from. Without it the run directory must not hold
+            checkpoints yet (nothing is overwritten by accident).
+        max_epochs: stop (with a checkpoint) after this many epochs of *this* call -- for tests and time slices.
+        progress: a progress bar per epoch (main process only).
+    """
+    run = _start(cfg, resume)
+    end = run.total_epochs if max_epochs is None else min(run.total_epochs, run.state.epoch + max_epochs)
+    summary: dict[str, Any] = {"run_dir": run.paths.root, "stopped": False}
+    with StopSignal() as stop:
+        for epoch in range(run.state.epoch, end):
+            cycle, _ = run.csr.position(epoch)
+            teacher = run.csr.teacher_for_epoch(epoch, run.model)
+            result = _train_epoch(run, epoch, teacher, stop, progress)
+            if result["stopped"]:
+                _save(run, epoch, result["batches"])
+                _report_stop(summary, run, stop.signal, epoch, result["batches"])
+                break
+            run.log.epoch(epoch, cycle=cycle, step=run.state.step, lr=run.optimizer.param_groups[0]["lr"],
+                          loss=result["loss"], seconds=result["seconds"])
+            run.csr.after_epoch(epoch, run.model)
+            if _validation_due(run, epoch):
+                score = _validate(run, run.model, "student", epoch)
+                run.csr.observe(epoch, score, run.model)
+                _keep_if_best(run, score, model_state(run.model), epoch, "student")
+                run.log.images(epoch, run.model, run.val_ds, run.spec, run.device)
+            ensemble = run.csr.end_of_cycle(epoch, run.model, functools.partial(_reestimate_bn, run, cycle))
+            if ensemble is not None:
+                score = _validate(run, ensemble, f"ensemble_{cycle}", epoch)
+                _keep_if_best(run, score, run.csr.teacher_state, epoch, f"ensemble_{cycle}")
+            _save(run, epoch + 1, 0)
+            run.log.flush()
+            if epoch + 1 < end and du.any_rank(stop()):
+                # a signal during validation, the self-ensemble or the checkpoint: this epoch's checkpoint is the stop
+                _report_stop(summary, run, stop.signal, epoch, None)
+                break
+    run.log.close()
+    summary.update(best_val_mean_f1=run.state.best_score, best_epoch=run.state.best_epoch, best=run.paths.best,
+                   phase1_best=run.csr.phase1_best, epochs_done=run.state.epoch)
+    return summary
 
 
-class _Shard(torch.utils.data.Sampler):
-    """Every ``world``-th index from ``rank``: disjoint, covering evaluation shards (no padding duplicates)."""
+@dataclasses.dataclass
+class TrainState:
+    """Where a run stands: a checkpoint's ``train_state``."""
+    epoch: int = 0  # epochs done: the next epoch to run (0-based)
+    step: int = 0  # optimiser steps done
+    batches_done: int = 0  # batches of epoch ``epoch`` done before a stop (a resume skips them)
+    best_score: float = -1.0  # best validation mean F1 so far (best.pt)
+    best_epoch: int = -1  # its epoch, counted from 1
 
-    def __init__(self, n: int, rank: int, world: int):
-        self.indices = list(range(rank, n, world))
-
-    def __iter__(self):
-        return iter(self.indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-
-def _loader(ds, sampler, batch_size: int, workers: int, seed: int, drop_last: bool):
-    g = torch.Generator().manual_seed(seed)
-    # SkipCountingLoader: with data.skip_bad, names skipped in worker processes come back and a summary is logged
-    return SkipCountingLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                                       collate_fn=collate_samples, drop_last=drop_last, generator=g,
-                                       pin_memory=torch.cuda.is_available(),
-                                       worker_init_fn=seed_worker)
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainState":
+        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
 
 
-def _seed_epoch(seed: int, epoch: int, rank: int) -> None:
+@dataclasses.dataclass
+class _Run:
+    """Everything one call of :func:`train` holds; the steps below read it and advance ``state`` and ``csr``."""
+    cfg: Config
+    dist: du.DistInfo
+    device: torch.device
+    paths: RunPaths
+    spec: LabelSpec
+    model: nn.Module  # the bare network: what checkpoints hold and evaluation runs
+    net: nn.Module  # what a training step calls: the model, or its DDP / compiled wrapper
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    criterion: Callable[..., dict]
+    train_ds: FaceParsingDataset
+    val_ds: FaceParsingDataset
+    val_loader: Any
+    log: RunLog
+    state: TrainState
+    csr: SelfRegulation
+    meta: dict
+    batches_per_epoch: int  # per process
+
+    @property
+    def total_epochs(self) -> int:
+        t = self.cfg.train
+        return t.epochs + t.cycles * t.cycle_epochs
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.batches_per_epoch // self.cfg.train.grad_accum
+
+
+def _start(cfg: Config, resume: Optional[str]) -> _Run:
+    """Join the process group and build, or restore from the checkpoint to resume, everything the run holds."""
+    t = cfg.train
+    dist = du.init_distributed(du.resolve_device(t.device).type, timeout_s=t.dist_timeout_s)
+    device = du.resolve_device(t.device, dist.local_rank)
+    paths = RunPaths(cfg.run_dir)
+    ckpt = _resume_checkpoint(paths, resume)
+    spec = get_spec(cfg.data.dataset)
+    model = _build_model(cfg, spec, device, dist, ckpt)
+    optimizer = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
+    state, csr = TrainState(), SelfRegulation(t.epochs, t.cycle_epochs)
+    if ckpt is not None:
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scaler.load_state_dict(ckpt["scaler"])
+        state = TrainState.from_dict(ckpt["train_state"])
+        csr.load_state_dict(ckpt["csr"])
+    train_ds = build_dataset(cfg, cfg.data.train_split, train=True)
+    val_ds = build_dataset(cfg, cfg.data.val_split, train=False)
+    val_loader = build_loader(val_ds, batch_size=cfg.eval.batch_size, workers=cfg.data.workers, seed=cfg.seed,
+                              train=False, rank=dist.rank, world=dist.world_size)
+    if dist.is_main:
+        os.makedirs(paths.ckpt_dir, exist_ok=True)
+        save_config(cfg, paths.config)
+    return _Run(cfg=cfg, dist=dist, device=device, paths=paths, spec=spec, model=model,
+                net=_wrap(model, cfg, dist, device), optimizer=optimizer, scaler=scaler,
+                criterion=build_criterion(cfg, spec.classes), train_ds=train_ds, val_ds=val_ds, val_loader=val_loader,
+                log=RunLog(paths, enabled=dist.is_main, log_every=t.log_every, image_every=t.image_log_every),
+                state=state, csr=csr, meta=make_meta(cfg),
+                batches_per_epoch=_batches_per_epoch(cfg, len(train_ds), dist.world_size))
+
+
+def _resume_checkpoint(paths: RunPaths, resume: Optional[str]) -> Optional[dict]:
+    if resume is None:
+        if paths.checkpoints():
+            raise CheckpointError(f"run directory '{paths.root}' already holds checkpoints; pass --resume to "
+                                  f"continue it or choose another name (--set name=...)")
+        return None
+    ckpt = load_checkpoint(find_resume_checkpoint(resume), map_location="cpu")
+    if "train_state" not in ckpt:
+        raise CheckpointError(f"'{resume}' holds no training state (an inference checkpoint?); resume needs one of "
+                              f"{paths.ckpt_dir}/epoch_*.pt")
+    return ckpt
+
+
+def _build_model(cfg: Config, spec: LabelSpec, device: torch.device, dist: du.DistInfo,
+                 ckpt: Optional[dict]) -> nn.Module:
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model, spec.num_classes, spec.classes)
+    if cfg.train.precision == "fp64":  # numerical checks: float64 weights (before a resume loads float64 values)
+        model.double()
+        model.register_forward_pre_hook(_inputs_to_double)  # inputs cast on the way in
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+    model.to(device)
+    if dist.enabled and cfg.model.sync_bn:
+        model = convert_sync_abn(model)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def _inputs_to_double(module: nn.Module, args: tuple) -> tuple:
+    return tuple(a.double() if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args)
+
+
+def _wrap(model: nn.Module, cfg: Config, dist: du.DistInfo, device: torch.device) -> nn.Module:
+    net = model
+    if dist.enabled:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.train.compile:
+        net = torch.compile(net)
+    return net
+
+
+def _batches_per_epoch(cfg: Config, n_train: int, world: int) -> int:
+    per_epoch = n_train // world // cfg.data.batch_size
+    if cfg.train.iters_per_epoch > 0:
+        per_epoch = min(per_epoch, cfg.train.iters_per_epoch)
+    if per_epoch == 0:
+        raise ValueError(f"train split of '{cfg.data.root}' has {n_train} samples: fewer than one batch of "
+                         f"data.batch_size={cfg.data.batch_size} per process ({world} processes)")
+    return per_epoch
+
+
+def _train_epoch(run: _Run, epoch: int, teacher: Optional[nn.Module], stop: "StopSignal", progress: bool) -> dict:
+    """One epoch of training, or what remains of it after a resume part-way; see :func:`train_one_epoch`."""
+    cfg, t, dist = run.cfg, run.cfg.train, run.dist
+    cycle, _ = run.csr.position(epoch)
+    skip = run.state.batches_done
+    seed_epoch(cfg.seed, epoch, dist.rank)
+    loader = build_loader(run.train_ds, batch_size=cfg.data.batch_size, workers=cfg.data.workers, seed=cfg.seed,
+                          train=True, epoch=epoch, rank=dist.rank, world=dist.world_size, skip_batches=skip,
+                          limit_batches=run.batches_per_epoch)
+    bar = _progress_bar(run, epoch, cycle, skip) if progress and dist.is_main else None
+    result = train_one_epoch(
+        run.net, loader, functools.partial(run.criterion, cycle=cycle), run.optimizer, device=run.device,
+        lr_at=functools.partial(learning_rate, train=t, steps_per_epoch=run.steps_per_epoch),
+        start_step=run.state.step, precision=t.precision, scaler=run.scaler if t.precision == "fp16" else None,
+        channels_last=t.channels_last, grad_accum=t.grad_accum, teacher=teacher,
+        on_step=lambda step, terms: run.log.step(step, terms, run.optimizer.param_groups[0]["lr"]),
+        should_stop=lambda: du.any_rank(stop()), skip_batches=skip, progress=bar)
+    if bar is not None:
+        bar.close()
+    run.state.step = result["step"]
+    return result
+
+
+def _progress_bar(run: _Run, epoch: int, cycle: int, skip: int):
+    from tqdm import tqdm
+
+    ga = run.cfg.train.grad_accum
+    phase = f"cycle {cycle}/{run.cfg.train.cycles}" if cycle else "phase 1"
+    return tqdm(total=run.batches_per_epoch // ga, initial=skip // ga, unit="it", dynamic_ncols=True,
+                desc=f"epoch {epoch + 1}/{run.total_epochs} ({phase})")
+
+
+def _validation_due(run: _Run, epoch: int) -> bool:
+    """Every ``train.val_every`` epochs, and after the first phase, every cycle and the run."""
+    t = run.cfg.train
+    cycle, in_cycle = run.csr.position(epoch)
+    return ((epoch + 1) % max(t.val_every, 1) == 0 or epoch == t.epochs - 1
+            or (cycle > 0 and in_cycle == t.cycle_epochs - 1) or epoch == run.total_epochs - 1)
+
+
+def _validate(run: _Run, model: nn.Module, tag: str, epoch: int) -> float:
+    """Score ``model`` on the validation split, log it as ``tag``; returns its mean F1."""
+    cm = evaluate(du.unwrap_model(model), run.val_loader, run.val_ds, run.spec.num_classes, device=run.device,
+                  precision=run.cfg.eval.precision, channels_last=run.cfg.eval.channels_last)
+    scores = cm.compute(run.spec.classes, run.spec.groups)
+    run.log.validation(tag, epoch, scores)
+    log.info("epoch %d %s: val mean F1 %.4f, mIoU %.4f", epoch + 1, tag, scores["mean_f1"], scores["miou"])
+    return scores["mean_f1"]
+
+
+def _keep_if_best(run: _Run, score: float, state: dict, epoch: int, tag: str) -> None:
+    """``best.pt`` holds the best-on-val weights of the run, student or ensemble."""
+    if score > run.state.best_score:
+        run.state.best_score, run.state.best_epoch = float(score), epoch + 1
+        if run.dist.is_main:
+            save_checkpoint(run.paths.best, state, run.meta, config_to_dict(run.cfg), epoch=epoch + 1, tag=tag,
+                            val_mean_f1=float(score))
+
+
+def _reestimate_bn(run: _Run, cycle: int, model: nn.Module) -> None:
+    """Exact norm statistics of ``model`` over the whole training set, in an order of its own."""
+    cfg = run.cfg
+    loader = build_loader(run.train_ds, batch_size=cfg.data.batch_size, workers=cfg.data.workers, seed=cfg.seed,
+                          train=True, epoch=-1 - cycle, rank=run.dist.rank, world=run.dist.world_size)
+    reestimate_bn(model, loader, device=run.device)
+
+
+def _save(run: _Run, epoch_done: int, batches_done: int) -> None:
+    """The epoch checkpoint: weights, optimiser, scaler, where the run stands and the self-regulation state."""
+    run.state.epoch, run.state.batches_done = epoch_done, batches_done
+    if run.dist.is_main:
+        save_checkpoint(run.paths.epoch_ckpt(epoch_done), model_state(run.model), run.meta, config_to_dict(run.cfg),
+                        optimizer=run.optimizer.state_dict(), scaler=run.scaler.state_dict(),
+                        train_state=dataclasses.asdict(run.state), csr=run.csr.state_dict(), rng=_rng_state())
+        run.paths.prune(run.cfg.train.keep_last)
+    du.barrier()
+
+
+def _report_stop(summary: dict, run: _Run, signum: Optional[int], epoch: int, batch: Optional[int]) -> None:
+    summary.update(stopped=True, signal=signum, epoch=epoch + 1)
+    where = f"at epoch {epoch + 1}, batch {batch}" if batch is not None else f"after epoch {epoch + 1}"
+    log.warning("stopped by signal %s %s; resume with --resume %s", signum, where, run.paths.root)
+
+
+def seed_epoch(seed: int, epoch: int, rank: int) -> None:
     """Every random draw of an epoch follows from (seed, epoch, rank): resuming at an epoch boundary is exact."""
     s = (seed * 1_000_003 + epoch * 7919 + rank) % 2 ** 31
     random.seed(s)
@@ -147,21 +326,9 @@ def _rng_state() -> dict:
     return state
 
 
-def _inputs_to_double(module: torch.nn.Module, args: tuple) -> tuple:
-    return tuple(a.double() if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args)
-
-
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    model = getattr(model, "module", model)  # DDP
-    return getattr(model, "_orig_mod", model)  # torch.compile
-
-
-def _state(model: torch.nn.Module) -> dict:
-    return {k: v.detach().clone() for k, v in _unwrap(model).state_dict().items()}
-
-
-class _Stop:
-    """SIGINT/SIGTERM set a flag; the loop checkpoints after the current step and exits."""
+class StopSignal:
+    """SIGINT/SIGTERM set a flag; the loop checkpoints after the current step and exits. A second signal gives up
+    at once (KeyboardInterrupt)."""
 
     def __init__(self):
         self.signal: Optional[int] = None
@@ -176,7 +343,7 @@ class _Stop:
         return self
 
     def _handle(self, signum, frame):
-        if self.signal is not None:  # a second signal: give up at once
+        if self.signal is not None:
             raise KeyboardInterrupt
         self.signal = signum
         log.warning("signal %d received: checkpointing after the current step", signum)
@@ -187,278 +354,3 @@ class _Stop:
 
     def __call__(self) -> bool:
         return self.signal is not None
-
-
-def train(cfg: Config, *, resume: Optional[str] = None, max_epochs: Optional[int] = None,
-          progress: bool = True) -> dict:
-    """Run (or continue) the training that ``cfg`` describes; returns a summary dict.
-
-    Args:
-        resume: a checkpoint file or run directory to continue from. Without it the run directory must not hold
-            checkpoints yet (nothing is overwritten by accident).
-        max_epochs: stop (with a checkpoint) after this many epochs of *this* call -- for tests and time slices.
-    """
-    dist = du.init_distributed("cuda" if cfg.train.device.startswith("cuda") or
-                               (cfg.train.device == "auto" and torch.cuda.is_available()) else "cpu",
-                               timeout_s=cfg.train.dist_timeout_s)
-    device = resolve_device(cfg.train.device, dist.local_rank)
-    paths = RunPaths(cfg.run_dir)
-    spec = get_spec(cfg.data.dataset)
-    t, C = cfg.train, spec.num_classes
-
-    if resume is None and paths.checkpoints():
-        raise CheckpointError(f"run directory '{paths.root}' already holds checkpoints; pass --resume to continue it "
-                              f"or choose another name (--set name=...)")
-    ckpt = load_checkpoint(find_resume_checkpoint(resume), map_location="cpu") if resume else None
-    if ckpt is not None and "train_state" not in ckpt:
-        raise CheckpointError(f"'{resume}' holds no training state (an inference checkpoint?); resume needs one of "
-                              f"{paths.ckpt_dir}/epoch_*.pt")
-
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, C)
-    if t.precision == "fp64":  # numerical checks: float64 weights (before a resume loads float64 values into them)
-        model.double()
-        model.register_forward_pre_hook(_inputs_to_double)  # inputs cast on the way in
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-    model.to(device)
-    if dist.enabled and cfg.model.sync_bn:
-        model = convert_sync_abn(model)
-    if t.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
-    scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
-
-    train_ds = build_dataset(cfg, cfg.data.train_split, train=True)
-    val_ds = build_dataset(cfg, cfg.data.val_split, train=False)
-    bs = cfg.data.batch_size
-    per_epoch = len(train_ds) // dist.world_size // bs
-    if t.iters_per_epoch > 0:
-        per_epoch = min(per_epoch, t.iters_per_epoch)
-    if per_epoch == 0:
-        raise ValueError(f"train split of '{cfg.data.root}' has {len(train_ds)} samples: fewer than one batch of "
-                         f"data.batch_size={bs} per process ({dist.world_size} processes)")
-    steps_per_epoch = per_epoch // t.grad_accum
-    phase1_steps = t.epochs * steps_per_epoch
-    total_epochs = t.epochs + t.cycles * t.cycle_epochs
-
-    st = {"epoch": 0, "step": 0, "batches_done": 0, "best_score": -1.0, "best_epoch": -1, "history": []}
-    csr = {"best_state": None, "running_sum": None, "teacher_state": None, "phase1_best": None}
-    if ckpt is not None:
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scaler.load_state_dict(ckpt["scaler"])
-        st.update(ckpt["train_state"])
-        csr.update({k: ckpt["csr"].get(k) for k in csr})
-    running = RunningSum(device="cpu")
-    if csr["running_sum"] is not None:
-        running.load_state_dict(csr["running_sum"])
-
-    ddp_model = model
-    if dist.enabled:
-        ddp_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    if t.compile:
-        ddp_model = torch.compile(ddp_model)
-    teacher = None
-
-    def make_teacher(state: dict) -> torch.nn.Module:
-        m = copy.deepcopy(_unwrap(model))
-        m.load_state_dict(state)
-        m.eval().requires_grad_(False)
-        return m
-
-    if csr["teacher_state"] is not None:
-        teacher = make_teacher(csr["teacher_state"])
-
-    writer = None
-    if dist.is_main:
-        os.makedirs(paths.ckpt_dir, exist_ok=True)
-        save_config(cfg, paths.config)
-        from torch.utils.tensorboard import SummaryWriter
-        writer = SummaryWriter(paths.tb)
-    meta = make_meta(cfg)
-    val_loader = _loader(val_ds, _Shard(len(val_ds), dist.rank, dist.world_size), cfg.eval.batch_size,
-                         cfg.data.workers, cfg.seed, drop_last=False)
-
-    def log_metrics(record: dict) -> None:
-        if not dist.is_main:
-            return
-        record = {"time": time.time(), **record}
-        with open(paths.metrics, "a") as f:
-            f.write(json.dumps(record) + "\n")
-
-    def validate(m: torch.nn.Module, tag: str, epoch: int) -> float:
-        cm = evaluate(_unwrap(m), val_loader, val_ds, C, device=device, precision=cfg.eval.precision,
-                      channels_last=cfg.eval.channels_last)
-        scores = cm.compute(spec.classes, spec.groups)
-        log_metrics({"type": "val", "tag": tag, "epoch": epoch + 1, **{k: scores[k] for k in
-                     ("mean_f1", "miou", "miou_fg", "pixel_accuracy", "groups", "per_class")}})
-        if writer is not None:
-            for k in ("mean_f1", "miou", "pixel_accuracy"):
-                writer.add_scalar(f"val_{tag}/{k}", scores[k], epoch + 1)
-            for c, v in scores["per_class"].items():
-                writer.add_scalar(f"val_{tag}_f1/{c}", v["f1"], epoch + 1)
-                writer.add_scalar(f"val_{tag}_iou/{c}", v["iou"], epoch + 1)
-        log.info("epoch %d %s: val mean F1 %.4f, mIoU %.4f", epoch + 1, tag, scores["mean_f1"], scores["miou"])
-        return scores["mean_f1"]
-
-    def consider_best(score: float, state: dict, epoch: int, tag: str) -> None:
-        if score > st["best_score"]:
-            st["best_score"], st["best_epoch"] = float(score), epoch + 1
-            if dist.is_main:
-                atomic_torch_save({"format": "dml_csr/1", "model": state, "meta": meta,
-                                   "config": config_to_dict(cfg), "epoch": epoch + 1, "tag": tag,
-                                   "val_mean_f1": float(score)}, paths.best)
-
-    def save(epoch_done: int, batches_done: int) -> None:
-        st["epoch"], st["batches_done"] = epoch_done, batches_done
-        csr["running_sum"] = running.state_dict()
-        if dist.is_main:
-            atomic_torch_save({"format": "dml_csr/1", "model": _state(model), "meta": meta,
-                               "config": config_to_dict(cfg), "optimizer": optimizer.state_dict(),
-                               "scaler": scaler.state_dict(), "train_state": dict(st), "csr": dict(csr),
-                               "rng": _rng_state()}, paths.epoch_ckpt(epoch_done))
-            for old in paths.checkpoints()[:-max(t.keep_last, 1)]:
-                os.remove(old)
-        du.barrier()
-
-    criterion_cycle = {"k": 0}
-    base_criterion = _build_criterion(cfg, C)
-
-    def criterion(outputs, batch, teacher_out):
-        return base_criterion(outputs, batch, teacher_out, criterion_cycle["k"])
-
-    start_epoch = st["epoch"]
-    end_epoch = total_epochs if max_epochs is None else min(total_epochs, start_epoch + max_epochs)
-    summary = {"run_dir": paths.root, "stopped": False}
-    with _Stop() as stop:
-        for epoch in range(start_epoch, end_epoch):
-            cycle = 0 if epoch < t.epochs else (epoch - t.epochs) // t.cycle_epochs + 1
-            in_cycle = epoch - t.epochs - (cycle - 1) * t.cycle_epochs if cycle else -1
-            criterion_cycle["k"] = cycle
-            if cycle and in_cycle == 0 and teacher is None:
-                # first epoch of CSR: the best first-phase model teaches cycle 1
-                csr["phase1_best"] = st["best_score"]
-                csr["teacher_state"] = csr["best_state"] if csr["best_state"] is not None else _state(model)
-                teacher = make_teacher(csr["teacher_state"])
-            if cycle:
-                lr_max = t.cycle_lr or t.lr
-                lr_epoch = cosine_lr(in_cycle, t.cycle_epochs, lr_max, lr_max * t.cycle_lr_min)
-
-                def lr_at(step, _lr=lr_epoch):
-                    return _lr
-            else:
-                def lr_at(step):
-                    return poly_lr(step, phase1_steps, t.lr, t.poly_power, int(t.warmup_epochs * steps_per_epoch))
-            skip = st["batches_done"] if epoch == start_epoch else 0
-            _seed_epoch(cfg.seed, epoch, dist.rank)
-            sampler = _Sampler(len(train_ds), bs, cfg.seed, epoch, dist.rank, dist.world_size, skip, per_epoch)
-            loader = _loader(train_ds, sampler, bs, cfg.data.workers, cfg.seed * 7919 + epoch, drop_last=True)
-            bar = None
-            if progress and dist.is_main:
-                from tqdm import tqdm
-                phase = f"cycle {cycle}/{t.cycles}" if cycle else "phase 1"
-                bar = tqdm(total=per_epoch // t.grad_accum, initial=skip // t.grad_accum,
-                           desc=f"epoch {epoch + 1}/{total_epochs} ({phase})", unit="it", dynamic_ncols=True)
-
-            def on_step(step, terms, _epoch=epoch):
-                if writer is not None and step % max(t.log_every, 1) == 0:
-                    for k, v in terms.items():
-                        writer.add_scalar(f"loss/{k}", v, step)
-                    writer.add_scalar("lr", optimizer.param_groups[0]["lr"], step)
-
-            res = train_one_epoch(ddp_model, loader, criterion, optimizer, device=device, lr_at=lr_at,
-                                  start_step=st["step"], precision=t.precision,
-                                  scaler=scaler if t.precision == "fp16" else None, channels_last=t.channels_last,
-                                  grad_accum=t.grad_accum, teacher=teacher, on_step=on_step,
-                                  should_stop=lambda: du.any_rank(stop()),
-                                  skip_batches=skip, progress=bar)
-            if bar is not None:
-                bar.close()
-            st["step"] = res["step"]
-            if res["stopped"]:
-                save(epoch, res["batches"])
-                summary.update(stopped=True, signal=stop.signal, epoch=epoch + 1)
-                log.warning("stopped by signal %s at epoch %d, batch %d; resume with --resume %s",
-                            stop.signal, epoch + 1, res["batches"], paths.root)
-                break
-            log_metrics({"type": "train", "epoch": epoch + 1, "cycle": cycle, "step": st["step"],
-                         "lr": optimizer.param_groups[0]["lr"], "loss": res["loss"], "seconds": res["seconds"]})
-            if cycle:
-                running.add(_unwrap(model).state_dict())
-            last_of_phase = epoch == t.epochs - 1
-            last_of_cycle = cycle and in_cycle == t.cycle_epochs - 1
-            if (epoch + 1) % max(t.val_every, 1) == 0 or last_of_phase or last_of_cycle or epoch == total_epochs - 1:
-                score = validate(model, "student", epoch)
-                if cycle == 0 and score > st["best_score"]:
-                    csr["best_state"] = _state(model)
-                consider_best(score, _state(model), epoch, "student")
-                if writer is not None and t.image_log_every and (epoch + 1) % t.image_log_every == 0:
-                    _log_images(writer, _unwrap(model), val_ds, spec, device, epoch + 1)
-            if last_of_cycle:
-                base = csr["best_state"] if cycle == 1 else csr["teacher_state"]
-                if base is None:
-                    base = _state(model)
-                aggregate = self_ensemble(base, running, None, cycle)
-                teacher = make_teacher(aggregate)
-                bn_loader = _loader(train_ds, _Sampler(len(train_ds), bs, cfg.seed, -1 - cycle, dist.rank,
-                                                       dist.world_size), bs, cfg.data.workers, cfg.seed, True)
-                reestimate_bn(teacher, bn_loader, device=device)
-                teacher.eval().requires_grad_(False)
-                csr["teacher_state"] = _state(teacher)
-                running.reset()
-                score = validate(teacher, f"ensemble_{cycle}", epoch)
-                consider_best(score, csr["teacher_state"], epoch, f"ensemble_{cycle}")
-            save(epoch + 1, 0)
-            if writer is not None:
-                writer.flush()
-            if epoch + 1 < end_epoch and du.any_rank(stop()):
-                # a signal during validation, the self-ensemble or the checkpoint: this epoch's checkpoint is the stop
-                summary.update(stopped=True, signal=stop.signal, epoch=epoch + 1)
-                log.warning("stopped by signal %s after epoch %d; resume with --resume %s", stop.signal, epoch + 1,
-                            paths.root)
-                break
-    if writer is not None:
-        writer.close()
-    summary.update(best_val_mean_f1=st["best_score"], best_epoch=st["best_epoch"], best=paths.best,
-                   phase1_best=csr["phase1_best"], epochs_done=st["epoch"])
-    return summary
-
-
-def _build_criterion(cfg: Config, num_classes: int):
-    """``criterion(outputs, batch, teacher_outputs, cycle) -> {"total": ..., term: ...}`` for the model in ``cfg``."""
-    if cfg.model.name == "rnn_g":
-        from .losses.rnn_g import rnn_g_loss
-
-        return lambda outputs, batch, teacher_outputs=None, cycle=0: rnn_g_loss(outputs, batch)
-    return build_criterion(cfg.loss, num_classes)
-
-
-def _log_images(writer, model, val_ds: FaceParsingDataset, spec, device, epoch: int, n: int = 4) -> None:
-    """TensorBoard grid, one row per sample: input, ground truth, prediction, binary edge, category edge.
-
-    Only the class maps named here are drawn (``parsing``, and DML-CSR's ``edge`` / ``semantic_edge`` when the model
-    returns them); other outputs, such as RNN-G's one-channel boundary gate, are left out."""
-    from torchvision.utils import make_grid
-
-    batch = collate_samples([val_ds[i] for i in range(min(n, len(val_ds)))])
-    model.eval()
-    with torch.no_grad():
-        out = model(batch_input(batch, device))
-    size = batch["image"].shape[-2:]
-    up = {k: torch.nn.functional.interpolate(v.float(), size=size, mode="bilinear", align_corners=True).cpu()
-          for k, v in out.items() if k in ("parsing", "edge", "semantic_edge") and isinstance(v, torch.Tensor)
-          and v.dim() == 4 and v.shape[1] >= 2}
-    pal = torch.from_numpy(spec.palette).float() / 255
-    tiles = []
-    for j in range(batch["image"].shape[0]):
-        img = batch["image"][j].flip(0).float() / 255  # the loader's uint8 BGR crop, shown in RGB
-        gt = batch["label"][j].long()  # uint8 indices would be read as a mask
-        gt[gt == 255] = 0
-        tiles += [img, pal[gt].permute(2, 0, 1), pal[up["parsing"][j].argmax(0)].permute(2, 0, 1)]
-        for key in ("edge", "semantic_edge"):
-            if key in up:
-                e = up[key][j].softmax(0)
-                tiles.append((1 - e[0]).expand(3, -1, -1) if key == "edge" else pal[e.argmax(0)].permute(2, 0, 1))
-    cols = len(tiles) // batch["image"].shape[0]
-    writer.add_image("val/input_gt_pred_edges", make_grid(tiles, nrow=cols, padding=2), epoch)

@@ -23,7 +23,9 @@ from typing import Callable, Optional
 import torch
 
 from dml_csr.config import ConfigError, load_config
-from dml_csr.models import (autocast_context, build_model, count_parameters, load_model, prepare_for_inference,
+from dml_csr.data.labels import get_spec
+from dml_csr.loading import load_model
+from dml_csr.models import (autocast_context, build_model, count_parameters, prepare_for_inference,
                             to_model_input)
 
 PAPER = {"params_M": 59.67, "GFLOPs": 48.54, "latency_ms": 31.0}  # DML-CSR's paper figures (model.name dml_csr)
@@ -84,12 +86,12 @@ def _time(fn: Callable[[], torch.Tensor], device: torch.device, warmup: int, rep
     return statistics.median(times), peak, out
 
 
-def _flops(cfg, num_classes: int, size: int) -> int:
+def _flops(cfg, classes, size: int) -> int:
     """FLOPs of the inference model at batch 1 (torch's FLOP counter, run on the meta device: no compute)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     with torch.device("meta"):
-        model = _build(cfg, num_classes).eval()
+        model = build_model(cfg, len(classes), classes).eval()
         x = torch.empty(1, 3, size, size)
         with FlopCounterMode(display=False) as counter, torch.no_grad():
             model(x)
@@ -130,13 +132,13 @@ def benchmark_inference(model, device, size, batches, warmup, repeats) -> list[d
     return rows
 
 
-def benchmark_train(cfg, num_classes, device, size, batch, warmup, repeats) -> list[dict]:
+def benchmark_train(cfg, classes, device, size, batch, warmup, repeats) -> list[dict]:
     """Forward + backward of the training model with a dummy loss, fp32 vs bf16 autocast + channels_last."""
     rows, base = [], None
     torch.manual_seed(0)
     x = torch.randn(batch, 3, size, size, device=device)
     for label, precision, channels_last in (("train fp32", "fp32", False), ("train bf16 + channels_last", "bf16", True)):
-        model = build_model(cfg, num_classes).to(device).train()
+        model = build_model(cfg, len(classes), classes).to(device).train()
         if channels_last:
             model.to(memory_format=torch.channels_last)
         xi = to_model_input(x, channels_last)
@@ -195,21 +197,22 @@ def main(argv: Optional[list[str]] = None) -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     cfg = _config(args.config, args.set)
+    spec = get_spec(cfg.data.dataset)
     if args.classes is None:
-        from dml_csr.data.labels import get_spec
-        args.classes = get_spec(cfg.data.dataset).num_classes
+        args.classes = spec.num_classes
+    classes = spec.classes if args.classes == spec.num_classes else [f"class_{i}" for i in range(args.classes)]
     mcfg = copy.deepcopy(cfg.model)
     mcfg.pretrained = ""
     with torch.device("meta"):
-        train_params = count_parameters(_build(_with(mcfg, True), args.classes))
+        train_params = count_parameters(build_model(_with(mcfg, True), args.classes, classes))
         infer_cfg = _with(mcfg, False)
-        infer_params = count_parameters(_build(infer_cfg, args.classes))
-    flops = _flops(infer_cfg, args.classes, args.size)
+        infer_params = count_parameters(build_model(infer_cfg, args.classes, classes))
+    flops = _flops(infer_cfg, classes, args.size)
     if args.weights:
         model, _ = load_model(args.weights, device)
     else:
         torch.manual_seed(0)
-        model = _build(infer_cfg, args.classes).to(device).eval()
+        model = build_model(infer_cfg, args.classes, classes).to(device).eval()
     is_dml_csr = mcfg.name == "dml_csr"
     arch = mcfg.backbone if is_dml_csr else f"width {mcfg.rnn_channels}" + (", two-stage" if mcfg.two_stage else "")
     paper_params = f"; paper: {PAPER['params_M']}M" if is_dml_csr else ""
@@ -225,7 +228,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     batches = sorted({1, args.batch})
     rows = benchmark_inference(model, device, args.size, batches, args.warmup, args.repeats)
     if args.train:
-        rows += benchmark_train(_with(mcfg, True), args.classes, device, args.size, max(2, args.batch),
+        rows += benchmark_train(_with(mcfg, True), classes, device, args.size, max(2, args.batch),
                                 args.warmup, args.repeats)
     result = {"config": args.config, "size": args.size, "device": str(device), "threads": torch.get_num_threads(),
               "torch": torch.__version__, "num_classes": args.classes, "params_train": train_params,
@@ -237,15 +240,6 @@ def main(argv: Optional[list[str]] = None) -> None:
             json.dump(result, f, indent=1)
         os.replace(tmp, args.json)
         print(f"wrote {args.json}")
-
-
-def _build(mcfg, num_classes: int) -> torch.nn.Module:
-    """``build_model``, then ``drop_edge_heads()`` when ``mcfg.edge_heads`` is off (RNN-G builds its training-only
-    heads whatever the flag says; the inference model has none)."""
-    model = build_model(mcfg, num_classes)
-    if not mcfg.edge_heads and hasattr(model, "drop_edge_heads"):
-        model.drop_edge_heads()
-    return model
 
 
 def _with(mcfg, edge_heads: bool):

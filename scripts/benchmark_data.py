@@ -20,7 +20,8 @@ import time
 import cv2
 import torch
 
-from dml_csr.data.dataset import FaceParsingDataset, collate_samples, read_split_list
+from dml_csr.data.dataset import FaceParsingDataset, read_split_list
+from dml_csr.data.loader import collate_samples
 from dml_csr.data.labels import get_spec
 from dml_csr.data.transforms import TrainTransform, batch_input, box_to_center_scale, get_affine_transform
 

@@ -15,7 +15,7 @@ from typing import Optional
 from dml_csr.checkpoint import load_checkpoint, save_checkpoint
 from dml_csr.config import Config, DataConfig, ModelConfig, config_to_dict
 from dml_csr.data.labels import get_spec
-from dml_csr.models.loading import OFFICIAL_DATASETS, build_from_official, official_meta
+from dml_csr.loading import OFFICIAL_DATASETS, build_from_official, official_meta
 from dml_csr.models.official import official_num_classes, unwrap_state_dict
 
 log = logging.getLogger("convert_official")

@@ -177,19 +177,17 @@ def evaluate_predictions(args) -> int:
 
 
 def evaluate_checkpoint(args) -> int:
-    import torch
-
-    from dml_csr.data.dataset import build_loader
+    from dml_csr.data.dataset import build_dataset
     from dml_csr.data.labels import flip_permutation, get_spec
+    from dml_csr.data.loader import build_loader
     from dml_csr.data.transforms import EvalTransform
+    from dml_csr.distributed import resolve_device
     from dml_csr.engine import evaluate
-    from dml_csr.models.loading import load_model
+    from dml_csr.loading import load_model
 
     cfg = load_cfg(args)
     spec = get_spec(cfg.data.dataset)
-    device = args.device or cfg.train.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(args.device or cfg.train.device)
     model, meta = load_model(args.checkpoint, device=device)
     if meta["num_classes"] != spec.num_classes:
         raise ValueError(f"checkpoint '{args.checkpoint}' has {meta['num_classes']} classes but config "
@@ -212,14 +210,14 @@ def evaluate_checkpoint(args) -> int:
         log.warning("network input %s (config data.input_size) differs from the checkpoint's training size %s",
                     input_size, tuple(meta["input_size"]))
 
-    loader = build_loader(cfg, split, train=False)
-    ds = loader.dataset
+    ds = build_dataset(cfg, split, train=False)
     ds.transform = EvalTransform(input_size, *convention)
+    loader = build_loader(ds, batch_size=cfg.eval.batch_size, workers=cfg.data.workers, seed=cfg.seed, train=False)
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), f"eval_{ds.split}")
     log.info("scoring '%s' on %d images of '%s' split '%s' (input %s, flip %s, scales %s, %s)", args.checkpoint,
              len(ds), cfg.data.root, ds.split, input_size, flip, scales, device)
     with _progress(len(ds), args.no_progress, "evaluating") as bar:
-        cm = evaluate(model, loader, ds, spec.num_classes, device=torch.device(device), scales=scales,
+        cm = evaluate(model, loader, ds, spec.num_classes, device=device, scales=scales,
                       flip_perm=flip_permutation(spec).tolist() if flip else None, precision=cfg.eval.precision,
                       channels_last=cfg.eval.channels_last, original_resolution=True,
                       on_prediction=_prediction_writer(out, spec) if save else None, progress=bar)
@@ -232,7 +230,7 @@ def evaluate_checkpoint(args) -> int:
                        "scored_at": "original label resolution (prediction argmax at the network input, mapped "
                                     "back with the inverse evaluation affine, nearest)"},
         "input_convention": {"channel_order": convention[0], "mean": list(convention[1]), "std": list(convention[2])},
-        "flip": bool(flip), "scales": scales, "precision": cfg.eval.precision, "device": device,
+        "flip": bool(flip), "scales": scales, "precision": cfg.eval.precision, "device": str(device),
         "predictions": os.path.abspath(os.path.join(out, "labels")) if save else None,
     })
     report(cm, spec, protocol, out)

@@ -28,6 +28,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     cfg = load_cfg(args)  # every config error stops here, before any work
     setup_logging(int(os.environ.get("RANK", "0")))
+    from dml_csr.distributed import cleanup
     from dml_csr.engine import NonFiniteLossError
     from dml_csr.trainer import train
     resume = None if args.resume is None else (args.resume or cfg.run_dir)
@@ -36,6 +37,8 @@ def main(argv=None) -> int:
     except NonFiniteLossError as e:
         print(f"error: {e}; the last checkpoint in {cfg.run_dir}/checkpoints is intact", file=sys.stderr)
         return 3
+    finally:
+        cleanup()  # leave the process group (under torchrun)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(summary, indent=2, default=str))
     if summary.get("stopped"):

@@ -6,12 +6,12 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from helpers.tiny_checkpoint import one_thread, write_tiny_checkpoint  # noqa: F401 (fixture)
 
 from dml_csr import FaceParser
 from dml_csr.api import expand_box, haar_face_detector
 from dml_csr.data.labels import flip_permutation, get_spec
 from dml_csr.data.synthetic import render_face
-from helpers.tiny_checkpoint import one_thread, write_tiny_checkpoint  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -66,7 +66,7 @@ def test_list_input_and_batching_agree_with_single_calls(ckpt, face_bgr):
 
 
 def test_labels_are_the_inverse_mapped_network_argmax(parser, face_bgr):
-    from dml_csr.data.dataset import collate_samples
+    from dml_csr.data.loader import collate_samples
     from dml_csr.data.transforms import batch_input, inverse_affine
 
     s = parser.transform(face_bgr)
@@ -189,7 +189,7 @@ def test_haar_detector_finds_synthetic_faces(ckpt):
 def test_authors_metadata_sets_the_input_convention(parser):
     # the authors' files carry no metadata; load_model gives them official_meta (their model at 473, BGR input,
     # RGB ImageNet statistics). The parser must take its transform from it (loading itself: tests/models).
-    from dml_csr.models.loading import official_meta
+    from dml_csr.loading import official_meta
 
     meta = official_meta(11)
     p = FaceParser(parser.model, meta)

@@ -1,21 +1,11 @@
-"""Self-ensemble (eq. 6), exact batch-norm re-estimation, soft targets and learning-rate schedules."""
-import datetime
+"""Self-ensemble (eq. 6), its running sum, the cycle index and the self-regulation state a run carries."""
 import io
-import math
-import os
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
-import torch.nn.functional as F
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
-from helpers.distributed import free_port, run_worker
-
-from dml_csr.self_correction import (RunningSum, cosine_lr, cycle_position, norm_layers, poly_lr, reestimate_bn,
-                                     self_ensemble, soft_targets)
+from dml_csr.self_correction import RunningSum, SelfRegulation, cycle_position, model_state, self_ensemble
 
 
 # ------------------------------------------------------------------------------------------------------ eq. 6
@@ -86,180 +76,74 @@ def test_running_sum_state_roundtrip_and_key_check():
         rs.mean()
 
 
-# -------------------------------------------------------------------------------------- batch-norm re-estimation
-class InplaceLeakyBN(_BatchNorm):
-    """A stand-in for the project's ABN: a _BatchNorm subclass, |gamma| scale, leaky ReLU written IN PLACE into its
-    input (as inplace_abn does), so a hook reading the input after forward would see the wrong values."""
-
-    def _check_input_dim(self, x):
-        pass
-
-    def forward(self, x):
-        y = F.batch_norm(x, self.running_mean, self.running_var, self.weight.abs() + self.eps, self.bias,
-                         self.training, self.momentum, self.eps)
-        x.copy_(F.leaky_relu(y, 0.01))
-        return x
-
-
-class Toy(nn.Module):
-    def __init__(self, sync=True):
-        super().__init__()
-        self.conv = nn.Conv2d(2, 3, 1)
-        self.bn_a = nn.BatchNorm2d(3)
-        self.abn = InplaceLeakyBN(3)  # directly after another norm layer
-        self.conv2 = nn.Conv2d(3, 4, 1)
-        self.sbn = nn.SyncBatchNorm(4) if sync else nn.BatchNorm2d(4)
-        self.fc = nn.Linear(4, 5)
-        self.bn1d = nn.BatchNorm1d(5, momentum=None)  # cumulative-average flavour
-        with torch.no_grad():
-            for m in (self.bn_a, self.abn, self.sbn, self.bn1d):
-                m.weight.uniform_(-2, 2)
-                m.bias.normal_()
-
-    def forward(self, x):
-        y = self.abn(self.bn_a(self.conv(x)))
-        y = self.sbn(self.conv2(y)).relu()
-        return {"parsing": self.bn1d(self.fc(y.mean((2, 3))))}
-
-
-def _bn_train(x, m, weight=None):
-    return F.batch_norm(x, None, None, m.weight if weight is None else weight, m.bias, True, 0.0, m.eps)
-
-
-def _manual_inputs(model, x):
-    """Inputs of each norm layer in train mode (batch statistics), computed without the module code."""
-    ins = {}
-    y = model.conv(x)
-    ins["bn_a"] = y
-    y = _bn_train(y, model.bn_a)
-    ins["abn"] = y
-    y = F.leaky_relu(_bn_train(y, model.abn, model.abn.weight.abs() + model.abn.eps), 0.01)
-    y = model.conv2(y)
-    ins["sbn"] = y
-    y = _bn_train(y, model.sbn).relu()
-    ins["bn1d"] = model.fc(y.mean((2, 3)))
-    return ins
-
-
-def _expected_stats(model, batches):
-    per_layer = {}
-    with torch.no_grad():
-        for b in batches:
-            for k, v in _manual_inputs(model, b["image"]).items():
-                per_layer.setdefault(k, []).append(v.transpose(0, 1).reshape(v.shape[1], -1).double())
-    return {k: (torch.cat(v, 1).mean(1), torch.cat(v, 1).var(1, unbiased=True)) for k, v in per_layer.items()}
-
-
-def _batches(seed=0, sizes=(4, 4, 3)):
-    g = torch.Generator().manual_seed(seed)
-    return [{"image": torch.randn(n, 2, 3, 3, generator=g) * (1 + i) + i} for i, n in enumerate(sizes)]
-
-
-def test_norm_layers_found():
-    names = [n for n, _ in norm_layers(Toy())]
-    assert names == ["bn_a", "abn", "sbn", "bn1d"]
-
-
-def test_reestimate_bn_equals_exact_statistics():
-    torch.manual_seed(0)
-    model = Toy().eval()
-    batches = _batches()
-    expected = _expected_stats(model, batches)
-    tracked = {n: m.num_batches_tracked.item() for n, m in norm_layers(model)}
-    assert reestimate_bn(model, batches, device="cpu") == 3
-    for name, m in norm_layers(model):
-        mean, var = expected[name]
-        assert torch.allclose(m.running_mean.double(), mean, atol=1e-5), name
-        assert torch.allclose(m.running_var.double(), var, atol=1e-5, rtol=1e-5), name
-        assert m.num_batches_tracked.item() == tracked[name]
-    # mode and momentum restored
-    assert not any(m.training for m in model.modules())
-    assert model.bn_a.momentum == 0.1 and model.bn1d.momentum is None
-    # exact pooled statistics, not the average of per-batch statistics (unequal batches make them differ)
-    bn1d_in = [_manual_inputs(model, b["image"])["bn1d"].double() for b in batches]
-    mean_of_vars = torch.stack([v.var(0) for v in bn1d_in]).mean(0)
-    assert not torch.allclose(model.bn1d.running_var.double(), mean_of_vars, atol=1e-3)
-
-
-def test_reestimate_bn_max_batches_custom_forward_and_train_mode_kept():
-    torch.manual_seed(1)
-    model = Toy().train()
-    batches = _batches(1)
-    expected = _expected_stats(model, batches[:1])
-    calls = []
-
-    def forward(m, batch, device):
-        calls.append(device)
-        return m(batch["image"].to(device))
-
-    assert reestimate_bn(model, batches, forward, torch.device("cpu"), max_batches=1) == 1
-    assert calls == [torch.device("cpu")]
-    assert torch.allclose(model.sbn.running_mean.double(), expected["sbn"][0], atol=1e-5)
-    assert all(m.training for m in model.modules())
-
-
-def _ddp_worker(rank, world, port, state, batches, out_dir):
-    def body():
-        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-        dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=60))
-        model = Toy(sync=False)
-        model.load_state_dict(state)
-        reestimate_bn(model, batches[rank::world], device="cpu")
-        torch.save({n: (m.running_mean, m.running_var) for n, m in norm_layers(model)},
-                   os.path.join(out_dir, f"rank{rank}.pt"))
-
-    run_worker(body)
-
-
-def test_reestimate_bn_reduces_across_processes(tmp_path):
-    torch.manual_seed(2)
-    model = Toy(sync=False)
-    batches = _batches(2, sizes=(3, 2, 4))
-    expected = _expected_stats(model, batches)
-    mp.spawn(_ddp_worker, args=(2, free_port(), model.state_dict(), batches, str(tmp_path)), nprocs=2, join=True)
-    for rank in range(2):
-        got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
-        for name, (mean, var) in expected.items():
-            assert torch.allclose(got[name][0].double(), mean, atol=1e-5), (rank, name)
-            assert torch.allclose(got[name][1].double(), var, atol=1e-5, rtol=1e-5), (rank, name)
-
-
-# ----------------------------------------------------------------------------------------- soft targets, schedules
-def test_soft_targets():
-    logits = {"parsing": torch.tensor([0.0, math.log(3.0)]).view(1, 2, 1, 1).requires_grad_(True)}
-    p = soft_targets(logits)["parsing"]
-    assert p.flatten().tolist() == pytest.approx([0.25, 0.75]) and not p.requires_grad
-    p2 = soft_targets(logits, temperature=2.0)["parsing"]
-    assert p2.flatten().tolist() == pytest.approx([1 / (1 + math.sqrt(3)), math.sqrt(3) / (1 + math.sqrt(3))])
-
-
-def test_cosine_lr_values():
-    assert cosine_lr(0, 10, 1e-3, 1e-5) == pytest.approx(1e-3)
-    assert cosine_lr(5, 10, 1e-3, 1e-5) == pytest.approx((1e-3 + 1e-5) / 2)
-    assert cosine_lr(10, 10, 1e-3, 1e-5) == pytest.approx(1e-5)
-    assert cosine_lr(2, 10, 1.0, 0.0) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.2)))
-    values = [cosine_lr(e, 10, 1.0, 0.0) for e in range(10)]
-    assert all(a > b for a, b in zip(values, values[1:]))
-    with pytest.raises(ValueError, match="epoch_in_cycle"):
-        cosine_lr(11, 10, 1.0, 0.0)
-
-
-def test_poly_lr_values():
-    assert poly_lr(0, 10, 1.0, power=1.0) == 1.0
-    assert poly_lr(5, 10, 1.0, power=1.0) == pytest.approx(0.5)
-    assert poly_lr(5, 10, 2.0, power=0.9) == pytest.approx(2.0 * 0.5 ** 0.9)
-    assert poly_lr(10, 10, 1.0) == 0.0 and poly_lr(12, 10, 1.0) == 0.0
-    # warm-up: linear ramp to base, then the decay over the remaining steps
-    assert [poly_lr(s, 12, 1.0, 1.0, warmup_steps=4) for s in range(4)] == pytest.approx([0.25, 0.5, 0.75, 1.0])
-    assert poly_lr(4, 12, 1.0, 1.0, warmup_steps=4) == 1.0
-    assert poly_lr(8, 12, 1.0, 1.0, warmup_steps=4) == pytest.approx(0.5)
-    with pytest.raises(ValueError, match="warmup_steps"):
-        poly_lr(0, 4, 1.0, warmup_steps=4)
-
-
 def test_cycle_position():
     assert cycle_position(0, 150, 10) == (0, 0)
     assert cycle_position(149, 150, 10) == (0, 149)
     assert cycle_position(150, 150, 10) == (1, 0)
     assert cycle_position(159, 150, 10) == (1, 9)
     assert cycle_position(199, 150, 10) == (5, 9)
+
+
+# ------------------------------------------------------------------------------------- the self-regulation state
+class _Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(2, 2)
+        self.bn = nn.BatchNorm1d(2)
+
+
+def _set(net, value):
+    with torch.no_grad():
+        for p in net.parameters():
+            p.fill_(value)
+    return net
+
+
+def test_self_regulation_teacher_sum_and_aggregate():
+    """E = 2, N = 2: the best first-phase student teaches cycle 1; its end aggregates it with the cycle's two
+    students as eq. 6 says (k = 1: halves), and the re-estimation callback sees the aggregate."""
+    csr, net = SelfRegulation(first_phase_epochs=2, cycle_epochs=2), _Net()
+    assert csr.teacher_for_epoch(0, net) is None
+    csr.observe(0, 0.5, _set(net, 1.0))
+    csr.observe(1, 0.4, _set(net, 2.0))  # worse: M_best stays the epoch-0 weights
+    assert csr.phase1_best == 0.5 and csr.end_of_cycle(1, net, lambda m: None) is None
+    teacher = csr.teacher_for_epoch(2, net)
+    assert torch.equal(teacher.fc.weight, torch.ones(2, 2)) and not teacher.training
+    assert not any(p.requires_grad for p in teacher.parameters())
+    csr.after_epoch(2, _set(net, 3.0))
+    assert csr.end_of_cycle(2, net, lambda m: None) is None  # not the cycle's last epoch
+    csr.after_epoch(3, _set(net, 5.0))
+    csr.observe(3, 0.9, net)  # a cycle's score does not touch M_best
+    seen = []
+
+    def reestimate(m):
+        seen.append(m.fc.weight.clone())
+        m.bn.running_mean.fill_(7.0)
+
+    new = csr.end_of_cycle(3, net, reestimate)
+    expected = 0.5 * 1.0 + (3.0 + 5.0) / (2 * 2)
+    assert torch.allclose(seen[0], torch.full((2, 2), expected))
+    assert torch.allclose(new.fc.weight, torch.full((2, 2), expected))
+    assert torch.equal(csr.teacher_state["bn.running_mean"], torch.full((2,), 7.0))
+    assert csr.teacher_for_epoch(4, net) is new and csr.running.count == 0
+    assert torch.equal(csr.best_state["fc.weight"], torch.ones(2, 2)) and csr.phase1_best == 0.5
+
+
+def test_self_regulation_state_round_trips_through_a_weights_only_checkpoint():
+    csr, net = SelfRegulation(1, 3), _Net()
+    csr.observe(0, 0.7, _set(net, 1.0))
+    csr.teacher_for_epoch(1, net)
+    csr.after_epoch(1, _set(net, 4.0))
+    buf = io.BytesIO()
+    torch.save(csr.state_dict(), buf)
+    buf.seek(0)
+    restored = SelfRegulation(1, 3)
+    restored.load_state_dict(torch.load(buf, weights_only=True))
+    for c in (csr, restored):
+        c.after_epoch(2, _set(net, 7.0))
+        c.after_epoch(3, _set(net, 10.0))
+    a = csr.end_of_cycle(3, net, lambda m: None)
+    b = restored.end_of_cycle(3, net, lambda m: None)
+    assert torch.equal(a.fc.weight, b.fc.weight)
+    assert torch.allclose(b.fc.weight, torch.full((2, 2), 0.5 * 1.0 + (4.0 + 7.0 + 10.0) / 6))
+    assert restored.phase1_best == 0.7 and set(model_state(net)) == set(restored.teacher_state)

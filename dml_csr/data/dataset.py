@@ -13,24 +13,23 @@ from __future__ import annotations
 
 import logging
 import os
-import random
-import signal
 from typing import Any, Callable, Optional
 
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import Dataset
+
+from ..conventions import IGNORE_INDEX
 
 from .imageio import imread_checked
 from .labels import LabelSpec, get_spec
 from .transforms import EvalTransform, TrainTransform
 
 __all__ = ["FaceParsingDataset", "BadSampleError", "resolve_split", "read_split_list", "read_image", "read_label",
-           "build_transform", "build_dataset", "build_loader", "collate_samples", "SkipCountingLoader"]
+           "build_transform", "build_dataset"]
 
 logger = logging.getLogger(__name__)
-IGNORE = 255
 _ALIASES = {"val": "valid", "valid": "val"}
 
 
@@ -100,9 +99,9 @@ def check_label_values(label: np.ndarray, num_classes: int, path: str) -> None:
     if top < num_classes:
         return
     counts = np.bincount(label.ravel(), minlength=256)
-    bad = [v for v in np.nonzero(counts)[0].tolist() if v >= num_classes and v != IGNORE]
+    bad = [v for v in np.nonzero(counts)[0].tolist() if v >= num_classes and v != IGNORE_INDEX]
     if bad:
-        raise BadSampleError(f"label file '{path}' has values {bad} outside [0, {num_classes}) and {IGNORE} (ignore); "
+        raise BadSampleError(f"label file '{path}' has values {bad} outside [0, {num_classes}) and {IGNORE_INDEX} (ignore); "
                              f"wrong dataset key or label order?")
 
 
@@ -132,7 +131,7 @@ class FaceParsingDataset(Dataset):
         spec: the label registry entry (class count for validation, flip pairs for the transform).
         transform: called as ``transform(image, label, rng)``; see :mod:`dml_csr.data.transforms`.
         skip_bad: replace an unusable sample by the next usable one with a warning, instead of raising. Skipped names
-            are collected; read them with :meth:`pop_skipped` (the loader from :func:`build_loader` brings names
+            are collected; read them with :meth:`pop_skipped` (the loader of :mod:`dml_csr.data.loader` brings names
             skipped inside worker processes back to this object and logs a summary after each pass).
         max_samples: keep only the first N samples (0 = all).
     """
@@ -205,65 +204,13 @@ class FaceParsingDataset(Dataset):
         return sample
 
 
-def _stack(vals: list[torch.Tensor]) -> torch.Tensor:
-    """``torch.stack``, keeping channels-last (3, H, W) uint8 views (the transforms' images) channels-last: stacking
-    them as they are would transpose every image into the batch (6x slower than this copy)."""
-    v = vals[0]
-    if v.dtype == torch.uint8 and v.dim() == 3 and v.shape[0] == 3 and v.stride(0) == 1:
-        return torch.stack([t.permute(1, 2, 0) for t in vals]).permute(0, 3, 1, 2)
-    return torch.stack(vals)
-
-
-def collate_samples(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack tensors; ``name`` and ``meta`` stay lists; ``skipped`` names are concatenated."""
-    batch: dict[str, Any] = {}
-    for key in samples[0]:
-        if key == "skipped":
-            continue
-        vals = [s[key] for s in samples]
-        batch[key] = _stack(vals) if isinstance(vals[0], torch.Tensor) else vals
-    skipped = [n for s in samples for n in s.get("skipped", ())]
-    if skipped:
-        batch["skipped"] = skipped
-    return batch
-
-
-class SkipCountingLoader(DataLoader):
-    """A DataLoader that moves ``batch["skipped"]`` into ``dataset.pop_skipped()`` and logs a summary per pass."""
-
-    def __iter__(self):
-        count = 0
-        for batch in super().__iter__():
-            names = batch.pop("skipped", None) if isinstance(batch, dict) else None
-            if names:
-                self.dataset._skipped.extend(names)
-                count += len(names)
-            yield batch
-        pending = len(getattr(self.dataset, "_skipped", ()))
-        if count or pending:
-            logger.warning("data pass over '%s' finished with %d unusable sample(s) skipped (data.skip_bad); "
-                           "run scripts/check_dataset.py on the root to list them", self.dataset.split, pending)
-
-
-def seed_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: numpy and ``random`` follow the seed torch gives the worker, and the worker
-    ignores SIGINT/SIGTERM. Those reach a whole process group (Ctrl-C, torchrun passing a SIGTERM on), and a worker
-    killed by one makes the main process fail ("DataLoader worker exited unexpectedly") before it can write its
-    stop checkpoint; workers still end when the main process shuts the loader down (or dies)."""
-    seed = torch.initial_seed() % 2 ** 32  # set by the DataLoader from its generator: base seed + worker id
-    np.random.seed(seed)
-    random.seed(seed)
-    for s in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(s, signal.SIG_IGN)
-
-
 def build_transform(cfg, train: bool):
     """The train or eval transform from ``cfg.data`` and the input convention in ``cfg.model``."""
     d, m = cfg.data, cfg.model
     if train:
         return TrainTransform(d.input_size, get_spec(d.dataset), m.channel_order, m.mean, m.std, d.scale_range,
                               d.rotation, d.rotation_prob, d.flip, d.color_jitter, d.edge_width,
-                              sampling=getattr(d, "aug_sampling", "uniform"))
+                              sampling=d.aug_sampling)
     return EvalTransform(d.input_size, m.channel_order, m.mean, m.std, d.edge_width)
 
 
@@ -272,22 +219,3 @@ def build_dataset(cfg, split: str, train: bool) -> FaceParsingDataset:
     d = cfg.data
     return FaceParsingDataset(d.root, split, get_spec(d.dataset), build_transform(cfg, train),
                               skip_bad=d.skip_bad, max_samples=d.max_samples)
-
-
-def build_loader(cfg, split: str, train: bool, distributed: bool = False,
-                 batch_size: Optional[int] = None) -> SkipCountingLoader:
-    """A DataLoader over :func:`build_dataset`; shuffled with dropped last batch when ``train``.
-
-    Reproducible from ``cfg.seed``: the shuffle order, each worker's seed and so every augmentation follow from it
-    (with ``workers == 0`` the augmentation follows torch's global RNG, which the script seeds). Under
-    ``distributed`` a :class:`DistributedSampler` splits the data; call ``loader.sampler.set_epoch(epoch)`` each epoch.
-    """
-    ds = build_dataset(cfg, split, train)
-    bs = batch_size or (cfg.data.batch_size if train else cfg.eval.batch_size)
-    g = torch.Generator()
-    g.manual_seed(cfg.seed)
-    sampler = DistributedSampler(ds, shuffle=train, seed=cfg.seed, drop_last=train) if distributed else None
-    return SkipCountingLoader(ds, batch_size=bs, shuffle=train and sampler is None, sampler=sampler,
-                              drop_last=train, num_workers=cfg.data.workers, collate_fn=collate_samples,
-                              worker_init_fn=seed_worker, generator=g, pin_memory=torch.cuda.is_available(),
-                              persistent_workers=False)

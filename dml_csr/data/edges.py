@@ -23,6 +23,8 @@ import cv2
 import numpy as np
 import torch
 
+from ..conventions import IGNORE_INDEX
+
 __all__ = ["edge_targets", "binary_edges", "semantic_edges", "binary_edges_torch", "semantic_edges_torch", "neighbour_offsets"]
 
 
@@ -43,7 +45,7 @@ def _kernel(width: int) -> np.ndarray:
     return k
 
 
-def edge_targets(label: np.ndarray, width: int = 1, ignore_index: int = 255) -> tuple[np.ndarray, np.ndarray]:
+def edge_targets(label: np.ndarray, width: int = 1, ignore_index: int = IGNORE_INDEX) -> tuple[np.ndarray, np.ndarray]:
     """Both targets at once (one neighbourhood pass): ``(binary, semantic)``, each (H, W) uint8.
 
     A max filter of ``label + 1`` (ignored pixels wrap to 0, below every class) finds a larger valid neighbour, a min
@@ -70,7 +72,7 @@ def edge_targets(label: np.ndarray, width: int = 1, ignore_index: int = 255) -> 
     return binary, semantic
 
 
-def binary_edges(label: np.ndarray, width: int = 1, ignore_index: int = 255) -> np.ndarray:
+def binary_edges(label: np.ndarray, width: int = 1, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
     """Binary edge target of a label map.
 
     Args:
@@ -83,7 +85,7 @@ def binary_edges(label: np.ndarray, width: int = 1, ignore_index: int = 255) -> 
     return edge_targets(label, width, ignore_index)[0]
 
 
-def semantic_edges(label: np.ndarray, width: int = 1, ignore_index: int = 255) -> np.ndarray:
+def semantic_edges(label: np.ndarray, width: int = 1, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
     """Category-aware edge target: the pixel's class on binary-edge pixels, 0 elsewhere, ``ignore_index`` where
     ignored. (H, W) uint8 in, (H, W) uint8 out."""
     return edge_targets(label, width, ignore_index)[1]
@@ -105,7 +107,7 @@ def _edge_mask_torch(label: torch.Tensor, width: int, ignore_index: int) -> tupl
     return edge & valid, valid
 
 
-def binary_edges_torch(label: torch.Tensor, width: int = 1, ignore_index: int = 255) -> torch.Tensor:
+def binary_edges_torch(label: torch.Tensor, width: int = 1, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
     """Batch version of :func:`binary_edges`: (B, H, W) integer tensor -> (B, H, W) int64 on the same device."""
     edge, valid = _edge_mask_torch(label, width, ignore_index)
     out = edge.long()
@@ -113,7 +115,7 @@ def binary_edges_torch(label: torch.Tensor, width: int = 1, ignore_index: int = 
     return out
 
 
-def semantic_edges_torch(label: torch.Tensor, width: int = 1, ignore_index: int = 255) -> torch.Tensor:
+def semantic_edges_torch(label: torch.Tensor, width: int = 1, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
     """Batch version of :func:`semantic_edges`: (B, H, W) integer tensor -> (B, H, W) int64 on the same device."""
     edge, valid = _edge_mask_torch(label, width, ignore_index)
     out = torch.where(edge, label.long(), torch.zeros_like(label, dtype=torch.long))

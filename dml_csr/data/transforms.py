@@ -26,13 +26,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..conventions import IGNORE_INDEX as IGNORE
 from .edges import edge_targets
 from .labels import LabelSpec, flip_permutation
 
 __all__ = ["get_affine_transform", "box_to_center_scale", "inverse_affine", "TrainTransform", "EvalTransform",
            "normalize_images", "batch_input"]
 
-IGNORE = 255
 
 
 def box_to_center_scale(height: int, width: int, input_size: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -112,7 +112,7 @@ def batch_input(batch: dict, device: Optional[torch.device | str] = None, channe
     metas = batch.get("meta")
     if isinstance(metas, dict):
         raise ValueError("batch['meta'] is a dict of lists (torch's default collate); build the DataLoader with "
-                         "collate_fn=dml_csr.data.dataset.collate_samples, which keeps one meta dict per sample")
+                         "collate_fn=dml_csr.data.loader.collate_samples, which keeps one meta dict per sample")
     if not metas or "pixels" not in metas[0]:
         raise ValueError("batch['image'] is uint8 but batch['meta'] does not record the pixel convention "
                          "(meta['pixels'] = {channel_order, mean, std}); build samples with a dml_csr transform or "

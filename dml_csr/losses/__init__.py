@@ -1,18 +1,58 @@
-"""Losses of DML-CSR: parsing (CE + Lovasz-softmax), edges, dual edge attention, self-distillation, and the total.
+"""Losses: parsing (CE + Lovasz-softmax), edges, dual edge attention, self-distillation and their totals for DML-CSR
+(:class:`MultiTaskLoss`); the three losses of RNN-G (:class:`RNNGLoss`).
 
-``build_criterion(cfg.loss, num_classes)`` is the entry point of the trainer; see ``total.py`` for the terms.
+Losses take tensors. ``build_criterion(cfg, class_names)`` picks the criterion of ``cfg.model.name`` from
+:data:`CRITERIA`, as :func:`dml_csr.models.build_model` picks the model, and configures it from ``cfg.loss``.
 """
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Sequence
+
+from dml_csr.face_parts import part_table
 from dml_csr.losses.attention import binary_edge_attention, semantic_edge_attention
 from dml_csr.losses.distill import kl_distill, mix_with_onehot
 from dml_csr.losses.edges import (binary_edge_ce, binary_edge_weights, semantic_edge_ce, semantic_edge_weights,
                                   weighted_ce)
 from dml_csr.losses.lovasz import lovasz_softmax, lovasz_softmax_flat
-from dml_csr.losses.parsing import IGNORE_INDEX, parsing_ce, parsing_lovasz, pixel_ce, upsample_to
-from dml_csr.losses.total import TERMS, build_criterion, loss_weights, multitask_loss
+from dml_csr.losses.parsing import parsing_ce, parsing_lovasz, pixel_ce
+from dml_csr.losses.rnn_g import RNNGLoss, rnn_g_loss
+from dml_csr.losses.total import TERMS, MultiTaskLoss
 
 __all__ = [
-    "IGNORE_INDEX", "TERMS", "binary_edge_attention", "binary_edge_ce", "binary_edge_weights", "build_criterion",
-    "kl_distill", "lovasz_softmax", "lovasz_softmax_flat", "loss_weights", "mix_with_onehot", "multitask_loss",
-    "parsing_ce", "parsing_lovasz", "pixel_ce", "semantic_edge_attention", "semantic_edge_ce",
-    "semantic_edge_weights", "upsample_to", "weighted_ce",
+    "CRITERIA", "TERMS", "MultiTaskLoss", "RNNGLoss", "binary_edge_attention", "binary_edge_ce", "binary_edge_weights",
+    "build_criterion", "kl_distill", "lovasz_softmax", "lovasz_softmax_flat", "mix_with_onehot", "parsing_ce",
+    "parsing_lovasz", "pixel_ce", "rnn_g_loss", "semantic_edge_attention", "semantic_edge_ce",
+    "semantic_edge_weights", "weighted_ce",
 ]
+
+
+def _dml_csr_criterion(cfg, class_names: Sequence[str]) -> MultiTaskLoss:
+    return MultiTaskLoss.from_config(cfg.loss, len(class_names))
+
+
+def _rnn_g_criterion(cfg, class_names: Sequence[str]) -> RNNGLoss:
+    # every loss.* field configures DML-CSR's multi-task loss; RNN-G's terms have none, so a set one would be ignored
+    defaults = type(cfg.loss)()
+    changed = [f.name for f in dataclasses.fields(cfg.loss) if getattr(cfg.loss, f.name) != getattr(defaults, f.name)]
+    if changed:
+        raise ValueError(f"loss.{changed[0]} = {getattr(cfg.loss, changed[0])!r} has no effect on model.name=rnn_g "
+                         f"(its losses are the coarse CE, the boundary-gate CE and the final CE, unweighted); "
+                         f"remove loss.{', loss.'.join(changed)} from the config")
+    return RNNGLoss(part_table(class_names) if cfg.model.two_stage else None)
+
+
+CRITERIA: dict[str, Callable[..., Callable]] = {
+    "dml_csr": _dml_csr_criterion,
+    "rnn_g": _rnn_g_criterion,
+}
+
+
+def build_criterion(cfg, class_names: Sequence[str]) -> Callable:
+    """The training criterion of ``cfg.model.name`` configured by ``cfg.loss`` (a :class:`dml_csr.config.Config`):
+    ``criterion(outputs, batch, teacher_outputs=None, cycle=0) -> {term: scalar, ..., "total": scalar}``."""
+    try:
+        builder = CRITERIA[cfg.model.name]
+    except KeyError:
+        raise KeyError(f"no criterion for model.name '{cfg.model.name}'; expected one of {', '.join(CRITERIA)}") from None
+    return builder(cfg, class_names)

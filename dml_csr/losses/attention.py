@@ -21,7 +21,8 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
-from dml_csr.losses.parsing import IGNORE_INDEX, pixel_ce
+from dml_csr.conventions import IGNORE_INDEX
+from dml_csr.losses.parsing import pixel_ce
 
 __all__ = ["binary_edge_attention", "semantic_edge_attention"]
 

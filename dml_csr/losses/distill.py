@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dml_csr.losses.parsing import IGNORE_INDEX, upsample_to
+from dml_csr.conventions import IGNORE_INDEX, resize_bilinear
 
 __all__ = ["kl_distill", "mix_with_onehot"]
 
@@ -43,8 +43,8 @@ def kl_distill(student_logits: Tensor, teacher_logits: Tensor, valid: Optional[T
         size = tuple(valid.shape[-2:])
     elif size is None:
         size = tuple(student_logits.shape[-2:])
-    s = upsample_to(student_logits.float(), size)
-    t = upsample_to(teacher_logits.detach().float(), size)
+    s = resize_bilinear(student_logits.float(), size)
+    t = resize_bilinear(teacher_logits.detach().float(), size)
     log_ps = F.log_softmax(s / temperature, dim=1)
     log_pt = F.log_softmax(t / temperature, dim=1)
     kl = F.kl_div(log_ps, log_pt, reduction="none", log_target=True).sum(1)  # (B, H, W)
@@ -65,7 +65,7 @@ def mix_with_onehot(teacher_logits: Tensor, target: Tensor, weight: float,
     Returns:
         (B, K, H, W) float32.
     """
-    t = upsample_to(teacher_logits.detach().float(), tuple(target.shape[-2:]))
+    t = resize_bilinear(teacher_logits.detach().float(), tuple(target.shape[-2:]))
     valid = target != ignore_index
     onehot = F.one_hot(torch.where(valid, target, torch.zeros_like(target)), t.shape[1])
     onehot = (onehot * valid.unsqueeze(-1)).movedim(-1, 1).to(t.dtype)

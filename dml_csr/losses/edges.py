@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dml_csr.losses.parsing import IGNORE_INDEX, upsample_to
+from dml_csr.conventions import IGNORE_INDEX, resize_bilinear
 
 __all__ = ["binary_edge_weights", "semantic_edge_weights", "weighted_ce", "binary_edge_ce", "semantic_edge_ce"]
 
@@ -76,7 +76,7 @@ def weighted_ce(logits: Tensor, target: Tensor, weights: Tensor, ignore_index: i
     Returns:
         scalar; the unweighted mean if the weights of the present classes sum to zero; 0 if no pixel is valid.
     """
-    logits = upsample_to(logits.float(), tuple(target.shape[-2:]))
+    logits = resize_bilinear(logits.float(), tuple(target.shape[-2:]))
     ce = F.cross_entropy(logits, target, ignore_index=ignore_index, reduction="none")  # (B, H, W), 0 on ignored
     valid = target != ignore_index
     w_pix = weights.to(ce.device, ce.dtype)[target.clamp(0, weights.numel() - 1)] * valid

@@ -5,22 +5,13 @@ The network predicts at stride 4; like the authors, every loss first upsamples t
 """
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from dml_csr.conventions import IGNORE_INDEX, resize_bilinear
 from dml_csr.losses.lovasz import lovasz_softmax
 
-__all__ = ["IGNORE_INDEX", "upsample_to", "parsing_ce", "pixel_ce", "parsing_lovasz"]
-
-IGNORE_INDEX = 255
-
-
-def upsample_to(logits: Tensor, size: tuple[int, int]) -> Tensor:
-    """(B, C, h, w) -> (B, C, H, W) bilinear with ``align_corners=True``; returned as is when already that size."""
-    if tuple(logits.shape[-2:]) == tuple(size):
-        return logits
-    return F.interpolate(logits, size=size, mode="bilinear", align_corners=True)
+__all__ = ["parsing_ce", "pixel_ce", "parsing_lovasz"]
 
 
 def pixel_ce(logits: Tensor, labels: Tensor, ignore_index: int = IGNORE_INDEX) -> Tensor:
@@ -32,7 +23,7 @@ def pixel_ce(logits: Tensor, labels: Tensor, ignore_index: int = IGNORE_INDEX) -
     Returns:
         (B, H, W) float: ``-log softmax(logits)[label]`` at the label size, 0 on ignored pixels.
     """
-    logits = upsample_to(logits.float(), tuple(labels.shape[-2:]))
+    logits = resize_bilinear(logits.float(), tuple(labels.shape[-2:]))
     return F.cross_entropy(logits, labels, ignore_index=ignore_index, reduction="none")
 
 
@@ -57,5 +48,5 @@ def parsing_lovasz(logits: Tensor, labels: Tensor, ignore_index: int = IGNORE_IN
     Returns:
         scalar.
     """
-    logits = upsample_to(logits.float(), tuple(labels.shape[-2:]))
+    logits = resize_bilinear(logits.float(), tuple(labels.shape[-2:]))
     return lovasz_softmax(logits.softmax(1), labels, ignore_index=ignore_index, per_image=per_image)

@@ -21,9 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dml_csr.losses.parsing import IGNORE_INDEX, parsing_ce
+from dml_csr.conventions import IGNORE_INDEX
+from dml_csr.face_parts import Part, crop_labels
+from dml_csr.losses.parsing import parsing_ce
 
-__all__ = ["RNN_G_TERMS", "rnn_g_loss", "gate_targets", "sample_gate_pixels", "gate_ce"]
+__all__ = ["RNN_G_TERMS", "RNNGLoss", "rnn_g_loss", "gate_targets", "sample_gate_pixels", "gate_ce"]
 
 RNN_G_TERMS = ("parsing_ce", "coarse_ce", "gate_ce", "stage1_ce", "part_ce")
 
@@ -87,16 +89,18 @@ def gate_ce(gate_logits: Tensor, edge: Tensor, ratio: float = 5.0,
     return (per_pixel * mask).sum() / mask.sum().clamp(min=1)
 
 
-def _part_ce(outputs: Mapping[str, Tensor], name: str, label: Tensor) -> Tensor:
-    from dml_csr.models.two_stage import PARTS, crop_labels  # only two-stage models return parts
-    classes, size, _ = PARTS[name]
+def _part_ce(outputs: Mapping[str, Tensor], name: str, label: Tensor, parts: Optional[Mapping[str, Part]]) -> Tensor:
+    if parts is None or name not in parts:
+        raise KeyError(f"rnn_g_loss: the model returned 'part/{name}' but no part table names its classes; pass "
+                       f"parts=dml_csr.face_parts.part_table(class_names)")
+    classes, size, _ = parts[name]
     target = crop_labels(label, outputs[f"box/{name}"], size, classes)
     return F.cross_entropy(outputs[f"part/{name}"].float(), target, ignore_index=IGNORE_INDEX)
 
 
 def rnn_g_loss(outputs: Mapping[str, Tensor], batch: Mapping[str, Tensor], *,
-               weights: Optional[Mapping[str, float]] = None, gate_ratio: float = 5.0,
-               generator: Optional[torch.Generator] = None) -> dict[str, Tensor]:
+               parts: Optional[Mapping[str, Part]] = None, weights: Optional[Mapping[str, float]] = None,
+               gate_ratio: float = 5.0, generator: Optional[torch.Generator] = None) -> dict[str, Tensor]:
     """The three losses of RNN-G (plus ``stage1_ce`` and ``part_ce`` for two-stage models).
 
     Args:
@@ -104,6 +108,7 @@ def rnn_g_loss(outputs: Mapping[str, Tensor], batch: Mapping[str, Tensor], *,
             in training mode; ``stage1``, ``part/<name>``, ``box/<name>`` from a two-stage model.
         batch: ``label`` (B, H, W) int64 with 255 = ignore; ``edge`` (B, H, W) with 1 = boundary (needed when
             ``gate`` is present).
+        parts: the two-stage model's components (:func:`dml_csr.face_parts.part_table` of the class names).
         weights: optional factor per term name (default 1 each).
         gate_ratio: non-boundary pixels sampled per boundary pixel (paper: 5).
     Returns:
@@ -124,10 +129,29 @@ def rnn_g_loss(outputs: Mapping[str, Tensor], batch: Mapping[str, Tensor], *,
         terms["stage1_ce"] = parsing_ce(outputs["stage1"], label)
     part_keys = [k for k in outputs if k.startswith("part/")]
     if part_keys:
-        terms["part_ce"] = torch.stack([_part_ce(outputs, k[len("part/"):], label) for k in part_keys]).mean()
+        terms["part_ce"] = torch.stack([_part_ce(outputs, k[len("part/"):], label, parts) for k in part_keys]).mean()
     weights = dict(weights or {})
     unknown = set(weights) - set(RNN_G_TERMS)
     if unknown:
         raise KeyError(f"rnn_g_loss: unknown loss weight(s) {sorted(unknown)}; expected {', '.join(RNN_G_TERMS)}")
     terms["total"] = sum(weights.get(k, 1.0) * v for k, v in terms.items())
     return terms
+
+
+class RNNGLoss:
+    """:func:`rnn_g_loss` as a criterion: ``loss(outputs, batch, teacher_outputs=None, cycle=0)``.
+
+    RNN-G has no distillation terms: a teacher's outputs (self-regulation cycles) are not used.
+
+    Args:
+        parts: the two-stage model's components, or None for one stage.
+        weights, gate_ratio: as :func:`rnn_g_loss`.
+    """
+
+    def __init__(self, parts: Optional[Mapping[str, Part]] = None, weights: Optional[Mapping[str, float]] = None,
+                 gate_ratio: float = 5.0) -> None:
+        self.parts, self.weights, self.gate_ratio = parts, dict(weights or {}), gate_ratio
+
+    def __call__(self, outputs: Mapping[str, Tensor], batch: Mapping[str, Tensor],
+                 teacher_outputs: Optional[Mapping[str, Tensor]] = None, cycle: int = 0) -> dict[str, Tensor]:
+        return rnn_g_loss(outputs, batch, parts=self.parts, weights=self.weights, gate_ratio=self.gate_ratio)

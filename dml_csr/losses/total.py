@@ -13,7 +13,8 @@ Terms (names are shared by config, the returned dict and the logs; every term is
 The edge terms follow eq. 5's grouping: ``edge_ce`` and ``edge_attention`` exist only when the model returns
 ``"edge"`` (the binary-edge branch), ``semantic_edge_ce`` and ``semantic_edge_attention`` only when it returns
 ``"semantic_edge"``. A model without edge heads (or a generic model returning only ``"parsing"``) gets the parsing
-terms only. ``"total"`` is the weighted sum of the terms present.
+terms only. ``"total"`` is the weighted sum of the terms present. :class:`MultiTaskLoss` resolves every weight once,
+when it is built.
 
 Our reading of eq. 7 during the self-regulation cycles: the supervised loss of eq. 5 stays, and the KL terms are
 added: ``total = L_DML + alpha0 * KL^p + alpha1 * KL^b + alpha2 * KL^c``. The Lovasz term of eq. 7 is the hard-label
@@ -35,21 +36,22 @@ Presets (``loss.preset``):
 """
 from __future__ import annotations
 
-from typing import Callable, Mapping, Optional
+from typing import Mapping, Optional, Sequence
 
 import torch
 from torch import Tensor
 
-from dml_csr.config import LossConfig
+from dml_csr.conventions import IGNORE_INDEX
 from dml_csr.losses.attention import binary_edge_attention, semantic_edge_attention
 from dml_csr.losses.distill import kl_distill, mix_with_onehot
 from dml_csr.losses.edges import binary_edge_ce, semantic_edge_ce
-from dml_csr.losses.parsing import IGNORE_INDEX, parsing_lovasz, pixel_ce
+from dml_csr.losses.parsing import parsing_lovasz, pixel_ce
 
-__all__ = ["TERMS", "OFFICIAL_FACTORS", "loss_weights", "multitask_loss", "build_criterion"]
+__all__ = ["TERMS", "OFFICIAL_FACTORS", "PRESETS", "MultiTaskLoss"]
 
 TERMS = ("parsing_ce", "parsing_lovasz", "edge_ce", "semantic_edge_ce", "edge_attention", "semantic_edge_attention",
          "kl_parsing", "kl_edge", "kl_semantic_edge")
+PRESETS = ("paper", "official")
 
 # extra factors of the authors' code over the paper's lambdas (official_release.md, "Losses")
 OFFICIAL_FACTORS = {"parsing_ce": 2.0, "parsing_lovasz": 2.0, "semantic_edge_ce": 0.2}
@@ -59,19 +61,6 @@ _KL_HEADS = {"parsing": ("label", "kl_parsing"), "edge": ("edge", "kl_edge"),
              "semantic_edge": ("semantic_edge", "kl_semantic_edge")}
 
 
-def loss_weights(cfg: LossConfig) -> dict[str, float]:
-    """The multiplier of every term under ``cfg`` (lambdas, alphas and the preset's factors)."""
-    l0, l1, l2, l3, l4 = cfg.lambdas
-    a0, a1, a2 = cfg.alphas
-    w = {"parsing_ce": l0, "parsing_lovasz": l0 if cfg.lovasz else 0.0, "edge_ce": l1, "semantic_edge_ce": l2,
-         "edge_attention": l3, "semantic_edge_attention": l4, "kl_parsing": a0, "kl_edge": a1, "kl_semantic_edge": a2}
-    if cfg.preset == "official":
-        w = {k: v * OFFICIAL_FACTORS.get(k, 1.0) for k, v in w.items()}
-    elif cfg.preset != "paper":
-        raise ValueError(f"loss.preset = {cfg.preset!r}; expected 'paper' or 'official'")
-    return {k: float(v) for k, v in w.items()}
-
-
 def _target(batch: Mapping[str, Tensor], key: str, head: str) -> Tensor:
     if key not in batch:
         raise KeyError(f"the model returns '{head}' but the batch has no '{key}' target; make the data loader emit "
@@ -79,78 +68,99 @@ def _target(batch: Mapping[str, Tensor], key: str, head: str) -> Tensor:
     return batch[key]
 
 
-def multitask_loss(outputs: Mapping[str, Tensor], batch: Mapping[str, Tensor], cfg: LossConfig,
-                   teacher_outputs: Optional[Mapping[str, Tensor]] = None, cycle: int = 0,
-                   ignore_index: int = IGNORE_INDEX) -> dict[str, Tensor]:
-    """Every loss term and their weighted ``"total"`` (see the module docstring).
+class MultiTaskLoss:
+    """Eq. 5, plus the KL terms of eq. 7 when the teacher's outputs are given (see the module docstring).
 
-    Args:
-        outputs: {"parsing": (B, C, h, w), optional "edge": (B, 2, h, w), optional "semantic_edge": (B, C, h, w)}
-            logits (any resolution; upsampled to the label size).
-        batch: {"label": (B, H, W) int64, "edge": (B, H, W) int64 in {0, 1}, "semantic_edge": (B, H, W) int64};
-            255 = ignored. Edge targets are needed only for the heads the model has.
-        cfg: loss configuration.
-        teacher_outputs: the teacher's logits (same keys), given during the self-regulation cycles.
-        cycle: number of self-ensembles done so far (>= 1 once a teacher exists); used only by the official
-            preset's one-hot mixing, ``a = 1 / (cycle + 1)``.
-    Returns:
-        {term: scalar} for every term computed, plus "total".
+    Args (the fields of :class:`dml_csr.config.LossConfig`, see :meth:`from_config`):
+        num_classes: C, to check ``class_weights`` against.
+        preset: "paper" or "official".
+        lambdas: the five weights of eq. 5; alphas: the three of eq. 7.
+        class_weights: w_j of the category-edge attention, C non-negative values, or None (all ones).
+        lovasz: include the Lovasz-softmax term; lovasz_per_image: per image instead of over the batch.
+        temperature: softmax temperature of the KL terms (> 0).
+
+    ``loss(outputs, batch, teacher_outputs=None, cycle=0) -> {term: scalar, ..., "total": scalar}``: outputs are
+    the model's logits (``parsing``, optional ``edge`` and ``semantic_edge``, any resolution), the batch holds
+    ``label``, ``edge``, ``semantic_edge`` (B, H, W) int64 (255 = ignored); ``cycle`` (>= 1 once a teacher exists)
+    is used only by the official preset's one-hot mixing, ``a = 1 / (cycle + 1)``.
     """
-    if "parsing" not in outputs:
-        raise KeyError(f"model outputs have keys {sorted(outputs)}; expected at least 'parsing'")
-    weights = loss_weights(cfg)
-    official = cfg.preset == "official"
-    parsing = outputs["parsing"]
-    labels = _target(batch, "label", "parsing")
-    num_classes = parsing.shape[1]
-    valid = labels != ignore_index
-    ce_map = pixel_ce(parsing, labels, ignore_index)  # (B, H, W), shared by CE and the attention terms
 
-    terms: dict[str, Tensor] = {"parsing_ce": ce_map.sum() / valid.sum().clamp_min(1)}
-    if cfg.lovasz:
-        terms["parsing_lovasz"] = parsing_lovasz(parsing, labels, ignore_index, per_image=cfg.lovasz_per_image)
-    if "edge" in outputs:
-        edge = _target(batch, "edge", "edge")
-        terms["edge_ce"] = binary_edge_ce(outputs["edge"], edge, ignore_index)
-        terms["edge_attention"] = binary_edge_attention(parsing, labels, edge, ce_map, ignore_index)
-    if "semantic_edge" in outputs:
-        sem = _target(batch, "semantic_edge", "semantic_edge")
-        terms["semantic_edge_ce"] = semantic_edge_ce(outputs["semantic_edge"], sem,
-                                                     "frequency" if official else "balanced", ignore_index)
-        terms["semantic_edge_attention"] = semantic_edge_attention(
-            parsing, labels, sem, cfg.class_weights, ce_map, class_index_bug=official, ignore_index=ignore_index)
+    def __init__(self, num_classes: int, *, preset: str = "paper",
+                 lambdas: Sequence[float] = (1.0, 1.0, 1.0, 4.0, 1.0), alphas: Sequence[float] = (1.0, 1.0, 0.1),
+                 class_weights: Optional[Sequence[float]] = None, lovasz: bool = True, lovasz_per_image: bool = False,
+                 temperature: float = 1.0, ignore_index: int = IGNORE_INDEX) -> None:
+        if preset not in PRESETS:
+            raise ValueError(f"loss.preset = {preset!r}; expected one of {', '.join(PRESETS)}")
+        if class_weights is not None:
+            if len(class_weights) != num_classes:
+                raise ValueError(f"loss.class_weights has {len(class_weights)} values; expected {num_classes} "
+                                 f"(one per class) or null")
+            if any(w < 0 for w in class_weights):
+                raise ValueError(f"loss.class_weights = {list(class_weights)}; expected non-negative values")
+        if temperature <= 0:
+            raise ValueError(f"loss.temperature = {temperature}; expected a positive number")
+        self.official = preset == "official"
+        self.lovasz, self.lovasz_per_image = lovasz, lovasz_per_image
+        self.class_weights = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32)
+        self.temperature = temperature
+        self.ignore_index = ignore_index
+        l0, l1, l2, l3, l4 = lambdas
+        a0, a1, a2 = alphas
+        w = {"parsing_ce": l0, "parsing_lovasz": l0 if lovasz else 0.0, "edge_ce": l1, "semantic_edge_ce": l2,
+             "edge_attention": l3, "semantic_edge_attention": l4, "kl_parsing": a0, "kl_edge": a1,
+             "kl_semantic_edge": a2}
+        factors = OFFICIAL_FACTORS if self.official else {}
+        self.weights: dict[str, float] = {k: float(v) * factors.get(k, 1.0) for k, v in w.items()}
 
-    if teacher_outputs is not None:
+    @classmethod
+    def from_config(cls, loss, num_classes: int) -> "MultiTaskLoss":
+        """Built from a :class:`dml_csr.config.LossConfig`."""
+        return cls(num_classes, preset=loss.preset, lambdas=loss.lambdas, alphas=loss.alphas,
+                   class_weights=loss.class_weights, lovasz=loss.lovasz, lovasz_per_image=loss.lovasz_per_image,
+                   temperature=loss.temperature)
+
+    def __call__(self, outputs: Mapping[str, Tensor], batch: Mapping[str, Tensor],
+                 teacher_outputs: Optional[Mapping[str, Tensor]] = None, cycle: int = 0) -> dict[str, Tensor]:
+        if "parsing" not in outputs:
+            raise KeyError(f"model outputs have keys {sorted(outputs)}; expected at least 'parsing'")
+        terms = self.supervised_terms(outputs, batch)
+        if teacher_outputs is not None:
+            terms.update(self.distillation_terms(outputs, batch, teacher_outputs, cycle))
+        terms["total"] = sum(self.weights[k] * v for k, v in terms.items())
+        return terms
+
+    def supervised_terms(self, outputs: Mapping[str, Tensor], batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """The eq. 5 terms of the heads present, unweighted."""
+        ig = self.ignore_index
+        parsing = outputs["parsing"]
+        labels = _target(batch, "label", "parsing")
+        ce_map = pixel_ce(parsing, labels, ig)  # (B, H, W), shared by CE and the attention terms
+        terms: dict[str, Tensor] = {"parsing_ce": ce_map.sum() / (labels != ig).sum().clamp_min(1)}
+        if self.lovasz:
+            terms["parsing_lovasz"] = parsing_lovasz(parsing, labels, ig, per_image=self.lovasz_per_image)
+        if "edge" in outputs:
+            edge = _target(batch, "edge", "edge")
+            terms["edge_ce"] = binary_edge_ce(outputs["edge"], edge, ig)
+            terms["edge_attention"] = binary_edge_attention(parsing, labels, edge, ce_map, ig)
+        if "semantic_edge" in outputs:
+            sem = _target(batch, "semantic_edge", "semantic_edge")
+            terms["semantic_edge_ce"] = semantic_edge_ce(outputs["semantic_edge"], sem,
+                                                         "frequency" if self.official else "balanced", ig)
+            terms["semantic_edge_attention"] = semantic_edge_attention(
+                parsing, labels, sem, self.class_weights, ce_map, class_index_bug=self.official, ignore_index=ig)
+        return terms
+
+    def distillation_terms(self, outputs: Mapping[str, Tensor], batch: Mapping[str, Tensor],
+                           teacher_outputs: Mapping[str, Tensor], cycle: int) -> dict[str, Tensor]:
+        """The KL terms of eq. 7 for every head present in both the student's and the teacher's outputs."""
+        terms = {}
         for head, (key, name) in _KL_HEADS.items():
             if head not in outputs or head not in teacher_outputs:
                 continue
             target = _target(batch, key, head)
             teacher = teacher_outputs[head]
-            if official:
-                teacher = mix_with_onehot(teacher, target, 1.0 / (cycle + 1), ignore_index)
-            terms[name] = kl_distill(outputs[head], teacher, valid=target != ignore_index,
-                                     temperature=cfg.temperature)
-
-    total = sum(weights[k] * v for k, v in terms.items())
-    terms["total"] = total
-    return terms
-
-
-def build_criterion(cfg: LossConfig, num_classes: int) -> Callable[..., dict[str, Tensor]]:
-    """Validate ``cfg`` against ``num_classes`` and return ``criterion(outputs, batch, teacher_outputs=None,
-    cycle=0) -> dict[str, Tensor]`` (:func:`multitask_loss` bound to ``cfg``)."""
-    loss_weights(cfg)  # checks the preset
-    if cfg.class_weights is not None:
-        if len(cfg.class_weights) != num_classes:
-            raise ValueError(f"loss.class_weights has {len(cfg.class_weights)} values; expected {num_classes} "
-                             f"(one per class) or null")
-        if any(w < 0 for w in cfg.class_weights):
-            raise ValueError(f"loss.class_weights = {cfg.class_weights}; expected non-negative values")
-    if cfg.temperature <= 0:
-        raise ValueError(f"loss.temperature = {cfg.temperature}; expected a positive number")
-
-    def criterion(outputs: Mapping[str, Tensor], batch: Mapping[str, Tensor],
-                  teacher_outputs: Optional[Mapping[str, Tensor]] = None, cycle: int = 0) -> dict[str, Tensor]:
-        return multitask_loss(outputs, batch, cfg, teacher_outputs, cycle)
-
-    return criterion
+            if self.official:
+                teacher = mix_with_onehot(teacher, target, 1.0 / (cycle + 1), self.ignore_index)
+            terms[name] = kl_distill(outputs[head], teacher, valid=target != self.ignore_index,
+                                     temperature=self.temperature)
+        return terms

@@ -13,9 +13,9 @@ checkpoints map by a prefix only. Where the paper and the code differ, this foll
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from ..conventions import resize_bilinear
 from .norm import NormFactory
 
 __all__ = ["SpatialGCN", "DDualGCN", "DDualGCNHead"]
@@ -78,7 +78,7 @@ class DDualGCN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, _, h, w = x.shape
         local = self.gcn_local_attention(self.local(x))
-        local = F.interpolate(local, size=(h, w), mode="bilinear", align_corners=True)
+        local = resize_bilinear(local, (h, w))
         spatial_local = x * local + x
 
         proj = self.bn_phi(self.phi(x)).flatten(2)  # (B, C/2, HW)

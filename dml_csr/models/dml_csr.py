@@ -6,7 +6,7 @@ layer1..3 gives binary and category edges. The edge module shares only the backb
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
@@ -14,7 +14,7 @@ from torch import nn
 from .backbone import build_backbone
 from .context import DDualGCNHead
 from .heads import EdgeModule, ParsingDecoder
-from .inference import check_image_input
+from .precision import check_image_input
 from .norm import NormFactory, make_norm
 
 __all__ = ["DMLCSR", "build_dml_csr"]
@@ -27,6 +27,8 @@ class DMLCSR(nn.Module):
     edge heads exist. Submodules: ``backbone``, ``context`` (authors' ``context``), ``decoder`` (``layer6``),
     ``edges`` (``edge_layer``, or None).
     """
+
+    training_only = ("edges.",)  # state_dict prefixes of the heads used in training only
 
     def __init__(self, backbone: nn.Module, num_classes: int, norm: NormFactory, context_channels: int = 512,
                  decoder_channels: int = 256, edge_channels: int = 256, edge_heads: bool = True) -> None:
@@ -58,8 +60,8 @@ class DMLCSR(nn.Module):
         return {"parsing": parsing, "edge": edge, "semantic_edge": semantic_edge}
 
 
-def build_dml_csr(cfg, num_classes: int) -> DMLCSR:
-    """Build DML-CSR from a :class:`dml_csr.config.ModelConfig`."""
+def build_dml_csr(cfg, num_classes: int, class_names: Optional[Sequence[str]] = None) -> DMLCSR:
+    """Build DML-CSR from a :class:`dml_csr.config.ModelConfig` (``class_names`` are not needed)."""
     if num_classes < 2:
         raise ValueError(f"num_classes={num_classes}; a parsing model needs at least 2 classes")
     norm = make_norm(cfg.norm)

@@ -4,16 +4,12 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from ..conventions import resize_bilinear as _resize
 from .norm import NormFactory
 
 __all__ = ["ParsingDecoder", "EdgeModule"]
-
-
-def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
 
 
 class ParsingDecoder(nn.Module):

@@ -111,13 +111,15 @@ def load_state_dict_strict(model: nn.Module, sd: Mapping[str, torch.Tensor], sou
                            display=lambda k: k) -> None:
     """Load ``sd`` (our names) into ``model`` strictly, with errors naming keys, shapes and ``source``.
 
-    Tolerated: edge entries (``edges.*``) when the model has no edge heads (they are dropped); missing
+    Tolerated: entries of the training-only heads (the model's ``training_only`` name prefixes: DML-CSR's
+    ``edges.``, RNN-G's coarse and gate heads) when the model was built without them (they are dropped); missing
     ``num_batches_tracked`` (kept at the model's value). ``display`` maps our names to the file's for messages.
     """
     own = model.state_dict()
-    has_edges = any(k.startswith("edges.") for k in own)
-    sd = OrderedDict((k, v) for k, v in sd.items() if has_edges or not k.startswith("edges."))
-    if has_edges and not any(k.startswith("edges.") for k in sd):
+    heads = tuple(getattr(model, "training_only", ("edges.",)))
+    has_edges = any(k.startswith(heads) for k in own)
+    sd = OrderedDict((k, v) for k, v in sd.items() if has_edges or not k.startswith(heads))
+    if has_edges and not any(k.startswith(heads) for k in sd):
         raise StateDictMismatch(f"{source}: the file has no edge-head entries but the model was built with edge "
                                 "heads; load it with edge_heads=False (inference model)")
     missing = [k for k in own if k not in sd and not k.endswith("num_batches_tracked")]

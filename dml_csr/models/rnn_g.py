@@ -16,13 +16,13 @@ Stability (Sec. 3.2): ``|g| <= 1`` by the tanh, and each transition matrix is re
 from __future__ import annotations
 
 import logging
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .inference import check_image_input
+from .precision import check_image_input
 from .scan import spatial_rnn_4dir
 
 __all__ = ["RNNG", "rnn_g", "build_rnn_g", "bounded_transition"]
@@ -66,6 +66,8 @@ class RNNG(nn.Module):
         ``gates``: (B, width // 4, H', W') the gates in [-1, 1] fed to the RNN.
     """
 
+    training_only = tuple(f"{name}." for name in _TRAIN_ONLY)  # state_dict prefixes of the training-only heads
+
     def __init__(self, num_classes: int, *, width: int = 32, norm: bool = True):
         super().__init__()
         if width < 4 or width % 4:
@@ -94,13 +96,15 @@ class RNNG(nn.Module):
         self._register_load_state_dict_pre_hook(self._skip_dropped_heads)
 
     # ------------------------------------------------------------------------------------------------------------
-    def drop_edge_heads(self) -> None:
-        """Remove the training-only heads (coarse labels, boundary gate); ``parsing`` is unchanged. Idempotent.
+    def drop_edge_heads(self) -> "RNNG":
+        """Remove the training-only heads (coarse labels, boundary gate); ``parsing`` is unchanged. Idempotent;
+        returns self.
 
         Weights for the dropped heads are ignored by ``load_state_dict`` afterwards, so loading works either side.
         """
         self.coarse_head = None
         self.gate_head = None
+        return self
 
     def _skip_dropped_heads(self, state_dict, prefix, *args, **kwargs) -> None:
         for name in _TRAIN_ONLY:
@@ -136,10 +140,18 @@ def rnn_g(*, num_classes: int, width: int = 32, norm: bool = True) -> RNNG:
     return RNNG(num_classes, width=width, norm=norm)
 
 
-def build_rnn_g(cfg, num_classes: int) -> nn.Module:
-    """Build RNN-G from a :class:`dml_csr.config.ModelConfig`: one stage, or two (``cfg.two_stage``, Helen 11)."""
+def build_rnn_g(cfg, num_classes: int, class_names: Optional[Sequence[str]] = None) -> nn.Module:
+    """Build RNN-G from a :class:`dml_csr.config.ModelConfig`: one stage, or two (``cfg.two_stage``, which needs the
+    dataset's ``class_names`` to find its components' classes). ``cfg.edge_heads = False`` builds it without the
+    training-only heads (coarse labels, boundary gate)."""
+    from .two_stage import TwoStageRNNG
+
     model = rnn_g(num_classes=num_classes, width=cfg.rnn_channels, norm=cfg.rnn_norm)
-    if cfg.two_stage:
-        from .two_stage import TwoStageRNNG
-        return TwoStageRNNG(model, num_classes, components=tuple(cfg.rnn_components))
-    return model
+    if not cfg.edge_heads:
+        model.drop_edge_heads()
+    if not cfg.two_stage:
+        return model
+    if class_names is None or len(class_names) != num_classes:
+        raise ValueError(f"model.two_stage=true needs the dataset's {num_classes} class names (got "
+                         f"{None if class_names is None else len(class_names)}) to find its components' classes")
+    return TwoStageRNNG(model, class_names, components=tuple(cfg.rnn_components))

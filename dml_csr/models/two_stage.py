@@ -1,11 +1,10 @@
-"""Second stage of RNN-G for 11-class Helen (Liu et al. 2017, Sec. 4 and Figure 2): component networks on crops.
+"""Second stage of RNN-G (Liu et al. 2017, Sec. 4 and Figure 2): component networks on crops, merged with the first
+stage.
 
-Crops (height x width): two eye+brow crops (64 x 64, one shared network), nose (64 x 64), mouth (32 x 64). Boxes
-come from 5 keypoints when given (in the datasets' ``landmarks/NAME.txt`` order: the subject's left eye, right eye,
-nose tip, the subject's left and right mouth corner, pixel (x, y); see :data:`KEYPOINT_ORDER`), else from a label map (the ground truth when ``forward(x, label=...)`` gets one -- the
-paper's training setting -- or the first stage's prediction): the bounding box of the component's classes grown by
-20% of its size on each side, then widened to the crop's aspect ratio. A component absent from the map falls back
-to its usual place in an aligned face (``DEFAULT_BOXES``).
+Which classes make each component, the crop sizes and the box geometry are in :mod:`dml_csr.face_parts`; the model
+gets the class names of its dataset and finds the indices there. Boxes come from 5 keypoints when given, else from a
+label map (the ground truth when ``forward(x, label=...)`` gets one -- the paper's training setting -- or the first
+stage's prediction).
 
 Merge (:func:`merge_part_probs`): outside every crop the final probabilities are the first stage's. Inside a crop the
 component network decides its classes, and "not this component" shares its probability among the other classes in
@@ -14,31 +13,14 @@ stage's outside, and ``parsing`` stays a (log-probability) logit map that the us
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["PARTS", "DEFAULT_BOXES", "KEYPOINT_ORDER", "PartNet", "TwoStageRNNG", "boxes_from_keypoints", "boxes_from_labels",
-           "crop", "paste", "crop_labels", "merge_part_probs"]
+from ..face_parts import boxes_from_keypoints, boxes_from_labels, crop, paste, part_table
 
-# name -> (Helen class indices, crop (h, w), network). Helen: 2/3 left/right brow, 4/5 left/right eye (the
-# subject's left, which is on the image's right), 6 nose, 7 upper lip, 8 inner mouth, 9 lower lip.
-PARTS: dict[str, tuple[tuple[int, ...], tuple[int, int], str]] = {
-    "subject_left_eye": ((2, 4), (64, 64), "eye"),
-    "subject_right_eye": ((3, 5), (64, 64), "eye"),
-    "nose": ((6,), (64, 64), "nose"),
-    "mouth": ((7, 8, 9), (32, 64), "mouth"),
-}
-# fallback boxes in an aligned face, (cx, cy, w, h) as fractions of the image width / height
-DEFAULT_BOXES = {"subject_left_eye": (0.64, 0.40, 0.26, 0.26), "subject_right_eye": (0.36, 0.40, 0.26, 0.26),
-                 "nose": (0.50, 0.52, 0.26, 0.26), "mouth": (0.50, 0.72, 0.36, 0.18)}
-MARGIN = 0.2
-# the 5 keypoints, as the synthetic and LaPa-derived landmark files list them ("left" = the subject's left, which
-# lies on the image's right in a frontal picture); the same semantic order survives a mirror + left/right swap
-KEYPOINT_ORDER = ("subject_left_eye", "subject_right_eye", "nose_tip", "subject_left_mouth_corner",
-                  "subject_right_mouth_corner")
+__all__ = ["PartNet", "TwoStageRNNG", "merge_part_probs"]
 
 
 class PartNet(nn.Module):
@@ -61,144 +43,6 @@ class PartNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """(B, 3, h, w) with h, w multiples of 4 -> (B, num_classes, h, w) logits."""
         return self.body(x)
-
-
-# ------------------------------------------------------------------------------------------------------------ boxes
-def _fit_aspect(cx: Tensor, cy: Tensor, w: Tensor, h: Tensor, size: tuple[int, int]) -> Tensor:
-    """Grow the shorter side so that h / w equals the crop's; (B,) each -> (B, 4) boxes x0, y0, x1, y1."""
-    ratio = size[0] / size[1]
-    h2 = torch.maximum(h, w * ratio)
-    w2 = torch.maximum(w, h / ratio)
-    return torch.stack([cx - w2 / 2, cy - h2 / 2, cx + w2 / 2, cy + h2 / 2], dim=1)
-
-
-def _default_box(name: str, bsz: int, hw: tuple[int, int], device) -> Tensor:
-    cx, cy, w, h = DEFAULT_BOXES[name]
-    v = torch.tensor([cx * hw[1], cy * hw[0], w * hw[1], h * hw[0]], device=device).expand(bsz, 4)
-    return _fit_aspect(v[:, 0], v[:, 1], v[:, 2], v[:, 3], PARTS[name][1])
-
-
-def boxes_from_labels(label: Tensor, margin: float = MARGIN) -> dict[str, Tensor]:
-    """Crop boxes from a Helen label map: component bounding box + ``margin`` of its size per side, crop aspect.
-
-    Args:
-        label: (B, H, W) integer class map (ground truth or first-stage argmax).
-    Returns:
-        part name -> (B, 4) float boxes (x0, y0, x1, y1) in pixels (pixel j spans [j, j + 1)); a component absent
-        from an image gets its :data:`DEFAULT_BOXES` place.
-    """
-    bsz, hh, ww = label.shape
-    ys = torch.arange(hh, device=label.device, dtype=torch.float32)
-    xs = torch.arange(ww, device=label.device, dtype=torch.float32)
-    # The two eye+brow crops are placed by side, not by class: every eye and brow pixel right of the split (the nose
-    # centroid, else the middle of the eye region) belongs to the subject's left eye crop. In an upright face
-    # (|rotation| < 90 degrees) the subject's left is the image's right, so a first stage that mixes up left and
-    # right -- which its small receptive field cannot tell apart -- still gets one crop per eye, and the crop, not
-    # the first stage, decides the side.
-    eyes = (label >= 2) & (label <= 5)
-    nose = label == 6
-    xf = xs.view(1, 1, ww)
-    n_nose = nose.sum((1, 2))
-    nose_x = (nose * xf).sum((1, 2)) / n_nose.clamp(min=1)
-    eye_cols = eyes.any(1)
-    mid_x = (torch.where(eye_cols, xs, float(ww)).amin(1) + torch.where(eye_cols, xs, 0.0).amax(1)) / 2
-    split = torch.where(n_nose > 0, nose_x, mid_x).view(bsz, 1, 1)
-    side = {"subject_left_eye": eyes & (xf > split), "subject_right_eye": eyes & (xf <= split)}
-    out = {}
-    for name, (classes, size, _) in PARTS.items():
-        mask = side.get(name)
-        if mask is None:
-            mask = torch.zeros_like(label, dtype=torch.bool)
-            for c in classes:
-                mask = mask | (label == c)
-        rows, cols = mask.any(2), mask.any(1)  # (B, H), (B, W)
-        y0 = torch.where(rows, ys, float(hh)).amin(1)
-        y1 = torch.where(rows, ys + 1, 0.0).amax(1)
-        x0 = torch.where(cols, xs, float(ww)).amin(1)
-        x1 = torch.where(cols, xs + 1, 0.0).amax(1)
-        w, h = (x1 - x0).clamp(min=2.0), (y1 - y0).clamp(min=2.0)
-        box = _fit_aspect((x0 + x1) / 2, (y0 + y1) / 2, w * (1 + 2 * margin), h * (1 + 2 * margin), size)
-        present = rows.any(1)
-        out[name] = torch.where(present[:, None], box, _default_box(name, bsz, (hh, ww), label.device))
-    return out
-
-
-def boxes_from_keypoints(kp: Tensor) -> dict[str, Tensor]:
-    """Crop boxes from 5 keypoints.
-
-    Args:
-        kp: (B, 5, 2) pixel (x, y) in :data:`KEYPOINT_ORDER`: the subject's left eye, right eye, nose tip, the
-            subject's left and right mouth corner. Each eye keypoint places the crop of the same subject side.
-    Returns:
-        part name -> (B, 4) boxes (x0, y0, x1, y1); sizes scale with the inter-ocular distance d.
-    """
-    if kp.dim() != 3 or kp.shape[1:] != (5, 2):
-        raise ValueError(f"keypoints must be (B, 5, 2) pixel (x, y) in the order {', '.join(KEYPOINT_ORDER)}; "
-                         f"got {tuple(kp.shape)}")
-    kp = kp.float()
-    eye_sl, eye_sr, nose, m_sl, m_sr = kp.unbind(1)
-    d = (eye_sl - eye_sr).norm(dim=1).clamp(min=4.0)
-    size_eye = 0.9 * d
-    out = {"subject_left_eye": _fit_aspect(eye_sl[:, 0], eye_sl[:, 1] - 0.2 * d, size_eye, size_eye, (64, 64)),
-           "subject_right_eye": _fit_aspect(eye_sr[:, 0], eye_sr[:, 1] - 0.2 * d, size_eye, size_eye, (64, 64))}
-    top = (eye_sl[:, 1] + eye_sr[:, 1]) / 2 + 0.1 * d
-    bottom = nose[:, 1] + 0.3 * d
-    out["nose"] = _fit_aspect(nose[:, 0], (top + bottom) / 2, 0.8 * d, bottom - top, (64, 64))
-    mw = (m_sl - m_sr).norm(dim=1).clamp(min=2.0) * (1 + 2 * MARGIN)
-    mc = (m_sl + m_sr) / 2
-    out["mouth"] = _fit_aspect(mc[:, 0], mc[:, 1], mw, mw / 2, (32, 64))
-    return out
-
-
-# -------------------------------------------------------------------------------------------------- crop and paste
-def _crop_grid(boxes: Tensor, size: tuple[int, int], hw: tuple[int, int]) -> Tensor:
-    """Sampling grid (B, h, w, 2) in grid_sample's normalised coordinates (align_corners=False)."""
-    h, w = size
-    u = (torch.arange(w, device=boxes.device, dtype=boxes.dtype) + 0.5) / w
-    v = (torch.arange(h, device=boxes.device, dtype=boxes.dtype) + 0.5) / h
-    x = boxes[:, 0:1] + u[None] * (boxes[:, 2:3] - boxes[:, 0:1])  # (B, w) pixels
-    y = boxes[:, 1:2] + v[None] * (boxes[:, 3:4] - boxes[:, 1:2])  # (B, h)
-    gx = (2 * x / hw[1] - 1)[:, None, :].expand(-1, h, -1)
-    gy = (2 * y / hw[0] - 1)[:, :, None].expand(-1, -1, w)
-    return torch.stack([gx, gy], dim=-1)
-
-
-def crop(images: Tensor, boxes: Tensor, size: tuple[int, int]) -> Tensor:
-    """Bilinear crops: images (B, C, H, W), boxes (B, 4) -> (B, C, h, w); outside the image reads zeros."""
-    grid = _crop_grid(boxes.to(images.dtype), size, tuple(images.shape[-2:]))
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-
-
-def crop_labels(label: Tensor, boxes: Tensor, size: tuple[int, int], classes: tuple[int, ...],
-                ignore_index: int = 255) -> Tensor:
-    """Nearest-neighbour crops of a label map (B, H, W) mapped to local classes: 0 other, i + 1 for ``classes[i]``;
-    ignored pixels and pixels outside the image become ``ignore_index``. -> (B, h, w) int64."""
-    local = torch.zeros_like(label)
-    for i, c in enumerate(classes):
-        local[label == c] = i + 1
-    local[label == ignore_index] = ignore_index
-    grid = _crop_grid(boxes.float(), size, tuple(label.shape[-2:]))
-    # sample (label + 1) so that 0 marks "outside the image"
-    out = F.grid_sample((local.float() + 1).unsqueeze(1), grid, mode="nearest", padding_mode="zeros",
-                        align_corners=False)[:, 0].long() - 1
-    out[out < 0] = ignore_index
-    return out
-
-
-def paste(part: Tensor, boxes: Tensor, hw: tuple[int, int]) -> tuple[Tensor, Tensor]:
-    """Map crop-space maps back to the image: part (B, K, h, w), boxes (B, 4) -> ((B, K, H, W), inside (B, 1, H, W)).
-
-    A pixel is inside when its centre lies inside the box; outside values are 0."""
-    hh, ww = hw
-    bx = boxes.to(part.dtype)
-    xs = torch.arange(ww, device=part.device, dtype=part.dtype) + 0.5
-    ys = torch.arange(hh, device=part.device, dtype=part.dtype) + 0.5
-    gx = 2 * (xs[None] - bx[:, 0:1]) / (bx[:, 2:3] - bx[:, 0:1]) - 1  # (B, W), crop-normalised
-    gy = 2 * (ys[None] - bx[:, 1:2]) / (bx[:, 3:4] - bx[:, 1:2]) - 1  # (B, H)
-    grid = torch.stack([gx[:, None, :].expand(-1, hh, -1), gy[:, :, None].expand(-1, -1, ww)], dim=-1)
-    inside = ((gx.abs() <= 1)[:, None, :] & (gy.abs() <= 1)[:, :, None]).unsqueeze(1)
-    out = F.grid_sample(part, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    return out * inside, inside
 
 
 def merge_part_probs(stage1: Tensor, parts: list[tuple[Tensor, Tensor, tuple[int, ...]]]) -> Tensor:
@@ -226,10 +70,16 @@ def merge_part_probs(stage1: Tensor, parts: list[tuple[Tensor, Tensor, tuple[int
 
 # ------------------------------------------------------------------------------------------------------------ model
 class TwoStageRNNG(nn.Module):
-    """RNN-G first stage (all Helen classes) + component networks on crops, merged (see module docstring).
+    """RNN-G first stage (all classes) + component networks on crops, merged (see module docstring).
+
+    Args:
+        stage1: the first-stage network (:class:`~dml_csr.models.rnn_g.RNNG`).
+        class_names: the dataset's classes; they must include each component's (see :mod:`dml_csr.face_parts`).
+        part_width: widest layer of the component networks.
+        components: which component networks exist ("eye", "nose", "mouth").
 
     ``forward(x, *, keypoints=None, label=None)``: x (B, 3, H, W). Boxes from ``keypoints`` (B, 5, 2) in
-    :data:`KEYPOINT_ORDER` if given,
+    :data:`~dml_csr.face_parts.KEYPOINT_ORDER` if given,
     else from ``label`` (B, H, W) (training: the ground truth), else from the first stage's argmax. Returns
     ``parsing`` (B, C, H, W) merged log-probabilities; in training mode also the first stage's ``coarse``, ``gate``,
     ``gates``, ``stage1`` (its parsing logits) and per component ``part/<name>`` (B, 1 + K, h, w) logits and
@@ -240,12 +90,14 @@ class TwoStageRNNG(nn.Module):
     # ``keypoints`` when the batch has them) as keyword arguments to models that set this: the paper's crops
     wants_targets = True
 
-    def __init__(self, stage1: nn.Module, num_classes: int, part_width: int = 32,
+    @property
+    def training_only(self) -> tuple[str, ...]:
+        return tuple(f"stage1.{p}" for p in self.stage1.training_only)
+
+    def __init__(self, stage1: nn.Module, class_names: Sequence[str], part_width: int = 32,
                  components: tuple[str, ...] = ("eye", "nose", "mouth")):
         super().__init__()
-        if num_classes != 11:
-            raise ValueError(f"two_stage RNN-G is for 11-class Helen (dataset helen or synthetic); got {num_classes} "
-                             "classes -- set model.two_stage=false")
+        table = part_table(class_names)
         known = {"eye": 3, "nose": 2, "mouth": 4}  # network -> its classes + "not this component"
         bad = [c for c in components if c not in known]
         if bad or not components:
@@ -253,11 +105,13 @@ class TwoStageRNNG(nn.Module):
                              f"{', '.join(known)}")
         self.stage1 = stage1
         self.part_nets = nn.ModuleDict({c: PartNet(known[c], part_width) for c in known if c in components})
-        self.parts = {name: spec for name, spec in PARTS.items() if spec[2] in self.part_nets}
+        self.table = table  # every component: the nose splits the eye crops even without a nose network
+        self.parts = {name: spec for name, spec in table.items() if spec[2] in self.part_nets}
 
-    def drop_edge_heads(self) -> None:
-        """Drop the first stage's training-only heads (see :meth:`RNNG.drop_edge_heads`)."""
+    def drop_edge_heads(self) -> "TwoStageRNNG":
+        """Drop the first stage's training-only heads (see :meth:`RNNG.drop_edge_heads`); returns self."""
         self.stage1.drop_edge_heads()
+        return self
 
     def forward(self, x: Tensor, *, keypoints: Optional[Tensor] = None,
                 label: Optional[Tensor] = None) -> dict[str, Tensor]:
@@ -267,7 +121,7 @@ class TwoStageRNNG(nn.Module):
         if keypoints is not None:
             boxes = boxes_from_keypoints(keypoints)
         else:
-            boxes = boxes_from_labels(label if label is not None else logits1.detach().argmax(1))
+            boxes = boxes_from_labels(label if label is not None else logits1.detach().argmax(1), self.table)
         merged_in = []
         out: dict[str, Tensor] = {}
         for name, (classes, size, net) in self.parts.items():

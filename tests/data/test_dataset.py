@@ -1,3 +1,4 @@
+"""The dataset over the prepared layout: splits, class counts, bad samples named by file, skipping."""
 import logging
 import os
 
@@ -5,18 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from dml_csr.config import load_config
-from dml_csr.data.dataset import BadSampleError, FaceParsingDataset, build_dataset, build_loader
+from dml_csr.data.dataset import BadSampleError, FaceParsingDataset
 from dml_csr.data.labels import get_spec
 from dml_csr.data.transforms import EvalTransform, TrainTransform
 
 SPEC = get_spec("helen")
-
-
-def cfg_for(root, dataset="helen", **over):
-    sets = [f"data.dataset={dataset}", f"data.root={root}", "data.input_size=[32,32]", "data.batch_size=2",
-            "data.workers=0", "eval.batch_size=2"] + [f"{k}={v}" for k, v in over.items()]
-    return load_config(None, sets)
 
 
 def test_loads_prepared_layout_and_accepts_val_for_valid(prepared):
@@ -43,31 +37,6 @@ def test_missing_validation_split_says_how_to_make_one(tmp_path):
     (tmp_path / "train_list.txt").write_text("images/a.jpg labels/a.png\n")
     with pytest.raises(FileNotFoundError, match=r"splits present: train \(.*--val-from-train N.*never the test"):
         FaceParsingDataset(str(tmp_path), "val", SPEC, EvalTransform((32, 32)))
-
-
-def test_build_loader_batches_and_is_reproducible(prepared):
-    cfg = cfg_for(prepared, **{"data.workers": 2})
-    batches = []
-    for _ in range(2):
-        b = next(iter(build_loader(cfg, "train", train=True)))
-        batches.append(b)
-    a, b = batches
-    assert a["image"].shape == (2, 3, 32, 32) and a["edge"].shape == (2, 32, 32)
-    assert isinstance(a["meta"], list) and isinstance(a["meta"][0], dict) and len(a["name"]) == 2
-    assert a["name"] == b["name"] and torch.equal(a["image"], b["image"]) and torch.equal(a["label"], b["label"])
-    ev = build_loader(cfg, "val", train=False)
-    assert sum(len(x["name"]) for x in ev) == 3  # no drop_last, no shuffle
-    assert build_loader(cfg, "train", True).drop_last
-
-
-def test_synthetic_data_goes_through_the_same_loader(tmp_path):
-    from dml_csr.data.synthetic import write_dataset
-    root = str(tmp_path / "syn")
-    write_dataset(root, {"train": 2, "val": 2}, size=(48, 48))
-    cfg = cfg_for(root, dataset="synthetic")
-    b = next(iter(build_loader(cfg, "train", True)))
-    assert b["label"].shape == (2, 32, 32) and int(b["label"][b["label"] != 255].max()) < 11
-    assert len(build_dataset(cfg, "valid", False)) == 2
 
 
 def _sample_path(root, name, kind):
@@ -121,20 +90,6 @@ def test_skip_bad_warns_and_counts(prepared, case, caplog):
         s = ds[2]
     assert s["name"] == "train_3" and "train_2" in caplog.text
     assert ds.pop_skipped() == ["train_2"] and ds.pop_skipped() == []
-
-
-def test_skip_bad_in_worker_processes_reaches_the_main_dataset(prepared, caplog):
-    _corrupt(prepared, "missing label")
-    cfg = cfg_for(prepared, **{"data.workers": 2, "data.skip_bad": "true"})
-    loader = build_loader(cfg, "val", train=False)  # clean split: nothing skipped
-    list(loader)
-    assert loader.dataset.pop_skipped() == []
-    loader = build_loader(cfg, "train", train=False)
-    with caplog.at_level(logging.WARNING):
-        names = [n for b in loader for n in b["name"]]
-    assert "train_2" not in names and len(names) == 6  # replaced by the next sample
-    assert loader.dataset.pop_skipped() == ["train_2"]
-    assert "1 unusable sample(s) skipped" in caplog.text
 
 
 def test_all_bad_raises(prepared):

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from dml_csr.data.labels import flip_permutation, get_spec
-from dml_csr.data.dataset import collate_samples
+from dml_csr.data.loader import collate_samples
 from dml_csr.data.transforms import (EvalTransform, TrainTransform, batch_input, get_affine_transform, inverse_affine,
                                      normalize_images)
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from dml_csr.models.official import official_to_ours
+
 JSON_PATH = Path(__file__).resolve().parents[1] / "fixtures" / "official_dml_csr_state_dict.json"
 
 
@@ -59,3 +61,13 @@ def official_state_dict(num_classes: int = 11) -> "OrderedDict[str, torch.Tensor
         shape = _class_shape(e["name"], e["shape"], num_classes)
         sd[e["name"]] = _value(e["name"], shape, torch.Generator().manual_seed(1000 + i))
     return sd
+
+
+def check_same_tensors(model, sd, edges):
+    """Every entry of the authors' ``sd`` equals the model's tensor under our name (edge entries only with edges)."""
+    own = model.state_dict()
+    for k, v in sd.items():
+        if k.startswith("edge_layer.") and not edges:
+            assert not any(n.startswith("edges.") for n in own)
+            continue
+        assert torch.equal(own[official_to_ours(k)], v), k

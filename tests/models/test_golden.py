@@ -4,12 +4,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from dml_csr.loading import build_from_official
 from dml_csr.models.backbone import Bottleneck
 from dml_csr.models.context import DDualGCNHead
 from dml_csr.models.heads import EdgeModule, ParsingDecoder
-from dml_csr.models.loading import build_from_official
 from dml_csr.models.norm import inplace_abn_available, make_norm
-from helpers.official_weights import official_state_dict
 
 GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "golden"
 MODULE_TOL = 5e-7 * 4  # README: modules agree to 5e-7 relative; a little headroom for thread-count rounding
@@ -59,11 +58,6 @@ def test_module_matches_authors(fname, mode, norm):
 @pytest.fixture(scope="module")
 def golden_full():
     return torch.load(GOLDEN / "dml_csr_full.pt", weights_only=True)
-
-
-@pytest.fixture(scope="module")
-def official_sd():
-    return official_state_dict(11)
 
 
 # README: whole model 2e-6 (eval) and 2e-4 (train). In training mode batch statistics over 2x2 maps amplify

@@ -5,10 +5,9 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers.distributed import free_port, run_worker
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
-
-from helpers.distributed import free_port, run_worker
 
 from dml_csr.models.norm import ABN, convert_sync_abn, inplace_abn_available, make_norm
 

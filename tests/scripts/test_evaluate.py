@@ -4,23 +4,22 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from helpers import ROOT
+from helpers.scripts import load_script, run_script
+from helpers.tiny_checkpoint import write_config, write_tiny_checkpoint
 
 from dml_csr.data.dataset import read_label, read_split_list
 from dml_csr.data.synthetic import write_dataset
 from dml_csr.metrics import scores_from_confusion
-from helpers.tiny_checkpoint import subprocess_env, write_config, write_tiny_checkpoint
 
-SCRIPT = os.path.join(os.path.dirname(__file__), "..", "scripts", "evaluate.py")
+CONFIG = os.path.join(ROOT, "configs", "synthetic_rnn_g.yaml")
 
 
 def run(*args):
-    return subprocess.run([sys.executable, SCRIPT, "--no-progress", *args], capture_output=True, text=True,
-                          env=subprocess_env(), timeout=300)
+    return run_script("evaluate", "--no-progress", *args)
 
 
 @pytest.fixture(scope="module")
@@ -93,11 +92,7 @@ def test_missing_and_wrong_size_predictions(setup, tmp_path):
 
 
 def test_usage_errors(capsys):
-    sys.path.insert(0, os.path.dirname(SCRIPT))
-    try:
-        import evaluate as script
-    finally:
-        sys.path.pop(0)
+    script = load_script("evaluate")
     with pytest.raises(SystemExit) as e:
         script.parse_args(["--checkpoint", "x.pt"])
     assert e.value.code == 2 and "--config" in capsys.readouterr().err
@@ -106,3 +101,16 @@ def test_usage_errors(capsys):
     assert "--data and --dataset" in capsys.readouterr().err
     with pytest.raises(ValueError, match="0.75,1,1.25"):
         script.parse_scales("0.75;1")
+
+
+def test_evaluate_script_scores_the_checkpoint_rnn_g(rnn_g_run):
+    tmp, _, sets, best = rnn_g_run
+    out = tmp / "eval"
+    r = run_script("evaluate", "--config", CONFIG, "--set", *sets, "--checkpoint", best, "--split", "test",
+                   "--out", str(out), "--no-progress", "--flip")
+    assert r.returncode == 0, r.stderr
+    rec = json.load(open(out / "metrics.json"))
+    assert rec["protocol"]["model"] == "rnn_g" and rec["protocol"]["num_samples"] == 3
+    mat = np.array(rec["confusion"])
+    assert mat.shape == (11, 11) and mat.sum() == 3 * 64 * 64
+    assert 0.0 <= rec["scores"]["pixel_accuracy"] <= 1.0 and "mean F1" in r.stdout

@@ -1,13 +1,22 @@
 """The eq. 5 total with its presets, the eq. 7 distillation terms, and models with or without edge heads."""
+from types import SimpleNamespace
+
 import pytest
 import torch
 
-from dml_csr.config import LossConfig
-from dml_csr.losses import (binary_edge_attention, binary_edge_ce, build_criterion, kl_distill, loss_weights,
-                            mix_with_onehot, multitask_loss, parsing_ce, parsing_lovasz, semantic_edge_attention,
-                            semantic_edge_ce)
+from dml_csr.config import LossConfig, ModelConfig
+from dml_csr.losses import (MultiTaskLoss, RNNGLoss, binary_edge_attention, binary_edge_ce, build_criterion, kl_distill,
+                            mix_with_onehot, parsing_ce, parsing_lovasz, semantic_edge_attention, semantic_edge_ce)
 
 C = 4
+
+
+def multitask_loss(outputs, batch, cfg, teacher_outputs=None, cycle=0):
+    return MultiTaskLoss.from_config(cfg, C)(outputs, batch, teacher_outputs, cycle)
+
+
+def loss_weights(cfg):
+    return MultiTaskLoss.from_config(cfg, C).weights
 
 
 def _data(seed=0, with_grad=True):
@@ -119,18 +128,33 @@ def test_errors_name_the_fix():
     with pytest.raises(KeyError, match="parsing"):
         multitask_loss({"out": outputs["parsing"]}, batch, LossConfig())
     with pytest.raises(ValueError, match="class_weights"):
-        build_criterion(LossConfig(class_weights=[1.0, 2.0]), C)
+        MultiTaskLoss.from_config(LossConfig(class_weights=[1.0, 2.0]), C)
     with pytest.raises(ValueError, match="temperature"):
-        build_criterion(LossConfig(temperature=0.0), C)
+        MultiTaskLoss.from_config(LossConfig(temperature=0.0), C)
+    with pytest.raises(ValueError, match="preset"):
+        MultiTaskLoss(C, preset="authors")
 
 
 def test_build_criterion_call_convention():
     outputs, batch = _data(8)
     teacher, _ = _data(9, with_grad=False)
     cfg = LossConfig(class_weights=[1.0, 1.0, 2.0, 5.0])
-    criterion = build_criterion(cfg, C)
+    criterion = build_criterion(SimpleNamespace(model=ModelConfig(), loss=cfg), [f"c{i}" for i in range(C)])
     terms = criterion(outputs, batch, teacher)  # positional teacher, as the engine calls it
     ref = multitask_loss(outputs, batch, cfg, teacher)
     assert {k: v.item() for k, v in terms.items()} == {k: v.item() for k, v in ref.items()}
     assert terms["semantic_edge_attention"].item() != multitask_loss(outputs, batch, LossConfig())[
         "semantic_edge_attention"].item()
+
+
+def test_criteria_are_picked_by_model_name_and_rnn_g_refuses_loss_settings_it_ignores():
+    names = [f"c{i}" for i in range(C)]
+    assert isinstance(build_criterion(SimpleNamespace(model=ModelConfig(name="rnn_g"), loss=LossConfig()), names),
+                      RNNGLoss)
+    with pytest.raises(ValueError, match=r"loss.lambdas .* no effect on model.name=rnn_g"):
+        build_criterion(SimpleNamespace(model=ModelConfig(name="rnn_g"), loss=LossConfig(lambdas=(1, 1, 1, 1, 1))),
+                        names)
+    unknown = ModelConfig()
+    unknown.name = "segformer"
+    with pytest.raises(KeyError, match="no criterion for model.name 'segformer'"):
+        build_criterion(SimpleNamespace(model=unknown, loss=LossConfig()), names)

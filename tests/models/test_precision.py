@@ -1,17 +1,16 @@
-"""The fast inference path (bf16 autocast + channels_last) against fp32 eager, and the logit helpers."""
+"""The fast path (bf16 autocast + channels_last) against fp32 eager, and the precision names."""
 import contextlib
 
 import pytest
 import torch
 
-from dml_csr.models import autocast_context, prepare_for_inference, to_model_input, upsample_logits
-from dml_csr.models.loading import build_from_official
-from helpers.official_weights import official_state_dict
+from dml_csr.loading import build_from_official
+from dml_csr.models import autocast_context, prepare_for_inference, to_model_input
 
 
-def test_fast_path_keeps_pixel_labels():
+def test_fast_path_keeps_pixel_labels(official_sd):
     """Authors' architecture, deterministic random weights: >= 99.5% of labels unchanged in bf16 + channels_last."""
-    model = build_from_official(official_state_dict(11), "official_state_dict(11)").eval()
+    model = build_from_official(official_sd, "official_state_dict(11)").eval()
     torch.manual_seed(0)
     x = torch.randn(2, 3, 97, 129)
     with torch.inference_mode():
@@ -35,14 +34,3 @@ def test_autocast_context_and_precision_names():
         autocast_context("cpu", "int8")
     with pytest.raises(ValueError, match="precision 'fp64'"):
         prepare_for_inference(torch.nn.Conv2d(1, 1, 1), "fp64")
-
-
-def test_upsample_logits_is_bilinear_align_corners():
-    logits = torch.randn(2, 3, 5, 7)
-    up = upsample_logits(logits, (17, 25))
-    assert up.shape == (2, 3, 17, 25)
-    # align_corners=True: the corners are the original corner values, the centre line is an exact average
-    torch.testing.assert_close(up[..., 0, 0], logits[..., 0, 0])
-    torch.testing.assert_close(up[..., -1, -1], logits[..., -1, -1])
-    torch.testing.assert_close(up[..., 0, 12], logits[..., 0, 3])
-    torch.testing.assert_close(up[..., 2, 0], (logits[..., 0, 0] + logits[..., 1, 0]) / 2)

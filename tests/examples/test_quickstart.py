@@ -8,11 +8,12 @@ import os
 
 import cv2
 import pytest
-
-from dml_csr.data.synthetic import render_face
+from helpers import ROOT
 from helpers.tiny_checkpoint import write_tiny_checkpoint
 
-NOTEBOOK = os.path.join(os.path.dirname(__file__), "..", "examples", "quickstart.ipynb")
+from dml_csr.data.synthetic import render_face
+
+NOTEBOOK = os.path.join(ROOT, "examples", "quickstart.ipynb")
 
 
 @pytest.mark.parametrize("with_image", [False, True])

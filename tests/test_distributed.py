@@ -1,6 +1,7 @@
-"""scripts/train.py under torchrun (2 CPU processes, gloo): a signal stops every rank at the same step with a
-checkpoint that resumes to the straight run's weights; a rank that fails ends the job promptly and leaves the last
-epoch's checkpoint to resume from."""
+"""Several processes: two-process DDP (gloo, CPU) matches one process with the same global batch; scripts/train.py
+under torchrun stops every rank at the same step on a signal, with a checkpoint that resumes to the straight run's
+weights, and a rank that fails ends the job promptly, leaving the last epoch's checkpoint to resume from; the helpers
+that place a process (its device, the wrappers around its model, deciding together)."""
 from __future__ import annotations
 
 import os
@@ -12,15 +13,63 @@ import time
 
 import pytest
 import torch
-
-from dml_csr.checkpoint import load_checkpoint
-from dml_csr.config import save_config
-from dml_csr.trainer import RunPaths
-from helpers.distributed import free_port
+import torch.multiprocessing as mp
+from helpers.distributed import free_port, run_worker
 from helpers.tiny_checkpoint import subprocess_env
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-# as the DDP test: deterministic samples, float64 (see tests/engine/test_ddp.py), 4 steps an epoch
+from dml_csr import distributed as du
+from dml_csr.checkpoint import RunPaths, load_checkpoint
+from dml_csr.config import save_config
+from dml_csr.trainer import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# deterministic samples (no random crop/rotation/flip) and losses that decompose over processes: the mean CE over
+# equally sized shards averages to the CE of the whole batch, which is what DDP's gradient averaging computes.
+# float64: batch norm over the tiny deep feature maps of a micro model amplifies float32 rounding (different
+# reduction orders) to ~1e-4 within a few steps; in float64 what remains is the semantics, which must agree.
+DDP_SAFE = ("train.precision=fp64", "data.scale_range=[1.0, 1.0]", "data.rotation=0.0", "data.flip=false", "loss.lovasz=false",
+            "model.edge_heads=false", "train.epochs=2", "train.iters_per_epoch=2", "train.val_every=2",
+            "train.image_log_every=0", "train.dist_timeout_s=60", "model.sync_bn=true")
+
+
+def _worker(rank: int, world: int, port: int, cfg) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE=str(world))
+    torch.set_num_threads(1)
+    run_worker(lambda: train(cfg, progress=False))
+
+
+def test_two_process_gloo_matches_single_process(micro_cfg):
+    single = micro_cfg(*DDP_SAFE, "data.batch_size=4", "name=single")
+    train(single, progress=False)
+    double = micro_cfg(*DDP_SAFE, "data.batch_size=2", "name=ddp")
+    mp.spawn(_worker, args=(2, free_port(), double), nprocs=2, join=True)
+
+    a = load_checkpoint(RunPaths(single.run_dir).checkpoints()[-1])
+    b = load_checkpoint(RunPaths(double.run_dir).checkpoints()[-1])
+    assert a["train_state"]["step"] == b["train_state"]["step"] == 4
+    worst, worst_key = 0.0, None
+    for key, va in a["model"].items():
+        vb = b["model"][key]
+        assert va.shape == vb.shape, key
+        if va.is_floating_point():
+            # relative to the tensor's scale (running variances reach O(10); weights are O(0.1))
+            err = (va - vb).abs().max().item() / max(1.0, va.abs().max().item())
+            if err > worst:
+                worst, worst_key = err, key
+        else:
+            assert torch.equal(va, vb), key
+    assert worst < 1e-5, (worst, worst_key)
+    # and training really moved the weights (the comparison is not between two untouched initialisations)
+    from dml_csr.models import build_model
+    torch.manual_seed(single.seed)
+    fresh = build_model(single.model, 11).state_dict()
+    moved = max((a["model"][k] - fresh[k]).abs().max().item() for k in fresh if fresh[k].is_floating_point())
+    assert moved > 1e-3
+
+
+# torchrun: as DDP_SAFE, 4 steps an epoch
 DDP = ("train.precision=fp64", "data.scale_range=[1.0, 1.0]", "data.rotation=0.0", "data.flip=false",
        "loss.lovasz=false", "model.edge_heads=false", "train.iters_per_epoch=4", "train.val_every=100",
        "train.image_log_every=0", "train.dist_timeout_s=60", "data.batch_size=1", "train.keep_last=100")
@@ -130,3 +179,25 @@ def test_a_failing_rank_ends_the_job_and_the_last_epoch_resumes(micro_cfg, tmp_p
     out, _ = p.communicate(timeout=300)
     assert p.returncode == 0, out
     assert load_checkpoint(RunPaths(run_dir).checkpoints()[-1])["train_state"]["step"] == 8
+
+
+# ---------------------------------------------------------------------------------------------------------- helpers
+def test_resolve_device_and_unwrap_model():
+    assert du.resolve_device("cpu") == torch.device("cpu")
+    assert du.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="device 'cuda:1' asked for, but CUDA is not available"):
+            du.resolve_device("cuda", local_rank=1)
+    net = torch.nn.Linear(2, 2)
+    wrapped = torch.nn.Module()
+    wrapped.module = net  # as DistributedDataParallel holds it
+    assert du.unwrap_model(net) is net and du.unwrap_model(wrapped) is net
+    assert du.unwrap_model(torch.compile(wrapped)) is net and du.unwrap_model(torch.compile(net)) is net
+
+
+def test_one_process_needs_no_group():
+    info = du.init_distributed("cpu")
+    assert info.world_size == 1 and not info.enabled and info.is_main
+    assert du.any_rank(True) and not du.any_rank(False)
+    du.barrier()
+    du.cleanup()  # nothing to leave

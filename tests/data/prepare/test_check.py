@@ -4,10 +4,11 @@ import sys
 
 import cv2
 import numpy as np
+from helpers import ROOT
 
 from dml_csr.data.prepare.check import check_root
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = ROOT
 
 
 def test_clean_root_passes(prepared):

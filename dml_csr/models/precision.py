@@ -1,4 +1,5 @@
-"""The fast inference path shared by the benchmark, the evaluator and the inference API.
+"""Precision and memory format of a model's forward pass, and the check of what a model is fed; shared by training,
+the benchmark, the evaluator and the inference API.
 
 fp32 eager is the reference. ``precision`` "bf16"/"fp16" runs the model under ``torch.autocast`` (on CPU, bf16 uses
 AMX/AVX-512 BF16 kernels where the CPU has them); ``channels_last`` stores weights and activations NHWC, which the
@@ -14,11 +15,9 @@ import contextlib
 from typing import ContextManager, Union
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["PRECISIONS", "upsample_logits", "autocast_context", "prepare_for_inference", "to_model_input",
-           "check_image_input"]
+__all__ = ["PRECISIONS", "autocast_context", "prepare_for_inference", "to_model_input", "check_image_input"]
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -33,11 +32,6 @@ def check_image_input(x: torch.Tensor, model: str) -> None:
                         f"convert a collated batch with dml_csr.data.transforms.batch_input(batch), which applies the "
                         f"convention its samples recorded, or a bare tensor with normalize_images(images, "
                         f"channel_order, mean, std) using the model's (model.channel_order, model.mean, model.std)")
-
-
-def upsample_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(B, C, h, w) -> (B, C, *size), bilinear with align_corners=True as the authors do."""
-    return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=True)
 
 
 def _dtype(precision: str):

@@ -2,16 +2,14 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import cv2
 import pytest
+from helpers.scripts import run_script
+from helpers.tiny_checkpoint import one_thread, write_tiny_checkpoint  # noqa: F401 (fixture)
 
 from dml_csr.data.synthetic import render_face
-from helpers.tiny_checkpoint import one_thread, subprocess_env, write_tiny_checkpoint  # noqa: F401 (fixture)
 
-SCRIPT = os.path.join(os.path.dirname(__file__), "..", "scripts", "predict.py")
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -33,9 +31,8 @@ def test_folder_with_broken_file_glob_and_video(tmp_path):
         w.write(cv2.resize(faces["a"], (40, 32)))
     w.release()
     out = tmp_path / "out"
-    r = subprocess.run([sys.executable, SCRIPT, str(folder), str(other / "*.png"), video, str(tmp_path / "nope.jpg"),
-                        "--checkpoint", ckpt, "--out", str(out), "--batch-size", "2", "--every", "2", "--device", "cpu",
-                        "--no-progress"], capture_output=True, text=True, env=subprocess_env(), timeout=300)
+    r = run_script("predict", str(folder), str(other / "*.png"), video, str(tmp_path / "nope.jpg"), "--checkpoint", ckpt,
+                   "--out", str(out), "--batch-size", "2", "--every", "2", "--device", "cpu", "--no-progress")
     assert r.returncode == 1, r.stderr
     assert "2 input(s) failed" in r.stderr and "broken.jpg" in r.stderr and "nope.jpg" in r.stderr
     assert "parsed 6 image(s)" in r.stdout  # a, b, other/a, video frames 0, 2, 4
@@ -56,8 +53,21 @@ def test_folder_with_broken_file_glob_and_video(tmp_path):
 def test_all_good_inputs_exit_zero(tmp_path):
     ckpt = write_tiny_checkpoint(str(tmp_path / "tiny.pt"))
     cv2.imwrite(str(tmp_path / "x.jpg"), render_face(4, size=(40, 40))[0])
-    r = subprocess.run([sys.executable, SCRIPT, str(tmp_path / "x.jpg"), "--checkpoint", ckpt, "--out",
-                        str(tmp_path / "o"), "--no-overlay", "--device", "cpu", "--no-progress"],
-                       capture_output=True, text=True, env=subprocess_env(), timeout=300)
+    r = run_script("predict", str(tmp_path / "x.jpg"), "--checkpoint", ckpt, "--out", str(tmp_path / "o"),
+                   "--no-overlay", "--device", "cpu", "--no-progress")
     assert r.returncode == 0, r.stderr
     assert os.listdir(tmp_path / "o" / "labels") == ["x.png"] and not (tmp_path / "o" / "overlays").exists()
+
+
+def test_predict_script_writes_labels_at_input_size_rnn_g(rnn_g_run):
+    tmp, _, _, best = rnn_g_run
+    image, _, _ = render_face(5, size=(70, 90))
+    cv2.imwrite(str(tmp / "face.png"), image)
+    out = tmp / "pred"
+    r = run_script("predict", str(tmp / "face.png"), "--checkpoint", best, "--out", str(out), "--device", "cpu",
+                   "--no-progress")
+    assert r.returncode == 0, r.stderr
+    pngs = [os.path.join(d, f) for d, _, fs in os.walk(out) for f in fs if f.endswith(".png")]
+    labels = [cv2.imread(p, cv2.IMREAD_UNCHANGED) for p in pngs]
+    maps = [lab for lab in labels if lab.ndim == 2]
+    assert maps and all(lab.shape == (70, 90) and lab.max() < 11 for lab in maps)

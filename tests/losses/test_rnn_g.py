@@ -78,13 +78,19 @@ def test_total_and_terms():
 
 
 def test_two_stage_terms():
+    from dml_csr.data.labels import get_spec
+    from dml_csr.face_parts import part_table
     from dml_csr.models.rnn_g import RNNG
     from dml_csr.models.two_stage import TwoStageRNNG
     torch.manual_seed(0)
-    m = TwoStageRNNG(RNNG(11, width=8), 11, part_width=8).train()
+    classes = get_spec("helen").classes
+    m = TwoStageRNNG(RNNG(11, width=8), classes, part_width=8).train()
     label = torch.randint(0, 11, (1, 64, 64))
     edge = torch.randint(0, 2, (1, 64, 64))
-    terms = rnn_g_loss(m(torch.randn(1, 3, 64, 64), label=label), {"label": label, "edge": edge})
+    outputs = m(torch.randn(1, 3, 64, 64), label=label)
+    with pytest.raises(KeyError, match="part table"):
+        rnn_g_loss(outputs, {"label": label, "edge": edge})
+    terms = rnn_g_loss(outputs, {"label": label, "edge": edge}, parts=part_table(classes))
     assert {"stage1_ce", "part_ce", "parsing_ce", "coarse_ce", "gate_ce"} <= set(terms)
     terms["total"].backward()
     assert all(p.grad is not None for p in m.part_nets.parameters())

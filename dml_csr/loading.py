@@ -14,10 +14,13 @@ from typing import Union
 import torch
 from torch import nn
 
-from ..checkpoint import FORMAT, CheckpointError, load_checkpoint
-from ..config import IMAGENET_MEAN, IMAGENET_STD, ModelConfig, config_from_dict
-from .official import (StateDictMismatch, convert_official_state_dict, is_official_state_dict,
-                       official_num_classes, ours_to_official, unwrap_state_dict, load_state_dict_strict)
+from .checkpoint import FORMAT, CheckpointError, load_checkpoint
+from .config import ModelConfig, config_from_dict
+from .conventions import IMAGENET_MEAN, IMAGENET_STD
+from .data.labels import get_spec
+from .models import build_model
+from .models.official import (StateDictMismatch, convert_official_state_dict, is_official_state_dict,
+                              load_state_dict_strict, official_num_classes, ours_to_official, unwrap_state_dict)
 
 __all__ = ["load_model", "official_meta", "build_from_official"]
 
@@ -29,8 +32,6 @@ OFFICIAL_DATASETS = {11: "helen", 19: "celebamask_hq"}
 
 def official_meta(num_classes: int) -> dict:
     """Metadata of an authors' file: classes by class count, their input convention (BGR, RGB ImageNet stats)."""
-    from ..data.labels import get_spec
-
     if num_classes in OFFICIAL_DATASETS:
         spec = get_spec(OFFICIAL_DATASETS[num_classes])
         classes, dataset = list(spec.classes), spec.name
@@ -44,8 +45,6 @@ def official_meta(num_classes: int) -> dict:
 
 def build_from_official(sd: dict, source: str, edge_heads: bool = False, norm: str = "abn") -> nn.Module:
     """Build the authors' architecture for ``sd``'s class count and load ``sd`` (their names) strictly."""
-    from . import build_model
-
     sd = unwrap_state_dict(sd, source)
     num_classes = official_num_classes(sd, source)
     cfg = ModelConfig(edge_heads=edge_heads, norm=norm)
@@ -73,8 +72,6 @@ def _reset_counters(model: nn.Module) -> None:
 
 
 def _build_ours(ckpt: dict, source: str, edge_heads: bool) -> tuple[nn.Module, dict]:
-    from . import build_model
-
     meta = dict(ckpt.get("meta") or {})
     if not ckpt.get("config"):
         raise CheckpointError(f"{source}: checkpoint has no 'config'; it cannot rebuild its model")
@@ -93,7 +90,7 @@ def _build_ours(ckpt: dict, source: str, edge_heads: bool) -> tuple[nn.Module, d
     if "classes" in meta and len(meta["classes"]) != num_classes:
         raise StateDictMismatch(f"{source}: meta lists {len(meta['classes'])} class names for {num_classes} classes")
     with torch.device("meta"):
-        model = build_model(mcfg, num_classes)
+        model = build_model(mcfg, num_classes, meta.get("classes"))
     model = model.to_empty(device="cpu")
     _reset_counters(model)
     load_state_dict_strict(model, state, source)

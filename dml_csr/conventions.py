@@ -1,0 +1,32 @@
+"""The conventions every layer shares, each written once: what label marks an ignored pixel, how maps are resized,
+and the authors' input convention.
+
+Data, models, losses, metrics and the tools above them import these names instead of repeating the numbers; this
+module imports nothing of the package.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["IGNORE_INDEX", "IMAGENET_MEAN", "IMAGENET_STD", "resize_bilinear"]
+
+IGNORE_INDEX = 255  # label value of pixels that no loss and no metric counts (padding, unlabelled)
+
+# the authors feed BGR images normalised with the RGB ImageNet statistics (see README, "input convention")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def resize_bilinear(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """(B, C, h, w) -> (B, C, *size), bilinear with ``align_corners=True``, as the authors resize features and logits.
+
+    A map already of that size is returned as it is (the values the interpolation would give), except while tracing
+    for export: there ``size`` may be the traced input's dynamic shape, and a shortcut taken at the tracing size would
+    be frozen into the graph.
+    """
+    if not torch.jit.is_tracing() and tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=True)

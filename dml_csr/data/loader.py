@@ -1,0 +1,138 @@
+"""Every DataLoader of the package comes from :func:`build_loader`: training epochs, validation, evaluation and batch-norm
+re-estimation.
+
+Two orders, both functions of their arguments only (so a resumed run sees the batches a straight run would):
+
+* ``train=True``: :class:`EpochSampler`, the epoch's shuffled order from ``(seed, epoch)``, split into equal
+  interleaved shares for the ranks, full batches only, optionally starting part-way (resume) or capped;
+* ``train=False``: :class:`ShardSampler`, every sample once in order, every ``world``-th from ``rank``.
+
+Batches are collated by :func:`collate_samples` (channels-last uint8 images stay channels-last); loader workers seed
+numpy and ``random`` from torch's per-worker seed and ignore SIGINT/SIGTERM (:func:`seed_worker`).
+"""
+from __future__ import annotations
+
+import logging
+import random
+import signal
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+__all__ = ["build_loader", "EpochSampler", "ShardSampler", "collate_samples", "seed_worker", "SkipCountingLoader"]
+
+logger = logging.getLogger(__name__)
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """Shuffled indices that depend only on (seed, epoch); split across ranks; can start part-way (resume).
+
+    Interleaved equal shares: global batch i of W processes is exactly batch i of one process with W times the batch
+    size (what DDP equivalence needs); the remainder of the epoch is dropped."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, epoch: int, rank: int = 0, world: int = 1,
+                 skip_batches: int = 0, limit_batches: int = 0):
+        g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        perm = torch.randperm(n, generator=g).tolist()
+        per_rank = n // world
+        mine = perm[rank:per_rank * world:world]
+        usable = (len(mine) // batch_size) * batch_size
+        if limit_batches > 0:
+            usable = min(usable, limit_batches * batch_size)
+        self.indices = mine[skip_batches * batch_size:usable]
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+class ShardSampler(torch.utils.data.Sampler):
+    """Every ``world``-th index from ``rank``: disjoint shards that cover the set (no padding duplicates)."""
+
+    def __init__(self, n: int, rank: int = 0, world: int = 1):
+        self.indices = list(range(rank, n, world))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def build_loader(dataset: Dataset, *, batch_size: int, workers: int, seed: int, train: bool, epoch: int = 0,
+                 rank: int = 0, world: int = 1, skip_batches: int = 0, limit_batches: int = 0) -> "SkipCountingLoader":
+    """A loader over ``dataset`` in one of the two orders of the module docstring.
+
+    Args:
+        train: the epoch order (full batches) or the evaluation order (every sample once).
+        epoch: with ``train``, the epoch whose order to draw (batch-norm re-estimation uses an epoch of its own).
+        rank, world: this process's share.
+        skip_batches, limit_batches: with ``train``, batches of the epoch already done (resume) and a cap (0: none).
+        seed: the run's seed; it also seeds the loader's generator, hence each worker's augmentation draws.
+    """
+    if train:
+        sampler = EpochSampler(len(dataset), batch_size, seed, epoch, rank, world, skip_batches, limit_batches)
+        generator_seed = seed * 7919 + epoch
+    else:
+        sampler = ShardSampler(len(dataset), rank, world)
+        generator_seed = seed
+    return SkipCountingLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                              collate_fn=collate_samples, drop_last=train,
+                              generator=torch.Generator().manual_seed(generator_seed),
+                              pin_memory=torch.cuda.is_available(), worker_init_fn=seed_worker)
+
+
+def _stack(vals: list[torch.Tensor]) -> torch.Tensor:
+    """``torch.stack``, keeping channels-last (3, H, W) uint8 views (the transforms' images) channels-last: stacking
+    them as they are would transpose every image into the batch (6x slower than this copy)."""
+    v = vals[0]
+    if v.dtype == torch.uint8 and v.dim() == 3 and v.shape[0] == 3 and v.stride(0) == 1:
+        return torch.stack([t.permute(1, 2, 0) for t in vals]).permute(0, 3, 1, 2)
+    return torch.stack(vals)
+
+
+def collate_samples(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack tensors; ``name`` and ``meta`` stay lists; ``skipped`` names are concatenated."""
+    batch: dict[str, Any] = {}
+    for key in samples[0]:
+        if key == "skipped":
+            continue
+        vals = [s[key] for s in samples]
+        batch[key] = _stack(vals) if isinstance(vals[0], torch.Tensor) else vals
+    skipped = [n for s in samples for n in s.get("skipped", ())]
+    if skipped:
+        batch["skipped"] = skipped
+    return batch
+
+
+class SkipCountingLoader(DataLoader):
+    """A DataLoader that moves ``batch["skipped"]`` into ``dataset.pop_skipped()`` and logs a summary per pass."""
+
+    def __iter__(self):
+        count = 0
+        for batch in super().__iter__():
+            names = batch.pop("skipped", None) if isinstance(batch, dict) else None
+            if names:
+                self.dataset._skipped.extend(names)
+                count += len(names)
+            yield batch
+        pending = len(getattr(self.dataset, "_skipped", ()))
+        if count or pending:
+            logger.warning("data pass over '%s' finished with %d unusable sample(s) skipped (data.skip_bad); "
+                           "run scripts/check_dataset.py on the root to list them", self.dataset.split, pending)
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: numpy and ``random`` follow the seed torch gives the worker, and the worker
+    ignores SIGINT/SIGTERM. Those reach a whole process group (Ctrl-C, torchrun passing a SIGTERM on), and a worker
+    killed by one makes the main process fail ("DataLoader worker exited unexpectedly") before it can write its
+    stop checkpoint; workers still end when the main process shuts the loader down (or dies)."""
+    seed = torch.initial_seed() % 2 ** 32  # set by the DataLoader from its generator: base seed + worker id
+    np.random.seed(seed)
+    random.seed(seed)
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, signal.SIG_IGN)

@@ -1,0 +1,36 @@
+"""scripts/export.py: both models to ONNX and TorchScript, the parity check it runs and the metadata it stores."""
+import os
+
+import numpy as np
+import pytest
+from helpers.scripts import run_script
+from helpers.tiny_checkpoint import write_tiny_checkpoint
+
+from dml_csr.export import read_onnx_meta, read_torchscript_meta
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_export_script_checks_parity(tmp_path, fmt):
+    ckpt = write_tiny_checkpoint(str(tmp_path / "tiny.pt"))
+    out = str(tmp_path / f"m.{fmt}")
+    r = run_script("export", "--checkpoint", ckpt, "--format", fmt, "--out", out, "--input-size", "48,40")
+    assert r.returncode == 0, r.stderr
+    diff = float(r.stdout.split("pytorch| = ")[1].split()[0])
+    assert diff < 1e-4 and os.path.isfile(out)
+    meta = read_onnx_meta(out) if fmt == "onnx" else read_torchscript_meta(out)[1]
+    assert meta["input_size"] == [48, 40] and meta["classes"][0] == "background" and meta["channel_order"] == "BGR"
+
+
+
+def test_export_script_onnx_parity_rnn_g(rnn_g_run):
+    tmp, _, _, best = rnn_g_run
+    out = tmp / "rg.onnx"
+    r = run_script("export", "--checkpoint", best, "--format", "onnx", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "parity" in r.stdout  # the script fails by itself above its tolerance
+    meta = read_onnx_meta(str(out))
+    assert meta["model_name"] == "rnn_g" and meta["num_classes"] == 11 and meta["input_size"] == [64, 64]
+    import onnxruntime as ort
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    logits = sess.run(None, {"image": np.random.default_rng(0).normal(size=(3, 3, 40, 56)).astype(np.float32)})[0]
+    assert logits.shape == (3, 11, 40, 56)

@@ -1,0 +1,72 @@
+"""The package's layering and size, read from its source: a model knows no dataset and no config, losses take tensors,
+data knows no model; no function passes 80 lines and no file 400."""
+import ast
+import os
+
+import pytest
+from helpers import ROOT
+
+PACKAGE = os.path.join(ROOT, "dml_csr")
+# importer (a subpackage or module of dml_csr) -> what it must never import, lazily inside a function included
+FORBIDDEN = {
+    "dml_csr.models": ("dml_csr.data", "dml_csr.config", "dml_csr.checkpoint", "dml_csr.loading", "scripts"),
+    "dml_csr.losses": ("dml_csr.data", "dml_csr.config", "dml_csr.checkpoint", "dml_csr.models", "scripts"),
+    "dml_csr.data": ("dml_csr.models", "dml_csr.losses", "scripts"),
+    "dml_csr.conventions": ("dml_csr.",),
+}
+
+
+def _modules():
+    for folder, _, files in os.walk(PACKAGE):
+        for f in files:
+            if f.endswith(".py"):
+                path = os.path.join(folder, f)
+                rel = os.path.relpath(path, ROOT)[:-3].replace(os.sep, ".")
+                yield (rel[: -len(".__init__")] if rel.endswith(".__init__") else rel), path
+
+
+def _imports(name: str, path: str) -> set[str]:
+    """Every module ``path`` imports, at the top or inside a function, relative imports resolved."""
+    package = name if path.endswith("__init__.py") else name.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(open(path).read(), path)):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
+            found.add(base)
+            found.update(f"{base}.{a.name}" for a in node.names)  # `from . import x` imports a module x
+    return found
+
+
+def test_the_layers_import_only_downwards():
+    broken = []
+    for name, path in _modules():
+        for layer, banned in FORBIDDEN.items():
+            if name == layer or name.startswith(layer + "."):
+                for imported in _imports(name, path):
+                    if any(imported == b.rstrip(".") or imported.startswith(b if b.endswith(".") else b + ".")
+                           for b in banned):
+                        broken.append(f"{name} imports {imported}")
+    assert not broken, "\n".join(sorted(broken))
+
+
+def test_the_import_reader_sees_relative_and_lazy_imports(tmp_path):
+    """The check above would pass vacuously if it could not see an import: show it one of each kind."""
+    pkg = tmp_path / "dml_csr" / "models"
+    pkg.mkdir(parents=True)
+    f = pkg / "x.py"
+    f.write_text("from ..data.labels import get_spec\nfrom . import norm\n\ndef g():\n    import dml_csr.config\n")
+    assert {"dml_csr.data.labels", "dml_csr.models.norm", "dml_csr.config"} <= _imports("dml_csr.models.x", str(f))
+
+
+@pytest.mark.parametrize("name,path", sorted(_modules()))
+def test_files_and_functions_stay_small(name, path):
+    source = open(path).read()
+    assert len(source.splitlines()) <= 400, f"{path} has {len(source.splitlines())} lines (at most 400)"
+    long = [f"{n.name} ({n.end_lineno - n.lineno + 1} lines)" for n in ast.walk(ast.parse(source))
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > 80]
+    assert not long, f"{path}: {', '.join(long)} (at most 80 lines a function)"
