@@ -195,9 +195,9 @@ class FaceParser:
                                   precision=self.precision)
             pred = probs.argmax(1).to(torch.uint8).cpu().numpy()
             for j, s in enumerate(samples):
-                labels = inverse_affine(pred[j], s["meta"], mode="nearest")
+                labels = inverse_affine(pred[j], s["meta"], mode="nearest", border="replicate")
                 if return_probs:
-                    p = inverse_affine(probs[j], s["meta"], mode="bilinear").cpu().numpy()
+                    p = inverse_affine(probs[j], s["meta"], mode="bilinear", border="replicate").cpu().numpy()
                     results.append((labels, p))
                 else:
                     results.append(labels)

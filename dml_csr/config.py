@@ -12,7 +12,7 @@ import os
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import yaml
 
@@ -44,11 +44,12 @@ class DataConfig:
     scale_range: tuple[float, float] = (0.75, 1.25)
     rotation: float = 30.0  # degrees, +- range of the random rotation
     rotation_prob: float = 1.0
-    flip: bool = True  # horizontal flip with left/right label swap
+    flip: bool = False  # horizontal flip with left/right label swap: ours (neither the paper nor the authors flip)
     color_jitter: float = 0.0  # strength in [0, 1]; 0 disables
     edge_width: int = 1  # pixels; 1 as in the paper
     skip_bad: bool = False  # skip unreadable samples with a warning instead of stopping
     max_samples: int = 0  # cap per split (0 = all); for quick experiments
+    keypoints: bool = False  # read each sample's 5 landmarks (landmarks/NAME.txt) into batch["keypoints"]
     # how the random scale/rotation are drawn: "uniform" in the ranges (paper), or "normal" as the official code
     # (scale clip(N(1, .25), range), rotation clip(N(0, rotation), +-2*rotation)); official preset: rotation_prob .6
     aug_sampling: Literal["uniform", "normal"] = "uniform"
@@ -60,6 +61,8 @@ class ModelConfig:
     name: Literal["dml_csr", "rnn_g"] = "dml_csr"
     backbone: Literal["resnet101_deepstem", "resnet18", "resnet34", "resnet50", "resnet101"] = "resnet101_deepstem"
     output_stride: Literal[8, 16, 32] = 8
+    context: Literal["ddgcn", "conv"] = "ddgcn"  # DDGCN, or the ablation baseline: a 3x3 conv + norm (Table 4)
+    edge_branches: list[Literal["binary", "category"]] = field(default_factory=lambda: ["binary", "category"])
     pretrained: str = ""  # "" (random init), "imagenet" (torchvision download) or a path to a weights file
     norm: Literal["abn", "inplace_abn"] = "abn"  # pure-PyTorch ABN, or the inplace_abn kernels when installed
     sync_bn: bool = True  # synchronise norm statistics across processes under DDP
@@ -72,7 +75,11 @@ class ModelConfig:
     std: tuple[float, float, float] = IMAGENET_STD
     # recurrent-propagation model (Liu et al. 2017)
     rnn_channels: int = 32  # RNN-G widest layer (paper: 32); conv1/deconv6 use half, the spatial RNN a quarter
-    two_stage: bool = False  # RNN-G: add the Helen component networks (eye+brow, nose, mouth crops); 11 classes only
+    two_stage: bool = False  # RNN-G: add the component networks (eye+brow, nose, mouth crops); Helen class layout
+    # paper: first stage background/face/hair at rnn_stage1_size, crops of the full input from 5 keypoints (needs
+    # data.keypoints); label_crops (ours): first stage parses every class, crops placed from a label map
+    two_stage_variant: Literal["paper", "label_crops"] = "paper"
+    rnn_stage1_size: tuple[int, int] = (128, 128)  # the paper variant's first-stage input (the paper: 128 x 128)
     rnn_components: list[str] = field(default_factory=lambda: ["eye", "nose", "mouth"])  # which of them (paper: all)
     rnn_norm: bool = True  # RNN-G: batch norm after each convolution (not in the paper; steadier SGD)
 
@@ -83,7 +90,9 @@ class LossConfig:
     preset: Literal["paper", "official"] = "paper"
     lambdas: tuple[float, float, float, float, float] = (1.0, 1.0, 1.0, 4.0, 1.0)
     alphas: tuple[float, float, float] = (1.0, 1.0, 0.1)
-    class_weights: Optional[list[float]] = None  # w_j of the category-edge attention loss; None = all ones
+    # w_j of the paper's category-edge attention: a list of C values, "inverse_frequency" (from the train split's
+    # class histogram in info.json, normalised to mean 1; the paper gives no values) or null (all ones)
+    class_weights: Optional[Union[list[float], Literal["inverse_frequency"]]] = None
     lovasz: bool = True
     lovasz_per_image: bool = False  # Lovasz-softmax per image (True) or over the batch as one set (False, authors')
     temperature: float = 1.0  # softmax temperature of the self-distillation KL terms (eq. 7); the KL is scaled by T^2
@@ -95,12 +104,14 @@ class TrainConfig:
     epochs: int = 150  # first phase
     cycles: int = 0  # cyclical self-regulation cycles after the first phase (paper: 5)
     cycle_epochs: int = 10
-    cycle_lr: float = 0.0  # learning rate each cycle restarts at (0 = train.lr, as the paper)
-    cycle_lr_min: float = 0.0  # cosine floor inside a cycle, as a fraction of the cycle's start
+    cycle_lr: float = 1e-5  # learning rate each cycle's cosine starts at (the paper's 1e-5; the authors' code 5e-4)
+    cycle_lr_min: float = 0.0  # the cosine's floor (the authors' code: 1e-5)
     lr: float = 1e-3
     momentum: float = 0.9
     weight_decay: float = 5e-4
     poly_power: float = 0.9
+    poly_over: Literal["first_phase", "all"] = "first_phase"  # poly decays to 0 over the first phase (paper) or
+    # over all epochs, cycles included (the authors' code: about 2.9e-4 left when the cycles start)
     warmup_epochs: float = 0.0
     iters_per_epoch: int = 0  # 0 = a full pass over the training set
     val_every: int = 1
@@ -124,6 +135,9 @@ class EvalConfig:
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     channels_last: bool = False
     save_predictions: bool = False
+    # what picks best.pt and the best first-phase model (M_best): mean F1 over the foreground classes, Helen's overall
+    # F1 (brows, eyes, nose, mouth merged), or mIoU
+    select_metric: Literal["mean_f1", "overall_f1", "miou"] = "mean_f1"
 
 
 @dataclass
@@ -224,7 +238,18 @@ def load_config(path: Optional[str] = None, overrides: Optional[list[str]] = Non
 
 def config_from_dict(raw: dict, origin: Optional[dict] = None) -> Config:
     """Validate a plain dict (e.g. from a checkpoint) into a :class:`Config`."""
-    return _build(Config, raw, "", origin or {})
+    cfg = _build(Config, raw, "", origin or {})
+    _check_together(cfg, origin or {})
+    return cfg
+
+
+def _check_together(cfg: Config, origin: dict) -> None:
+    """Values that are valid alone but not together."""
+    m = cfg.model
+    if m.name == "rnn_g" and m.two_stage and m.two_stage_variant == "paper" and not cfg.data.keypoints:
+        raise ConfigError(f"{_src(origin, 'model.two_stage_variant')}: model.two_stage_variant = paper places its "
+                          f"crops from 5 keypoints; set data.keypoints=true (each sample's landmarks/NAME.txt, as "
+                          f"prepare_synthetic.py writes them) or model.two_stage_variant=label_crops")
 
 
 def _src(origin: dict, key: str) -> str:

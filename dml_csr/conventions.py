@@ -11,13 +11,19 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["IGNORE_INDEX", "IMAGENET_MEAN", "IMAGENET_STD", "resize_bilinear"]
+__all__ = ["IGNORE_INDEX", "IMAGENET_MEAN", "IMAGENET_STD", "KEYPOINTS", "KEYPOINTS_MIRRORED", "resize_bilinear"]
 
 IGNORE_INDEX = 255  # label value of pixels that no loss and no metric counts (padding, unlabelled)
 
 # the authors feed BGR images normalised with the RGB ImageNet statistics (see README, "input convention")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# the 5 face keypoints, in the order of the landmark files (landmarks/NAME.txt) and of every (B, 5, 2) keypoint
+# tensor; "left" is the subject's left, on the image's right in a frontal picture
+KEYPOINTS = ("subject_left_eye", "subject_right_eye", "nose_tip", "subject_left_mouth_corner",
+             "subject_right_mouth_corner")
+KEYPOINTS_MIRRORED = (1, 0, 2, 4, 3)  # after a horizontal flip, keypoint i is the mirror image of this one
 
 
 def resize_bilinear(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:

@@ -151,15 +151,18 @@ def evaluate(model: torch.nn.Module, loader: Iterable, dataset, num_classes: int
         dataset: the loader's dataset; ``dataset.load_label(index)`` gives an original label map.
         original_resolution: False scores at network resolution against the warped labels instead (faster; for
             validation during training).
+    A model that places crops from keypoints (``uses_keypoints``) gets the batch's ``keypoints`` when it has them.
         on_prediction: called with (sample name, label map at the scored resolution), e.g. to save it.
     """
     model.eval()
     cm = ConfusionMatrix(num_classes)
     index_of = {name: i for i, name in enumerate(dataset.names)} if original_resolution else {}
+    uses_keypoints = getattr(unwrap_model(model), "uses_keypoints", False)
     for batch in loader:
         images = batch_input(batch, device)
+        keypoints = batch["keypoints"].to(device) if uses_keypoints and "keypoints" in batch else None
         probs = predict_probs(model, images, scales=scales, flip_perm=flip_perm, precision=precision,
-                              channels_last=channels_last)
+                              channels_last=channels_last, keypoints=keypoints)
         pred = probs.argmax(1).to(torch.uint8).cpu().numpy()
         for j in range(pred.shape[0]):
             if original_resolution:

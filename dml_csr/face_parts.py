@@ -10,16 +10,17 @@ absent from the map falls back to its usual place in an aligned face, :data:`DEF
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .conventions import IGNORE_INDEX
+from .conventions import IGNORE_INDEX, KEYPOINTS
 
-__all__ = ["PART_CLASSES", "PART_CROPS", "DEFAULT_BOXES", "KEYPOINT_ORDER", "part_table", "boxes_from_keypoints",
-           "boxes_from_labels", "crop", "paste", "crop_labels"]
+__all__ = ["PART_CLASSES", "PART_CROPS", "DEFAULT_BOXES", "KEYPOINT_ORDER", "STAGE1_CLASSES", "part_table",
+           "stage1_map", "boxes_from_keypoints", "boxes_from_labels", "boxes_in_face", "crop", "paste", "window",
+           "crop_labels"]
 
 # component -> its classes by name ("left" is the subject's left, which is on the image's right)
 PART_CLASSES: dict[str, tuple[str, ...]] = {
@@ -33,14 +34,13 @@ PART_CROPS: dict[str, tuple[tuple[int, int], str]] = {
     "subject_left_eye": ((64, 64), "eye"), "subject_right_eye": ((64, 64), "eye"), "nose": ((64, 64), "nose"),
     "mouth": ((32, 64), "mouth"),
 }
-# fallback boxes in an aligned face, (cx, cy, w, h) as fractions of the image width / height
+# the paper's first stage parses three classes: the face (skin and every component in it), hair and background
+STAGE1_CLASSES = ("background", "face", "hair")
+# fallback boxes in an aligned face, (cx, cy, w, h) as fractions of the image (or face box) width / height
 DEFAULT_BOXES = {"subject_left_eye": (0.64, 0.40, 0.26, 0.26), "subject_right_eye": (0.36, 0.40, 0.26, 0.26),
                  "nose": (0.50, 0.52, 0.26, 0.26), "mouth": (0.50, 0.72, 0.36, 0.18)}
 MARGIN = 0.2
-# the 5 keypoints, as the synthetic and LaPa-derived landmark files list them ("left" = the subject's left, which
-# lies on the image's right in a frontal picture); the same semantic order survives a mirror + left/right swap
-KEYPOINT_ORDER = ("subject_left_eye", "subject_right_eye", "nose_tip", "subject_left_mouth_corner",
-                  "subject_right_mouth_corner")
+KEYPOINT_ORDER = KEYPOINTS  # the 5 keypoints (conventions.py)
 
 Part = tuple[tuple[int, ...], tuple[int, int], str]  # (class indices, crop (h, w), network)
 
@@ -59,6 +59,17 @@ def part_table(class_names: Sequence[str]) -> dict[str, Part]:
 
 
 # ------------------------------------------------------------------------------------------------------------ boxes
+def stage1_map(class_names: Sequence[str]) -> list[int]:
+    """For each class of ``class_names``, its first-stage class (:data:`STAGE1_CLASSES`): background and hair are
+    themselves, every other class is face."""
+    names = list(class_names)
+    missing = [c for c in ("background", "hair") if c not in names]
+    if missing:
+        raise ValueError(f"the paper's first stage (background, face, hair) needs the classes {', '.join(missing)}; "
+                         f"the dataset has {', '.join(names)}")
+    return [0 if c == "background" else 2 if c == "hair" else 1 for c in names]
+
+
 def _fit_aspect(cx: Tensor, cy: Tensor, w: Tensor, h: Tensor, size: tuple[int, int]) -> Tensor:
     """Grow the shorter side so that h / w equals the crop's; (B,) each -> (B, 4) boxes x0, y0, x1, y1."""
     ratio = size[0] / size[1]
@@ -151,6 +162,33 @@ def boxes_from_keypoints(kp: Tensor) -> dict[str, Tensor]:
     return out
 
 
+def boxes_in_face(face: Tensor, parts: dict[str, Part]) -> dict[str, Tensor]:
+    """Crop boxes at the components' usual places (:data:`DEFAULT_BOXES`) inside a face box, for a face without
+    keypoints.
+
+    Args:
+        face: (B, H, W) bool mask of the face (a first stage's face class); an empty mask stands for the whole image.
+        parts: the components to place (:func:`part_table`).
+    Returns:
+        part name -> (B, 4) boxes (x0, y0, x1, y1) in pixels.
+    """
+    bsz, hh, ww = face.shape
+    ys = torch.arange(hh, device=face.device, dtype=torch.float32)
+    xs = torch.arange(ww, device=face.device, dtype=torch.float32)
+    rows, cols = face.any(2), face.any(1)
+    present = rows.any(1)
+    y0 = torch.where(present, torch.where(rows, ys, float(hh)).amin(1), 0.0)
+    y1 = torch.where(present, torch.where(rows, ys + 1, 0.0).amax(1), float(hh))
+    x0 = torch.where(present, torch.where(cols, xs, float(ww)).amin(1), 0.0)
+    x1 = torch.where(present, torch.where(cols, xs + 1, 0.0).amax(1), float(ww))
+    out = {}
+    for name in parts:
+        cx, cy, w, h = DEFAULT_BOXES[name]
+        fw, fh = x1 - x0, y1 - y0
+        out[name] = _fit_aspect(x0 + cx * fw, y0 + cy * fh, w * fw, h * fh, PART_CROPS[name][0])
+    return out
+
+
 # -------------------------------------------------------------------------------------------------- crop and paste
 def _crop_grid(boxes: Tensor, size: tuple[int, int], hw: tuple[int, int]) -> Tensor:
     """Sampling grid (B, h, w, 2) in grid_sample's normalised coordinates (align_corners=False)."""
@@ -186,14 +224,26 @@ def crop_labels(label: Tensor, boxes: Tensor, size: tuple[int, int], classes: tu
     return out
 
 
-def paste(part: Tensor, boxes: Tensor, hw: tuple[int, int]) -> tuple[Tensor, Tensor]:
+def window(boxes: Tensor, hw: tuple[int, int]) -> tuple[int, int, int, int]:
+    """(y0, y1, x0, x1): the pixel rows and columns that any of the (B, 4) boxes covers, within the image."""
+    lo = boxes.detach().amin(0).floor()
+    hi = boxes.detach().amax(0).ceil()
+    x0, y0 = int(lo[0].clamp(0, hw[1])), int(lo[1].clamp(0, hw[0]))
+    x1, y1 = int(hi[2].clamp(x0, hw[1])), int(hi[3].clamp(y0, hw[0]))
+    return y0, y1, x0, x1
+
+
+def paste(part: Tensor, boxes: Tensor, hw: tuple[int, int],
+          region: Optional[tuple[int, int, int, int]] = None) -> tuple[Tensor, Tensor]:
     """Map crop-space maps back to the image: part (B, K, h, w), boxes (B, 4) -> ((B, K, H, W), inside (B, 1, H, W)).
 
-    A pixel is inside when its centre lies inside the box; outside values are 0."""
-    hh, ww = hw
+    A pixel is inside when its centre lies inside the box; outside values are 0. With ``region`` = (y0, y1, x0, x1)
+    (see :func:`window`), only those rows and columns are returned (what lies outside is 0 anyway)."""
+    y0, y1, x0, x1 = region or (0, hw[0], 0, hw[1])
+    hh, ww = y1 - y0, x1 - x0
     bx = boxes.to(part.dtype)
-    xs = torch.arange(ww, device=part.device, dtype=part.dtype) + 0.5
-    ys = torch.arange(hh, device=part.device, dtype=part.dtype) + 0.5
+    xs = torch.arange(x0, x1, device=part.device, dtype=part.dtype) + 0.5
+    ys = torch.arange(y0, y1, device=part.device, dtype=part.dtype) + 0.5
     gx = 2 * (xs[None] - bx[:, 0:1]) / (bx[:, 2:3] - bx[:, 0:1]) - 1  # (B, W), crop-normalised
     gy = 2 * (ys[None] - bx[:, 1:2]) / (bx[:, 3:4] - bx[:, 1:2]) - 1  # (B, H)
     grid = torch.stack([gx[:, None, :].expand(-1, hh, -1), gy[:, :, None].expand(-1, -1, ww)], dim=-1)

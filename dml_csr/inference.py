@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from .conventions import resize_bilinear
+from .conventions import KEYPOINTS_MIRRORED, resize_bilinear
 from .models.precision import autocast_context, to_model_input
 
 __all__ = ["predict_probs"]
@@ -19,7 +19,8 @@ __all__ = ["predict_probs"]
 @torch.no_grad()
 def predict_probs(model: torch.nn.Module, images: torch.Tensor, *, size: Optional[Sequence[int]] = None,
                   scales: Sequence[float] = (1.0,), flip_perm: Optional[Sequence[int]] = None,
-                  precision: str = "fp32", channels_last: bool = False) -> torch.Tensor:
+                  precision: str = "fp32", channels_last: bool = False,
+                  keypoints: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Class probabilities, averaged over scales (and flips).
 
     Args:
@@ -29,6 +30,8 @@ def predict_probs(model: torch.nn.Module, images: torch.Tensor, *, size: Optiona
         scales: input rescaling factors; the average of the softmax outputs is returned.
         flip_perm: when given, also run on the mirrored input; ``flip_perm[c]`` is the class ``c`` becomes mirrored.
         precision, channels_last: the fast path (autocast dtype, memory format); fp32 is the reference.
+        keypoints: (B, 5, 2) pixels of ``images``, passed on (scaled and mirrored with each input) to models that
+            place crops from them (``model(x, keypoints=...)``).
     Returns:
         (B, C, *size) float32 probabilities.
     """
@@ -39,8 +42,10 @@ def predict_probs(model: torch.nn.Module, images: torch.Tensor, *, size: Optiona
         x = images if s == 1.0 else resize_bilinear(images, (max(1, round(h * s)), max(1, round(w * s))))
         variants = [(x, False)] + ([(torch.flip(x, dims=[3]), True)] if flip_perm is not None else [])
         for inp, flipped in variants:
+            kwargs = {} if keypoints is None else {"keypoints": _move_keypoints(keypoints, (h, w), x.shape[-2:],
+                                                                                  flipped)}
             with autocast_context(inp.device, precision):
-                logits = model(to_model_input(inp, channels_last))["parsing"]
+                logits = model(to_model_input(inp, channels_last), **kwargs)["parsing"]
             logits = resize_bilinear(logits.float(), size)
             p = torch.softmax(logits.float(), dim=1)
             if flipped:
@@ -48,3 +53,13 @@ def predict_probs(model: torch.nn.Module, images: torch.Tensor, *, size: Optiona
             total = p if total is None else total + p
             n += 1
     return total / n
+
+
+def _move_keypoints(kp: torch.Tensor, src: Sequence[int], dst: Sequence[int], flipped: bool) -> torch.Tensor:
+    """Keypoints of an (h, w) image on its resize to ``dst`` (corners aligned), mirrored (and reordered) if flipped."""
+    fy = (dst[0] - 1) / max(src[0] - 1, 1)
+    fx = (dst[1] - 1) / max(src[1] - 1, 1)
+    out = kp.float() * torch.tensor([fx, fy], device=kp.device)
+    if flipped:
+        out = torch.stack([(dst[1] - 1) - out[..., 0], out[..., 1]], -1)[:, list(KEYPOINTS_MIRRORED)]
+    return out

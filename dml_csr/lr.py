@@ -1,9 +1,15 @@
 """The learning rate of every optimiser step, as a pure function of (step, config).
 
 Steps are 0-based and counted over the whole run. The first phase (``train.epochs`` epochs) decays ``train.lr`` with
-poly (power ``train.poly_power``) over its own steps, after an optional linear warm-up; each of the ``train.cycles``
-self-regulation cycles then restarts a per-epoch cosine at ``train.cycle_lr`` (0: ``train.lr``), annealed towards
-``train.cycle_lr_min`` times that start.
+poly (power ``train.poly_power``) after an optional linear warm-up: to 0 at the end of the first phase (the paper,
+``train.poly_over: first_phase``) or at the end of the run (the authors' code, ``all``, so about 0.29 ``train.lr``
+is left when the cycles start). Each of the ``train.cycles`` self-regulation cycles then restarts a per-epoch cosine
+at ``train.cycle_lr`` (the paper's 1e-5), annealed towards ``train.cycle_lr_min`` (the authors restart theirs every
+``cycle_epochs`` *iterations*, which we do not copy).
+
+    preset     phase 1                                   cycles
+    paper      SGD 1e-3, poly 0.9 over the first phase   cosine per epoch from 1e-5 to 0
+    official   SGD 1e-3, poly 0.9 over all epochs        cosine per epoch from 5e-4 to 1e-5
 """
 from __future__ import annotations
 
@@ -17,18 +23,19 @@ def learning_rate(step: int, train, steps_per_epoch: int) -> float:
 
     Args:
         step: 0-based optimiser step of the whole run.
-        train: a :class:`dml_csr.config.TrainConfig` (``epochs``, ``lr``, ``poly_power``, ``warmup_epochs``,
-            ``cycle_epochs``, ``cycle_lr``, ``cycle_lr_min``).
+        train: a :class:`dml_csr.config.TrainConfig` (``epochs``, ``lr``, ``poly_power``, ``poly_over``,
+            ``warmup_epochs``, ``cycles``, ``cycle_epochs``, ``cycle_lr``, ``cycle_lr_min``).
         steps_per_epoch: optimiser steps in one epoch (batches per process // ``grad_accum``).
     """
     if steps_per_epoch < 1:
         raise ValueError(f"learning_rate: steps_per_epoch = {steps_per_epoch}; expected >= 1")
     first_phase = train.epochs * steps_per_epoch
     if step < first_phase:
-        return poly_lr(step, first_phase, train.lr, train.poly_power, int(train.warmup_epochs * steps_per_epoch))
+        epochs = train.epochs if train.poly_over == "first_phase" else train.epochs + train.cycles * train.cycle_epochs
+        return poly_lr(step, epochs * steps_per_epoch, train.lr, train.poly_power,
+                       int(train.warmup_epochs * steps_per_epoch))
     epoch_in_cycle = (step // steps_per_epoch - train.epochs) % train.cycle_epochs
-    top = train.cycle_lr or train.lr
-    return cosine_lr(epoch_in_cycle, train.cycle_epochs, top, top * train.cycle_lr_min)
+    return cosine_lr(epoch_in_cycle, train.cycle_epochs, train.cycle_lr, train.cycle_lr_min)
 
 
 def poly_lr(step: int, total: int, base: float, power: float = 0.9, warmup_steps: int = 0) -> float:

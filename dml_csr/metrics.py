@@ -18,7 +18,8 @@ import torch
 
 from .conventions import IGNORE_INDEX
 
-__all__ = ["ConfusionMatrix", "scores_from_confusion", "f1_iou_from_confusion", "merged_f1", "format_scores"]
+__all__ = ["ConfusionMatrix", "scores_from_confusion", "f1_iou_from_confusion", "merged_f1", "format_scores",
+           "selection_score"]
 
 
 class ConfusionMatrix:
@@ -105,6 +106,19 @@ def scores_from_confusion(mat: np.ndarray, classes: Optional[Sequence[str]] = No
         "groups": {g: merged_f1(mat, m) for g, m in (groups or {}).items()},
     }
     return out
+
+
+def selection_score(scores: dict, metric: str) -> float:
+    """The score that picks the best model (``eval.select_metric``): ``mean_f1``, ``miou`` or ``overall_f1`` (the
+    merged ``overall`` group: Helen's brows + eyes + nose + mouth)."""
+    if metric == "overall_f1":
+        if "overall" not in scores.get("groups", {}):
+            raise KeyError(f"eval.select_metric = overall_f1, but these scores have no 'overall' group (groups: "
+                           f"{', '.join(scores.get('groups', {})) or 'none'})")
+        return scores["groups"]["overall"]
+    if metric not in ("mean_f1", "miou"):
+        raise ValueError(f"eval.select_metric = {metric!r}; expected mean_f1, overall_f1 or miou")
+    return scores[metric]
 
 
 def _pct(x: float) -> str:

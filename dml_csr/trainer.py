@@ -33,12 +33,13 @@ from torch import nn
 from . import distributed as du
 from .checkpoint import CheckpointError, RunPaths, find_resume_checkpoint, load_checkpoint, make_meta, save_checkpoint
 from .config import Config, config_to_dict, save_config
-from .data.dataset import FaceParsingDataset, build_dataset
+from .data.dataset import FaceParsingDataset, build_dataset, inverse_frequency_weights, split_histogram
 from .data.labels import LabelSpec, get_spec
 from .data.loader import build_loader
 from .engine import evaluate, train_one_epoch
 from .losses import build_criterion
 from .lr import learning_rate
+from .metrics import selection_score
 from .models import build_model, convert_sync_abn
 from .norm_stats import reestimate_bn
 from .run_log import RunLog
@@ -75,14 +76,14 @@ def train(cfg: Config, *, resume: Optional[str] = None, max_epochs: Optional[int
                           loss=result["loss"], seconds=result["seconds"])
             run.csr.after_epoch(epoch, run.model)
             if _validation_due(run, epoch):
-                score = _validate(run, run.model, "student", epoch)
-                run.csr.observe(epoch, score, run.model)
-                _keep_if_best(run, score, model_state(run.model), epoch, "student")
+                scores = _validate(run, run.model, "student", epoch)
+                run.csr.observe(epoch, selection_score(scores, run.cfg.eval.select_metric), run.model)
+                _keep_if_best(run, scores, model_state(run.model), epoch, "student")
                 run.log.images(epoch, run.model, run.val_ds, run.spec, run.device)
             ensemble = run.csr.end_of_cycle(epoch, run.model, functools.partial(_reestimate_bn, run, cycle))
             if ensemble is not None:
-                score = _validate(run, ensemble, f"ensemble_{cycle}", epoch)
-                _keep_if_best(run, score, run.csr.teacher_state, epoch, f"ensemble_{cycle}")
+                scores = _validate(run, ensemble, f"ensemble_{cycle}", epoch)
+                _keep_if_best(run, scores, run.csr.teacher_state, epoch, f"ensemble_{cycle}")
             _save(run, epoch + 1, 0)
             run.log.flush()
             if epoch + 1 < end and du.any_rank(stop()):
@@ -90,7 +91,8 @@ def train(cfg: Config, *, resume: Optional[str] = None, max_epochs: Optional[int
                 _report_stop(summary, run, stop.signal, epoch, None)
                 break
     run.log.close()
-    summary.update(best_val_mean_f1=run.state.best_score, best_epoch=run.state.best_epoch, best=run.paths.best,
+    summary.update(select_metric=run.cfg.eval.select_metric, best_val_score=run.state.best_score,
+                   best_val_mean_f1=run.state.best_mean_f1, best_epoch=run.state.best_epoch, best=run.paths.best,
                    phase1_best=run.csr.phase1_best, epochs_done=run.state.epoch)
     return summary
 
@@ -101,7 +103,8 @@ class TrainState:
     epoch: int = 0  # epochs done: the next epoch to run (0-based)
     step: int = 0  # optimiser steps done
     batches_done: int = 0  # batches of epoch ``epoch`` done before a stop (a resume skips them)
-    best_score: float = -1.0  # best validation mean F1 so far (best.pt)
+    best_score: float = -1.0  # best validation score (eval.select_metric) so far: best.pt
+    best_mean_f1: float = -1.0  # that model's mean F1
     best_epoch: int = -1  # its epoch, counted from 1
 
     @classmethod
@@ -149,6 +152,9 @@ def _start(cfg: Config, resume: Optional[str]) -> _Run:
     paths = RunPaths(cfg.run_dir)
     ckpt = _resume_checkpoint(paths, resume)
     spec = get_spec(cfg.data.dataset)
+    if cfg.eval.select_metric == "overall_f1" and "overall" not in spec.groups:
+        raise ValueError(f"eval.select_metric = overall_f1, but data.dataset '{spec.name}' has no 'overall' group; "
+                         f"use mean_f1 or miou")
     model = _build_model(cfg, spec, device, dist, ckpt)
     optimizer = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
     scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
@@ -167,10 +173,22 @@ def _start(cfg: Config, resume: Optional[str]) -> _Run:
         save_config(cfg, paths.config)
     return _Run(cfg=cfg, dist=dist, device=device, paths=paths, spec=spec, model=model,
                 net=_wrap(model, cfg, dist, device), optimizer=optimizer, scaler=scaler,
-                criterion=build_criterion(cfg, spec.classes), train_ds=train_ds, val_ds=val_ds, val_loader=val_loader,
+                criterion=build_criterion(cfg, spec.classes, _class_weights(cfg, spec)), train_ds=train_ds,
+                val_ds=val_ds, val_loader=val_loader,
                 log=RunLog(paths, enabled=dist.is_main, log_every=t.log_every, image_every=t.image_log_every),
                 state=state, csr=csr, meta=make_meta(cfg),
                 batches_per_epoch=_batches_per_epoch(cfg, len(train_ds), dist.world_size))
+
+
+def _class_weights(cfg: Config, spec: LabelSpec) -> Optional[list[float]]:
+    """``loss.class_weights: inverse_frequency`` from the train split's class histogram; None otherwise (the loss
+    reads a list, or all ones, from the config itself)."""
+    if cfg.loss.class_weights != "inverse_frequency":
+        return None
+    weights = inverse_frequency_weights(split_histogram(cfg.data.root, cfg.data.train_split, spec))
+    log.info("loss.class_weights (inverse frequency): %s", ", ".join(f"{c} {w:.3g}" for c, w in
+                                                                     zip(spec.classes, weights)))
+    return weights
 
 
 def _resume_checkpoint(paths: RunPaths, resume: Optional[str]) -> Optional[dict]:
@@ -266,23 +284,27 @@ def _validation_due(run: _Run, epoch: int) -> bool:
             or (cycle > 0 and in_cycle == t.cycle_epochs - 1) or epoch == run.total_epochs - 1)
 
 
-def _validate(run: _Run, model: nn.Module, tag: str, epoch: int) -> float:
-    """Score ``model`` on the validation split, log it as ``tag``; returns its mean F1."""
+def _validate(run: _Run, model: nn.Module, tag: str, epoch: int) -> dict:
+    """Score ``model`` on the validation split and log it as ``tag``; returns the scores."""
     cm = evaluate(du.unwrap_model(model), run.val_loader, run.val_ds, run.spec.num_classes, device=run.device,
                   precision=run.cfg.eval.precision, channels_last=run.cfg.eval.channels_last)
     scores = cm.compute(run.spec.classes, run.spec.groups)
     run.log.validation(tag, epoch, scores)
     log.info("epoch %d %s: val mean F1 %.4f, mIoU %.4f", epoch + 1, tag, scores["mean_f1"], scores["miou"])
-    return scores["mean_f1"]
+    return scores
 
 
-def _keep_if_best(run: _Run, score: float, state: dict, epoch: int, tag: str) -> None:
-    """``best.pt`` holds the best-on-val weights of the run, student or ensemble."""
+def _keep_if_best(run: _Run, scores: dict, state: dict, epoch: int, tag: str) -> None:
+    """``best.pt`` holds the run's best weights on the validation split by ``eval.select_metric``, student or
+    ensemble."""
+    metric = run.cfg.eval.select_metric
+    score = selection_score(scores, metric)
     if score > run.state.best_score:
         run.state.best_score, run.state.best_epoch = float(score), epoch + 1
+        run.state.best_mean_f1 = float(scores["mean_f1"])
         if run.dist.is_main:
             save_checkpoint(run.paths.best, state, run.meta, config_to_dict(run.cfg), epoch=epoch + 1, tag=tag,
-                            val_mean_f1=float(score))
+                            select_metric=metric, val_score=float(score), val_mean_f1=float(scores["mean_f1"]))
 
 
 def _reestimate_bn(run: _Run, cycle: int, model: nn.Module) -> None:

@@ -2,23 +2,13 @@
 authors' state_dict."""
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
+from helpers.micro import MICRO
 from helpers.official_weights import official_state_dict
 
 from dml_csr.config import load_config
 from dml_csr.data.synthetic import write_dataset
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-MICRO = [
-    "data.dataset=synthetic", "data.input_size=[64, 64]", "data.batch_size=4", "data.workers=0",
-    "model.backbone=resnet18", "model.output_stride=32", "model.context_channels=16",
-    "model.decoder_channels=16", "model.edge_channels=8", "model.channel_order=BGR",
-    "train.device=cpu", "train.lr=0.01", "train.log_every=1", "train.image_log_every=0", "eval.batch_size=4",
-]
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,6 @@
 """Config loading: inheritance, overrides, every error naming key and file, and the shipped configs."""
+import json
+import math
 import os
 import re
 
@@ -117,3 +119,46 @@ def test_shipped_configs_build_the_model_they_state(name):
     with torch.device("meta"):
         model = build_model(cfg.model, spec.num_classes, spec.classes)
     assert count_parameters(model) == int(stated.group(1).replace(",", ""))
+
+ABLATIONS = sorted(f for f in SHIPPED if f.startswith("ablations" + os.sep))
+ABLATED = {"name", "model.context", "model.context_channels", "model.edge_heads", "model.edge_branches",
+           "loss.lambdas", "train.cycles"}
+
+
+def _flat(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+@pytest.mark.parametrize("name", ABLATIONS)
+def test_ablations_differ_from_their_paper_config_only_in_the_ablated_keys(name):
+    assert len(ABLATIONS) == 24  # 8 rows of Tables 4-6 for each of Helen, LaPa and CelebAMask-HQ
+    ablation = _flat(config_to_dict(load_config(os.path.join(ROOT, "configs", name))))
+    dataset = os.path.basename(name).split("_dml")[0].split("_baseline")[0].split("_ddgcn")[0]
+    paper = _flat(config_to_dict(load_config(os.path.join(ROOT, "configs", f"{dataset}_dml_csr_r101.yaml"))))
+    changed = {k for k in paper if paper[k] != ablation[k]}
+    assert "train.cycles" in changed and changed <= ABLATED, changed
+
+
+@pytest.mark.parametrize("name", [f for f in ABLATIONS if os.path.basename(f).startswith("helen_")])
+def test_each_ablation_trains_a_step(name, tiny_synthetic, tmp_path):
+    """The ablated keys on a micro model: one training step, with the loss terms the ablation leaves."""
+    from helpers.micro import MICRO
+
+    from dml_csr.trainer import train
+
+    path = os.path.join(ROOT, "configs", name)
+    cfg = load_config(path, MICRO + [f"data.root={tiny_synthetic}", f"output_dir={tmp_path}", "train.epochs=1",
+                                     "train.iters_per_epoch=1", "model.pretrained=", "model.sync_bn=false",
+                                     "data.scale_range=[1.0, 1.0]"])
+    ablated = load_config(path)
+    assert (cfg.model.context, cfg.model.edge_heads, cfg.model.edge_branches, cfg.loss.lambdas, cfg.train.cycles) == (
+        ablated.model.context, ablated.model.edge_heads, ablated.model.edge_branches, ablated.loss.lambdas, 0)
+    train(cfg, progress=False)
+    loss = next(json.loads(line) for line in open(os.path.join(cfg.run_dir, "metrics.jsonl")) if '"train"' in line)
+    terms = set(loss["loss"])
+    heads = set(cfg.model.edge_branches) if cfg.model.edge_heads else set()
+    assert ("edge_ce" in terms) == ("binary" in heads) and ("semantic_edge_ce" in terms) == ("category" in heads)
+    assert math.isfinite(loss["loss"]["total"])

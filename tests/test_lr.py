@@ -32,29 +32,39 @@ def test_poly_lr_values():
 
 
 def _train(**kw):
-    base = dict(epochs=3, lr=1e-3, poly_power=0.9, warmup_epochs=0.0, cycles=2, cycle_epochs=4, cycle_lr=0.0,
-                cycle_lr_min=0.0)
+    base = dict(epochs=3, lr=1e-3, poly_power=0.9, poly_over="first_phase", warmup_epochs=0.0, cycles=2,
+                cycle_epochs=4, cycle_lr=1e-5, cycle_lr_min=0.0)
     return SimpleNamespace(**{**base, **kw})
 
 
-def test_learning_rate_across_the_phase_boundary_and_a_cycle():
+def test_paper_schedule_at_the_phase_boundary_and_in_a_cycle():
+    """Poly to 0 over the first phase; each cycle a per-epoch cosine from 1e-5 to 0 (the paper)."""
     t, spe = _train(), 4  # first phase: steps 0..11; cycle 1: epochs 3..6 = steps 12..27; cycle 2 from step 28
     assert learning_rate(0, t, spe) == pytest.approx(1e-3)
     assert learning_rate(11, t, spe) == pytest.approx(1e-3 * (1 / 12) ** 0.9)  # the first phase's last step
-    assert learning_rate(12, t, spe) == pytest.approx(1e-3)  # a cycle's first step restarts at train.lr
-    assert learning_rate(15, t, spe) == pytest.approx(1e-3)  # constant within the epoch
-    assert learning_rate(20, t, spe) == pytest.approx(1e-3 * (1 + math.cos(math.pi * 2 / 4)) / 2)  # middle epoch
-    assert learning_rate(27, t, spe) == pytest.approx(1e-3 * (1 + math.cos(math.pi * 3 / 4)) / 2)  # last step
-    assert learning_rate(28, t, spe) == pytest.approx(1e-3)  # cycle 2 restarts
+    assert learning_rate(12, t, spe) == pytest.approx(1e-5)  # a cycle's first step: cycle_lr, not train.lr
+    assert learning_rate(15, t, spe) == pytest.approx(1e-5)  # constant within the epoch
+    assert learning_rate(20, t, spe) == pytest.approx(1e-5 * (1 + math.cos(math.pi * 2 / 4)) / 2)  # middle epoch
+    assert learning_rate(27, t, spe) == pytest.approx(1e-5 * (1 + math.cos(math.pi * 3 / 4)) / 2)  # last step
+    assert learning_rate(28, t, spe) == pytest.approx(1e-5)  # cycle 2 restarts
 
 
-def test_learning_rate_cycle_start_floor_and_warmup():
-    t = _train(cycle_lr=5e-4, cycle_lr_min=0.02, warmup_epochs=0.5)
+def test_official_schedule_decays_over_all_epochs_and_anneals_to_its_floor():
+    """The authors' code: poly over all 3 + 2 x 4 epochs (so the first phase ends high), then 5e-4 down to 1e-5."""
+    t, spe = _train(poly_over="all", cycle_lr=5e-4, cycle_lr_min=1e-5), 4
+    assert learning_rate(11, t, spe) == pytest.approx(1e-3 * (1 - 11 / 44) ** 0.9)
+    assert learning_rate(12, t, spe) == pytest.approx(5e-4)
+    assert learning_rate(20, t, spe) == pytest.approx(1e-5 + (5e-4 - 1e-5) * (1 + math.cos(math.pi / 2)) / 2)
+    assert learning_rate(27, t, spe) == pytest.approx(1e-5 + (5e-4 - 1e-5) * (1 + math.cos(math.pi * 3 / 4)) / 2)
+    # the paper's 150 + 5 x 10 epochs: about 2.9e-4 left as the cycles start (official_release.md)
+    long = _train(epochs=150, cycles=5, cycle_epochs=10, poly_over="all")
+    assert learning_rate(150 * 10 - 1, long, 10) == pytest.approx(2.87e-4, rel=0.01)
+
+
+def test_learning_rate_warmup_and_bad_steps_per_epoch():
+    t = _train(warmup_epochs=0.5)
     assert learning_rate(0, t, 4) == pytest.approx(1e-3 / 2)  # warm-up over 2 steps: (step + 1) / 2
     assert learning_rate(1, t, 4) == pytest.approx(1e-3)
     assert learning_rate(2, t, 4) == pytest.approx(1e-3 * (1 - 0 / 10) ** 0.9)
-    top, floor = 5e-4, 5e-4 * 0.02
-    assert learning_rate(12, t, 4) == pytest.approx(top)
-    assert learning_rate(24, t, 4) == pytest.approx(floor + (top - floor) * (1 + math.cos(math.pi * 3 / 4)) / 2)
     with pytest.raises(ValueError, match="steps_per_epoch"):
         learning_rate(0, t, 0)

@@ -5,12 +5,15 @@ Prepared layout (the official DML-CSR one)::
     <root>/{split}_list.txt          lines "images/NAME.jpg labels/NAME.png", relative to <root>/{split}/
     <root>/{split}/images/NAME.jpg   any OpenCV-readable image
     <root>/{split}/labels/NAME.png   uint8 class indices, 255 = ignore
+    <root>/{split}/landmarks/NAME.txt  optional: a count line, then one "x y" a line (5 points, in the order of
+                                     :data:`dml_csr.conventions.KEYPOINTS`; read with ``keypoints=True``)
     <root>/label_names.txt           one class name a line, first 'bg'
 
 ``val`` and the authors' ``valid`` are accepted for each other.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 from typing import Any, Callable, Optional
@@ -20,14 +23,15 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..conventions import IGNORE_INDEX
+from ..conventions import IGNORE_INDEX, KEYPOINTS
 
 from .imageio import imread_checked
 from .labels import LabelSpec, get_spec
-from .transforms import EvalTransform, TrainTransform
+from .transforms import EvalTransform, TrainTransform, warp_keypoints
 
 __all__ = ["FaceParsingDataset", "BadSampleError", "resolve_split", "read_split_list", "read_image", "read_label",
-           "build_transform", "build_dataset"]
+           "read_keypoints",
+           "build_transform", "build_dataset", "split_histogram", "inverse_frequency_weights"]
 
 logger = logging.getLogger(__name__)
 _ALIASES = {"val": "valid", "valid": "val"}
@@ -93,6 +97,24 @@ def read_label(path: str, num_classes: Optional[int] = None) -> np.ndarray:
     return lab
 
 
+def read_keypoints(path: str) -> np.ndarray:
+    """(5, 2) float32 (x, y) from a landmark file: a count line, then one "x y" a line; raises
+    :class:`BadSampleError` naming the file when it is missing, malformed or has another count."""
+    try:
+        with open(path) as f:
+            lines = [line.split() for line in f if line.strip()]
+        count = int(lines[0][0])
+        points = np.array([[float(v) for v in line[:2]] for line in lines[1:]], np.float32)
+    except FileNotFoundError:
+        raise BadSampleError(f"landmark file '{path}' is missing (data.keypoints needs one per sample)") from None
+    except (ValueError, IndexError):
+        raise BadSampleError(f"landmark file '{path}' is malformed; expected a count line, then 'x y' lines") from None
+    if count != len(points) or points.shape != (len(KEYPOINTS), 2):
+        raise BadSampleError(f"landmark file '{path}' has {len(points)} points (count line {count}); expected the "
+                             f"{len(KEYPOINTS)} keypoints {', '.join(KEYPOINTS)}")
+    return points
+
+
 def check_label_values(label: np.ndarray, num_classes: int, path: str) -> None:
     """Raise :class:`BadSampleError` naming ``path`` and the offending values if any is outside [0, C) and 255."""
     top = int(label.max()) if label.size else 0
@@ -134,16 +156,20 @@ class FaceParsingDataset(Dataset):
             are collected; read them with :meth:`pop_skipped` (the loader of :mod:`dml_csr.data.loader` brings names
             skipped inside worker processes back to this object and logs a summary after each pass).
         max_samples: keep only the first N samples (0 = all).
+        keypoints: also read each sample's 5 landmarks (``landmarks/NAME.txt``) and return them, warped with the
+            sample's affine, as ``keypoints`` (5, 2) float32 pixels (x, y) of the network input (a flip also swaps
+            the subject's left and right, as the labels).
     """
 
     def __init__(self, root: str, split: str, spec: LabelSpec, transform: Callable, *, skip_bad: bool = False,
-                 max_samples: int = 0):
+                 max_samples: int = 0, keypoints: bool = False):
         self.root = root
         self.split = resolve_split(root, split)
         self.spec = spec
         _check_class_count(root, spec)
         self.transform = transform
         self.skip_bad = skip_bad
+        self.keypoints = keypoints
         items = read_split_list(root, self.split)
         if max_samples > 0:
             items = items[:max_samples]
@@ -168,6 +194,12 @@ class FaceParsingDataset(Dataset):
             raise BadSampleError(f"size mismatch: image '{ip}' is {img.shape[1]}x{img.shape[0]} (WxH) but label '{lp}' "
                                  f"is {lab.shape[1]}x{lab.shape[0]}")
         return img, lab
+
+    def load_keypoints(self, i: int) -> np.ndarray:
+        """(5, 2) float32 landmarks of sample ``i`` in its original image (``<split>/landmarks/NAME.txt``)."""
+        name, image_path, _ = self.items[i]
+        path = os.path.join(os.path.dirname(os.path.dirname(image_path)), "landmarks", f"{name}.txt")
+        return read_keypoints(path)
 
     def load_label(self, i: int) -> np.ndarray:
         """The original (H, W) uint8 label map of sample ``i`` (for scoring at full resolution)."""
@@ -196,6 +228,8 @@ class FaceParsingDataset(Dataset):
         seed = int(torch.randint(0, 2 ** 62, (1,)).item())  # torch's RNG: seeded per worker by the DataLoader
         sample = self.transform(img, lab, np.random.default_rng(seed))
         sample["name"] = self.items[j][0]
+        if self.keypoints:
+            sample["keypoints"] = torch.from_numpy(warp_keypoints(self.load_keypoints(j), sample["meta"]))
         if skipped:
             if torch.utils.data.get_worker_info() is None:
                 self._skipped.extend(skipped)
@@ -218,4 +252,35 @@ def build_dataset(cfg, split: str, train: bool) -> FaceParsingDataset:
     """The dataset of ``split`` under ``cfg.data.root`` with the train (random) or eval (deterministic) transform."""
     d = cfg.data
     return FaceParsingDataset(d.root, split, get_spec(d.dataset), build_transform(cfg, train),
-                              skip_bad=d.skip_bad, max_samples=d.max_samples)
+                              skip_bad=d.skip_bad, max_samples=d.max_samples, keypoints=d.keypoints)
+
+
+def split_histogram(root: str, split: str, spec: LabelSpec) -> np.ndarray:
+    """(C,) pixel count per class of ``split``, from the ``info.json`` the prepare scripts write."""
+    path = os.path.join(root, "info.json")
+    split = resolve_split(root, split)
+    try:
+        with open(path) as f:
+            by_split = json.load(f)["pixel_histogram_by_split"]
+        hist = by_split[split]
+    except FileNotFoundError:
+        raise FileNotFoundError(f"'{path}' does not exist; loss.class_weights=inverse_frequency reads the train "
+                                f"split's class histogram there (prepare the dataset with scripts/prepare_*.py)") from None
+    except (KeyError, ValueError):
+        raise ValueError(f"'{path}' has no pixel_histogram_by_split['{split}'] (an older prepare script wrote it); "
+                         f"prepare the dataset again, or set loss.class_weights to a list") from None
+    missing = [c for c in spec.classes if c not in hist]
+    if missing:
+        raise ValueError(f"'{path}': the '{split}' histogram lacks classes {missing} of data.dataset '{spec.name}'")
+    return np.array([hist[c] for c in spec.classes], np.float64)
+
+
+def inverse_frequency_weights(hist: np.ndarray) -> list[float]:
+    """``w_j`` proportional to ``1 / n_j`` over the classes present, normalised to mean 1 over them; 0 for a class
+    with no pixel (it has no edge to weigh either)."""
+    hist = np.asarray(hist, np.float64)
+    present = hist > 0
+    if not present.any():
+        raise ValueError("inverse_frequency_weights: the histogram counts no pixel")
+    inv = np.where(present, 1.0 / np.maximum(hist, 1.0), 0.0)
+    return (inv / inv[present].mean()).tolist()

@@ -240,7 +240,7 @@ def write_dataset(root: str, splits: dict[str, int], seed: int = 0, size: tuple[
     """
     spec = get_spec(order)
     os.makedirs(root, exist_ok=True)
-    hist = np.zeros(spec.num_classes, np.int64)
+    hists = {s: np.zeros(spec.num_classes, np.int64) for s in splits}
     iterator = [(s, i) for s, n in splits.items() for i in range(n)]
     if progress:
         from tqdm import tqdm
@@ -262,7 +262,7 @@ def write_dataset(root: str, splits: dict[str, int], seed: int = 0, size: tuple[
             with open(paths["landmarks"] + ".tmp", "w") as f:
                 f.write(f"{len(kps)}\n" + "".join(f"{x:.2f} {y:.2f}\n" for x, y in kps))
             os.replace(paths["landmarks"] + ".tmp", paths["landmarks"])
-        hist += np.bincount(label.ravel(), minlength=spec.num_classes)[: spec.num_classes]
+        hists[split] += np.bincount(label.ravel(), minlength=spec.num_classes)[: spec.num_classes]
         lists[split].append(f"images/{name}.jpg labels/{name}.png")
     for split, lines in lists.items():
         with open(os.path.join(root, f"{split}_list.txt"), "w") as f:
@@ -270,7 +270,9 @@ def write_dataset(root: str, splits: dict[str, int], seed: int = 0, size: tuple[
     with open(os.path.join(root, "label_names.txt"), "w") as f:
         f.write("\n".join(["bg"] + list(spec.classes[1:])) + "\n")
     info = {"dataset": order, "seed": seed, "size": list(size), "face_scale": list(face_scale), "counts": {s: len(v) for s, v in lists.items()},
-            "class_names": list(spec.classes), "pixel_histogram": {c: int(n) for c, n in zip(spec.classes, hist)}}
+            "class_names": list(spec.classes),
+            "pixel_histogram": {c: int(n) for c, n in zip(spec.classes, sum(hists.values()))},
+            "pixel_histogram_by_split": {s: {c: int(n) for c, n in zip(spec.classes, h)} for s, h in hists.items()}}
     with open(os.path.join(root, "info.json.tmp"), "w") as f:
         json.dump(info, f, indent=2)
     os.replace(os.path.join(root, "info.json.tmp"), os.path.join(root, "info.json"))

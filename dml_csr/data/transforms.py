@@ -1,10 +1,12 @@
 """Paired image/label transforms: the authors' affine crop, flip with left/right swap, colour jitter, normalisation.
 
-Geometry (as the official code): the crop box is the whole image, ``center = ((w-1)/2, (h-1)/2)`` and ``scale`` is
-``(w-1, h-1)`` padded to the aspect ratio of the input size; training multiplies ``scale`` by a random factor and
-rotates around the centre. One similarity transform maps the (scaled, rotated) box onto the input grid: image with
-linear interpolation and border 0, label with nearest and border 255 (ignore). The horizontal flip is folded into the
-same warp (no extra pass) and is followed by swapping the registry's left/right classes.
+Geometry (the authors' ``get_affine_transform``, checked against their matrices): the crop box is the whole image,
+``center = ((w-1)/2, (h-1)/2)`` and ``scale`` is ``(w-1, h-1)`` padded to the aspect ratio of the input size; training
+multiplies ``scale`` by a random factor and rotates around the centre. One similarity transform maps the (scaled,
+rotated) box onto the input grid -- its width onto the full output width ``W``, its centre onto ``(W/2, H/2)`` -- image
+with linear interpolation and border 0, label with nearest and border 255 (ignore). Evaluation maps predictions back
+with the inverse from the same function. The horizontal flip is folded into the same warp (no extra pass) and is
+followed by swapping the registry's left/right classes.
 
 Images leave the transforms as uint8: ``image`` is the warped crop as OpenCV decodes it, BGR, (3, h, w) with
 channels-last strides (a view of the (h, w, 3) array, no copy). The conversion to the network's input happens on the
@@ -27,12 +29,12 @@ import torch
 import torch.nn.functional as F
 
 from ..conventions import IGNORE_INDEX as IGNORE
+from ..conventions import KEYPOINTS_MIRRORED as _MIRRORED
 from .edges import edge_targets
 from .labels import LabelSpec, flip_permutation
 
-__all__ = ["get_affine_transform", "box_to_center_scale", "inverse_affine", "TrainTransform", "EvalTransform",
-           "normalize_images", "batch_input"]
-
+__all__ = ["get_affine_transform", "box_to_center_scale", "sample_affine", "warp_keypoints", "inverse_affine",
+           "TrainTransform", "EvalTransform", "normalize_images", "batch_input"]
 
 
 def box_to_center_scale(height: int, width: int, input_size: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -53,23 +55,53 @@ def box_to_center_scale(height: int, width: int, input_size: Sequence[int]) -> t
 
 def get_affine_transform(center: Sequence[float], scale: Sequence[float], rot: float, output_size: Sequence[int],
                          inv: bool = False) -> np.ndarray:
-    """The 2x3 similarity mapping source pixels to output pixels (or back when ``inv``).
+    """The 2x3 similarity mapping source pixels to output pixels (or back when ``inv``), float64.
 
     The source box of width ``scale[0]`` centred at ``center`` and rotated by ``rot`` degrees (counter-clockwise on
     screen, as ``cv2.getRotationMatrix2D``) lands on an output grid of ``output_size`` = (height, width), its centre on
-    ``((W-1)/2, (H-1)/2)`` and its width on ``W-1`` pixels (uniform scale, as the official code).
+    ``(W/2, H/2)`` and its width on the ``W`` output pixels (uniform scale): the authors' mapping, so 512 -> 473 scales
+    by 473/511.
     """
     out_h, out_w = output_size
-    k = (out_w - 1) / float(scale[0])
-    r = math.radians(rot)
-    cs, sn = math.cos(r), math.sin(r)
-    a = np.array([[cs, sn], [-sn, cs]], np.float64) * k
-    dst_c = np.array([(out_w - 1) * 0.5, (out_h - 1) * 0.5])
-    src_c = np.asarray(center, np.float64)
-    if inv:
-        a_inv = np.array([[cs, -sn], [sn, cs]], np.float64) / k
-        return np.hstack([a_inv, (src_c - a_inv @ dst_c)[:, None]]).astype(np.float32)
-    return np.hstack([a, (dst_c - a @ src_c)[:, None]]).astype(np.float32)
+    r = math.pi * rot / 180
+    sn, cs = np.sin(r), np.cos(r)
+    half = float(np.float32(scale[0])) * -0.5
+    # three point pairs stored in float32 -- the centre, the top of the box's vertical half-axis (rotated), a third
+    # point at a right angle -- solved by OpenCV: the authors' arithmetic, float32 rounding included
+    src = np.zeros((3, 2), np.float32)
+    dst = np.zeros((3, 2), np.float32)
+    src[0] = np.asarray(center, np.float32)
+    src[1] = src[0] + np.array([-half * sn, half * cs])
+    dst[0] = [out_w * 0.5, out_h * 0.5]
+    dst[1] = np.array([out_w * 0.5, out_h * 0.5]) + np.array([0, out_w * -0.5], np.float32)
+    for pts in (src, dst):
+        d = pts[0] - pts[1]
+        pts[2] = pts[1] + np.array([-d[1], d[0]], np.float32)
+    return cv2.getAffineTransform(dst, src) if inv else cv2.getAffineTransform(src, dst)
+
+
+def sample_affine(meta: dict, inv: bool = False) -> np.ndarray:
+    """The affine a sample was warped with (its ``meta``: center, scale, rotation, input size, flip, size), image ->
+    network input, or network input -> image with ``inv``; a flip is composed in (the mirrored source)."""
+    width = meta["size"][1]
+    m = get_affine_transform(meta["center"], meta["scale"], meta["rotation"], meta["input_size"], inv=inv)
+    if meta.get("flip"):
+        m = m.copy()
+        if inv:  # back onto the mirrored image, then mirror: x -> (w - 1) - x
+            m[0] = -m[0]
+            m[0, 2] += width - 1
+        else:  # sample the mirrored source
+            m[:, 2] += m[:, 0] * (width - 1)
+            m[:, 0] = -m[:, 0]
+    return m
+
+
+def warp_keypoints(points: np.ndarray, meta: dict) -> np.ndarray:
+    """(K, 2) image pixels (x, y) -> the network input's, by the sample's affine. A flipped sample also reorders the
+    points (:data:`~dml_csr.conventions.KEYPOINTS_MIRRORED`): the subject's left stays the subject's left."""
+    m = sample_affine(meta)
+    out = (np.asarray(points, np.float64) @ m[:, :2].T + m[:, 2]).astype(np.float32)
+    return out[list(_MIRRORED)] if meta.get("flip") else out
 
 
 def normalize_images(images: torch.Tensor, channel_order: str = "BGR",
@@ -187,10 +219,9 @@ class EvalTransform(_Base):
                  rng: Optional[np.random.Generator] = None) -> dict[str, Any]:
         h, w = image.shape[:2]
         center, scale = box_to_center_scale(h, w, self.input_size)
-        m = get_affine_transform(center, scale, 0.0, self.input_size)
-        img, lab = self._warp(image, label, m)
         meta = {"center": center.tolist(), "scale": scale.tolist(), "rotation": 0.0, "flip": False,
                 "size": (h, w), "input_size": self.input_size}
+        img, lab = self._warp(image, label, sample_affine(meta))
         return self._finish(img, lab, meta)
 
 
@@ -251,23 +282,17 @@ class TrainTransform(_Base):
         h, w = image.shape[:2]
         center, scale = box_to_center_scale(h, w, self.input_size)
         s, r, f = self.sample_params(rng)
-        scale = scale * s
-        m = get_affine_transform(center, scale, r, self.input_size)
-        if f:  # sample the mirrored source: x -> (w - 1) - x, composed into the same warp
-            m = m.copy()
-            m[:, 2] += m[:, 0] * (w - 1)
-            m[:, 0] = -m[:, 0]
-        img, lab = self._warp(image, label, m)
+        meta = {"center": center.tolist(), "scale": (scale * s).tolist(), "rotation": r, "flip": f, "size": (h, w),
+                "input_size": self.input_size}
+        img, lab = self._warp(image, label, sample_affine(meta))  # a flip is folded into the same warp
         if f and lab is not None:
             lab = cv2.LUT(lab, self._flip_lut)
         if self.color_jitter > 0:
             img = _color_jitter(img, self.color_jitter, rng)
-        meta = {"center": center.tolist(), "scale": scale.tolist(), "rotation": r, "flip": f, "size": (h, w),
-                "input_size": self.input_size}
         return self._finish(img, lab, meta)
 
 
-def inverse_affine(pred, meta: dict, mode: str = "nearest", fill: float = 0):
+def inverse_affine(pred, meta: dict, mode: str = "nearest", fill: float = 0, border: str = "constant"):
     """Map a network-resolution prediction back onto the original image grid.
 
     Args:
@@ -276,22 +301,26 @@ def inverse_affine(pred, meta: dict, mode: str = "nearest", fill: float = 0):
         meta: a sample's meta (center, scale, rotation, size, and flip for training samples).
         mode: "nearest" for labels, "bilinear" for logits/probabilities.
         fill: value outside the warped region (0 = background, as the official test code).
+        border: "constant" (``fill``: the evaluation protocol) or "replicate" (the nearest edge value). The whole-image
+            crop maps the image's last column (or row) just outside the network input, so "constant" gives it the
+            fill; the inference API replicates instead.
     Returns:
         the same kind and layout at ``meta["size"]`` (H, W).
     """
     if mode not in ("nearest", "bilinear"):
         raise ValueError(f"mode must be 'nearest' or 'bilinear', got {mode!r}")
+    if border not in ("constant", "replicate"):
+        raise ValueError(f"border must be 'constant' or 'replicate', got {border!r}")
     H, W = meta["size"]
-    m = get_affine_transform(meta["center"], meta["scale"], meta["rotation"], meta["input_size"])
-    if meta.get("flip"):
-        m = m.copy()
-        m[:, 2] += m[:, 0] * (W - 1)
-        m[:, 0] = -m[:, 0]
-    if isinstance(pred, np.ndarray):
-        flags = (cv2.INTER_NEAREST if mode == "nearest" else cv2.INTER_LINEAR) | cv2.WARP_INVERSE_MAP
+    if isinstance(pred, np.ndarray):  # as the authors' evaluation: a warp with the inverse affine
+        flags = cv2.INTER_NEAREST if mode == "nearest" else cv2.INTER_LINEAR
         if pred.ndim == 3 and pred.shape[2] > 4:  # OpenCV warps at most 4 channels at a time
-            return np.stack([inverse_affine(pred[..., c], meta, mode, fill) for c in range(pred.shape[2])], -1)
-        return cv2.warpAffine(pred, m, (W, H), flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=fill)
+            return np.stack([inverse_affine(pred[..., c], meta, mode, fill, border) for c in range(pred.shape[2])],
+                            -1)
+        return cv2.warpAffine(pred, sample_affine(meta, inv=True), (W, H), flags=flags,
+                              borderMode=cv2.BORDER_CONSTANT if border == "constant" else cv2.BORDER_REPLICATE,
+                              borderValue=fill)
+    m = sample_affine(meta)  # the torch path samples the prediction at the forward image of each output pixel
     if not isinstance(pred, torch.Tensor):
         raise TypeError(f"pred must be a numpy array or a torch tensor, got {type(pred).__name__}")
     squeeze = pred.dim() == 2
@@ -305,6 +334,7 @@ def inverse_affine(pred, meta: dict, mode: str = "nearest", fill: float = 0):
     sy = mt[1, 0] * xs + mt[1, 1] * ys + mt[1, 2]
     grid = torch.stack([sx * (2.0 / (w - 1)) - 1, sy * (2.0 / (h - 1)) - 1], -1)[None]
     xf = x.float()
-    out = F.grid_sample(xf - fill, grid, mode=mode, padding_mode="zeros", align_corners=True) + fill
+    out = F.grid_sample(xf - fill, grid, mode=mode, padding_mode="zeros" if border == "constant" else "border",
+                        align_corners=True) + fill
     out = out.to(pred.dtype) if not pred.is_floating_point() else out
     return out[0, 0] if squeeze else out[0]

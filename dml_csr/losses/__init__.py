@@ -7,31 +7,35 @@ Losses take tensors. ``build_criterion(cfg, class_names)`` picks the criterion o
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
-from dml_csr.face_parts import part_table
-from dml_csr.losses.attention import binary_edge_attention, semantic_edge_attention
+from dml_csr.face_parts import part_table, stage1_map
+from dml_csr.losses.attention import binary_edge_attention, official_category_attention, semantic_edge_attention
 from dml_csr.losses.distill import kl_distill, mix_with_onehot
 from dml_csr.losses.edges import (binary_edge_ce, binary_edge_weights, semantic_edge_ce, semantic_edge_weights,
                                   weighted_ce)
 from dml_csr.losses.lovasz import lovasz_softmax, lovasz_softmax_flat
 from dml_csr.losses.parsing import parsing_ce, parsing_lovasz, pixel_ce
 from dml_csr.losses.rnn_g import RNNGLoss, rnn_g_loss
-from dml_csr.losses.total import TERMS, MultiTaskLoss
+from dml_csr.losses.total import TERMS, MultiTaskLoss, multipliers
 
 __all__ = [
-    "CRITERIA", "TERMS", "MultiTaskLoss", "RNNGLoss", "binary_edge_attention", "binary_edge_ce", "binary_edge_weights",
-    "build_criterion", "kl_distill", "lovasz_softmax", "lovasz_softmax_flat", "mix_with_onehot", "parsing_ce",
+    "CRITERIA", "TERMS", "MultiTaskLoss", "RNNGLoss", "multipliers", "binary_edge_attention", "binary_edge_ce", "binary_edge_weights",
+    "build_criterion", "kl_distill", "lovasz_softmax", "lovasz_softmax_flat", "mix_with_onehot",
+    "official_category_attention", "parsing_ce",
     "parsing_lovasz", "pixel_ce", "rnn_g_loss", "semantic_edge_attention", "semantic_edge_ce",
     "semantic_edge_weights", "weighted_ce",
 ]
 
 
-def _dml_csr_criterion(cfg, class_names: Sequence[str]) -> MultiTaskLoss:
-    return MultiTaskLoss.from_config(cfg.loss, len(class_names))
+def _dml_csr_criterion(cfg, class_names: Sequence[str], class_weights: Optional[Sequence[float]]) -> MultiTaskLoss:
+    if cfg.loss.class_weights == "inverse_frequency" and class_weights is None:
+        raise ValueError("loss.class_weights = inverse_frequency: pass the weights resolved from the train split's "
+                         "histogram (dml_csr.data.dataset.inverse_frequency_weights) as class_weights")
+    return MultiTaskLoss.from_config(cfg.loss, len(class_names), class_weights)
 
 
-def _rnn_g_criterion(cfg, class_names: Sequence[str]) -> RNNGLoss:
+def _rnn_g_criterion(cfg, class_names: Sequence[str], class_weights: Optional[Sequence[float]]) -> RNNGLoss:
     # every loss.* field configures DML-CSR's multi-task loss; RNN-G's terms have none, so a set one would be ignored
     defaults = type(cfg.loss)()
     changed = [f.name for f in dataclasses.fields(cfg.loss) if getattr(cfg.loss, f.name) != getattr(defaults, f.name)]
@@ -39,7 +43,10 @@ def _rnn_g_criterion(cfg, class_names: Sequence[str]) -> RNNGLoss:
         raise ValueError(f"loss.{changed[0]} = {getattr(cfg.loss, changed[0])!r} has no effect on model.name=rnn_g "
                          f"(its losses are the coarse CE, the boundary-gate CE and the final CE, unweighted); "
                          f"remove loss.{', loss.'.join(changed)} from the config")
-    return RNNGLoss(part_table(class_names) if cfg.model.two_stage else None)
+    if not cfg.model.two_stage:
+        return RNNGLoss()
+    paper = cfg.model.two_stage_variant == "paper"
+    return RNNGLoss(part_table(class_names), stage1_map(class_names) if paper else None)
 
 
 CRITERIA: dict[str, Callable[..., Callable]] = {
@@ -48,11 +55,12 @@ CRITERIA: dict[str, Callable[..., Callable]] = {
 }
 
 
-def build_criterion(cfg, class_names: Sequence[str]) -> Callable:
+def build_criterion(cfg, class_names: Sequence[str], class_weights: Optional[Sequence[float]] = None) -> Callable:
     """The training criterion of ``cfg.model.name`` configured by ``cfg.loss`` (a :class:`dml_csr.config.Config`):
-    ``criterion(outputs, batch, teacher_outputs=None, cycle=0) -> {term: scalar, ..., "total": scalar}``."""
+    ``criterion(outputs, batch, teacher_outputs=None, cycle=0) -> {term: scalar, ..., "total": scalar}``.
+    ``class_weights``: the w_j a named ``loss.class_weights`` stands for, resolved by the caller from the data."""
     try:
         builder = CRITERIA[cfg.model.name]
     except KeyError:
         raise KeyError(f"no criterion for model.name '{cfg.model.name}'; expected one of {', '.join(CRITERIA)}") from None
-    return builder(cfg, class_names)
+    return builder(cfg, class_names, class_weights)

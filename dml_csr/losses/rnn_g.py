@@ -8,6 +8,9 @@ Terms (each returned unweighted; ``total`` is their weighted sum):
                 boundary pixel of the same image (the paper's 1:5 positive:negative ratio)
     parsing_ce  cross-entropy of the final output (``outputs["parsing"]``), ignore 255
     stage1_ce   two-stage models only: CE of the first stage's own logits (``outputs["stage1"]``)
+
+With the paper's two stages the first stage parses background, face and hair: its ``coarse_ce`` and ``stage1_ce``
+take the label mapped to those three (``stage1_map``, every class but background and hair being face).
     part_ce     two-stage models only: mean CE of the component networks on their crops (``outputs["part/<name>"]``,
                 labels cropped from ``batch["label"]`` with the same boxes ``outputs["box/<name>"]``)
 
@@ -15,7 +18,7 @@ A model output with only ``"parsing"`` (eval mode) gets ``parsing_ce`` alone.
 """
 from __future__ import annotations
 
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -99,8 +102,9 @@ def _part_ce(outputs: Mapping[str, Tensor], name: str, label: Tensor, parts: Opt
 
 
 def rnn_g_loss(outputs: Mapping[str, Tensor], batch: Mapping[str, Tensor], *,
-               parts: Optional[Mapping[str, Part]] = None, weights: Optional[Mapping[str, float]] = None,
-               gate_ratio: float = 5.0, generator: Optional[torch.Generator] = None) -> dict[str, Tensor]:
+               parts: Optional[Mapping[str, Part]] = None, stage1_map: Optional[Sequence[int]] = None,
+               weights: Optional[Mapping[str, float]] = None, gate_ratio: float = 5.0,
+               generator: Optional[torch.Generator] = None) -> dict[str, Tensor]:
     """The three losses of RNN-G (plus ``stage1_ce`` and ``part_ce`` for two-stage models).
 
     Args:
@@ -109,6 +113,8 @@ def rnn_g_loss(outputs: Mapping[str, Tensor], batch: Mapping[str, Tensor], *,
         batch: ``label`` (B, H, W) int64 with 255 = ignore; ``edge`` (B, H, W) with 1 = boundary (needed when
             ``gate`` is present).
         parts: the two-stage model's components (:func:`dml_csr.face_parts.part_table` of the class names).
+        stage1_map: the first stage's class of each class (:func:`dml_csr.face_parts.stage1_map`), when the first
+            stage parses fewer classes than the final map (the paper's two stages).
         weights: optional factor per term name (default 1 each).
         gate_ratio: non-boundary pixels sampled per boundary pixel (paper: 5).
     Returns:
@@ -117,16 +123,21 @@ def rnn_g_loss(outputs: Mapping[str, Tensor], batch: Mapping[str, Tensor], *,
     if "label" not in batch:
         raise KeyError("rnn_g_loss: batch has no 'label' (B, H, W) int64 tensor")
     label = batch["label"]
+    first = label  # the first stage's target
+    if stage1_map is not None:
+        lut = torch.full((256,), IGNORE_INDEX, dtype=label.dtype, device=label.device)
+        lut[: len(stage1_map)] = torch.as_tensor(stage1_map, dtype=label.dtype, device=label.device)
+        first = lut[label]
     terms: dict[str, Tensor] = {"parsing_ce": parsing_ce(outputs["parsing"], label)}
     if "coarse" in outputs:
-        terms["coarse_ce"] = parsing_ce(outputs["coarse"], label)
+        terms["coarse_ce"] = parsing_ce(outputs["coarse"], first)
     if "gate" in outputs:
         if "edge" not in batch:
             raise KeyError("rnn_g_loss: the model returned 'gate' but the batch has no 'edge' (B, H, W) boundaries; "
                            "enable edge targets in the data loader")
         terms["gate_ce"] = gate_ce(outputs["gate"], batch["edge"], gate_ratio, generator)
     if "stage1" in outputs:
-        terms["stage1_ce"] = parsing_ce(outputs["stage1"], label)
+        terms["stage1_ce"] = parsing_ce(outputs["stage1"], first)
     part_keys = [k for k in outputs if k.startswith("part/")]
     if part_keys:
         terms["part_ce"] = torch.stack([_part_ce(outputs, k[len("part/"):], label, parts) for k in part_keys]).mean()
@@ -145,13 +156,15 @@ class RNNGLoss:
 
     Args:
         parts: the two-stage model's components, or None for one stage.
-        weights, gate_ratio: as :func:`rnn_g_loss`.
+        stage1_map, weights, gate_ratio: as :func:`rnn_g_loss`.
     """
 
-    def __init__(self, parts: Optional[Mapping[str, Part]] = None, weights: Optional[Mapping[str, float]] = None,
-                 gate_ratio: float = 5.0) -> None:
-        self.parts, self.weights, self.gate_ratio = parts, dict(weights or {}), gate_ratio
+    def __init__(self, parts: Optional[Mapping[str, Part]] = None, stage1_map: Optional[Sequence[int]] = None,
+                 weights: Optional[Mapping[str, float]] = None, gate_ratio: float = 5.0) -> None:
+        self.parts, self.stage1_map = parts, stage1_map
+        self.weights, self.gate_ratio = dict(weights or {}), gate_ratio
 
     def __call__(self, outputs: Mapping[str, Tensor], batch: Mapping[str, Tensor],
                  teacher_outputs: Optional[Mapping[str, Tensor]] = None, cycle: int = 0) -> dict[str, Tensor]:
-        return rnn_g_loss(outputs, batch, parts=self.parts, weights=self.weights, gate_ratio=self.gate_ratio)
+        return rnn_g_loss(outputs, batch, parts=self.parts, stage1_map=self.stage1_map, weights=self.weights,
+                          gate_ratio=self.gate_ratio)

@@ -18,7 +18,7 @@ from torch import nn
 from ..conventions import resize_bilinear
 from .norm import NormFactory
 
-__all__ = ["SpatialGCN", "DDualGCN", "DDualGCNHead"]
+__all__ = ["SpatialGCN", "DDualGCN", "DDualGCNHead", "ConvContext", "CONTEXTS"]
 
 
 class SpatialGCN(nn.Module):
@@ -110,3 +110,14 @@ class DDualGCNHead(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.convb(self.dualgcn(self.conva(x)))
         return self.bottleneck(torch.cat([x, out], dim=1))
+
+
+class ConvContext(nn.Sequential):
+    """The ablation baseline's context (paper Sec. 4.2, Table 4): a 3x3 convolution and a norm layer from the last
+    backbone features to ``interplanes`` channels (the paper: 256), in place of the DDGCN."""
+
+    def __init__(self, inplanes: int, interplanes: int, norm: NormFactory) -> None:
+        super().__init__(nn.Conv2d(inplanes, interplanes, 3, padding=1, bias=False), norm(interplanes))
+
+
+CONTEXTS = {"ddgcn": DDualGCNHead, "conv": ConvContext}  # model.context

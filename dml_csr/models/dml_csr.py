@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .backbone import build_backbone
-from .context import DDualGCNHead
+from .context import CONTEXTS
 from .heads import EdgeModule, ParsingDecoder
 from .precision import check_image_input
 from .norm import NormFactory, make_norm
@@ -24,22 +24,27 @@ class DMLCSR(nn.Module):
     """The DML-CSR network; (B, 3, H, W) -> dict of logits at stride 4 (layer1's size), not upsampled.
 
     Outputs: ``"parsing"`` (B, K, h, w) always; ``"edge"`` (B, 2, h, w) and ``"semantic_edge"`` (B, K, h, w) when the
-    edge heads exist. Submodules: ``backbone``, ``context`` (authors' ``context``), ``decoder`` (``layer6``),
-    ``edges`` (``edge_layer``, or None).
+    edge heads (and those branches, ``edge_branches``) exist. Submodules: ``backbone``, ``context`` (authors'
+    ``context``: the DDGCN head, or the ablation's conv baseline), ``decoder`` (``layer6``), ``edges``
+    (``edge_layer``, or None).
     """
 
     training_only = ("edges.",)  # state_dict prefixes of the heads used in training only
 
     def __init__(self, backbone: nn.Module, num_classes: int, norm: NormFactory, context_channels: int = 512,
-                 decoder_channels: int = 256, edge_channels: int = 256, edge_heads: bool = True) -> None:
+                 decoder_channels: int = 256, edge_channels: int = 256, edge_heads: bool = True,
+                 context: str = "ddgcn", edge_branches: Sequence[str] = ("binary", "category")) -> None:
         super().__init__()
+        if context not in CONTEXTS:
+            raise ValueError(f"model.context = {context!r}; expected one of {', '.join(CONTEXTS)}")
         c1, c2, c3, c4 = backbone.channels
         self.num_classes = num_classes
         self.backbone = backbone
-        self.context = DDualGCNHead(c4, context_channels, norm)
+        self.context = CONTEXTS[context](c4, context_channels, norm)
         self.decoder = ParsingDecoder(context_channels, c1, num_classes, norm, width=decoder_channels)
-        self.edges: Optional[EdgeModule] = (
-            EdgeModule((c1, c2, c3), num_classes, norm, width=edge_channels) if edge_heads else None)
+        self.edges: Optional[EdgeModule] = None
+        if edge_heads and edge_branches:
+            self.edges = EdgeModule((c1, c2, c3), num_classes, norm, width=edge_channels, branches=edge_branches)
 
     @property
     def has_edge_heads(self) -> bool:
@@ -57,7 +62,8 @@ class DMLCSR(nn.Module):
         if self.edges is None:
             return {"parsing": parsing}
         edge, semantic_edge, _ = self.edges(x1, x2, x3)
-        return {"parsing": parsing, "edge": edge, "semantic_edge": semantic_edge}
+        out = {"parsing": parsing, "edge": edge, "semantic_edge": semantic_edge}
+        return {k: v for k, v in out.items() if v is not None}
 
 
 def build_dml_csr(cfg, num_classes: int, class_names: Optional[Sequence[str]] = None) -> DMLCSR:
@@ -68,4 +74,4 @@ def build_dml_csr(cfg, num_classes: int, class_names: Optional[Sequence[str]] = 
     backbone = build_backbone(cfg.backbone, norm, cfg.output_stride, cfg.pretrained)
     return DMLCSR(backbone, num_classes, norm, context_channels=cfg.context_channels,
                   decoder_channels=cfg.decoder_channels, edge_channels=cfg.edge_channels,
-                  edge_heads=cfg.edge_heads)
+                  edge_heads=cfg.edge_heads, context=cfg.context, edge_branches=tuple(cfg.edge_branches))

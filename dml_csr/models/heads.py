@@ -1,7 +1,7 @@
 """The parsing decoder and the edge module (binary and category edges), with the authors' parameter names."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
@@ -40,24 +40,31 @@ class EdgeModule(nn.Module):
 
     conv1/2/3: 1x1 in_i -> width + ABN per scale; ONE shared conv4 (3x3 width->K, bias) applied at every scale; the
     three K-channel maps are upsampled to the layer1 size and concatenated (3K); conv5_b 1x1 3K->2 (binary) and
-    conv5 1x1 3K->K (category).
+    conv5 1x1 3K->K (category). ``branches`` keeps one of the two output layers only (the paper's Table 6).
     """
 
-    def __init__(self, in_channels: Sequence[int], num_classes: int, norm: NormFactory, width: int = 256) -> None:
+    def __init__(self, in_channels: Sequence[int], num_classes: int, norm: NormFactory, width: int = 256,
+                 branches: Sequence[str] = ("binary", "category")) -> None:
         super().__init__()
+        unknown = set(branches) - {"binary", "category"}
+        if unknown or not branches:
+            raise ValueError(f"edge branches {list(branches)}: expected a non-empty subset of binary, category")
         self.conv1 = nn.Sequential(nn.Conv2d(in_channels[0], width, 1, bias=False), norm(width))
         self.conv2 = nn.Sequential(nn.Conv2d(in_channels[1], width, 1, bias=False), norm(width))
         self.conv3 = nn.Sequential(nn.Conv2d(in_channels[2], width, 1, bias=False), norm(width))
         self.conv4 = nn.Conv2d(width, num_classes, 3, padding=1, bias=True)
-        self.conv5_b = nn.Conv2d(num_classes * 3, 2, 1, bias=True)
-        self.conv5 = nn.Conv2d(num_classes * 3, num_classes, 1, bias=True)
+        self.conv5_b = nn.Conv2d(num_classes * 3, 2, 1, bias=True) if "binary" in branches else None
+        self.conv5 = nn.Conv2d(num_classes * 3, num_classes, 1, bias=True) if "category" in branches else None
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, x3: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(B, in_i, h_i, w_i) x3 -> (binary (B, 2, h1, w1), category (B, K, h1, w1), features (B, 3*width, h1, w1))."""
+                ) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor], torch.Tensor]:
+        """(B, in_i, h_i, w_i) x3 -> (binary (B, 2, h1, w1), category (B, K, h1, w1), features (B, 3*width, h1, w1));
+        a branch that was not built gives None."""
         size = x1.shape[-2:]
         f1, f2, f3 = self.conv1(x1), self.conv2(x2), self.conv3(x3)
         e1, e2, e3 = self.conv4(f1), _resize(self.conv4(f2), size), _resize(self.conv4(f3), size)
         edge = torch.cat([e1, e2, e3], dim=1)
         features = torch.cat([f1, _resize(f2, size), _resize(f3, size)], dim=1)
-        return self.conv5_b(edge), self.conv5(edge), features
+        binary = self.conv5_b(edge) if self.conv5_b is not None else None
+        category = self.conv5(edge) if self.conv5 is not None else None
+        return binary, category, features

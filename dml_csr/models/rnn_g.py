@@ -141,17 +141,20 @@ def rnn_g(*, num_classes: int, width: int = 32, norm: bool = True) -> RNNG:
 
 
 def build_rnn_g(cfg, num_classes: int, class_names: Optional[Sequence[str]] = None) -> nn.Module:
-    """Build RNN-G from a :class:`dml_csr.config.ModelConfig`: one stage, or two (``cfg.two_stage``, which needs the
-    dataset's ``class_names`` to find its components' classes). ``cfg.edge_heads = False`` builds it without the
-    training-only heads (coarse labels, boundary gate)."""
-    from .two_stage import TwoStageRNNG
+    """Build RNN-G from a :class:`dml_csr.config.ModelConfig`: one stage, or two (``cfg.two_stage``, in the variant
+    ``cfg.two_stage_variant``; both need the dataset's ``class_names`` to find their components' classes).
+    ``cfg.edge_heads = False`` builds it without the training-only heads (coarse labels, boundary gate)."""
+    from .two_stage import PaperTwoStageRNNG, TwoStageRNNG
 
-    model = rnn_g(num_classes=num_classes, width=cfg.rnn_channels, norm=cfg.rnn_norm)
+    if cfg.two_stage and (class_names is None or len(class_names) != num_classes):
+        raise ValueError(f"model.two_stage=true needs the dataset's {num_classes} class names (got "
+                         f"{None if class_names is None else len(class_names)}) to find its components' classes")
+    paper = cfg.two_stage and cfg.two_stage_variant == "paper"
+    model = rnn_g(num_classes=3 if paper else num_classes, width=cfg.rnn_channels, norm=cfg.rnn_norm)
     if not cfg.edge_heads:
         model.drop_edge_heads()
     if not cfg.two_stage:
         return model
-    if class_names is None or len(class_names) != num_classes:
-        raise ValueError(f"model.two_stage=true needs the dataset's {num_classes} class names (got "
-                         f"{None if class_names is None else len(class_names)}) to find its components' classes")
+    if paper:
+        return PaperTwoStageRNNG(model, class_names, cfg.rnn_stage1_size, components=tuple(cfg.rnn_components))
     return TwoStageRNNG(model, class_names, components=tuple(cfg.rnn_components))

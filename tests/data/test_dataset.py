@@ -108,3 +108,63 @@ def test_colour_label_is_rejected(prepared):
     ds = FaceParsingDataset(prepared, "train", SPEC, EvalTransform((32, 32)))
     with pytest.raises(BadSampleError, match="train_0.png' has 3 colour channels"):
         ds[0]
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_keypoints_follow_the_warp_and_the_flip(tmp_path, flip):
+    """Each landmark lands on its own component after the sample's affine; a flip swaps the subject's sides, as the
+    labels (the subject's left eye keypoint stays on the left_eye class)."""
+    from dml_csr.data.synthetic import write_dataset
+
+    root = str(tmp_path / "syn")
+    write_dataset(root, {"train": 3}, seed=4, size=(120, 100), second_face_prob=0.0)
+    spec = get_spec("synthetic")
+    t = TrainTransform((96, 96), spec, flip=True, scale_range=(0.8, 0.8), rotation=20.0)
+    t.sample_params = lambda rng: (0.8, 15.0, flip)
+    ds = FaceParsingDataset(root, "train", spec, t, keypoints=True)
+    for i in range(len(ds)):
+        s = ds[i]
+        kp, lab = s["keypoints"], s["label"].long()
+        assert kp.shape == (5, 2) and kp.dtype == torch.float32
+        mouth = ("upper_lip", "lower_lip", "inner_mouth")
+        for point, classes in zip(kp, (("left_eye",), ("right_eye",), ("nose",), mouth, mouth)):
+            x, y = (int(round(v)) for v in point.tolist())
+            near = lab[max(y - 2, 0):y + 3, max(x - 2, 0):x + 3]
+            assert any((near == spec.index(c)).any() for c in classes), (i, classes, point.tolist())
+
+
+def test_a_missing_or_malformed_landmark_file_is_named(tmp_path):
+    from dml_csr.data.dataset import read_keypoints
+    from dml_csr.data.synthetic import write_dataset
+
+    root = str(tmp_path / "syn")
+    write_dataset(root, {"train": 2}, size=(48, 48))
+    path = os.path.join(root, "train", "landmarks", "train_00000.txt")
+    assert read_keypoints(path).shape == (5, 2)
+    open(path, "w").write("3\n1 2\n3 4\n5 6\n")
+    with pytest.raises(BadSampleError, match="train_00000.txt' has 3 points"):
+        read_keypoints(path)
+    os.remove(path)
+    ds = FaceParsingDataset(root, "train", get_spec("synthetic"), EvalTransform((32, 32)), keypoints=True)
+    with pytest.raises(BadSampleError, match="train_00000.txt' is missing"):
+        ds[0]
+
+
+def test_inverse_frequency_weights_from_the_train_split_histogram(tmp_path):
+    from dml_csr.data.dataset import inverse_frequency_weights, split_histogram
+    from dml_csr.data.synthetic import write_dataset
+
+    root = str(tmp_path / "syn")
+    info = write_dataset(root, {"train": 3, "val": 2}, size=(48, 48))
+    spec = get_spec("synthetic")
+    hist = split_histogram(root, "train", spec)
+    by_split = info["pixel_histogram_by_split"]
+    assert hist.tolist() == [by_split["train"][c] for c in spec.classes] and hist.sum() == 3 * 48 * 48
+    assert (hist + split_histogram(root, "val", spec)).tolist() == [info["pixel_histogram"][c] for c in spec.classes]
+    w = inverse_frequency_weights([10.0, 0.0, 30.0, 60.0])
+    # 1/n over the present classes (1/10, 1/30, 1/60), scaled to mean 1 over them; an absent class gets 0
+    inv = [1 / 10, 1 / 30, 1 / 60]
+    assert w == pytest.approx([inv[0] / np.mean(inv), 0.0, inv[1] / np.mean(inv), inv[2] / np.mean(inv)])
+    os.remove(os.path.join(root, "info.json"))
+    with pytest.raises(FileNotFoundError, match="info.json' does not exist"):
+        split_histogram(root, "train", spec)

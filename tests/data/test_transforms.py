@@ -1,11 +1,15 @@
+import json
+import os
+
 import numpy as np
 import pytest
 import torch
+from helpers import FIXTURES
 
 from dml_csr.data.labels import flip_permutation, get_spec
 from dml_csr.data.loader import collate_samples
-from dml_csr.data.transforms import (EvalTransform, TrainTransform, batch_input, get_affine_transform, inverse_affine,
-                                     normalize_images)
+from dml_csr.data.transforms import (EvalTransform, TrainTransform, batch_input, box_to_center_scale,
+                                     get_affine_transform, inverse_affine, normalize_images, sample_affine)
 
 SPEC = get_spec("helen")
 
@@ -14,20 +18,49 @@ def apply(m, pts):
     return pts @ m[:, :2].T + m[:, 2]
 
 
+def test_affine_equals_the_authors_matrices():
+    """Their get_affine_transform on whole images (tests/fixtures/golden/affine.json: 108 cases of image and output
+    sizes, square and not, rotations and scale factors): our centre/scale and both matrices, every entry to 1e-6
+    (the same arithmetic: float32 point triples solved by cv2.getAffineTransform, so in fact equal)."""
+    cases = json.load(open(os.path.join(FIXTURES, "golden", "affine.json")))["cases"]
+    assert len(cases) == 108
+    for c in cases:
+        (w, h), out = c["image_wh"], tuple(c["output_hw"])
+        center, scale = box_to_center_scale(h, w, out)
+        scale = scale * c["scale_factor"]
+        np.testing.assert_allclose(center, c["center"], atol=1e-6)
+        fwd = get_affine_transform(center, scale, c["rotation_deg"], out)
+        inv = get_affine_transform(center, scale, c["rotation_deg"], out, inv=True)
+        np.testing.assert_allclose(fwd, c["forward"], atol=1e-6, rtol=0, err_msg=str(c))
+        np.testing.assert_allclose(inv, c["inverse"], atol=1e-6, rtol=0, err_msg=str(c))
+    # 512 -> 473: the box width lands on all 473 output pixels, centred at 236.5 (not 472 pixels centred at 236)
+    m = get_affine_transform(*box_to_center_scale(512, 512, (473, 473)), 0.0, (473, 473))
+    assert m[0, 0] == pytest.approx(473 / 511) and apply(m, np.array([[255.5, 255.5]]))[0] == pytest.approx([236.5] * 2)
+
+
 def test_affine_inverse_and_center():
     m = get_affine_transform((50.0, 30.0), (100.0, 100.0), 25.0, (64, 80))
     mi = get_affine_transform((50.0, 30.0), (100.0, 100.0), 25.0, (64, 80), inv=True)
     pts = np.array([[0.0, 0.0], [13.0, 77.0], [50.0, 30.0]])
-    np.testing.assert_allclose(apply(mi, apply(m, pts)), pts, atol=1e-3)
-    np.testing.assert_allclose(apply(m, pts[2:]), [[39.5, 31.5]], atol=1e-4)  # centre -> output centre
-    # uniform scale: the box width spans the output width - 1
-    assert np.isclose(np.linalg.norm(m[:, 0]), 79 / 100.0)
+    np.testing.assert_allclose(apply(mi, apply(m, pts)), pts, atol=1e-4)  # float32 points: 1e-5 px rounding
+    np.testing.assert_allclose(apply(m, pts[2:]), [[40.0, 32.0]], atol=1e-4)  # centre -> output centre (W/2, H/2)
+    assert np.isclose(np.linalg.norm(m[:, 0]), 80 / 100.0)  # uniform scale: the box width spans the output width
+
+
+def test_flipped_samples_map_back_through_the_inverse():
+    meta = {"center": [30.0, 20.0], "scale": [61.0, 61.0], "rotation": 10.0, "flip": True, "size": (41, 61),
+            "input_size": (32, 32)}
+    fwd, inv = sample_affine(meta), sample_affine(meta, inv=True)
+    pts = np.array([[0.0, 0.0], [60.0, 40.0], [12.5, 33.0]])
+    np.testing.assert_allclose(apply(inv, apply(fwd, pts)), pts, atol=1e-4)
+    mirrored = get_affine_transform(meta["center"], meta["scale"], 10.0, (32, 32))
+    np.testing.assert_allclose(apply(fwd, pts), apply(mirrored, np.stack([60 - pts[:, 0], pts[:, 1]], 1)), atol=1e-9)
 
 
 def test_affine_rotation_is_counter_clockwise_like_opencv():
     import cv2
     ours = get_affine_transform((20.0, 10.0), (40.0, 40.0), 30.0, (41, 41))
-    ref = cv2.getRotationMatrix2D((20.0, 10.0), 30.0, 1.0)
+    ref = cv2.getRotationMatrix2D((20.0, 10.0), 30.0, 41 / 40)  # the box width onto the 41 output pixels
     np.testing.assert_allclose(ours[:, :2], ref[:, :2], atol=1e-5)
 
 
@@ -43,12 +76,15 @@ def test_flip_swaps_left_and_right():
     lab[12:16, 20:30] = SPEC.index("nose")
     img = np.dstack([lab * 10] * 3).astype(np.uint8)
     t = _force(TrainTransform((32, 32), SPEC, flip=True), f=True)
-    out = t(img, lab)["label"].numpy()
-    expected = flip_permutation(SPEC)[lab[:, ::-1]]
-    np.testing.assert_array_equal(out, expected)
-    assert (out == SPEC.index("right_eye")).sum() == 30 and (out == SPEC.index("left_eye")).sum() == 0
+    plain = _force(TrainTransform((32, 32), SPEC, flip=True), f=False)
+    out, ref = t(img, lab), plain(img, lab)
+    # the authors' crop centres the box at W/2, so the mirror of output column X is column W - X (not W - 1 - X)
+    expected = flip_permutation(SPEC)[ref["label"].numpy()[:, ::-1]]
+    np.testing.assert_array_equal(out["label"].numpy()[:, 1:], expected[:, :-1])
+    assert (out["label"] == SPEC.index("left_eye")).sum() == 0 and (out["label"] == SPEC.index("right_eye")).sum() > 0
     # the image is mirrored too
-    np.testing.assert_array_equal(t(img, lab)["image"].permute(1, 2, 0).numpy(), img[:, ::-1])
+    np.testing.assert_array_equal(out["image"].permute(1, 2, 0).numpy()[:, 1:],
+                                  ref["image"].permute(1, 2, 0).numpy()[:, ::-1][:, :-1])
 
 
 def _square_label(h=90, w=120):
@@ -91,8 +127,10 @@ def test_eval_inverse_affine_numpy_and_torch_agree():
     back_np = inverse_affine(s["label"].numpy().astype(np.uint8), s["meta"])
     back_t = inverse_affine(s["label"].long(), s["meta"])  # e.g. a prediction on the device, int64
     assert back_np.shape == lab.shape and back_t.shape == lab.shape and back_t.dtype == torch.int64
-    assert _within_one_pixel(back_np, lab).all()
-    assert _within_one_pixel(back_t.numpy(), lab).all()
+    # the authors' crop maps the box [0, w-1] onto [0, W]: the image's last column lands just outside the W network
+    # pixels and maps back to the fill (background), as in their evaluation; every other pixel within one pixel
+    assert (back_np[:, -1] == 0).all() and _within_one_pixel(back_np, lab)[:, :-1].all()
+    assert _within_one_pixel(back_t.numpy(), lab)[:, :-1].all()
     # logits (C, h, w) bilinear: argmax after mapping back reproduces the map
     logits = torch.nn.functional.one_hot(s["label"].long().clamp(max=10), 11).permute(2, 0, 1).float()
     back_l = inverse_affine(logits, s["meta"], mode="bilinear")

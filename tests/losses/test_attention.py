@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from dml_csr.losses.attention import binary_edge_attention, semantic_edge_attention
+from dml_csr.losses.attention import binary_edge_attention, official_category_attention, semantic_edge_attention
 
 L_A = -math.log(0.75)  # CE of a pixel labelled 0
 L_B = -math.log(0.25)  # CE of a pixel labelled 1
@@ -43,7 +43,7 @@ def test_no_edge_pixels_is_exactly_zero_with_finite_grad():
     assert torch.isfinite(logits.grad).all()
 
 
-def test_semantic_attention_by_hand_with_weights_and_index_bug():
+def test_semantic_attention_by_hand_with_weights():
     logits, labels = _example()
     sem = torch.tensor([[[1, 2, 0, 255]], [[2, 2, 1, 0]]])
     w = [10.0, 2.0, 3.0]  # w_0 is unused (0 = no edge)
@@ -53,8 +53,26 @@ def test_semantic_attention_by_hand_with_weights_and_index_bug():
     n, c = 2, 3
     expected = sum(w[j] * v for j, vals in terms.items() for v in vals) / (n * c)
     assert semantic_edge_attention(logits, labels, sem, w).item() == pytest.approx(expected, rel=1e-6)
-    bug = sum(j * w[j] * v for j, vals in terms.items() for v in vals) / (n * c)
-    assert semantic_edge_attention(logits, labels, sem, w, class_index_bug=True).item() == pytest.approx(bug, rel=1e-6)
+
+
+def test_the_authors_category_attention_by_hand():
+    """Per image: CE times the class index over the category-edge pixels, divided by their count; batch mean."""
+    logits, labels = _example()
+    sem = torch.tensor([[[1, 2, 0, 255]], [[2, 2, 1, 0]]])
+    image0 = (1 * L_A + 2 * L_B) / 2  # pixel 3 (255) is no edge
+    image1 = (2 * L_B + 2 * L_B + 1 * L_A) / 3
+    got = official_category_attention(logits, labels, sem)
+    assert got.item() == pytest.approx((image0 + image1) / 2, rel=1e-6)
+    assert official_category_attention(logits, labels, torch.zeros_like(sem)).item() == 0.0  # no edge: 0, not NaN
+
+
+def test_the_authors_binary_count_includes_edge_pixels_with_ignored_labels():
+    logits, labels = _example()
+    edge = torch.tensor([[[1, 1, 0, 1]], [[0, 0, 0, 1]]])  # pixel 3 of image 0 is an edge with label 255 (CE 0)
+    ours = ((L_A + L_B) / 2 + L_A) / 2
+    theirs = ((L_A + L_B) / 3 + L_A) / 2
+    assert binary_edge_attention(logits, labels, edge).item() == pytest.approx(ours, rel=1e-6)
+    assert binary_edge_attention(logits, labels, edge, count_ignored=True).item() == pytest.approx(theirs, rel=1e-6)
 
 
 def test_semantic_attention_ignores_ignored_labels_and_checks_weights():

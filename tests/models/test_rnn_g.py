@@ -10,7 +10,7 @@ from dml_csr.config import ModelConfig
 from dml_csr.data.labels import get_spec
 from dml_csr.models.rnn_g import RNNG, bounded_transition, build_rnn_g
 from dml_csr.models.scan import spatial_rnn_4dir
-from dml_csr.models.two_stage import TwoStageRNNG
+from dml_csr.models.two_stage import PaperTwoStageRNNG, TwoStageRNNG
 
 
 def _model(classes=3, **kw):
@@ -75,8 +75,11 @@ def test_build_from_config():
     m = build_rnn_g(ModelConfig(name="rnn_g", rnn_channels=8), 3)
     assert isinstance(m, RNNG) and m.width == 8 and m.gate_head is not None
     helen = get_spec("helen").classes
-    assert isinstance(build_rnn_g(ModelConfig(name="rnn_g", rnn_channels=8, two_stage=True), 11, helen),
-                      TwoStageRNNG)
+    paper = build_rnn_g(ModelConfig(name="rnn_g", rnn_channels=8, two_stage=True), 11, helen)
+    assert isinstance(paper, PaperTwoStageRNNG) and paper.stage1.num_classes == 3  # background, face, hair
+    ours = build_rnn_g(ModelConfig(name="rnn_g", rnn_channels=8, two_stage=True, two_stage_variant="label_crops"),
+                       11, helen)
+    assert isinstance(ours, TwoStageRNNG) and ours.stage1.num_classes == 11
     with pytest.raises(ValueError, match="needs the dataset's 11 class names"):
         build_rnn_g(ModelConfig(name="rnn_g", rnn_channels=8, two_stage=True), 11)
     with pytest.raises(ValueError, match="needs the classes left_brow"):

@@ -66,3 +66,32 @@ def test_two_stage_components_subset():
     assert set(model.part_nets) == {"eye"}
     with pytest.raises(ValueError, match="rnn_components.*eye, nose, mouth"):
         build_rnn_g(ModelConfig(name="rnn_g", two_stage=True, rnn_components=["ear"]), 11, HELEN)
+
+
+def test_windowed_merge_equals_the_whole_image_merge_with_its_gradients():
+    """The two-stage models paste and merge each component over the window its boxes span: the same values and
+    gradients as over the whole image."""
+    from dml_csr.face_parts import window
+
+    torch.manual_seed(1)
+    hw = (40, 48)
+    stage1 = torch.randn(2, 11, *hw).softmax(1).requires_grad_(True)
+    boxes = {"subject_left_eye": torch.tensor([[5.2, 4.0, 17.5, 16.1], [30.0, 2.0, 46.0, 18.0]]),
+             "mouth": torch.tensor([[10.0, 25.0, 30.0, 35.0], [-3.0, 20.0, 20.0, 41.0]])}  # one crosses the border
+    logits = {n: torch.randn(2, len(PARTS[n][0]) + 1, *PARTS[n][1], requires_grad=True) for n in boxes}
+    results = []
+    for windowed in (False, True):
+        parts = []
+        for n, box in boxes.items():
+            region = window(box, hw) if windowed else None
+            probs, inside = paste(logits[n].softmax(1), box, hw, region)
+            parts.append((probs, inside, PARTS[n][0]) + ((region,) if windowed else ()))
+        merged = merge_part_probs(stage1, parts)
+        grads = torch.autograd.grad((merged * torch.arange(11.0).view(1, 11, 1, 1)).sum(),
+                                    [stage1, *logits.values()])
+        results.append((merged.detach(), grads))
+    (a, ga), (b, gb) = results
+    torch.testing.assert_close(b, a)
+    for x, y in zip(gb, ga):
+        torch.testing.assert_close(x, y)
+    assert window(boxes["mouth"], hw) == (20, 40, 0, 30)  # clipped to the image

@@ -10,7 +10,7 @@ CONFIG = os.path.join(ROOT, "configs", "synthetic_rnn_g.yaml")
 
 def test_benchmark_script_is_model_agnostic(tmp_path):
     out = tmp_path / "bench.json"
-    r = run_script("benchmark", "--config", CONFIG, "--set", "data.root=unused", "model.rnn_channels=8",
+    r = run_script("benchmark", "--config", CONFIG, "--set", "data.root=unused", "model.rnn_channels=8", "model.two_stage=false",
                    "--size", "32", "--repeats", "1", "--warmup", "0", "--train", "--threads", "1", "--json", str(out))
     assert r.returncode == 0, r.stderr
     rec = json.load(open(out))

@@ -4,7 +4,7 @@ A dataset module provides a list of :class:`Job` (one per sample) and a module-l
 that writes the sample's files and returns its (H, W) uint8 label map. :func:`run_prepare` skips samples whose
 outputs all exist (resume), converts the rest in a process pool with a progress bar, collects every failure, and
 writes ``<root>/{split}_list.txt``, ``label_names.txt`` and ``info.json`` (counts per split, pixel histogram per
-class) only when every sample succeeded. Running it twice produces the same files (idempotent).
+class, over all splits and per split) only when every sample succeeded. Running it twice produces the same files (idempotent).
 """
 from __future__ import annotations
 
@@ -187,18 +187,22 @@ def run_prepare(out_root: str, jobs: Sequence[Job], convert: Callable[[Job, dict
             logger.error("%s", e)
         raise PrepareError(f"{len(errors)} of {len(jobs)} samples failed (first: {errors[0]}); fix or remove them "
                            f"and rerun: converted samples are kept")
-    hist = np.zeros(spec.num_classes, np.int64)
+    hists: dict[str, np.ndarray] = {}
     lists: dict[str, list[str]] = {}
     for j in jobs:
-        hist += results[(j.split, j.name)][2]
+        hists.setdefault(j.split, np.zeros(spec.num_classes, np.int64))
+        hists[j.split] += results[(j.split, j.name)][2]
         lists.setdefault(j.split, []).append(f"images/{j.name}.jpg labels/{j.name}.png")
+    hist = sum(hists.values())
     for split, lines in lists.items():
         atomic_write_text(os.path.join(out_root, f"{split}_list.txt"), "\n".join(lines) + "\n")
     _remove_stale(out_root, {(j.split, j.name) for j in jobs})
     atomic_write_text(os.path.join(out_root, "label_names.txt"), "\n".join(("bg",) + spec.classes[1:]) + "\n")
     info = {"dataset": spec.name, "source": os.path.abspath(source) if source else "",
             "counts": {s: len(v) for s, v in lists.items()}, "class_names": list(spec.classes),
-            "pixel_histogram": {c: int(n) for c, n in zip(spec.classes, hist)}, **(extra_info or {})}
+            "pixel_histogram": {c: int(n) for c, n in zip(spec.classes, hist)},
+            "pixel_histogram_by_split": {s: {c: int(n) for c, n in zip(spec.classes, h)} for s, h in hists.items()},
+            **(extra_info or {})}
     atomic_write_text(os.path.join(out_root, "info.json"), json.dumps(info, indent=2) + "\n")
     logger.info("prepared %s: %s", out_root, ", ".join(f"{s} {n}" for s, n in info["counts"].items()))
     return info
