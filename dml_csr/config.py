@@ -9,13 +9,13 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
-import types
-import typing
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional, Union
 
 import yaml
 
+from ._typed import ConfigError, build_dataclass, source
 from .conventions import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
@@ -24,10 +24,6 @@ __all__ = [
 ]
 
 MISSING = dataclasses.MISSING
-
-
-class ConfigError(ValueError):
-    """A configuration problem; the message names the key, the file and what was expected."""
 
 
 @dataclass
@@ -238,116 +234,61 @@ def load_config(path: Optional[str] = None, overrides: Optional[list[str]] = Non
 
 def config_from_dict(raw: dict, origin: Optional[dict] = None) -> Config:
     """Validate a plain dict (e.g. from a checkpoint) into a :class:`Config`."""
-    cfg = _build(Config, raw, "", origin or {})
+    cfg = build_dataclass(Config, raw, "", origin or {})
     _check_together(cfg, origin or {})
     return cfg
 
 
+# dotted key -> (lowest, highest) allowed, None = unbounded; checked after the types
+RANGES = {
+    "data.batch_size": (1, None), "data.workers": (0, None), "data.max_samples": (0, None),
+    "data.rotation": (0, None), "data.rotation_prob": (0, 1), "data.color_jitter": (0, 1), "data.edge_width": (1, None),
+    "train.epochs": (0, None), "train.cycles": (0, None), "train.cycle_epochs": (1, None),
+    "train.grad_accum": (1, None),
+    "train.iters_per_epoch": (0, None), "train.val_every": (0, None), "train.keep_last": (1, None),
+    "train.lr": (0, None), "train.cycle_lr": (0, None), "train.cycle_lr_min": (0, None), "train.momentum": (0, 1),
+    "train.weight_decay": (0, None), "train.poly_power": (0, None), "train.warmup_epochs": (0, None),
+    "train.dist_timeout_s": (1, None), "train.log_every": (1, None), "train.image_log_every": (0, None),
+    "eval.batch_size": (1, None), "loss.temperature": (1e-6, None),
+}
+
+
+def _get(cfg: Config, key: str) -> Any:
+    value = cfg
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _check_ranges(cfg: Config, origin: dict) -> None:
+    for key, (lo, hi) in RANGES.items():
+        value = _get(cfg, key)
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            expected = f"between {lo} and {hi}" if hi is not None else f">= {lo}"
+            raise ConfigError(f"{source(origin, key)}: '{key}' = {value!r} is out of range; expected {expected}")
+    for key in ("data.input_size", "data.scale_range", "eval.scales"):
+        if any(v <= 0 for v in _get(cfg, key)):
+            raise ConfigError(f"{source(origin, key)}: '{key}' = {list(_get(cfg, key))}; expected positive values")
+    if cfg.data.scale_range[0] > cfg.data.scale_range[1]:
+        raise ConfigError(f"{source(origin, 'data.scale_range')}: 'data.scale_range' = {list(cfg.data.scale_range)}; "
+                          f"expected [low, high] with low <= high")
+    t = cfg.train
+    if t.epochs + t.cycles * t.cycle_epochs < 1:
+        raise ConfigError(f"{source(origin, 'train.epochs')}: train.epochs = {t.epochs} and train.cycles = {t.cycles} "
+                          f"train nothing; expected at least one epoch")
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", t.device):
+        raise ConfigError(f"{source(origin, 'train.device')}: 'train.device' = {t.device!r}; expected auto, cpu, cuda, "
+                          f"cuda:N or mps")
+
+
 def _check_together(cfg: Config, origin: dict) -> None:
-    """Values that are valid alone but not together."""
+    """Values out of range, and values that are valid alone but not together."""
+    _check_ranges(cfg, origin)
     m = cfg.model
     if m.name == "rnn_g" and m.two_stage and m.two_stage_variant == "paper" and not cfg.data.keypoints:
-        raise ConfigError(f"{_src(origin, 'model.two_stage_variant')}: model.two_stage_variant = paper places its "
+        raise ConfigError(f"{source(origin, 'model.two_stage_variant')}: model.two_stage_variant = paper places its "
                           f"crops from 5 keypoints; set data.keypoints=true (each sample's landmarks/NAME.txt, as "
                           f"prepare_synthetic.py writes them) or model.two_stage_variant=label_crops")
-
-
-def _src(origin: dict, key: str) -> str:
-    return origin.get(key, "<defaults>")
-
-
-def _build(cls, raw: Any, prefix: str, origin: dict):
-    name = prefix.rstrip(".") or "<top level>"
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{_src(origin, prefix.rstrip('.'))}: '{name}' must be a mapping, got {raw!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for k in raw:
-        if k not in fields:
-            key = f"{prefix}{k}"
-            raise ConfigError(
-                f"{_src(origin, key)}: unknown key '{key}'; valid keys in '{name}': {', '.join(fields)}")
-    kwargs = {}
-    for fname, f in fields.items():
-        key = f"{prefix}{fname}"
-        tp = hints[fname]
-        if dataclasses.is_dataclass(tp):  # a section: built even when absent, so its required values are checked
-            kwargs[fname] = _build(tp, raw.get(fname, {}), key + ".", origin)
-        elif fname in raw:
-            kwargs[fname] = _coerce(raw[fname], tp, key, _src(origin, key))
-        elif f.default is MISSING and f.default_factory is MISSING:
-            raise ConfigError(f"missing required value '{key}' (set it in the config file or with --set {key}=...)")
-    return cls(**kwargs)
-
-
-def _type_name(tp) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if tp is type(None):
-        return "null"
-    if origin in (list, tuple):
-        args = typing.get_args(tp)
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            return f"a list of {len(args)} {_type_name(args[0])}"
-        return f"a list of {_type_name(args[0])}" if args else "a list"
-    return getattr(tp, "__name__", str(tp))
-
-
-def _coerce(value: Any, tp, key: str, src: str):
-    def fail():
-        raise ConfigError(f"{src}: '{key}' = {value!r} is invalid; expected {_type_name(tp)}")
-
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        choices = typing.get_args(tp)
-        if value not in choices or isinstance(value, bool) != any(isinstance(c, bool) for c in choices):
-            fail()
-        return value
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _coerce(value, a, key, src)
-            except ConfigError:
-                pass
-        fail()
-    if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            fail()
-        args = typing.get_args(tp)
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(value) != len(args):
-                fail()
-            return tuple(_coerce(v, a, f"{key}[{i}]", src) for i, (v, a) in enumerate(zip(value, args)))
-        inner = args[0] if args else Any
-        out = [_coerce(v, inner, f"{key}[{i}]", src) for i, v in enumerate(value)]
-        return tuple(out) if origin is tuple else out
-    if tp is Any:
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            fail()
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            fail()
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            fail()
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            fail()
-        return value
-    raise TypeError(f"config field '{key}' has unsupported type {tp}")  # internal: a new field needs support here
 
 
 # ----------------------------------------------------------------------------------------------------------- saving

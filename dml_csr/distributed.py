@@ -83,7 +83,7 @@ def resolve_device(name: "str | torch.device", local_rank: int = 0) -> torch.dev
         name = f"cuda:{local_rank}"
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device '{name}' asked for, but CUDA is not available on this machine; use cpu or auto")
+        raise ValueError(f"device '{name}' asked for, but CUDA is not available on this machine; use cpu or auto")
     return dev
 
 

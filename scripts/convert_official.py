@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from typing import Optional
+
+from _common import run_main, setup_logging
 
 from dml_csr.checkpoint import load_checkpoint, save_checkpoint
 from dml_csr.config import Config, DataConfig, ModelConfig, config_to_dict
@@ -27,13 +28,13 @@ def convert(src: str, dst: str, dataset: Optional[str] = None, keep_edges: bool 
     num_classes = official_num_classes(sd, src)
     dataset = dataset or OFFICIAL_DATASETS.get(num_classes)
     if dataset is None:
-        raise SystemExit(f"{src}: {num_classes} classes; pass --dataset to name the class layout")
+        raise ValueError(f"{src}: {num_classes} classes; pass --dataset to name the class layout")
     spec = get_spec(dataset)
     if spec.num_classes != num_classes:
-        raise SystemExit(f"{src}: the file has {num_classes} classes but dataset '{dataset}' has {spec.num_classes}")
+        raise ValueError(f"{src}: the file has {num_classes} classes but dataset '{dataset}' has {spec.num_classes}")
     has_edges = any(k.startswith("edge_layer.") for k in sd)
     if keep_edges and not has_edges:
-        raise SystemExit(f"{src}: --keep-edges given but the file has no edge_layer.* entries")
+        raise ValueError(f"{src}: --keep-edges given but the file has no edge_layer.* entries")
     model = build_from_official(sd, src, edge_heads=keep_edges)
     cfg = Config(name=f"official_{dataset}", data=DataConfig(dataset=dataset, root=""),
                  model=ModelConfig(edge_heads=keep_edges))
@@ -44,7 +45,7 @@ def convert(src: str, dst: str, dataset: Optional[str] = None, keep_edges: bool 
     return meta
 
 
-def main(argv: Optional[list[str]] = None) -> None:
+def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("src", help="authors' .pth file")
     p.add_argument("dst", help="output checkpoint (.pt)")
@@ -52,9 +53,10 @@ def main(argv: Optional[list[str]] = None) -> None:
                                                    "celebamask_hq); lapa for the LaPa model")
     p.add_argument("--keep-edges", action="store_true", help="keep the edge heads (training model)")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    setup_logging()
     convert(args.src, args.dst, args.dataset, args.keep_edges)
+    return 0
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_main(main)

@@ -44,7 +44,7 @@ def test_inheritance_later_base_and_child_win(tree):
 
 
 def test_nested_bases_and_overrides(tree):
-    mid = write(tree / "mid.yaml", {"_base_": "_base_/datasets/d.yaml", "seed": 3})
+    write(tree / "mid.yaml", {"_base_": "_base_/datasets/d.yaml", "seed": 3})
     top = write(tree / "sub/top.yaml", {"_base_": "../mid.yaml"})
     cfg = load_config(top, ["train.epochs=2", "model.backbone=resnet18", "data.input_size=[64, 96]",
                             "loss.class_weights=[1, 2.5]", "eval.flip=true"])
@@ -162,3 +162,39 @@ def test_each_ablation_trains_a_step(name, tiny_synthetic, tmp_path):
     heads = set(cfg.model.edge_branches) if cfg.model.edge_heads else set()
     assert ("edge_ce" in terms) == ("binary" in heads) and ("semantic_edge_ce" in terms) == ("category" in heads)
     assert math.isfinite(loss["loss"]["total"])
+
+
+@pytest.mark.parametrize("override,message", [
+    ("data.batch_size=0", r"'data.batch_size' = 0 is out of range; expected >= 1"),
+    ("train.grad_accum=0", r"'train.grad_accum' = 0 is out of range; expected >= 1"),
+    ("data.workers=-1", r"'data.workers' = -1 is out of range; expected >= 0"),
+    ("train.epochs=-1", r"'train.epochs' = -1 is out of range"),
+    ("train.cycles=-2", r"'train.cycles' = -2 is out of range"),
+    ("train.rotation_prob=2", r"unknown key 'train.rotation_prob'"),
+    ("data.rotation_prob=2", r"'data.rotation_prob' = 2.0 is out of range; expected between 0 and 1"),
+    ("data.scale_range=[1.2, 0.8]", r"expected \[low, high\] with low <= high"),
+    ("train.device=gpu", r"'train.device' = 'gpu'; expected auto, cpu, cuda, cuda:N or mps"),
+])
+def test_numbers_out_of_range_stop_with_one_line_naming_the_key(tree, override, message):
+    with pytest.raises(ConfigError, match=message) as e:
+        load_config(None, ["data.dataset=helen", "data.root=x", override])
+    assert "--set" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_nothing_to_train_and_an_unknown_section_from_the_command_line_are_named():
+    with pytest.raises(ConfigError, match="train nothing; expected at least one epoch"):
+        load_config(None, ["data.dataset=helen", "data.root=x", "train.epochs=0"])
+    with pytest.raises(ConfigError, match=r"^--set: unknown key 'nosuch'"):
+        load_config(None, ["data.dataset=helen", "data.root=x", "nosuch.key=1"])
+
+
+def test_scientific_notation_reads_as_a_float_everywhere(tree):
+    """YAML 1.1 reads 1e-3 (no dot in the mantissa) as a string: a float field takes it as the number."""
+    path = write(tree / "sci.yaml", "_base_: _base_/datasets/d.yaml\ntrain:\n  lr: 1e-3\n  cycle_lr: 5E-4\n")
+    cfg = load_config(path, ["train.weight_decay=1e-5", "loss.alphas=[1e0, 1, 1e-1]"])
+    assert (cfg.train.lr, cfg.train.cycle_lr, cfg.train.weight_decay) == (1e-3, 5e-4, 1e-5)
+    assert cfg.loss.alphas == (1.0, 1.0, 0.1)
+    with pytest.raises(ConfigError, match=r"'train.lr' = 'fast' is invalid; expected float"):
+        load_config(path, ["train.lr=fast"])
+    with pytest.raises(ConfigError, match=r"'train.epochs' = '1e3' is invalid; expected int"):
+        load_config(path, ["train.epochs=1e3"])

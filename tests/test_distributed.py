@@ -186,7 +186,7 @@ def test_resolve_device_and_unwrap_model():
     assert du.resolve_device("cpu") == torch.device("cpu")
     assert du.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     if not torch.cuda.is_available():
-        with pytest.raises(RuntimeError, match="device 'cuda:1' asked for, but CUDA is not available"):
+        with pytest.raises(ValueError, match="device 'cuda:1' asked for, but CUDA is not available"):
             du.resolve_device("cuda", local_rank=1)
     net = torch.nn.Linear(2, 2)
     wrapped = torch.nn.Module()
