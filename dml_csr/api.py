@@ -61,6 +61,8 @@ def to_bgr(image: ImageLike, channel_order: str = "RGB") -> np.ndarray:
         raise ValueError(f"channel_order must be 'RGB' or 'BGR', got {channel_order!r}")
     if image.dtype != np.uint8:
         raise ValueError(f"image array is {image.dtype}; expected uint8 (0..255)")
+    if image.size == 0:
+        raise ValueError(f"image array has shape {image.shape}; expected a non-empty image")
     if image.ndim == 2:
         return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     if image.ndim != 3 or image.shape[2] not in (3, 4):

@@ -16,23 +16,24 @@ A checkpoint is a plain dict::
 
 The metadata alone is enough for prediction: class names and the input convention travel with the weights.
 
-A run directory ``runs/<name>/`` holds ``config.yaml``, ``metrics.jsonl``, ``tb/``, ``checkpoints/epoch_NNNN.pt`` and
-``best.pt``.
+A run directory ``runs/<name>/`` holds ``config.yaml``, ``metrics.jsonl``, ``tb/``, ``checkpoints/epoch_NNNN.pt`` (after
+N epochs), ``checkpoints/epoch_NNNN_batch_MMMMMM.pt`` (a stop M batches into epoch N + 1) and ``best.pt``.
 """
 from __future__ import annotations
 
+import errno
 import glob
 import os
 import re
 import tempfile
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
 from .data.labels import get_spec
 
-__all__ = ["FORMAT", "CheckpointError", "make_meta", "save_checkpoint", "load_checkpoint", "atomic_torch_save",
-           "RunPaths", "find_resume_checkpoint"]
+__all__ = ["FORMAT", "CheckpointError", "make_meta", "save_checkpoint", "load_checkpoint", "atomic_write",
+           "atomic_torch_save", "RunPaths", "find_resume_checkpoint"]
 
 FORMAT = "dml_csr/1"
 
@@ -56,21 +57,53 @@ def make_meta(cfg) -> dict:
     }
 
 
-def atomic_torch_save(obj: Any, path: str) -> None:
-    """``torch.save`` to a temporary file in the same folder, fsync, then rename: a crash never leaves half a file."""
+def atomic_write(path: str, write: Callable[[Any], None], suffix: str = "") -> None:
+    """``write(file)`` into a temporary file in the same folder, fsync, then rename onto ``path``: a crash never
+    leaves half a file (a kill leaves a ``.tmp-*`` file, which :meth:`RunPaths.remove_partial_writes` clears). The
+    file gets the permissions the umask gives a new file (not ``mkstemp``'s 0600), so others can read a shared run.
+    Any failure to write -- a full disk, a read-only folder -- raises :class:`CheckpointError` naming ``path``."""
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=folder)
+    tmp = None
     try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=folder)
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:
+        _remove(tmp)
+        raise CheckpointError(f"could not write '{path}': {_why(e)}") from None
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        _remove(tmp)
         raise
+
+
+def _remove(tmp: Optional[str]) -> None:
+    if tmp is not None and os.path.exists(tmp):
+        os.unlink(tmp)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _why(e: BaseException) -> str:
+    """One line for a failed write; torch's "unexpected pos" is what a full disk looks like from inside torch.save."""
+    if getattr(e, "errno", None) == errno.ENOSPC or "unexpected pos" in str(e):
+        return "no space left on the device"
+    if isinstance(e, PermissionError):
+        return "permission denied (a read-only folder?)"
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+def atomic_torch_save(obj: Any, path: str) -> None:
+    """``torch.save`` through :func:`atomic_write`."""
+    atomic_write(path, lambda f: torch.save(obj, f), suffix=".pt")
 
 
 def save_checkpoint(path: str, model_state: dict, meta: dict, config: Optional[dict] = None, **extra: Any) -> None:
@@ -82,12 +115,17 @@ def save_checkpoint(path: str, model_state: dict, meta: dict, config: Optional[d
 
 def load_checkpoint(path: str, map_location: Any = "cpu") -> dict:
     """Load any checkpoint file with ``weights_only=True``; errors name the file."""
+    if os.path.isdir(path):
+        raise CheckpointError(f"checkpoint '{path}' is a directory; give a checkpoint file (a run directory's is "
+                              f"checkpoints/epoch_NNNN.pt or best.pt)")
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint '{path}' does not exist")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # corrupt, truncated, or holding non-tensor objects
-        raise CheckpointError(f"checkpoint '{path}' cannot be loaded with weights_only=True: {e}") from None
+        first = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        raise CheckpointError(f"checkpoint '{path}' cannot be loaded with weights_only=True (corrupt, truncated, or "
+                              f"holding objects other than tensors and plain values): {first[:200]}") from None
 
 
 class RunPaths:
@@ -102,17 +140,42 @@ class RunPaths:
         self.best = os.path.join(run_dir, "best.pt")
 
     def epoch_ckpt(self, epoch: int) -> str:
+        """The checkpoint after ``epoch`` epochs."""
         return os.path.join(self.ckpt_dir, f"epoch_{epoch:04d}.pt")
 
+    def stop_ckpt(self, epoch: int, batches: int) -> str:
+        """The checkpoint of a stop ``batches`` batches into the epoch after ``epoch`` epochs."""
+        return os.path.join(self.ckpt_dir, f"epoch_{epoch:04d}_batch_{batches:06d}.pt")
+
+    @staticmethod
+    def _position(path: str) -> tuple[int, int]:
+        m = re.search(r"epoch_(\d+)(?:_batch_(\d+))?\.pt$", path)
+        return int(m.group(1)), int(m.group(2) or 0)
+
     def checkpoints(self) -> list[str]:
-        """The epoch checkpoints, oldest first."""
-        files = glob.glob(os.path.join(self.ckpt_dir, "epoch_*.pt"))
-        return sorted(files, key=lambda p: int(re.findall(r"epoch_(\d+)", p)[-1]))
+        """The epoch and stop checkpoints, oldest first."""
+        files = [p for p in glob.glob(os.path.join(self.ckpt_dir, "epoch_*.pt"))
+                 if re.search(r"epoch_\d+(_batch_\d+)?\.pt$", p)]
+        return sorted(files, key=self._position)
+
+    def remove_partial_writes(self) -> list[str]:
+        """Delete the temporary files of checkpoint writes that never finished (a kill during ``torch.save``)."""
+        left = [p for folder in (self.root, self.ckpt_dir) for p in glob.glob(os.path.join(folder, ".tmp-*.pt"))]
+        for p in left:
+            os.remove(p)
+        return left
 
     def prune(self, keep: int) -> None:
-        """Delete all but the newest ``keep`` (at least one) epoch checkpoints."""
-        for old in self.checkpoints()[:-max(keep, 1)]:
+        """Keep the newest ``keep`` (at least one) epoch checkpoints, and the stop checkpoints newer than them."""
+        ckpts = self.checkpoints()
+        clean = [p for p in ckpts if self._position(p)[1] == 0]
+        for old in clean[:-max(keep, 1)]:
             os.remove(old)
+        if clean:
+            newest = self._position(clean[-1])
+            for stop in ckpts:
+                if self._position(stop)[1] and self._position(stop) < newest:
+                    os.remove(stop)
 
 
 def find_resume_checkpoint(target: str) -> str:

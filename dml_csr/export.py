@@ -13,14 +13,13 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
-import tempfile
 import warnings
 from typing import Optional, Sequence
 
 import torch
 from torch import nn
 
+from .checkpoint import atomic_write
 from .conventions import resize_bilinear
 
 __all__ = ["InferenceWrapper", "export_onnx", "export_torchscript", "read_onnx_meta", "read_torchscript_meta",
@@ -51,17 +50,7 @@ class InferenceWrapper(nn.Module):
 
 
 def _atomic_write_bytes(path: str, data: bytes) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda f: f.write(data))
 
 
 def _json_meta(meta: Optional[dict]) -> str:

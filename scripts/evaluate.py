@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 
 from _common import add_config_args, load_cfg, run_main, setup_logging
 
@@ -78,12 +77,9 @@ def sha256(path: str) -> str:
 
 
 def write_json(path: str, obj: dict) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, allow_nan=True)
-    os.replace(tmp, path)
+    from dml_csr.checkpoint import atomic_write
+
+    atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2, allow_nan=True).encode()), suffix=".json")
 
 
 def _progress(total: int, disable: bool, desc: str):

@@ -84,13 +84,15 @@ class _Names:
 
 
 def frames(path: str, every: int) -> Iterator:
-    """(frame index, BGR frame) of a video; raises ValueError naming the file when OpenCV cannot open it."""
+    """(frame index, BGR frame) of a video; raises ValueError when OpenCV cannot open it, or after the frames it could
+    read when the video ends before the frame count its header states (a truncated file)."""
     import cv2
 
     cap = cv2.VideoCapture(path)
     if not cap.isOpened():
         raise ValueError("cannot be opened as a video")
     try:
+        stated = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         i, n = 0, 0
         while True:
             ok, frame = cap.read()
@@ -102,6 +104,9 @@ def frames(path: str, every: int) -> Iterator:
             i += 1
         if n == 0:
             raise ValueError("video has no readable frame")
+        if 0 < i < stated:
+            raise ValueError(f"video ends after {i} of the {stated} frames its header states (truncated?); the "
+                             f"frames read were parsed")
     finally:
         cap.release()
 
@@ -110,6 +115,8 @@ def units(files: list[str], every: int, failures: list[tuple[str, str]]) -> Iter
     """(input file, output stem, BGR image) for every image and selected video frame; unreadable inputs go to
     ``failures`` and are skipped."""
     import cv2
+
+    from dml_csr.data.imageio import imread_checked
 
     names = _Names()
     for path in files:
@@ -122,9 +129,10 @@ def units(files: list[str], every: int, failures: list[tuple[str, str]]) -> Iter
             except ValueError as e:
                 failures.append((path, str(e)))
             continue
-        img = cv2.imread(path, cv2.IMREAD_COLOR)
-        if img is None:
-            failures.append((path, "cannot be decoded as an image"))
+        try:
+            img = imread_checked(path, cv2.IMREAD_COLOR, ValueError, "image")
+        except ValueError as e:  # missing, truncated, undecodable
+            failures.append((path, str(e).replace(f"image '{path}' ", "")))
             continue
         yield path, names(stem), img
 
@@ -157,10 +165,31 @@ def main(argv=None) -> int:
     done = 0
     bar = tqdm(desc="parsing", unit="img", disable=args.no_progress, file=sys.stderr)
 
+    def parse(batch):
+        """Labels per unit of the batch, or the reason it failed: one bad input does not cost the others."""
+        try:
+            return parser([im for _, _, im in batch], channel_order="BGR", detect=args.detect)
+        except Exception:
+            if len(batch) == 1:
+                raise
+        out = []
+        for unit in batch:
+            try:
+                out.append(parse([unit])[0])
+            except Exception as e:
+                out.append(e)
+        return out
+
     def flush(batch):
         nonlocal done
-        labels = parser([im for _, _, im in batch], channel_order="BGR", detect=args.detect)
+        try:
+            labels = parse(batch)
+        except Exception as e:
+            labels = [e]
         for (src, name, im), lab in zip(batch, labels):
+            if isinstance(lab, Exception):
+                failures.append((src, f"cannot be parsed: {lab}"))
+                continue
             ok = cv2.imwrite(os.path.join(label_dir, f"{name}.png"), lab)
             if ok and not args.no_overlay:
                 ov = parser.overlay(im, lab, alpha=args.alpha, channel_order="BGR")

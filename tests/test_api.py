@@ -131,6 +131,10 @@ def test_bad_inputs_are_named(parser, tmp_path):
         parser(str(bad))
     with pytest.raises(ValueError, match="float32"):
         parser(np.zeros((4, 4, 3), np.float32))
+    with pytest.raises(ValueError, match=r"shape \(0, 0, 3\); expected a non-empty image"):
+        parser(np.zeros((0, 0, 3), np.uint8))
+    with pytest.raises(ValueError, match="1x1 pixels cannot be cropped"):
+        parser(np.zeros((1, 1, 3), np.uint8))
 
 
 def test_expand_box_is_clipped_square():

@@ -72,3 +72,56 @@ def test_run_paths_order_prune_and_the_checkpoint_to_resume(tmp_path):
         find_resume_checkpoint(str(tmp_path / "elsewhere"))
     assert (paths.config, paths.metrics, paths.best) == tuple(
         os.path.join(paths.root, f) for f in ("config.yaml", "metrics.jsonl", "best.pt"))
+
+
+def test_a_full_disk_or_a_read_only_folder_is_one_line_naming_the_file(tmp_path, monkeypatch):
+    path = str(tmp_path / "ck.pt")
+
+    def full_disk(obj, f):
+        f.write(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")  # torch's words
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(CheckpointError, match=f"could not write '{path}': no space left on the device$"):
+        atomic_torch_save({"w": torch.ones(1)}, path)
+    assert os.listdir(tmp_path) == []  # the partial write is gone
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("tempfile.mkstemp", read_only)
+    with pytest.raises(CheckpointError, match="permission denied"):
+        atomic_torch_save({"w": torch.ones(1)}, path)
+
+
+def test_written_files_honour_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic_torch_save({"w": torch.ones(1)}, str(tmp_path / "a.pt"))
+        os.umask(0o002)
+        atomic_torch_save({"w": torch.ones(1)}, str(tmp_path / "b.pt"))
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "a.pt").st_mode & 0o777 == 0o644  # readable by a lab-mate (mkstemp gives 0600)
+    assert os.stat(tmp_path / "b.pt").st_mode & 0o777 == 0o664
+
+
+def test_killed_writes_are_cleared_and_messages_stay_on_one_line(tmp_path):
+    paths = RunPaths(str(tmp_path / "run"))
+    os.makedirs(paths.ckpt_dir)
+    for folder in (paths.ckpt_dir, paths.root):
+        open(os.path.join(folder, ".tmp-abc123.pt"), "wb").write(b"x" * 100)
+    atomic_torch_save({"epoch": 1}, paths.epoch_ckpt(1))
+    assert sorted(os.path.basename(p) for p in paths.remove_partial_writes()) == [".tmp-abc123.pt"] * 2
+    assert os.listdir(paths.ckpt_dir) == ["epoch_0001.pt"]
+    with pytest.raises(CheckpointError, match="is a directory; give a checkpoint file"):
+        load_checkpoint(paths.root)
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("ran",))
+
+    torch.save({"x": Payload()}, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(str(tmp_path / "evil.pt"))
+    assert "\n" not in str(e.value) and "evil.pt" in str(e.value)

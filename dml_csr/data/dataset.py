@@ -62,7 +62,7 @@ def read_split_list(root: str, split: str) -> list[tuple[str, str, str]]:
     split = resolve_split(root, split)
     list_path = os.path.join(root, f"{split}_list.txt")
     base = os.path.join(root, split)
-    items = []
+    items, first = [], {}
     with open(list_path) as f:
         for n, line in enumerate(f, 1):
             parts = line.split()
@@ -71,6 +71,10 @@ def read_split_list(root: str, split: str) -> list[tuple[str, str, str]]:
             if len(parts) != 2:
                 raise ValueError(f"{list_path}:{n}: expected 'images/NAME.jpg labels/NAME.png', got {line.strip()!r}")
             name = os.path.splitext(os.path.basename(parts[0]))[0]
+            if name in first:  # scores and saved predictions are keyed by the name
+                raise ValueError(f"{list_path}:{n}: sample name '{name}' is listed twice (first on line "
+                                 f"{first[name]}); names must be unique in a split")
+            first[name] = n
             items.append((name, os.path.join(base, parts[0]), os.path.join(base, parts[1])))
     return items
 
@@ -123,7 +127,8 @@ def check_label_values(label: np.ndarray, num_classes: int, path: str) -> None:
     counts = np.bincount(label.ravel(), minlength=256)
     bad = [v for v in np.nonzero(counts)[0].tolist() if v >= num_classes and v != IGNORE_INDEX]
     if bad:
-        raise BadSampleError(f"label file '{path}' has values {bad} outside [0, {num_classes}) and {IGNORE_INDEX} (ignore); "
+        raise BadSampleError(f"label file '{path}' has values {bad} outside [0, {num_classes}) and {IGNORE_INDEX} "
+                             f"(ignore); "
                              f"wrong dataset key or label order?")
 
 
@@ -210,7 +215,13 @@ class FaceParsingDataset(Dataset):
         out, self._skipped = self._skipped, []
         return out
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
+    def __getitem__(self, i: int | tuple[int, int]) -> dict[str, Any]:
+        """Sample ``i``, augmented with the random draws of ``seed`` when ``i`` is ``(index, seed)`` (what the
+        training loaders pass: a sample's augmentation then depends on nothing but that seed), else of torch's
+        RNG."""
+        i, seed = i if isinstance(i, tuple) else (i, None)
+        if seed is None:
+            seed = int(torch.randint(0, 2 ** 62, (1,)).item())
         skipped: list[str] = []
         for attempt in range(len(self.items)):
             j = (i + attempt) % len(self.items)
@@ -225,7 +236,6 @@ class FaceParsingDataset(Dataset):
         else:
             raise BadSampleError(f"every sample of split '{self.split}' in '{self.root}' is unusable "
                                  f"(first: {skipped[0]})")
-        seed = int(torch.randint(0, 2 ** 62, (1,)).item())  # torch's RNG: seeded per worker by the DataLoader
         sample = self.transform(img, lab, np.random.default_rng(seed))
         sample["name"] = self.items[j][0]
         if self.keypoints:
@@ -265,7 +275,8 @@ def split_histogram(root: str, split: str, spec: LabelSpec) -> np.ndarray:
         hist = by_split[split]
     except FileNotFoundError:
         raise FileNotFoundError(f"'{path}' does not exist; loss.class_weights=inverse_frequency reads the train "
-                                f"split's class histogram there (prepare the dataset with scripts/prepare_*.py)") from None
+                                f"split's class histogram there (prepare the dataset with scripts/prepare_*.py)"
+                                ) from None
     except (KeyError, ValueError):
         raise ValueError(f"'{path}' has no pixel_histogram_by_split['{split}'] (an older prepare script wrote it); "
                          f"prepare the dataset again, or set loss.class_weights to a list") from None

@@ -2,25 +2,47 @@
 from __future__ import annotations
 
 import os
+from typing import Optional
 
 import cv2
 import numpy as np
 
-__all__ = ["imread_checked"]
+__all__ = ["imread_checked", "truncation"]
+
+_JPEG, _PNG = b"\xff\xd8", b"\x89PNG\r\n\x1a\n"
+
+
+def truncation(data: bytes) -> Optional[str]:
+    """Why an encoded JPEG or PNG is cut short, or None. OpenCV decodes a truncated JPEG without an error (libjpeg
+    only warns on stderr and fills the rest grey), so the end markers are checked: a JPEG's end-of-image marker in
+    its last 4 KiB (past any trailing bytes some cameras append), a PNG's IEND chunk at its end."""
+    head, tail = bytes(data[:8]), bytes(data[-4096:])
+    if head[:2] == _JPEG and b"\xff\xd9" not in tail:
+        return "is truncated (no JPEG end-of-image marker)"
+    if head == _PNG and b"IEND" not in tail[-16:]:
+        return "is truncated (no PNG IEND chunk)"
+    return None
 
 
 def imread_checked(path: str, flags: int = cv2.IMREAD_COLOR, error: type[Exception] = ValueError,
                    what: str = "image file") -> np.ndarray:
-    """``cv2.imread`` that raises ``error`` naming ``path`` when the file is missing or cannot be decoded.
+    """``cv2.imread`` that raises ``error`` naming ``path`` when the file is missing, a directory, truncated or
+    cannot be decoded.
 
     Args:
         flags: cv2 read flags (IMREAD_COLOR gives (H, W, 3) BGR uint8, IMREAD_GRAYSCALE (H, W), IMREAD_UNCHANGED as is).
         error: the exception class to raise (each caller's own, e.g. BadSampleError, PrepareError).
         what: how the message names the file ("image file", "label file", ...).
     """
+    if os.path.isdir(path):
+        raise error(f"{what} '{path}' is a directory")
     if not os.path.isfile(path):
         raise error(f"{what} '{path}' is missing")
-    img = cv2.imread(path, flags)
-    if img is None:
+    data = np.fromfile(path, np.uint8)
+    cut = truncation(data)
+    if cut:
+        raise error(f"{what} '{path}' {cut}")
+    img = cv2.imdecode(data, flags)
+    if img is None or img.size == 0:
         raise error(f"{what} '{path}' cannot be decoded (corrupt or not an image)")
     return img

@@ -43,6 +43,8 @@ def box_to_center_scale(height: int, width: int, input_size: Sequence[int]) -> t
     Returns:
         center (2,) float32 (x, y) and scale (2,) float32 (w, h) in source pixels.
     """
+    if height < 2 or width < 2:
+        raise ValueError(f"an image of {width}x{height} pixels cannot be cropped; expected at least 2x2")
     aspect = input_size[1] / input_size[0]
     bw, bh = float(width - 1), float(height - 1)
     center = np.array([bw * 0.5, bh * 0.5], np.float32)

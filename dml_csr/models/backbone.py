@@ -178,8 +178,14 @@ class TorchvisionResNet(nn.Module):
 def _read_state_dict(path: str) -> dict:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"model.pretrained: weights file '{path}' does not exist")
-    sd = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt, truncated, not a torch file, or pickled objects
+        first = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        raise ValueError(f"model.pretrained: '{path}' cannot be loaded with weights_only=True: {first[:200]}") from None
+    if not isinstance(sd, dict):
+        raise ValueError(f"model.pretrained: '{path}' holds a {type(sd).__name__}; expected a state_dict")
+    if "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
     return {(k[7:] if k.startswith("module.") else k): v for k, v in sd.items()}
 

@@ -56,7 +56,7 @@ class DMLCSR(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        check_image_input(x, "DMLCSR")
+        check_image_input(x, "DMLCSR", self.decoder.conv4.weight.dtype)
         x1, x2, x3, x4 = self.backbone(x)
         parsing, _ = self.decoder(self.context(x4), x1)
         if self.edges is None:

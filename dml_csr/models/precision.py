@@ -12,7 +12,7 @@ oneDNN and cuDNN convolutions prefer. Usage::
 from __future__ import annotations
 
 import contextlib
-from typing import ContextManager, Union
+from typing import ContextManager, Optional, Union
 
 import torch
 from torch import nn
@@ -22,9 +22,9 @@ __all__ = ["PRECISIONS", "autocast_context", "prepare_for_inference", "to_model_
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def check_image_input(x: torch.Tensor, model: str) -> None:
-    """Models take normalised float images (B, 3, H, W); the data pipeline's uint8 images need
-    :func:`dml_csr.data.transforms.batch_input` (or ``normalize_images``) first."""
+def check_image_input(x: torch.Tensor, model: str, weight_dtype: Optional[torch.dtype] = None) -> None:
+    """Models take normalised float images (B, 3, H, W) of their weights' dtype (any float under autocast); the data
+    pipeline's uint8 images need :func:`dml_csr.data.transforms.batch_input` (or ``normalize_images``) first."""
     if x.dim() != 4 or x.shape[1] != 3:
         raise ValueError(f"{model} expects images (B, 3, H, W); got {tuple(x.shape)}")
     if not x.is_floating_point():
@@ -32,6 +32,10 @@ def check_image_input(x: torch.Tensor, model: str) -> None:
                         f"convert a collated batch with dml_csr.data.transforms.batch_input(batch), which applies the "
                         f"convention its samples recorded, or a bare tensor with normalize_images(images, "
                         f"channel_order, mean, std) using the model's (model.channel_order, model.mean, model.std)")
+    if (weight_dtype is not None and x.dtype != weight_dtype and not torch.jit.is_tracing()
+            and not torch.is_autocast_enabled(x.device.type)):
+        raise TypeError(f"{model} weights are {weight_dtype} but the images are {x.dtype}; cast the images "
+                        f"(images.to({weight_dtype})) or run under torch.autocast")
 
 
 def _dtype(precision: str):

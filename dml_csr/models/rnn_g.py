@@ -121,7 +121,7 @@ class RNNG(nn.Module):
         return xr, torch.tanh(gr)
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
-        check_image_input(x, "RNNG")
+        check_image_input(x, "RNNG", self.project.weight.dtype)
         xr, gates = self.features(x)
         h = spatial_rnn_4dir(xr, gates, bounded_transition(self.rnn_weight), self.rnn_bias)
         out = self.deconv7(self.project(h))

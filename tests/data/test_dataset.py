@@ -2,6 +2,7 @@
 import logging
 import os
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -168,3 +169,24 @@ def test_inverse_frequency_weights_from_the_train_split_histogram(tmp_path):
     os.remove(os.path.join(root, "info.json"))
     with pytest.raises(FileNotFoundError, match="info.json' does not exist"):
         split_histogram(root, "train", spec)
+
+
+def test_a_name_listed_twice_is_refused_naming_both_lines(prepared):
+    """Scores and saved predictions are keyed by the sample name: a second 'train_0' (here under another folder)
+    would be scored against the first one's label."""
+    with open(os.path.join(prepared, "train_list.txt"), "a") as f:
+        f.write("other/train_0.jpg labels/train_1.png\n")
+    with pytest.raises(ValueError, match=r"train_list.txt:7: sample name 'train_0' is listed twice \(first on line 1\)"):
+        FaceParsingDataset(prepared, "train", SPEC, EvalTransform((32, 32)))
+
+
+@pytest.mark.parametrize("kind", ["images", "labels"])
+def test_a_truncated_file_is_a_bad_sample(prepared, kind):
+    path = _sample_path(prepared, "train_1", kind)
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[: len(data) * 2 // 3])  # what an interrupted copy leaves
+    if kind == "images":  # OpenCV decodes a cut JPEG without an error (libjpeg only warns on stderr)
+        assert cv2.imread(path, cv2.IMREAD_UNCHANGED) is not None
+    ds = FaceParsingDataset(prepared, "train", SPEC, EvalTransform((32, 32)))
+    with pytest.raises(BadSampleError, match=r"train_1\.(jpg|png)' is truncated"):
+        ds[1]

@@ -47,3 +47,7 @@ def test_pretrained_from_local_files(tmp_path):
         dst.load_imagenet(str(tmp_path / "bad.pth"))
     with pytest.raises(FileNotFoundError, match="nope.pth"):
         TorchvisionResNet("resnet18", 8, pretrained=str(tmp_path / "nope.pth"))
+    (tmp_path / "cut.pth").write_bytes((tmp_path / "r18.pth").read_bytes()[:1000])
+    with pytest.raises(ValueError, match=r"model.pretrained: '.*cut.pth' cannot be loaded with weights_only") as e:
+        TorchvisionResNet("resnet18", 8, pretrained=str(tmp_path / "cut.pth"))
+    assert "\n" not in str(e.value)

@@ -48,6 +48,8 @@ def test_models_refuse_raw_uint8_images_with_a_pointer_to_the_conversion(kind):
         model(torch.zeros(1, 3, 64, 64, dtype=torch.uint8))
     with pytest.raises(ValueError, match=r"\(B, 3, H, W\); got \(3, 64, 64\)"):
         model(torch.zeros(3, 64, 64))
+    with pytest.raises(TypeError, match="weights are torch.float32 but the images are torch.float64"):
+        model(torch.zeros(1, 3, 64, 64, dtype=torch.float64))
 
 
 def test_decoupled_output_equals_full_model_parsing():

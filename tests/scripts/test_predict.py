@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 
 import cv2
+import numpy as np
 import pytest
 from helpers.scripts import run_script
 from helpers.tiny_checkpoint import one_thread, write_tiny_checkpoint  # noqa: F401 (fixture)
@@ -71,3 +72,32 @@ def test_predict_script_writes_labels_at_input_size_rnn_g(rnn_g_run):
     labels = [cv2.imread(p, cv2.IMREAD_UNCHANGED) for p in pngs]
     maps = [lab for lab in labels if lab.ndim == 2]
     assert maps and all(lab.shape == (70, 90) and lab.max() < 11 for lab in maps)
+
+
+def test_one_bad_input_does_not_cost_the_others(tmp_path):
+    """A 1x1 image (which cannot be cropped), a truncated JPEG and a truncated video are each named; the other
+    images of the same batch are parsed and written."""
+    ckpt = write_tiny_checkpoint(str(tmp_path / "tiny.pt"))
+    folder = tmp_path / "in"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), render_face(1, size=(40, 40))[0])
+    cv2.imwrite(str(folder / "dot.png"), np.zeros((1, 1, 3), np.uint8))
+    cv2.imwrite(str(folder / "b.png"), render_face(2, size=(40, 48))[0])
+    cv2.imwrite(str(folder / "cut.jpg"), render_face(3, size=(64, 64))[0])
+    data = open(folder / "cut.jpg", "rb").read()
+    open(folder / "cut.jpg", "wb").write(data[: len(data) // 2])
+    video = str(folder / "clip.avi")
+    w = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*"MJPG"), 5, (40, 32))
+    for _ in range(6):
+        w.write(cv2.resize(render_face(4, size=(40, 40))[0], (40, 32)))
+    w.release()
+    data = open(video, "rb").read()
+    open(video, "wb").write(data[: len(data) * 2 // 3])
+    r = run_script("predict", str(folder), "--checkpoint", ckpt, "--out", str(tmp_path / "o"), "--batch-size", "4",
+                   "--device", "cpu", "--no-progress")
+    assert r.returncode == 1, r.stderr
+    assert "dot.png: cannot be parsed: an image of 1x1 pixels cannot be cropped" in r.stderr
+    assert "cut.jpg: is truncated" in r.stderr and "clip.avi: video ends after" in r.stderr
+    written = sorted(os.listdir(tmp_path / "o" / "labels"))
+    assert "a.png" in written and "b.png" in written and "dot.png" not in written
+    assert any(n.startswith("clip_f") for n in written)  # the frames read before the cut were parsed

@@ -13,6 +13,7 @@ from typing import Optional
 import cv2
 import numpy as np
 
+from ..imageio import imread_checked
 from ..labels import get_spec
 
 __all__ = ["check_root", "check_sample", "SPLITS"]
@@ -25,13 +26,12 @@ def check_sample(args: tuple[str, str, int]) -> list[str]:
     problems = []
     img = lab = None
     for path, kind in ((ip, "image"), (lp, "label")):
-        if not os.path.isfile(path):
-            problems.append(f"{kind} '{path}' is missing")
+        try:  # missing, truncated or undecodable: one line naming the file
+            x = imread_checked(path, cv2.IMREAD_COLOR if kind == "image" else cv2.IMREAD_UNCHANGED, ValueError, kind)
+        except ValueError as e:
+            problems.append(str(e))
             continue
-        x = cv2.imread(path, cv2.IMREAD_COLOR if kind == "image" else cv2.IMREAD_UNCHANGED)
-        if x is None:
-            problems.append(f"{kind} '{path}' cannot be decoded")
-        elif kind == "image":
+        if kind == "image":
             img = x
         else:
             if x.ndim == 3 and not all(np.array_equal(x[..., 0], x[..., k]) for k in range(1, x.shape[2])):
@@ -103,9 +103,10 @@ def check_root(root: str, dataset: Optional[str] = None, workers: int = 1, progr
                     problems.append(f"{list_path}:{k}: expected 'images/NAME.jpg labels/NAME.png', got "
                                     f"{line.strip()!r}")
                     continue
-                if parts[0] in seen:
-                    problems.append(f"{list_path}:{k}: '{parts[0]}' is listed twice")
-                seen.add(parts[0])
+                name = os.path.splitext(os.path.basename(parts[0]))[0]
+                if name in seen:  # predictions and scores are keyed by the name
+                    problems.append(f"{list_path}:{k}: sample name '{name}' ({parts[0]}) is listed twice")
+                seen.add(name)
                 n += 1
                 triples.append((os.path.join(root, split, parts[0]), os.path.join(root, split, parts[1]), c))
         if n == 0:

@@ -4,7 +4,8 @@ A dataset module provides a list of :class:`Job` (one per sample) and a module-l
 that writes the sample's files and returns its (H, W) uint8 label map. :func:`run_prepare` skips samples whose
 outputs all exist (resume), converts the rest in a process pool with a progress bar, collects every failure, and
 writes ``<root>/{split}_list.txt``, ``label_names.txt`` and ``info.json`` (counts per split, pixel histogram per
-class, over all splits and per split) only when every sample succeeded. Running it twice produces the same files (idempotent).
+class, over all splits and per split) only when every sample succeeded. Running it twice produces the same files
+(idempotent).
 """
 from __future__ import annotations
 
@@ -157,6 +158,10 @@ def run_prepare(out_root: str, jobs: Sequence[Job], convert: Callable[[Job, dict
     """
     if not jobs:
         raise PrepareError(f"no samples found under '{source}'; is it the dataset's download folder?")
+    spaced = [j.name for j in jobs if any(ch.isspace() for ch in j.name)]
+    if spaced:  # the lists separate their two paths by whitespace: such a name could not be read back
+        raise PrepareError(f"{len(spaced)} sample name(s) contain whitespace, which the prepared lists cannot hold "
+                           f"(e.g. {spaced[0]!r}); rename those files in '{source}' and rerun")
     if source and os.path.realpath(out_root) == os.path.realpath(source):
         raise PrepareError(f"the output folder '{out_root}' is the raw folder itself; write the prepared layout "
                            f"elsewhere (a rerun removes prepared files that no list names)")

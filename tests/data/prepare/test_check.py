@@ -40,3 +40,15 @@ def test_missing_split_and_class_count_mismatch(prepared):
     assert any("split 'val' is missing: no val_list.txt or valid_list.txt" in p for p in problems)
     assert any("lists 11 classes; dataset 'celebamask_hq' has 19" in p for p in problems)
     assert check_root(os.path.join(prepared, "nope")) == [f"dataset root '{prepared}/nope' does not exist"]
+
+
+def test_duplicate_names_and_truncated_files_are_reported(prepared):
+    with open(os.path.join(prepared, "train_list.txt"), "a") as f:
+        f.write("images/train_0.png labels/train_5.png\n")  # another file, the same sample name
+    cv2.imwrite(os.path.join(prepared, "train", "images", "train_0.png"), np.zeros((40, 56, 3), np.uint8))
+    path = os.path.join(prepared, "train", "images", "train_3.jpg")
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[: len(data) // 2])
+    text = "\n".join(check_root(prepared, "helen"))
+    assert "train_list.txt:7: sample name 'train_0' (images/train_0.png) is listed twice" in text
+    assert "train_3.jpg' is truncated (no JPEG end-of-image marker)" in text

@@ -41,3 +41,12 @@ def test_lapa_reports_every_bad_sample(tmp_path):
     r = run_cli("prepare_lapa.py", raw, str(tmp_path / "out"), "--workers", "1", "--no-progress")
     assert r.returncode == 1
     assert "train0.txt' is missing" in r.stderr and "label values [12]" in r.stderr
+
+
+def test_names_with_spaces_are_refused_as_the_lists_could_not_hold_them(tmp_path):
+    raw = str(tmp_path / "raw")
+    write_lapa(raw)
+    for kind, ext in (("images", "jpg"), ("labels", "png"), ("landmarks", "txt")):
+        os.rename(os.path.join(raw, "val", kind, f"val0.{ext}"), os.path.join(raw, "val", kind, f"val 0.{ext}"))
+    with pytest.raises(PrepareError, match=r"1 sample name\(s\) contain whitespace.*'val 0'"):
+        lapa.prepare(raw, str(tmp_path / "out"), workers=1, progress=False)
