@@ -47,6 +47,7 @@ def train_one_epoch(model: torch.nn.Module, loader: Iterable, criterion: Callabl
                     channels_last: bool = False, grad_accum: int = 1, teacher: Optional[torch.nn.Module] = None,
                     on_step: Optional[Callable[[int, dict], None]] = None,
                     should_stop: Callable[[], bool] = lambda: False, skip_batches: int = 0,
+                    seed_batch: Optional[Callable[[int], None]] = None, sums: Optional[dict] = None,
                     progress=None) -> dict:
     """Train for one pass over ``loader``.
 
@@ -59,68 +60,77 @@ def train_one_epoch(model: torch.nn.Module, loader: Iterable, criterion: Callabl
         on_step: called after each optimiser step with (global step, detached loss terms).
         should_stop: polled after each step (e.g. a signal arrived); the epoch ends early when it returns True.
         skip_batches: batches of this epoch already done before a resume; the loader must already skip them.
+        seed_batch: called with each batch's index in the epoch before the batch runs (the trainer reseeds every
+            RNG from it, so what a step draws does not depend on where a run was resumed).
+        sums: ``{"loss": {term: sum}, "steps": n}`` of the part of the epoch done before a resume (the mean then
+            covers the whole epoch).
 
     A model whose class sets ``wants_targets = True`` (the two-stage RNN-G, which crops from the ground truth while
     training) is called as ``model(image, label=..., keypoints=...)`` with the batch's entries that exist
     (see :func:`model_targets`); every other model as ``model(image)``.
     Returns:
-        {"step": global step reached, "batches": batches done this epoch incl. skipped, "loss": mean terms,
-         "stopped": bool}
+        {"step": global step reached, "batches": batches done this epoch incl. skipped, "loss": mean terms over the
+         epoch's steps, "sums": the running sums (for a stop checkpoint), "stopped": bool, "seconds": float}
     """
     model.train()
-    sums: dict[str, float] = {}
-    count = 0
-    step = start_step
-    batches = skip_batches
+    totals, count = dict((sums or {}).get("loss", {})), int((sums or {}).get("steps", 0))
+    step, batches = start_step, skip_batches
     optimizer.zero_grad(set_to_none=True)
-    t0 = time.time()
-    stopped = False
+    t0, stopped = time.time(), False
     for i, batch in enumerate(loader):
-        batch = to_device(batch, device, channels_last)
-        with autocast_context(device, "fp32" if precision == "fp64" else precision):
-            outputs = model(batch["image"], **model_targets(model, batch))
-            teacher_out = None
-            if teacher is not None:
-                with torch.no_grad():
-                    teacher_out = teacher(batch["image"])
-        terms = criterion(_float(outputs), batch, _float(teacher_out) if teacher_out is not None else None)
-        bad = [k for k, v in terms.items() if not torch.isfinite(v).all()]
-        if bad:
-            raise NonFiniteLossError(
-                f"non-finite loss at iteration {step} (epoch batch {batches}): "
-                + ", ".join(f"{k}={terms[k].item()}" for k in bad))
+        if seed_batch is not None:
+            seed_batch(batches)
+        terms = _forward_loss(model, teacher, criterion, to_device(batch, device, channels_last), precision,
+                              f"iteration {step} (epoch batch {batches})")
         loss = terms["total"] / grad_accum
-        if scaler is not None:
-            scaler.scale(loss).backward()
-        else:
-            loss.backward()
+        (scaler.scale(loss) if scaler is not None else loss).backward()
         batches += 1
-        if (i + 1) % grad_accum == 0:
-            for g in optimizer.param_groups:
-                g["lr"] = lr_at(step)
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            detached = {k: float(v.detach()) for k, v in terms.items()}
-            for k, v in detached.items():
-                sums[k] = sums.get(k, 0.0) + v
-            count += 1
-            if on_step is not None:
-                on_step(step, detached)
-            if progress is not None:
-                progress.set_postfix(loss=f"{detached['total']:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}",
-                                     refresh=False)
-                progress.update(1)
-            if should_stop():
-                stopped = True
-                break
-    dt = time.time() - t0
-    return {"step": step, "batches": batches, "loss": {k: v / max(count, 1) for k, v in sums.items()},
-            "stopped": stopped, "seconds": dt}
+        if (i + 1) % grad_accum:
+            continue
+        _optimizer_step(optimizer, scaler, lr_at(step))
+        step += 1
+        detached = {k: float(v.detach()) for k, v in terms.items()}
+        for k, v in detached.items():
+            totals[k] = totals.get(k, 0.0) + v
+        count += 1
+        if on_step is not None:
+            on_step(step, detached)
+        if progress is not None:
+            progress.set_postfix(loss=f"{detached['total']:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}",
+                                 refresh=False)
+            progress.update(1)
+        if should_stop():
+            stopped = True
+            break
+    return {"step": step, "batches": batches, "loss": {k: v / max(count, 1) for k, v in totals.items()},
+            "sums": {"loss": totals, "steps": count}, "stopped": stopped, "seconds": time.time() - t0}
+
+
+def _forward_loss(model, teacher, criterion, batch: dict, precision: str, where: str) -> dict:
+    """The loss terms of one batch (the teacher's outputs under no_grad); raises naming ``where`` and the bad terms
+    when one is not finite."""
+    with autocast_context(batch["image"].device, "fp32" if precision == "fp64" else precision):
+        outputs = model(batch["image"], **model_targets(model, batch))
+        teacher_out = None
+        if teacher is not None:
+            with torch.no_grad():
+                teacher_out = teacher(batch["image"])
+    terms = criterion(_float(outputs), batch, _float(teacher_out) if teacher_out is not None else None)
+    bad = [k for k, v in terms.items() if not torch.isfinite(v).all()]
+    if bad:
+        raise NonFiniteLossError(f"non-finite loss at {where}: " + ", ".join(f"{k}={terms[k].item()}" for k in bad))
+    return terms
+
+
+def _optimizer_step(optimizer: torch.optim.Optimizer, scaler: Optional[torch.amp.GradScaler], lr: float) -> None:
+    for g in optimizer.param_groups:
+        g["lr"] = lr
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
 
 
 def model_targets(model: torch.nn.Module, batch: dict) -> dict:

@@ -160,7 +160,8 @@ def _all_reduce(moments: list[_Moments]) -> None:
     offset = 0
     for mo in moments:
         c = mo.sum.numel()
-        mo.count, mo.sum, mo.sumsq = flat[offset], flat[offset + 1:offset + 1 + c], flat[offset + 1 + c:offset + 1 + 2 * c]
+        mo.count, mo.sum = flat[offset], flat[offset + 1:offset + 1 + c]
+        mo.sumsq = flat[offset + 1 + c:offset + 1 + 2 * c]
         offset += 1 + 2 * c
 
 

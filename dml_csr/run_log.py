@@ -7,8 +7,9 @@ Only the main process writes; on the others every method does nothing.
 from __future__ import annotations
 
 import json
+import os
 import time
-from typing import Mapping
+from typing import Mapping, Optional
 
 import torch
 
@@ -31,9 +32,12 @@ class RunLog:
         enabled: False on every process but the main one.
         log_every: optimiser steps between TensorBoard loss records.
         image_every: epochs between image grids (0: none).
+        resume: ``(epochs done, steps done)`` of the checkpoint a resumed run continues from: what the log holds
+            beyond it (written after that checkpoint, before the run stopped) is dropped, so no epoch appears twice.
     """
 
-    def __init__(self, paths: RunPaths, *, enabled: bool, log_every: int = 10, image_every: int = 0) -> None:
+    def __init__(self, paths: RunPaths, *, enabled: bool, log_every: int = 10, image_every: int = 0,
+                 resume: Optional[tuple[int, int]] = None) -> None:
         self.paths = paths
         self.enabled = enabled
         self.log_every = max(log_every, 1)
@@ -42,7 +46,22 @@ class RunLog:
         if enabled:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._tb = SummaryWriter(paths.tb)
+            if resume is not None:
+                self._keep_epochs(resume[0])
+            self._tb = SummaryWriter(paths.tb, purge_step=resume[1] + 1 if resume is not None else None)
+
+    def _keep_epochs(self, epochs: int) -> None:
+        """Rewrite metrics.jsonl (atomically) with the records of the first ``epochs`` epochs only."""
+        if not os.path.isfile(self.paths.metrics):
+            return
+        with open(self.paths.metrics) as f:
+            lines = [line for line in f if line.strip()]
+        kept = [line for line in lines if json.loads(line).get("epoch", 0) <= epochs]
+        if len(kept) != len(lines):
+            tmp = self.paths.metrics + ".tmp"
+            with open(tmp, "w") as f:
+                f.writelines(kept)
+            os.replace(tmp, self.paths.metrics)
 
     def _record(self, record: dict) -> None:
         with open(self.paths.metrics, "a") as f:

@@ -1,4 +1,5 @@
-"""Cyclical self-regulation (paper sec. 3.3): the state a run carries through its cycles, and the self-ensemble of eq. 6.
+"""Cyclical self-regulation (paper sec. 3.3): the state a run carries through its cycles, and the self-ensemble of
+eq. 6.
 
 :class:`SelfRegulation` holds the best first-phase weights, the running sum of the current cycle's epoch-end models
 and the teacher; the trainer asks it for the teacher of an epoch, hands it each epoch's student, and at a cycle's end

@@ -22,11 +22,8 @@ import dataclasses
 import functools
 import logging
 import os
-import random
-import signal
 from typing import Any, Callable, Optional
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -43,11 +40,13 @@ from .metrics import selection_score
 from .models import build_model, convert_sync_abn
 from .norm_stats import reestimate_bn
 from .run_log import RunLog
+from .faults import StopSignal, check_weights
+from .seeding import rng_state, seed_batch, seed_epoch
 from .self_correction import SelfRegulation, model_state
 
 log = logging.getLogger(__name__)
 
-__all__ = ["train", "TrainState", "StopSignal"]
+__all__ = ["train", "TrainState"]
 
 
 def train(cfg: Config, *, resume: Optional[str] = None, max_epochs: Optional[int] = None,
@@ -69,9 +68,11 @@ def train(cfg: Config, *, resume: Optional[str] = None, max_epochs: Optional[int
             teacher = run.csr.teacher_for_epoch(epoch, run.model)
             result = _train_epoch(run, epoch, teacher, stop, progress)
             if result["stopped"]:
+                run.state.epoch_sums = result["sums"]  # so that the epoch's record covers all of it
                 _save(run, epoch, result["batches"])
                 _report_stop(summary, run, stop.signal, epoch, result["batches"])
                 break
+            run.state.epoch_sums = None
             run.log.epoch(epoch, cycle=cycle, step=run.state.step, lr=run.optimizer.param_groups[0]["lr"],
                           loss=result["loss"], seconds=result["seconds"])
             run.csr.after_epoch(epoch, run.model)
@@ -106,6 +107,7 @@ class TrainState:
     best_score: float = -1.0  # best validation score (eval.select_metric) so far: best.pt
     best_mean_f1: float = -1.0  # that model's mean F1
     best_epoch: int = -1  # its epoch, counted from 1
+    epoch_sums: Optional[dict] = None  # loss sums of the batches done, in a stop checkpoint
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainState":
@@ -150,7 +152,7 @@ def _start(cfg: Config, resume: Optional[str]) -> _Run:
     dist = du.init_distributed(du.resolve_device(t.device).type, timeout_s=t.dist_timeout_s)
     device = du.resolve_device(t.device, dist.local_rank)
     paths = RunPaths(cfg.run_dir)
-    ckpt = _resume_checkpoint(paths, resume)
+    ckpt = _resume_checkpoint(cfg, paths, resume)
     spec = get_spec(cfg.data.dataset)
     if cfg.eval.select_metric == "overall_f1" and "overall" not in spec.groups:
         raise ValueError(f"eval.select_metric = overall_f1, but data.dataset '{spec.name}' has no 'overall' group; "
@@ -170,12 +172,14 @@ def _start(cfg: Config, resume: Optional[str]) -> _Run:
                               train=False, rank=dist.rank, world=dist.world_size)
     if dist.is_main:
         os.makedirs(paths.ckpt_dir, exist_ok=True)
+        paths.remove_partial_writes()  # what a killed checkpoint write left behind
         save_config(cfg, paths.config)
     return _Run(cfg=cfg, dist=dist, device=device, paths=paths, spec=spec, model=model,
                 net=_wrap(model, cfg, dist, device), optimizer=optimizer, scaler=scaler,
                 criterion=build_criterion(cfg, spec.classes, _class_weights(cfg, spec)), train_ds=train_ds,
                 val_ds=val_ds, val_loader=val_loader,
-                log=RunLog(paths, enabled=dist.is_main, log_every=t.log_every, image_every=t.image_log_every),
+                log=RunLog(paths, enabled=dist.is_main, log_every=t.log_every, image_every=t.image_log_every,
+                           resume=(state.epoch, state.step) if ckpt is not None else None),
                 state=state, csr=csr, meta=make_meta(cfg),
                 batches_per_epoch=_batches_per_epoch(cfg, len(train_ds), dist.world_size))
 
@@ -191,17 +195,34 @@ def _class_weights(cfg: Config, spec: LabelSpec) -> Optional[list[float]]:
     return weights
 
 
-def _resume_checkpoint(paths: RunPaths, resume: Optional[str]) -> Optional[dict]:
+def _resume_checkpoint(cfg: Config, paths: RunPaths, resume: Optional[str]) -> Optional[dict]:
+    if resume is not None and os.path.isdir(resume) and not RunPaths(resume).checkpoints():
+        # a restart script that always passes --resume: the first launch starts the run
+        log.warning("--resume: '%s' holds no checkpoint yet; starting the run from the beginning", resume)
+        resume = None
     if resume is None:
         if paths.checkpoints():
             raise CheckpointError(f"run directory '{paths.root}' already holds checkpoints; pass --resume to "
                                   f"continue it or choose another name (--set name=...)")
         return None
-    ckpt = load_checkpoint(find_resume_checkpoint(resume), map_location="cpu")
-    if "train_state" not in ckpt:
-        raise CheckpointError(f"'{resume}' holds no training state (an inference checkpoint?); resume needs one of "
+    path = find_resume_checkpoint(resume)
+    ckpt = load_checkpoint(path, map_location="cpu")
+    if not isinstance(ckpt, dict) or "train_state" not in ckpt:
+        raise CheckpointError(f"'{path}' holds no training state (an inference checkpoint?); resume needs one of "
                               f"{paths.ckpt_dir}/epoch_*.pt")
+    _check_same_model(cfg, ckpt, path)
     return ckpt
+
+
+def _check_same_model(cfg: Config, ckpt: dict, path: str) -> None:
+    """A checkpoint resumes only the model it was trained as: the message names the settings that differ."""
+    theirs = (ckpt.get("config") or {}).get("model", {})
+    ours = config_to_dict(cfg)["model"]
+    differ = [k for k in ours if k in theirs and k not in ("pretrained", "sync_bn") and ours[k] != theirs[k]]
+    if differ:
+        shown = ", ".join(f"model.{k} = {theirs[k]!r} there, {ours[k]!r} here" for k in differ[:4])
+        raise CheckpointError(f"'{path}' was trained with other model settings ({shown}); resume it with the config "
+                              f"it was trained with (its run directory's config.yaml)")
 
 
 def _build_model(cfg: Config, spec: LabelSpec, device: torch.device, dist: du.DistInfo,
@@ -249,7 +270,7 @@ def _train_epoch(run: _Run, epoch: int, teacher: Optional[nn.Module], stop: "Sto
     cfg, t, dist = run.cfg, run.cfg.train, run.dist
     cycle, _ = run.csr.position(epoch)
     skip = run.state.batches_done
-    seed_epoch(cfg.seed, epoch, dist.rank)
+    seed_epoch(cfg.seed, epoch, dist.rank)  # the draws outside the steps (a step reseeds from its own position)
     loader = build_loader(run.train_ds, batch_size=cfg.data.batch_size, workers=cfg.data.workers, seed=cfg.seed,
                           train=True, epoch=epoch, rank=dist.rank, world=dist.world_size, skip_batches=skip,
                           limit_batches=run.batches_per_epoch)
@@ -260,7 +281,9 @@ def _train_epoch(run: _Run, epoch: int, teacher: Optional[nn.Module], stop: "Sto
         start_step=run.state.step, precision=t.precision, scaler=run.scaler if t.precision == "fp16" else None,
         channels_last=t.channels_last, grad_accum=t.grad_accum, teacher=teacher,
         on_step=lambda step, terms: run.log.step(step, terms, run.optimizer.param_groups[0]["lr"]),
-        should_stop=lambda: du.any_rank(stop()), skip_batches=skip, progress=bar)
+        should_stop=lambda: du.any_rank(stop()), skip_batches=skip,
+        seed_batch=functools.partial(seed_batch, cfg.seed, epoch, dist.rank),
+        sums=run.state.epoch_sums if skip else None, progress=bar)
     if bar is not None:
         bar.close()
     run.state.step = result["step"]
@@ -316,12 +339,15 @@ def _reestimate_bn(run: _Run, cycle: int, model: nn.Module) -> None:
 
 
 def _save(run: _Run, epoch_done: int, batches_done: int) -> None:
-    """The epoch checkpoint: weights, optimiser, scaler, where the run stands and the self-regulation state."""
+    """The epoch checkpoint (or, ``batches_done`` into the next epoch, a stop checkpoint of its own name): weights,
+    optimiser, scaler, where the run stands and the self-regulation state. Diverged weights are not saved."""
+    check_weights(run.model, run.paths, f"epoch {epoch_done + 1}" if batches_done else f"epoch {epoch_done}")
     run.state.epoch, run.state.batches_done = epoch_done, batches_done
     if run.dist.is_main:
-        save_checkpoint(run.paths.epoch_ckpt(epoch_done), model_state(run.model), run.meta, config_to_dict(run.cfg),
+        path = run.paths.stop_ckpt(epoch_done, batches_done) if batches_done else run.paths.epoch_ckpt(epoch_done)
+        save_checkpoint(path, model_state(run.model), run.meta, config_to_dict(run.cfg),
                         optimizer=run.optimizer.state_dict(), scaler=run.scaler.state_dict(),
-                        train_state=dataclasses.asdict(run.state), csr=run.csr.state_dict(), rng=_rng_state())
+                        train_state=dataclasses.asdict(run.state), csr=run.csr.state_dict(), rng=rng_state())
         run.paths.prune(run.cfg.train.keep_last)
     du.barrier()
 
@@ -332,47 +358,3 @@ def _report_stop(summary: dict, run: _Run, signum: Optional[int], epoch: int, ba
     log.warning("stopped by signal %s %s; resume with --resume %s", signum, where, run.paths.root)
 
 
-def seed_epoch(seed: int, epoch: int, rank: int) -> None:
-    """Every random draw of an epoch follows from (seed, epoch, rank): resuming at an epoch boundary is exact."""
-    s = (seed * 1_000_003 + epoch * 7919 + rank) % 2 ** 31
-    random.seed(s)
-    np.random.seed(s)
-    torch.manual_seed(s)
-
-
-def _rng_state() -> dict:
-    # informational (every epoch reseeds from (seed, epoch, rank)); tensors only, so weights_only loads work
-    state = {"torch": torch.get_rng_state(), "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64))}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-class StopSignal:
-    """SIGINT/SIGTERM set a flag; the loop checkpoints after the current step and exits. A second signal gives up
-    at once (KeyboardInterrupt)."""
-
-    def __init__(self):
-        self.signal: Optional[int] = None
-        self._old = {}
-
-    def __enter__(self):
-        for s in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._old[s] = signal.signal(s, self._handle)
-            except ValueError:  # not the main thread
-                pass
-        return self
-
-    def _handle(self, signum, frame):
-        if self.signal is not None:
-            raise KeyboardInterrupt
-        self.signal = signum
-        log.warning("signal %d received: checkpointing after the current step", signum)
-
-    def __exit__(self, *exc):
-        for s, h in self._old.items():
-            signal.signal(s, h)
-
-    def __call__(self) -> bool:
-        return self.signal is not None

@@ -116,7 +116,7 @@ def benchmark_inference(model, device, size, batches, warmup, repeats) -> list[d
             m = prepare_for_inference(copy.deepcopy(model), precision, channels_last)
             xi = to_model_input(x, channels_last)
 
-            def run():
+            def run(m=m, xi=xi, precision=precision):
                 with torch.inference_mode(), autocast_context(device, precision):
                     return m(xi)["parsing"]
             latency, peak, out = _time(run, device, warmup, repeats)

@@ -28,14 +28,21 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     cfg = load_cfg(args)  # every config error stops here, before any work
     setup_logging(int(os.environ.get("RANK", "0")))
+    from dml_csr.checkpoint import RunPaths
     from dml_csr.distributed import cleanup
     from dml_csr.engine import NonFiniteLossError
+    from dml_csr.faults import DivergedError
     from dml_csr.trainer import train
     resume = None if args.resume is None else (args.resume or cfg.run_dir)
     try:
         summary = train(cfg, resume=resume, max_epochs=args.max_epochs, progress=not args.no_progress)
+    except DivergedError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
     except NonFiniteLossError as e:
-        print(f"error: {e}; the last checkpoint in {cfg.run_dir}/checkpoints is intact", file=sys.stderr)
+        last = RunPaths(cfg.run_dir).checkpoints()
+        kept = f"the last checkpoint, {last[-1]}, is intact" if last else "no checkpoint was written"
+        print(f"error: {e}; {kept}", file=sys.stderr)
         return 3
     finally:
         cleanup()  # leave the process group (under torchrun)

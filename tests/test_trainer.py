@@ -22,6 +22,7 @@ from dml_csr.data.labels import get_spec
 from dml_csr.data.loader import collate_samples
 from dml_csr.data.synthetic import write_dataset
 from dml_csr.engine import NonFiniteLossError, evaluate
+from dml_csr.faults import DivergedError
 from dml_csr.loading import load_model
 from dml_csr.models import build_model
 from dml_csr.models.norm import inplace_abn_available
@@ -310,3 +311,110 @@ def test_inverse_frequency_class_weights_come_from_the_train_split(micro_cfg, mo
     inverse = [1 / n for n in counts if n]
     expected = [(1 / n) / (sum(inverse) / len(inverse)) if n else 0.0 for n in counts]
     assert seen["weights"] == pytest.approx(expected)
+
+
+MID = ("train.epochs=2", "train.cycles=1", "train.cycle_epochs=2", "train.val_every=1", "train.cycle_lr=0.01",
+       "data.workers=1", "train.keep_last=100")
+
+
+def test_a_stop_in_the_middle_of_an_epoch_resumes_bit_identically(micro_cfg, monkeypatch):
+    """SIGTERM after step 4 (the second epoch's first batch, with a loader worker), a resume, SIGTERM after step 8
+    (inside the first cycle), a resume to the end: weights, optimiser and self-regulation state equal a straight
+    run's, bit for bit; the stop checkpoints have their own names, and every epoch's record covers the epoch."""
+    straight = micro_cfg(*MID, "name=straight_mid")
+    train(straight, progress=False)
+    cfg = micro_cfg(*MID, "name=stopped_mid")
+    real = trainer_mod.RunLog.step
+
+    def stop_after(stop_step):
+        def step(self, step, terms, lr):
+            real(self, step, terms, lr)
+            if step == stop_step:
+                os.kill(os.getpid(), signal.SIGTERM)
+        return step
+
+    def names():
+        return [os.path.basename(p) for p in RunPaths(cfg.run_dir).checkpoints()]
+
+    monkeypatch.setattr(trainer_mod.RunLog, "step", stop_after(4))
+    assert train(cfg, progress=False)["stopped"]
+    assert names() == ["epoch_0001.pt", "epoch_0001_batch_000001.pt"]  # the clean checkpoint is kept
+    monkeypatch.setattr(trainer_mod.RunLog, "step", stop_after(8))
+    assert train(cfg, resume=cfg.run_dir, progress=False)["stopped"]
+    assert names() == ["epoch_0001.pt", "epoch_0002.pt", "epoch_0002_batch_000002.pt"]  # a passed stop goes
+    monkeypatch.setattr(trainer_mod.RunLog, "step", real)
+    train(cfg, resume=cfg.run_dir, progress=False)
+    a, b = _final(straight.run_dir), _final(cfg.run_dir)
+    assert a["train_state"]["step"] == b["train_state"]["step"] == 12
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    for g1, g2 in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        assert torch.equal(g1["momentum_buffer"], g2["momentum_buffer"])
+    for key in a["csr"]["teacher_state"]:
+        assert torch.equal(a["csr"]["teacher_state"][key], b["csr"]["teacher_state"][key]), key
+    records = [[json.loads(line) for line in open(RunPaths(c.run_dir).metrics)] for c in (straight, cfg)]
+    train_records = [[(r["epoch"], r["loss"]) for r in rs if r["type"] == "train"] for rs in records]
+    assert train_records[0] == train_records[1] and [e for e, _ in train_records[1]] == [1, 2, 3, 4]
+
+
+def test_a_diverged_run_keeps_its_last_good_checkpoint(micro_cfg, monkeypatch):
+    cfg = micro_cfg("train.epochs=3", "train.keep_last=1", "name=diverged")
+    real, calls = trainer_mod.train_one_epoch, []
+
+    def exploding(model, *args, **kwargs):
+        result = real(model, *args, **kwargs)
+        calls.append(1)
+        if len(calls) == 2:  # the second epoch ends with weights of 1e29 and a finite loss
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.mul_(1e30)
+        return result
+
+    monkeypatch.setattr(trainer_mod, "train_one_epoch", exploding)
+    good = RunPaths(cfg.run_dir).epoch_ckpt(1)
+    with pytest.raises(DivergedError, match=f"not saved and the last good checkpoint is {good}"):
+        train(cfg, progress=False)
+    assert RunPaths(cfg.run_dir).checkpoints() == [good]
+    assert all(torch.isfinite(v).all() and v.abs().max() < 1e3 for v in load_checkpoint(good)["model"].values()
+               if v.is_floating_point())
+    monkeypatch.setattr(trainer_mod, "train_one_epoch", real)
+    assert train(cfg, resume=cfg.run_dir, progress=False)["epochs_done"] == 3  # the good state resumes
+
+
+def test_a_run_that_diverges_at_once_says_no_checkpoint_was_written(micro_cfg, tmp_path):
+    from dml_csr.config import save_config
+
+    path = str(tmp_path / "lr.yaml")
+    save_config(micro_cfg("train.epochs=2", "train.lr=1e6", "name=lr"), path)
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "train.py"), "--config", path, "--no-progress"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 3, r.stderr
+    assert "no checkpoint was written" in r.stderr.strip().splitlines()[-1]
+    assert RunPaths(str(tmp_path / "runs" / "lr")).checkpoints() == []
+
+
+def test_resume_errors_and_a_restart_script_that_always_passes_resume(micro_cfg, tmp_path):
+    # --resume on a run directory with no checkpoint yet starts the run (a restart script passes it every time)
+    cfg = micro_cfg("train.epochs=1", "train.iters_per_epoch=1", "name=first")
+    os.makedirs(cfg.run_dir)
+    assert train(cfg, resume=cfg.run_dir, progress=False)["epochs_done"] == 1
+    # a checkpoint of another model: one line naming the settings that differ, not a state_dict dump
+    other = micro_cfg("train.epochs=2", "train.iters_per_epoch=1", "name=other", "model.decoder_channels=8")
+    with pytest.raises(CheckpointError, match=r"trained with other model settings \(model.decoder_channels = 16 "
+                                              r"there, 8 here\)") as e:
+        train(other, resume=cfg.run_dir, progress=False)
+    assert "\n" not in str(e.value)
+    # a killed checkpoint write leaves a temporary file: the next start removes it
+    leftover = os.path.join(RunPaths(cfg.run_dir).ckpt_dir, ".tmp-dead.pt")
+    open(leftover, "wb").write(b"half a checkpoint")
+    train(micro_cfg("train.epochs=2", "train.iters_per_epoch=1", "name=first"), resume=cfg.run_dir, progress=False)
+    assert not os.path.exists(leftover)
+
+
+def test_a_resume_from_an_older_checkpoint_does_not_repeat_epochs_in_the_log(micro_cfg):
+    cfg = micro_cfg("train.epochs=3", "train.iters_per_epoch=1", "train.keep_last=10", "name=older")
+    train(cfg, progress=False)
+    paths = RunPaths(cfg.run_dir)
+    train(cfg, resume=paths.epoch_ckpt(1), progress=False)  # epochs 2 and 3 again
+    epochs = [(r["type"], r["epoch"]) for r in map(json.loads, open(paths.metrics))]
+    assert epochs == [("train", 1), ("val", 1), ("train", 2), ("val", 2), ("train", 3), ("val", 3)]

@@ -1,10 +1,12 @@
-"""Every DataLoader of the package comes from :func:`build_loader`: training epochs, validation, evaluation and batch-norm
-re-estimation.
+"""Every DataLoader of the package comes from :func:`build_loader`: training epochs, validation, evaluation and
+batch-norm re-estimation.
 
 Two orders, both functions of their arguments only (so a resumed run sees the batches a straight run would):
 
 * ``train=True``: :class:`EpochSampler`, the epoch's shuffled order from ``(seed, epoch)``, split into equal
-  interleaved shares for the ranks, full batches only, optionally starting part-way (resume) or capped;
+  interleaved shares for the ranks, full batches only, optionally starting part-way (resume) or capped; each index
+  comes with the seed of its augmentation, a function of (seed, epoch, index) only, so a run resumed in the middle of
+  an epoch, with or without loader workers, draws what a straight run draws;
 * ``train=False``: :class:`ShardSampler`, every sample once in order, every ``world``-th from ``rank``.
 
 Batches are collated by :func:`collate_samples` (channels-last uint8 images stay channels-last); loader workers seed
@@ -42,9 +44,15 @@ class EpochSampler(torch.utils.data.Sampler):
         if limit_batches > 0:
             usable = min(usable, limit_batches * batch_size)
         self.indices = mine[skip_batches * batch_size:usable]
+        self.seed, self.epoch = seed, epoch
+
+    def sample_seed(self, index: int) -> int:
+        """The augmentation seed of dataset index ``index`` in this epoch."""
+        state = np.random.SeedSequence([self.seed % 2 ** 32, self.epoch % 2 ** 32, index]).generate_state(2)
+        return int(state[0]) << 31 | int(state[1]) >> 1
 
     def __iter__(self):
-        return iter(self.indices)
+        return iter([(i, self.sample_seed(i)) for i in self.indices])
 
     def __len__(self) -> int:
         return len(self.indices)

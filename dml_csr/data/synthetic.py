@@ -269,7 +269,8 @@ def write_dataset(root: str, splits: dict[str, int], seed: int = 0, size: tuple[
             f.write("\n".join(lines) + "\n")
     with open(os.path.join(root, "label_names.txt"), "w") as f:
         f.write("\n".join(["bg"] + list(spec.classes[1:])) + "\n")
-    info = {"dataset": order, "seed": seed, "size": list(size), "face_scale": list(face_scale), "counts": {s: len(v) for s, v in lists.items()},
+    info = {"dataset": order, "seed": seed, "size": list(size), "face_scale": list(face_scale),
+            "counts": {s: len(v) for s, v in lists.items()},
             "class_names": list(spec.classes),
             "pixel_histogram": {c: int(n) for c, n in zip(spec.classes, sum(hists.values()))},
             "pixel_histogram_by_split": {s: {c: int(n) for c, n in zip(spec.classes, h)} for s, h in hists.items()}}

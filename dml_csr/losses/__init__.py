@@ -20,7 +20,8 @@ from dml_csr.losses.rnn_g import RNNGLoss, rnn_g_loss
 from dml_csr.losses.total import TERMS, MultiTaskLoss, multipliers
 
 __all__ = [
-    "CRITERIA", "TERMS", "MultiTaskLoss", "RNNGLoss", "multipliers", "binary_edge_attention", "binary_edge_ce", "binary_edge_weights",
+    "CRITERIA", "TERMS", "MultiTaskLoss", "RNNGLoss", "multipliers", "binary_edge_attention", "binary_edge_ce",
+    "binary_edge_weights",
     "build_criterion", "kl_distill", "lovasz_softmax", "lovasz_softmax_flat", "mix_with_onehot",
     "official_category_attention", "parsing_ce",
     "parsing_lovasz", "pixel_ce", "rnn_g_loss", "semantic_edge_attention", "semantic_edge_ce",
@@ -62,5 +63,6 @@ def build_criterion(cfg, class_names: Sequence[str], class_weights: Optional[Seq
     try:
         builder = CRITERIA[cfg.model.name]
     except KeyError:
-        raise KeyError(f"no criterion for model.name '{cfg.model.name}'; expected one of {', '.join(CRITERIA)}") from None
+        raise KeyError(f"no criterion for model.name '{cfg.model.name}'; expected one of "
+                       f"{', '.join(CRITERIA)}") from None
     return builder(cfg, class_names, class_weights)
