@@ -21,7 +21,7 @@ import logging
 import os
 import sys
 
-from _common import add_config_args, load_cfg, run_main, setup_logging
+from _common import add_config_args, load_cfg, run_main, setup_logging, write_image
 
 log = logging.getLogger("evaluate")
 
@@ -89,8 +89,7 @@ def _progress(total: int, disable: bool, desc: str):
 
 
 def _prediction_writer(out: str, spec):
-    """``on_prediction(name, labels)`` saving the label PNG and its colour rendering."""
-    import cv2
+    """``on_prediction(name, labels)`` saving the label PNG and its colour rendering, each written atomically."""
     import numpy as np
 
     os.makedirs(os.path.join(out, "labels"), exist_ok=True)
@@ -99,8 +98,8 @@ def _prediction_writer(out: str, spec):
     lut[: spec.num_classes] = spec.palette
 
     def save(name: str, labels) -> None:
-        cv2.imwrite(os.path.join(out, "labels", f"{name}.png"), labels.astype(np.uint8))
-        cv2.imwrite(os.path.join(out, "colour", f"{name}.png"), lut[labels][..., ::-1])
+        write_image(os.path.join(out, "labels", f"{name}.png"), labels.astype(np.uint8))
+        write_image(os.path.join(out, "colour", f"{name}.png"), np.ascontiguousarray(lut[labels][..., ::-1]))
 
     return save
 

@@ -17,7 +17,7 @@ import os
 import sys
 from typing import Iterator
 
-from _common import run_main, setup_logging
+from _common import run_main, setup_logging, write_image
 
 log = logging.getLogger("predict")
 
@@ -140,11 +140,11 @@ def units(files: list[str], every: int, failures: list[tuple[str, str]]) -> Iter
 def main(argv=None) -> int:
     setup_logging()
     args = parse_args(argv)
-    import cv2
     import numpy as np
     from tqdm import tqdm
 
     from dml_csr.api import FaceParser
+    from dml_csr.checkpoint import CheckpointError
 
     if args.batch_size < 1 or args.every < 1:
         raise ValueError("--batch-size and --every must be at least 1")
@@ -190,14 +190,14 @@ def main(argv=None) -> int:
             if isinstance(lab, Exception):
                 failures.append((src, f"cannot be parsed: {lab}"))
                 continue
-            ok = cv2.imwrite(os.path.join(label_dir, f"{name}.png"), lab)
-            if ok and not args.no_overlay:
-                ov = parser.overlay(im, lab, alpha=args.alpha, channel_order="BGR")
-                ok = cv2.imwrite(os.path.join(overlay_dir, f"{name}.jpg"), ov[..., ::-1])
-            if ok:
+            try:
+                write_image(os.path.join(label_dir, f"{name}.png"), lab)
+                if not args.no_overlay:
+                    ov = parser.overlay(im, lab, alpha=args.alpha, channel_order="BGR")
+                    write_image(os.path.join(overlay_dir, f"{name}.jpg"), np.ascontiguousarray(ov[..., ::-1]))
                 done += 1
-            else:
-                failures.append((src, f"could not write outputs for '{name}' under '{args.out}'"))
+            except (CheckpointError, ValueError) as e:
+                failures.append((src, str(e)))
         bar.update(len(batch))
 
     batch = []

@@ -69,6 +69,19 @@ def test_checkpoint_scores_protocol_and_rescoring(setup):
     assert rec2["confusion"] == rec["confusion"] and rec2["protocol"]["source"] == "predictions"
 
 
+def test_a_prediction_that_cannot_be_written_stops_with_its_path(setup):
+    """cv2.imwrite returns False instead of raising: a lost prediction used to go unnoticed (exit 0)."""
+    tmp, root, cfg, ckpt = setup
+    out = tmp / "blocked"
+    name = read_split_list(root, "test")[0][0]
+    (out / "labels" / f"{name}.png").mkdir(parents=True)  # a folder where the label PNG goes
+    r = run("--config", cfg, "--checkpoint", ckpt, "--split", "test", "--out", str(out), "--save-predictions")
+    assert r.returncode == 2
+    err = r.stderr.strip().splitlines()[-1]
+    assert err.startswith("error: could not write") and f"{name}.png" in err
+    assert not [n for n in os.listdir(out / "labels") if n.startswith(".tmp-")]
+
+
 def test_class_count_mismatch_names_both_numbers_and_files(setup):
     tmp, root, cfg, _ = setup
     ckpt19 = write_tiny_checkpoint(str(tmp / "c19" / "best.pt"), dataset="synthetic19")

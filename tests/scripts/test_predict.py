@@ -101,3 +101,16 @@ def test_one_bad_input_does_not_cost_the_others(tmp_path):
     written = sorted(os.listdir(tmp_path / "o" / "labels"))
     assert "a.png" in written and "b.png" in written and "dot.png" not in written
     assert any(n.startswith("clip_f") for n in written)  # the frames read before the cut were parsed
+
+
+def test_an_output_that_cannot_be_written_is_named_and_the_rest_written(tmp_path):
+    ckpt = write_tiny_checkpoint(str(tmp_path / "tiny.pt"))
+    for n, seed in (("a", 1), ("b", 2)):
+        cv2.imwrite(str(tmp_path / f"{n}.png"), render_face(seed, size=(40, 40))[0])
+    (tmp_path / "o" / "labels" / "b.png").mkdir(parents=True)  # a folder where b's label PNG goes
+    r = run_script("predict", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--checkpoint", ckpt,
+                   "--out", str(tmp_path / "o"), "--device", "cpu", "--no-progress")
+    assert r.returncode == 1 and "parsed 1 image(s)" in r.stdout
+    assert "b.png: could not write" in r.stderr and os.path.join("labels", "b.png") in r.stderr
+    assert sorted(os.listdir(tmp_path / "o" / "labels")) == ["a.png", "b.png"]  # no .tmp-* left
+    assert cv2.imread(str(tmp_path / "o" / "labels" / "a.png"), cv2.IMREAD_UNCHANGED).shape == (40, 40)
