@@ -59,7 +59,7 @@ class ModelConfig:
     output_stride: Literal[8, 16, 32] = 8
     context: Literal["ddgcn", "conv"] = "ddgcn"  # DDGCN, or the ablation baseline: a 3x3 conv + norm (Table 4)
     edge_branches: list[Literal["binary", "category"]] = field(default_factory=lambda: ["binary", "category"])
-    pretrained: str = ""  # "" (random init), "imagenet" (torchvision download) or a path to a weights file
+    pretrained: str = ""  # "" (random init), "imagenet" (torchvision download), a path, or a dml_csr.hub backbone name
     norm: Literal["abn", "inplace_abn"] = "abn"  # pure-PyTorch ABN, or the inplace_abn kernels when installed
     sync_bn: bool = True  # synchronise norm statistics across processes under DDP
     context_channels: int = 512  # DDGCN head width (authors: 512)

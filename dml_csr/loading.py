@@ -18,6 +18,7 @@ from .checkpoint import FORMAT, CheckpointError, load_checkpoint
 from .config import ModelConfig, config_from_dict
 from .conventions import IMAGENET_MEAN, IMAGENET_STD
 from .data.labels import get_spec
+from .hub import get_weights, is_name, resolve
 from .models import build_model
 from .models.official import (StateDictMismatch, convert_official_state_dict, is_official_state_dict,
                               load_state_dict_strict, official_num_classes, ours_to_official, unwrap_state_dict)
@@ -102,14 +103,18 @@ def load_model(path: str, device: Union[str, torch.device] = "cpu", edge_heads: 
     """Load a model from our checkpoint or an authors' DML-CSR file; returns (model in eval mode, meta).
 
     Args:
-        path: a checkpoint in our format (``{"format": "dml_csr/1", ...}``), or an authors' state_dict (raw, in a
-            ``state_dict`` wrapper, with or without ``module.``/``edge_layer.*``/``num_batches_tracked``).
+        path: a checkpoint in our format (``{"format": "dml_csr/1", ...}``), an authors' state_dict (raw, in a
+            ``state_dict`` wrapper, with or without ``module.``/``edge_layer.*``/``num_batches_tracked``), or a
+            :mod:`dml_csr.hub` registry name (``dml_csr_helen``: fetched into the cache and verified first).
         device: where the model goes.
         edge_heads: keep the edge heads (training model); the file must then contain them.
 
     ``meta`` holds ``classes``, ``num_classes``, ``channel_order``, ``mean``, ``std``, ``input_size``: what every
     consumer needs to feed the model. Mismatching names, shapes or class counts raise an error naming them.
     """
+    entry = get_weights(path) if is_name(path) else None
+    if entry is not None:
+        path = resolve(path, kind="dml_csr")
     obj = load_checkpoint(path)
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         model, meta = _build_ours(obj, path, edge_heads)
@@ -122,5 +127,7 @@ def load_model(path: str, device: Union[str, torch.device] = "cpu", edge_heads: 
                                   "state_dict (no 'layer6.conv4.weight')")
         model = build_from_official(sd, path, edge_heads=edge_heads)
         meta = official_meta(model.num_classes)
+        if entry is not None and entry.dataset and len(entry.classes) == model.num_classes:
+            meta.update(dataset=entry.dataset, classes=list(entry.classes))  # Helen and LaPa share a class count
     model.to(device).eval()
     return model, meta

@@ -29,7 +29,7 @@ from torch import nn
 
 from . import distributed as du
 from .checkpoint import CheckpointError, RunPaths, find_resume_checkpoint, load_checkpoint, make_meta, save_checkpoint
-from .config import Config, config_to_dict, save_config
+from .config import Config, ModelConfig, config_to_dict, save_config
 from .data.dataset import FaceParsingDataset, build_dataset, inverse_frequency_weights, split_histogram
 from .data.labels import LabelSpec, get_spec
 from .data.loader import build_loader
@@ -41,6 +41,7 @@ from .models import build_model, convert_sync_abn
 from .norm_stats import reestimate_bn
 from .run_log import RunLog
 from .faults import StopSignal, check_weights
+from .hub import HubError, resolve
 from .seeding import rng_state, seed_batch, seed_epoch
 from .self_correction import SelfRegulation, model_state
 
@@ -228,7 +229,7 @@ def _check_same_model(cfg: Config, ckpt: dict, path: str) -> None:
 def _build_model(cfg: Config, spec: LabelSpec, device: torch.device, dist: du.DistInfo,
                  ckpt: Optional[dict]) -> nn.Module:
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, spec.num_classes, spec.classes)
+    model = build_model(resolve_pretrained(cfg.model), spec.num_classes, spec.classes)
     if cfg.train.precision == "fp64":  # numerical checks: float64 weights (before a resume loads float64 values)
         model.double()
         model.register_forward_pre_hook(_inputs_to_double)  # inputs cast on the way in
@@ -240,6 +241,18 @@ def _build_model(cfg: Config, spec: LabelSpec, device: torch.device, dist: du.Di
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
+
+
+def resolve_pretrained(mcfg: ModelConfig) -> ModelConfig:
+    """``model.pretrained: NAME`` (a :mod:`dml_csr.hub` backbone entry) -> a copy naming the fetched, verified file;
+    "", "imagenet" and existing paths are kept as they are."""
+    if mcfg.pretrained in ("", "imagenet"):
+        return mcfg
+    try:
+        path = resolve(mcfg.pretrained, kind="backbone")
+    except HubError as e:
+        raise HubError(f"model.pretrained: {e}") from None
+    return mcfg if path == mcfg.pretrained else dataclasses.replace(mcfg, pretrained=path)
 
 
 def _inputs_to_double(module: nn.Module, args: tuple) -> tuple:

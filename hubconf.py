@@ -1,0 +1,33 @@
+"""torch.hub entry points: a ready :class:`dml_csr.api.FaceParser` from a weights name or a checkpoint path.
+
+    parser = torch.hub.load("<owner>/<repo>", "dml_csr", name="dml_csr_helen", device="cpu")
+    labels = parser(image_rgb)
+
+Names are the parsing entries of :data:`dml_csr.hub.WEIGHTS` (fetched into ``$DML_CSR_HOME``, default
+``~/.cache/dml_csr``, and verified first); a path to one of our checkpoints or an authors' file works as well.
+"""
+dependencies = ["torch", "torchvision", "numpy", "cv2", "yaml"]
+
+# private names: torch.hub.list() shows every public callable here as an entry point
+from dml_csr.api import FaceParser as _FaceParser  # noqa: E402 (torch.hub reads `dependencies` first)
+from dml_csr.hub import resolve as _resolve  # noqa: E402
+
+
+def dml_csr(name: str = "dml_csr_helen", device: str = "cpu", **kwargs) -> "_FaceParser":
+    """A FaceParser for weights ``name`` (a registry name or a checkpoint path); ``kwargs`` go to FaceParser."""
+    return _FaceParser.from_checkpoint(_resolve(name, kind="dml_csr"), device=device, **kwargs)
+
+
+def dml_csr_helen(device: str = "cpu", **kwargs) -> "_FaceParser":
+    """The authors' DML-CSR trained on Helen (11 classes)."""
+    return dml_csr("dml_csr_helen", device, **kwargs)
+
+
+def dml_csr_lapa(device: str = "cpu", **kwargs) -> "_FaceParser":
+    """The authors' DML-CSR trained on LaPa (11 classes)."""
+    return dml_csr("dml_csr_lapa", device, **kwargs)
+
+
+def dml_csr_celebamask_hq(device: str = "cpu", **kwargs) -> "_FaceParser":
+    """The authors' DML-CSR trained on CelebAMask-HQ (19 classes)."""
+    return dml_csr("dml_csr_celebamask_hq", device, **kwargs)
