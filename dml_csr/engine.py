@@ -152,7 +152,7 @@ def _float(outputs: Optional[dict]) -> Optional[dict]:
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, loader: Iterable, dataset, num_classes: int, *, device: torch.device,
              scales: Sequence[float] = (1.0,), flip_perm: Optional[Sequence[int]] = None, precision: str = "fp32",
-             channels_last: bool = False, original_resolution: bool = True,
+             channels_last: bool = False, original_resolution: bool = True, paste: str = "nearest",
              on_prediction: Optional[Callable[[str, np.ndarray], None]] = None, progress=None) -> ConfusionMatrix:
     """Score ``model`` on a split: predictions are mapped back onto each original label map (inverse of the
     evaluation affine) before they enter one pooled confusion matrix.
@@ -161,9 +161,14 @@ def evaluate(model: torch.nn.Module, loader: Iterable, dataset, num_classes: int
         dataset: the loader's dataset; ``dataset.load_label(index)`` gives an original label map.
         original_resolution: False scores at network resolution against the warped labels instead (faster; for
             validation during training).
+        paste: how a prediction goes back onto the original grid: "nearest" (the authors' protocol: the argmax at
+            network resolution, warped nearest-neighbour) or "smooth" (the probabilities warped bilinearly, then the
+            argmax; outside the warped region every probability is 0, i.e. background, as nearest's fill).
     A model that places crops from keypoints (``uses_keypoints``) gets the batch's ``keypoints`` when it has them.
         on_prediction: called with (sample name, label map at the scored resolution), e.g. to save it.
     """
+    if paste not in ("nearest", "smooth"):
+        raise ValueError(f"paste must be 'nearest' or 'smooth', got {paste!r}")
     model.eval()
     cm = ConfusionMatrix(num_classes)
     index_of = {name: i for i, name in enumerate(dataset.names)} if original_resolution else {}
@@ -176,7 +181,8 @@ def evaluate(model: torch.nn.Module, loader: Iterable, dataset, num_classes: int
         pred = probs.argmax(1).to(torch.uint8).cpu().numpy()
         for j in range(pred.shape[0]):
             if original_resolution:
-                lab = inverse_affine(pred[j], batch["meta"][j], mode="nearest")
+                lab = (inverse_affine(pred[j], batch["meta"][j], mode="nearest") if paste == "nearest" else
+                       _paste_smooth(probs[j], batch["meta"][j]))
                 gt = dataset.load_label(index_of[batch["name"][j]])
             else:
                 lab = pred[j]
@@ -189,3 +195,8 @@ def evaluate(model: torch.nn.Module, loader: Iterable, dataset, num_classes: int
     cm.all_reduce()
     return cm
 
+
+def _paste_smooth(probs: torch.Tensor, meta: dict) -> np.ndarray:
+    """(C, h, w) probabilities -> (H, W) uint8 argmax of their bilinear inverse-affine warp onto the original grid."""
+    warped = inverse_affine(np.ascontiguousarray(probs.permute(1, 2, 0).cpu().numpy()), meta, mode="bilinear")
+    return warped.argmax(-1).astype(np.uint8)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["LabelSpec", "DATASETS", "get_spec", "flip_permutation"]
+__all__ = ["LabelSpec", "DATASETS", "get_spec", "flip_permutation", "SYNONYMS", "class_mapping"]
 
 
 @dataclass(frozen=True)
@@ -101,3 +101,31 @@ def get_spec(name: str) -> LabelSpec:
         return DATASETS[name]
     except KeyError:
         raise KeyError(f"unknown dataset '{name}'; expected one of {', '.join(DATASETS)}") from None
+
+
+# class names that mean the same part in two registry vocabularies (CelebAMask-HQ's short names -> Helen's; both
+# orders already use the subject's left, see the module docstring). Anything else matches by its exact name only.
+SYNONYMS = {"l_brow": "left_brow", "r_brow": "right_brow", "l_eye": "left_eye", "r_eye": "right_eye",
+            "u_lip": "upper_lip", "l_lip": "lower_lip", "mouth": "inner_mouth"}
+
+
+def class_mapping(src: LabelSpec, dst: LabelSpec) -> tuple[np.ndarray, tuple[int, ...]]:
+    """How labels written in ``src``'s class order read in ``dst``'s, matched by class name (:data:`SYNONYMS`
+    folded in); a class is never merged into a coarser one.
+
+    Returns:
+        (to_dst, unmatched): ``to_dst[c]`` is the ``dst`` index of ``src`` class ``c``, or -1 where ``dst`` has no
+        class of that name; ``unmatched`` the ``dst`` indices no ``src`` class maps to.
+    Raises:
+        ValueError: the two share no class name besides background (index 0).
+    """
+    def canonical(name: str) -> str:
+        return SYNONYMS.get(name, name)
+
+    where = {canonical(n): i for i, n in enumerate(dst.classes)}
+    to_dst = np.array([where.get(canonical(n), -1) for n in src.classes], np.int64)
+    if not (to_dst[1:] > 0).any():
+        raise ValueError(f"datasets '{src.name}' ({', '.join(src.classes)}) and '{dst.name}' "
+                         f"({', '.join(dst.classes)}) share no class name besides background; expected at least one")
+    unmatched = tuple(sorted(set(range(dst.num_classes)) - set(to_dst[to_dst >= 0].tolist())))
+    return to_dst, unmatched

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 
+import cv2
 import numpy as np
 import pytest
 from helpers import ROOT
@@ -58,9 +59,20 @@ def test_checkpoint_scores_protocol_and_rescoring(setup):
     assert rec["scores"]["groups"]["overall"] == pytest.approx(again["groups"]["overall"])
     # the saved predictions are at the original resolution and score the same without a model
     names = [n for n, _, _ in read_split_list(root, "test")]
+    from dml_csr.data.labels import get_spec
+
+    pal = get_spec("synthetic").palette
     for n, lab in zip(names, labels):
-        assert read_label(os.path.join(out, "labels", f"{n}.png")).shape == lab.shape
-        assert os.path.isfile(os.path.join(out, "colour", f"{n}.png"))
+        pred = read_label(os.path.join(out, "labels", f"{n}.png"))
+        assert pred.shape == lab.shape
+        # the colour PNG: photo | truth | prediction, 4 white pixels apart
+        colour = cv2.imread(os.path.join(out, "colour", f"{n}.png"))[..., ::-1]
+        h, w = lab.shape
+        assert colour.shape == (h, 3 * w + 8, 3)
+        photo = cv2.imread(os.path.join(root, "test", "images", f"{n}.jpg"))
+        assert np.array_equal(colour[:, :w], photo[..., ::-1])
+        assert np.array_equal(colour[:, w + 4: 2 * w + 4][lab != 255], pal[lab[lab != 255]])
+        assert np.array_equal(colour[:, 2 * w + 8:], pal[pred])
     out2 = str(tmp / "out2")
     r2 = run("--predictions", os.path.join(out, "labels"), "--data", root, "--dataset", "synthetic",
              "--split", "test", "--out", out2)
@@ -127,3 +139,151 @@ def test_evaluate_script_scores_the_checkpoint_rnn_g(rnn_g_run):
     mat = np.array(rec["confusion"])
     assert mat.shape == (11, 11) and mat.sum() == 3 * 64 * 64
     assert 0.0 <= rec["scores"]["pixel_accuracy"] <= 1.0 and "mean F1" in r.stdout
+
+
+# ---------------------------------------------------------------- prediction folders scored against mask folders
+
+def _write_maps(folder, maps: dict) -> None:
+    import cv2
+    os.makedirs(folder, exist_ok=True)
+    for name, arr in maps.items():
+        assert cv2.imwrite(os.path.join(folder, f"{name}.png"), np.asarray(arr, np.uint8))
+
+
+def _score(tmp_path, preds: dict, masks: dict, *extra):
+    _write_maps(str(tmp_path / "pred"), preds)
+    _write_maps(str(tmp_path / "gt"), masks)
+    out = tmp_path / "out"
+    r = run("--predictions", str(tmp_path / "pred"), "--masks", str(tmp_path / "gt"), "--out", str(out), *extra)
+    return r, (json.load(open(out / "metrics.json")) if r.returncode == 0 else None)
+
+
+def test_masks_folder_pools_one_confusion_counted_by_hand(tmp_path):
+    # lfw_pl: 0 background, 1 skin, 2 hair; the 255 of b is ignored
+    preds = {"a": [[0, 1, 2], [2, 1, 1]], "b": [[1, 0], [0, 2]]}
+    masks = {"a": [[0, 1, 1], [2, 2, 1]], "b": [[1, 1], [0, 255]]}
+    r, rec = _score(tmp_path, preds, masks, "--dataset", "lfw_pl")
+    assert r.returncode == 0, r.stderr
+    # rows = ground truth: a gives (0,0) (1,1) (1,2) (2,2) (2,1) (1,1); b gives (1,1) (1,0) (0,0)
+    assert rec["confusion"] == [[2, 0, 0], [1, 3, 1], [0, 1, 1]]
+    s = rec["scores"]
+    assert s["per_class"]["skin"]["f1"] == pytest.approx(2 * 3 / (2 * 3 + 1 + 2))
+    assert s["per_class"]["hair"]["f1"] == pytest.approx(0.5)
+    assert s["mean_f1"] == pytest.approx((2 / 3 + 1 / 2) / 2)
+    assert s["miou"] == pytest.approx((2 / 3 + 3 / 6 + 1 / 3) / 3)
+    assert s["pixel_accuracy"] == pytest.approx(6 / 9)
+    proto = rec["protocol"]
+    assert proto["masks"] == str(tmp_path / "gt") and proto["dataset_root"] is None and proto["split"] is None
+    assert proto["num_samples"] == 2 and proto["class_mapping"] is None
+
+
+def test_masks_and_images_must_pair_by_stem(tmp_path):
+    import cv2
+    _write_maps(str(tmp_path / "pred"), {"a": [[0, 1]], "c": [[0, 1]]})
+    _write_maps(str(tmp_path / "gt"), {"a": [[0, 1]], "d": [[1, 1]]})
+    args = ["--predictions", str(tmp_path / "pred"), "--masks", str(tmp_path / "gt"), "--dataset", "lfw_pl",
+            "--out", str(tmp_path / "out")]
+    r = run(*args)
+    err = r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 2 and "1 prediction(s) without" in err and str(tmp_path / "pred" / "c.png") in err
+    os.remove(tmp_path / "pred" / "c.png")
+    r = run(*args)
+    err = r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 2 and "1 mask(s) without" in err and str(tmp_path / "gt" / "d.png") in err
+    os.remove(tmp_path / "gt" / "d.png")
+    (tmp_path / "img").mkdir()
+    r = run(*args, "--images", str(tmp_path / "img"))
+    assert r.returncode == 2 and str(tmp_path / "img") in r.stderr  # an empty images folder
+    cv2.imwrite(str(tmp_path / "img" / "a.jpg"), np.zeros((3, 2, 3), np.uint8))
+    r = run(*args, "--images", str(tmp_path / "img"))
+    err = r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 2 and "a.jpg' is 2x3 (WxH)" in err and "a.png' is 2x1" in err
+    cv2.imwrite(str(tmp_path / "img" / "a.jpg"), np.zeros((1, 2, 3), np.uint8))
+    r = run(*args, "--images", str(tmp_path / "img"))
+    assert r.returncode == 0, r.stderr
+    assert json.load(open(tmp_path / "out" / "metrics.json"))["protocol"]["images"] == str(tmp_path / "img")
+
+
+@pytest.mark.parametrize("value", [11, 255])
+def test_prediction_values_beyond_the_classes_are_refused(setup, tmp_path, value):
+    """Prediction PNGs carry class indices only: 255 would drop a pixel from the score, so it is refused too."""
+    _, root, _, _ = setup
+    import cv2
+    names = [n for n, _, _ in read_split_list(root, "test")]
+    for n in names:
+        cv2.imwrite(str(tmp_path / f"{n}.png"), np.zeros((56, 72), np.uint8))
+    bad = np.zeros((56, 72), np.uint8)
+    bad[3, 4] = value
+    cv2.imwrite(str(tmp_path / f"{names[1]}.png"), bad)
+    r = run("--predictions", str(tmp_path), "--data", root, "--dataset", "synthetic", "--out", str(tmp_path / "o"))
+    err = r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert f"'{tmp_path / names[1]}.png' has value {value}" in err and "'synthetic' has 11 classes" in err
+
+
+def test_pred_dataset_maps_helen_predictions_onto_celebamask_by_name(tmp_path):
+    # Helen order: 1 skin 2 left_brow 4 left_eye 5 right_eye 6 nose 8 inner_mouth 10 hair
+    # CelebAMask-HQ order: 2 nose 3 eye_g 4 l_eye 5 r_eye 6 l_brow 10 mouth 13 hair 17 neck
+    preds = {"a": [[2, 10, 8], [1, 0, 6]], "b": [[4, 5]]}
+    masks = {"a": [[6, 13, 10], [17, 0, 2]], "b": [[5, 3]]}
+    r, rec = _score(tmp_path, preds, masks, "--dataset", "celebamask_hq", "--pred-dataset", "helen")
+    assert r.returncode == 0, r.stderr
+    mat = np.array(rec["confusion"])
+    # Helen has no neck nor eye_g: those ground-truth pixels are ignored (the skin predicted on the neck too)
+    assert mat.sum() == 6 and mat[17].sum() == 0 and mat[3].sum() == 0 and mat[:, 1].sum() == 0
+    assert [mat[k, k] for k in (0, 2, 6, 10, 13)] == [1, 1, 1, 1, 1] and mat[5, 4] == 1
+    s = rec["scores"]
+    assert s["per_class"]["neck"]["f1"] != s["per_class"]["neck"]["f1"]  # NaN: out of the means
+    assert s["per_class"]["r_eye"]["f1"] == 0.0 and s["per_class"]["l_eye"]["f1"] == 0.0
+    assert s["mean_f1"] == pytest.approx(4 / 6) and s["pixel_accuracy"] == pytest.approx(5 / 6)
+    m = rec["protocol"]["class_mapping"]
+    assert m["pred_dataset"] == "helen" and m["mapped"]["inner_mouth"] == "mouth" and m["to_background"] == []
+    assert m["ignored_ground_truth"] == ["eye_g", "l_ear", "r_ear", "hat", "ear_r", "neck_l", "neck", "cloth"]
+
+
+def test_pred_dataset_sends_classes_without_counterpart_to_background(tmp_path):
+    # CelebAMask-HQ predictions (18 cloth, 14 hat, 6 l_brow) scored on Helen's order (10 hair, 2 left_brow)
+    r, rec = _score(tmp_path, {"a": [[18, 14, 6]]}, {"a": [[0, 10, 2]]}, "--dataset", "helen",
+                    "--pred-dataset", "celebamask_hq")
+    assert r.returncode == 0, r.stderr
+    mat = np.array(rec["confusion"])
+    assert mat.sum() == 3 and mat[0, 0] == 1 and mat[10, 0] == 1 and mat[2, 2] == 1
+    assert rec["scores"]["per_class"]["hair"]["f1"] == 0.0
+    assert "cloth" in rec["protocol"]["class_mapping"]["to_background"]
+
+
+def test_pred_dataset_bounds_the_values_by_the_predictions_dataset(tmp_path):
+    """11 is a valid CelebAMask-HQ class but not a Helen one: the predictions' dataset decides."""
+    r, _ = _score(tmp_path, {"a": [[11, 0]]}, {"a": [[0, 0]]}, "--dataset", "celebamask_hq", "--pred-dataset", "helen")
+    err = r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 2 and "a.png' has value 11" in err and "'helen' has 11 classes" in err
+
+
+def test_smooth_paste_differs_from_nearest_and_is_recorded(setup):
+    tmp, root, cfg, ckpt = setup
+    labels = {}
+    for paste in ("nearest", "smooth"):
+        out = tmp / f"paste_{paste}"
+        extra = ["--paste", paste] if paste == "smooth" else []  # nearest is the default
+        r = run("--config", cfg, "--checkpoint", ckpt, "--split", "test", "--out", str(out), "--save-predictions",
+                *extra)
+        assert r.returncode == 0, r.stderr
+        proto = json.load(open(out / "metrics.json"))["protocol"]
+        assert proto["paste"] == paste and ("bilinear" in proto["resolution"]["scored_at"]) == (paste == "smooth")
+        labels[paste] = [read_label(str(out / "labels" / f"{n}.png")) for n, _, _ in read_split_list(root, "test")]
+    near, smooth = np.stack(labels["nearest"]), np.stack(labels["smooth"])
+    differ = float((near != smooth).mean())
+    assert 0 < differ < 0.2, differ  # the same model: mostly the same labels, but not pixel for pixel
+
+
+def test_new_option_usage_errors(capsys):
+    script = load_script("evaluate")
+    cases = [(["--predictions", "p", "--data", "d", "--masks", "m", "--dataset", "helen"], "one of the two"),
+             (["--predictions", "p", "--data", "d", "--images", "i", "--dataset", "helen"], "--images goes with"),
+             (["--predictions", "p", "--masks", "m", "--dataset", "helen", "--paste", "smooth"], "--paste"),
+             (["--config", "c", "--checkpoint", "x", "--pred-dataset", "helen"], "score a --predictions"),
+             (["--config", "c", "--checkpoint", "x", "--paste", "linear"], "invalid choice")]
+    for argv, expected in cases:
+        with pytest.raises(SystemExit) as e:
+            script.parse_args(argv)
+        assert e.value.code == 2 and expected in capsys.readouterr().err, argv

@@ -1,14 +1,15 @@
 """Validation of a prepared root: every problem at once.
 
 Checks: the root and ``label_names.txt`` exist and agree with the dataset's class count; each split (train, val or
-valid, test) has a non-empty list; every list line is well formed and unique; every listed image and label exists
-and decodes; the label is single-channel 8-bit with values in [0, C) or 255; image and label sizes match.
+valid, test; or only the ones asked for, e.g. ``test`` for an evaluation-only root) has a non-empty list; every list
+line is well formed and unique; every listed image and label exists and decodes; the label is single-channel 8-bit
+with values in [0, C) or 255; image and label sizes match.
 """
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
-from typing import Optional
+from typing import Optional, Sequence
 
 import cv2
 import numpy as np
@@ -16,8 +17,18 @@ import numpy as np
 from ..imageio import imread_checked
 from ..labels import get_spec
 
-__all__ = ["check_root", "check_sample", "SPLITS"]
+__all__ = ["check_root", "check_sample", "split_aliases", "SPLITS"]
 SPLITS = (("train",), ("val", "valid"), ("test",))
+
+
+def split_aliases(names: Sequence[str]) -> list[tuple[str, ...]]:
+    """The list names each split of ``names`` may go by (``val`` = ``valid``; any other name as it is)."""
+    out = []
+    for name in names:
+        aliases = next((a for a in SPLITS if name in a), (name,))
+        if aliases not in out:
+            out.append(aliases)
+    return out
 
 
 def check_sample(args: tuple[str, str, int]) -> list[str]:
@@ -69,7 +80,8 @@ def _class_count(root: str, dataset: Optional[str], problems: list[str]) -> Opti
     return len(names) if names else None
 
 
-def check_root(root: str, dataset: Optional[str] = None, workers: int = 1, progress: bool = False) -> list[str]:
+def check_root(root: str, dataset: Optional[str] = None, workers: int = 1, progress: bool = False,
+               splits: Optional[Sequence[str]] = None) -> list[str]:
     """Every problem of the prepared ``root`` as one-line messages (empty list = valid).
 
     Args:
@@ -77,6 +89,7 @@ def check_root(root: str, dataset: Optional[str] = None, workers: int = 1, progr
         dataset: registry key; gives the class count (otherwise ``label_names.txt`` does).
         workers: processes that decode the files.
         progress: show a tqdm bar.
+        splits: the splits that must be there and are checked (default: train, val, test); others are not read.
     """
     if not os.path.isdir(root):
         return [f"dataset root '{root}' does not exist"]
@@ -85,7 +98,7 @@ def check_root(root: str, dataset: Optional[str] = None, workers: int = 1, progr
     if c is None:
         return problems + ["cannot tell the class count: pass --dataset NAME"]
     triples = []
-    for aliases in SPLITS:
+    for aliases in split_aliases(splits) if splits else SPLITS:
         found = [a for a in aliases if os.path.isfile(os.path.join(root, f"{a}_list.txt"))]
         if not found:
             problems.append(f"split '{aliases[0]}' is missing: no {' or '.join(a + '_list.txt' for a in aliases)}")

@@ -52,3 +52,20 @@ def test_duplicate_names_and_truncated_files_are_reported(prepared):
     text = "\n".join(check_root(prepared, "helen"))
     assert "train_list.txt:7: sample name 'train_0' (images/train_0.png) is listed twice" in text
     assert "train_3.jpg' is truncated (no JPEG end-of-image marker)" in text
+
+
+def test_an_evaluation_only_root_passes_when_only_its_splits_are_asked_for(prepared):
+    for split in ("train", "valid"):
+        os.remove(os.path.join(prepared, f"{split}_list.txt"))
+    assert check_root(prepared, "helen") == ["split 'train' is missing: no train_list.txt",
+                                             "split 'val' is missing: no val_list.txt or valid_list.txt"]
+    assert check_root(prepared, "helen", splits=["test"]) == []
+
+
+def test_named_splits_are_the_only_ones_read(prepared):
+    cv2.imwrite(os.path.join(prepared, "train", "labels", "train_2.png"), np.full((40, 56), 13, np.uint8))
+    cv2.imwrite(os.path.join(prepared, "test", "labels", "test_1.png"), np.full((40, 56), 12, np.uint8))
+    assert check_root(prepared, "helen", splits=["val", "test"]) == [
+        f"label '{prepared}/test/labels/test_1.png' has values [12] outside [0, 11) and 255"]  # val = valid_list.txt
+    assert len(check_root(prepared, "helen")) == 2
+    assert check_root(prepared, "helen", splits=["hard"]) == ["split 'hard' is missing: no hard_list.txt"]
