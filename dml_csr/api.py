@@ -3,40 +3,45 @@
 Usage::
 
     from dml_csr import FaceParser
-    parser = FaceParser.from_checkpoint("runs/helen/best.pt", device="cuda")   # ours or the authors' file
+    parser = FaceParser.from_checkpoint("runs/demo/best.pt", device="cuda")    # ours or the authors' file
+    parser = FaceParser.from_pretrained("dml_csr_helen")                      # by name, downloaded once
     labels = parser("face.jpg")                  # (H, W) uint8 class indices at the image's own size
     labels, probs = parser(img_rgb, return_probs=True)                          # probs (C, H, W) float32
     rgb = parser.overlay(img_rgb, labels)        # or parser.colorize(labels)
-    labels = parser("group_photo.jpg", detect=True)   # find faces, parse each crop, paste the labels back
+    labels = parser("group_photo.jpg", detect=True)   # find faces, align each, parse, paste back
 
-Each image goes through the evaluation protocol: the whole-image affine to the network input (aspect kept, zero
-padded), the model, then the inverse affine back onto the image grid (labels nearest, probabilities bilinear).
-The checkpoint's metadata decides the class names and the input convention (channel order, mean, std, size).
+A whole image goes through the evaluation crop: the whole-image affine to the network input (aspect kept, zero
+padded), the model, then back onto the image grid: with ``paste="smooth"`` (the default) the probabilities are
+mapped bilinearly and the labels are their argmax at the image's resolution; ``paste="nearest"`` is the authors'
+evaluation protocol (the network's argmax mapped nearest-neighbour). With ``detect=True`` each face found (see
+:mod:`dml_csr.detection`) is warped to the checkpoint's crop convention (:mod:`dml_csr.alignment`: its landmark
+template, or a square around the box) and the faces' probabilities are composited back. The checkpoint's metadata
+decides the class names, the input convention (channel order, mean, std, size) and the crop convention.
 """
 from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import cv2
 import numpy as np
 import torch
 
+from .alignment import check_crop, composite, crop_region, face_affine, paste_probs
 from .data.imageio import imread_checked
 from .data.labels import DATASETS, flip_permutation
 from .data.loader import collate_samples
 from .data.transforms import EvalTransform, batch_input, inverse_affine
+from .detection import Detector, Face, as_faces, build_detector, haar_detector
 from .distributed import resolve_device
 from .inference import predict_probs
 from .models.precision import prepare_for_inference
 
-__all__ = ["FaceParser", "haar_face_detector", "to_bgr", "expand_box", "Box", "Detector"]
+__all__ = ["FaceParser", "to_bgr", "Face", "Detector", "build_detector", "haar_detector"]
 
 log = logging.getLogger(__name__)
 
-Box = tuple[int, int, int, int]  # x, y, width, height in pixels
-Detector = Callable[[np.ndarray], Sequence[Box]]  # (H, W, 3) uint8 BGR -> face boxes
 ImageLike = Union[str, os.PathLike, np.ndarray, Any]  # path, array or PIL image
 
 
@@ -71,40 +76,6 @@ def to_bgr(image: ImageLike, channel_order: str = "RGB") -> np.ndarray:
     return np.ascontiguousarray(img[..., ::-1] if channel_order == "RGB" else img)
 
 
-def haar_face_detector(scale_factor: float = 1.1, min_neighbors: int = 5, min_size: int = 24) -> Detector:
-    """OpenCV's frontal-face Haar cascade (shipped in ``cv2.data.haarcascades`` by OpenCV 4.x wheels).
-
-    Returns:
-        ``detector(image (H, W, 3) uint8 BGR) -> [(x, y, w, h), ...]``.
-    """
-    path = os.path.join(getattr(getattr(cv2, "data", None), "haarcascades", ""),
-                        "haarcascade_frontalface_default.xml")
-    if not hasattr(cv2, "CascadeClassifier") or not os.path.isfile(path):
-        raise RuntimeError(f"OpenCV {cv2.__version__} ships no Haar face cascade (OpenCV 5 dropped them from the "
-                           "wheels); install 'opencv-python-headless>=4.7,<5' for detect=True, or pass "
-                           "detector=fn(image_bgr) -> [(x, y, w, h), ...]")
-    cascade = cv2.CascadeClassifier(path)
-
-    def detect(image: np.ndarray) -> list[Box]:
-        grey = cv2.equalizeHist(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))
-        found = cascade.detectMultiScale(grey, scaleFactor=scale_factor, minNeighbors=min_neighbors,
-                                         minSize=(min_size, min_size))
-        return [tuple(int(v) for v in b) for b in found]
-
-    return detect
-
-
-def expand_box(box: Box, height: int, width: int, margin: float) -> tuple[int, int, int, int]:
-    """A face box grown to a square of side ``max(w, h) * (1 + 2 * margin)`` around its centre, clipped to the
-    image. Returns (x0, y0, x1, y1), exclusive ends."""
-    x, y, w, h = box
-    side = max(w, h) * (1 + 2 * margin)
-    cx, cy = x + w / 2, y + h / 2
-    x0, y0 = max(0, int(round(cx - side / 2))), max(0, int(round(cy - side / 2)))
-    x1, y1 = min(width, int(round(cx + side / 2))), min(height, int(round(cy + side / 2)))
-    return x0, y0, x1, y1
-
-
 def _palette(meta: dict, num_classes: int) -> np.ndarray:
     spec = DATASETS.get(meta.get("dataset", ""))
     if spec is not None and spec.num_classes == num_classes:
@@ -126,13 +97,20 @@ class FaceParser:
         scales: input rescaling factors averaged (multi-scale testing).
         precision: "fp32", "bf16" or "fp16" (autocast).
         batch_size: images per forward pass.
-        detector: face detector used with ``detect=True`` (default: :func:`haar_face_detector`).
-        margin: with ``detect``, each face box grows by this fraction of its size on every side before cropping.
+        detector: with ``detect=True``: a name for :func:`~dml_csr.detection.build_detector` ("auto": yuface, else
+            YuNet, else the Haar cascade) or a callable ``image_bgr -> [Face or (x, y, w, h), ...]``.
+        margin: faces without landmarks (or a checkpoint without a landmark template) are cropped as a square
+            around the box, grown by this fraction of its size on every side.
+        paste: "smooth" (probabilities mapped back bilinearly, argmax at the image's resolution) or "nearest" (the
+            authors' evaluation protocol: the network's argmax mapped back nearest-neighbour). Whole images only:
+            detected faces are always composited from their probabilities.
+        crop: the crop convention (see :mod:`dml_csr.alignment`); default: the checkpoint's ``meta["crop"]``.
     """
 
     def __init__(self, model: torch.nn.Module, meta: dict, device: str = "cpu", *, flip: bool = False,
                  scales: Sequence[float] = (1.0,), precision: str = "fp32", batch_size: int = 8,
-                 detector: Optional[Detector] = None, margin: float = 0.5):
+                 detector: Union[str, Detector, None] = "auto", margin: float = 0.5, paste: str = "smooth",
+                 crop: Optional[dict] = None):
         self.device = resolve_device(device)
         self.model = prepare_for_inference(model.to(self.device), precision)
         self.meta = dict(meta)
@@ -151,7 +129,11 @@ class FaceParser:
                 raise ValueError(f"flip=True needs the left/right classes of dataset '{self.meta.get('dataset')}', "
                                  "which the label registry does not know")
             self.flip_perm = flip_permutation(spec).tolist()
-        self._detector = detector
+        if paste not in ("smooth", "nearest"):
+            raise ValueError(f"paste must be 'smooth' or 'nearest', got {paste!r}")
+        self.paste = paste
+        self.crop = check_crop(crop if crop is not None else self.meta.get("crop"))
+        self._detector = detector if detector is not None else "auto"
         self.margin = float(margin)
 
     @classmethod
@@ -164,6 +146,14 @@ class FaceParser:
         model, meta = load_model(path, device=dev)
         return cls(model, meta, dev, **kwargs)
 
+    @classmethod
+    def from_pretrained(cls, name: str, device: str = "cpu", **kwargs) -> "FaceParser":
+        """A parser from the weights registry (:mod:`dml_csr.hub`) by name, downloaded into the cache once; a path
+        works too."""
+        from .hub import resolve
+
+        return cls.from_checkpoint(resolve(name), device=device, **kwargs)
+
     # ------------------------------------------------------------------------------------------------ parsing
     def __call__(self, images: Union[ImageLike, list], *, channel_order: str = "RGB", detect: bool = False,
                  return_probs: bool = False):
@@ -172,12 +162,12 @@ class FaceParser:
         Args:
             images: a path, a PIL image, a numpy array (see :func:`to_bgr`) or a list of them.
             channel_order: colour order of numpy arrays: "RGB" (default) or "BGR" (what ``cv2.imread`` returns).
-            detect: find faces first, parse a crop around each, paste the labels back (background elsewhere).
+            detect: find faces first, align and parse each, paste their probabilities back (background elsewhere).
             return_probs: also return class probabilities.
         Returns:
             per image, labels (H, W) uint8 at the image's own size, or (labels, probs (C, H, W) float32) with
-            ``return_probs``; a list for a list. Labels are the nearest-neighbour inverse mapping of the network's
-            argmax (the evaluation protocol); probs are mapped bilinearly, so their argmax may differ on boundaries.
+            ``return_probs``; a list for a list. Probabilities are mapped back bilinearly; the labels are their
+            argmax (``paste="smooth"``) or the network's argmax mapped nearest-neighbour (``paste="nearest"``).
         """
         single = not isinstance(images, (list, tuple))
         bgr = [to_bgr(im, channel_order) for im in ([images] if single else images)]
@@ -197,42 +187,71 @@ class FaceParser:
                                   precision=self.precision)
             pred = probs.argmax(1).to(torch.uint8).cpu().numpy()
             for j, s in enumerate(samples):
-                labels = inverse_affine(pred[j], s["meta"], mode="nearest", border="replicate")
-                if return_probs:
-                    p = inverse_affine(probs[j], s["meta"], mode="bilinear", border="replicate").cpu().numpy()
-                    results.append((labels, p))
-                else:
-                    results.append(labels)
+                p = None
+                if return_probs or self.paste == "smooth":
+                    p = inverse_affine(probs[j], s["meta"], mode="bilinear", border="replicate")
+                    labels = p.argmax(0).to(torch.uint8).cpu().numpy() if self.paste == "smooth" else None
+                    p = p.cpu().numpy()
+                if self.paste == "nearest":
+                    labels = inverse_affine(pred[j], s["meta"], mode="nearest", border="replicate")
+                results.append((labels, p) if return_probs else labels)
         return results
 
-    def detect_faces(self, image: ImageLike, channel_order: str = "RGB") -> list[Box]:
-        """Face boxes (x, y, w, h) found by the detector."""
-        if self._detector is None:
-            self._detector = haar_face_detector()
-        return [tuple(int(v) for v in b) for b in self._detector(to_bgr(image, channel_order))]
+    @torch.no_grad()
+    def _crop_probs(self, image: np.ndarray, affines: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """(C, h, w) probabilities at the input size of ``image`` warped by each affine."""
+        out = []
+        for start in range(0, len(affines), self.batch_size):
+            samples = [self.transform.warp(image, m) for m in affines[start: start + self.batch_size]]
+            x = batch_input(collate_samples(samples), self.device)
+            probs = predict_probs(self.model, x, scales=self.scales, flip_perm=self.flip_perm,
+                                  precision=self.precision)
+            out += list(probs.float().cpu().numpy())
+        return out
+
+    def detect_faces(self, image: ImageLike, channel_order: str = "RGB") -> list[Face]:
+        """The faces the detector finds: :class:`~dml_csr.detection.Face` (box, landmarks or None, score)."""
+        if isinstance(self._detector, str):
+            self._detector = build_detector(self._detector)
+        return as_faces(self._detector(to_bgr(image, channel_order)))
+
+    def face_affines(self, faces: Sequence[Face]) -> list[np.ndarray]:
+        """Image -> network input affine of each face under this parser's crop convention."""
+        return [face_affine(f, self.crop, self.transform.input_size, self.margin) for f in faces]
+
+    def parse_faces(self, image: ImageLike, faces: Sequence, *, channel_order: str = "RGB",
+                    return_probs: bool = False):
+        """Parse the given faces (:class:`Face` objects or (x, y, w, h) boxes) of one image: each warped to the crop
+        convention, parsed, its probabilities pasted back and composited; returns what :meth:`__call__` does."""
+        image = to_bgr(image, channel_order)
+        h, w = image.shape[:2]
+        faces = as_faces(faces)
+        affines, regions = [], []
+        for m in self.face_affines(faces):
+            region = crop_region(m, self.transform.input_size, (h, w))
+            if region is not None:
+                affines.append(m)
+                regions.append(region)
+        pasted = [paste_probs(p, m, r) + (r,) for p, m, r in zip(self._crop_probs(image, affines), affines, regions)]
+        probs, union = composite(pasted, self.num_classes)
+        labels = np.zeros((h, w), np.uint8)
+        if union is not None:
+            x0, y0, x1, y1 = union
+            labels[y0:y1, x0:x1] = probs.argmax(0)
+        if not return_probs:
+            return labels
+        full = np.zeros((self.num_classes, h, w), np.float32)
+        full[0] = 1.0
+        if union is not None:
+            full[:, y0:y1, x0:x1] = probs
+        return labels, full
 
     def _parse_with_detection(self, image: np.ndarray, return_probs: bool):
-        h, w = image.shape[:2]
-        boxes = self.detect_faces(image, "BGR")
-        labels = np.zeros((h, w), np.uint8)
-        probs = None
-        if return_probs:
-            probs = np.zeros((self.num_classes, h, w), np.float32)
-            probs[0] = 1.0
-        if not boxes:
-            log.warning("no face found in a %dx%d image; its labels are all background", w, h)
-        # smallest first, so a larger (nearer) face wins where crops overlap
-        crops = sorted((expand_box(b, h, w, self.margin) for b in boxes), key=lambda c: (c[2] - c[0]) * (c[3] - c[1]))
-        crops = [c for c in crops if c[2] - c[0] >= 2 and c[3] - c[1] >= 2]
-        parsed = self.parse_bgr([np.ascontiguousarray(image[y0:y1, x0:x1]) for x0, y0, x1, y1 in crops],
-                                return_probs)
-        for (x0, y0, x1, y1), res in zip(crops, parsed):
-            lab, p = res if return_probs else (res, None)
-            fg = lab != 0
-            labels[y0:y1, x0:x1][fg] = lab[fg]
-            if probs is not None:
-                probs[:, y0:y1, x0:x1][:, fg] = p[:, fg]
-        return (labels, probs) if return_probs else labels
+        faces = self.detect_faces(image, "BGR")
+        if not faces:
+            log.warning("no face found in a %dx%d image; its labels are all background", image.shape[1],
+                        image.shape[0])
+        return self.parse_faces(image, faces, channel_order="BGR", return_probs=return_probs)
 
     # ------------------------------------------------------------------------------------------------ drawing
     def colorize(self, labels: np.ndarray) -> np.ndarray:

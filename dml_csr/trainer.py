@@ -34,6 +34,7 @@ from .data.dataset import FaceParsingDataset, build_dataset, inverse_frequency_w
 from .data.labels import LabelSpec, get_spec
 from .data.loader import build_loader
 from .engine import evaluate, train_one_epoch
+from .face_template import crop_for_training
 from .losses import build_criterion
 from .lr import learning_rate
 from .metrics import selection_score
@@ -181,8 +182,13 @@ def _start(cfg: Config, resume: Optional[str]) -> _Run:
                 val_ds=val_ds, val_loader=val_loader,
                 log=RunLog(paths, enabled=dist.is_main, log_every=t.log_every, image_every=t.image_log_every,
                            resume=(state.epoch, state.step) if ckpt is not None else None),
-                state=state, csr=csr, meta=make_meta(cfg),
+                state=state, csr=csr, meta=_meta(cfg),
                 batches_per_epoch=_batches_per_epoch(cfg, len(train_ds), dist.world_size))
+
+
+def _meta(cfg: Config) -> dict:
+    """Checkpoint metadata: the label and input conventions, and the crop convention of the training faces."""
+    return {**make_meta(cfg), "crop": crop_for_training(cfg.data.root, cfg.data.input_size)}
 
 
 def _class_weights(cfg: Config, spec: LabelSpec) -> Optional[list[float]]:
@@ -229,6 +235,10 @@ def _check_same_model(cfg: Config, ckpt: dict, path: str) -> None:
 def _build_model(cfg: Config, spec: LabelSpec, device: torch.device, dist: du.DistInfo,
                  ckpt: Optional[dict]) -> nn.Module:
     torch.manual_seed(cfg.seed)
+    if ckpt is None and cfg.model.pretrained == "" and cfg.model.backbone.startswith("resnet101"):
+        log.warning("%s\nmodel.pretrained is unset: the %s starts from RANDOM weights. The paper's numbers need the "
+                    "ImageNet initialisation: model.pretrained: resnet101_deepstem_imagenet (README, 'Weights by "
+                    "name') or a path to the file\n%s", "=" * 100, cfg.model.backbone, "=" * 100)
     model = build_model(resolve_pretrained(cfg.model), spec.num_classes, spec.classes)
     if cfg.train.precision == "fp64":  # numerical checks: float64 weights (before a resume loads float64 values)
         model.double()

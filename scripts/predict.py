@@ -5,8 +5,11 @@
 
 Writes ``<out>/labels/NAME.png`` (class indices at the image's own resolution, scorable with
 ``scripts/evaluate.py --predictions``) and ``<out>/overlays/NAME.jpg``; video frames become ``STEM_fNNNNNN``.
-An input that cannot be read is reported by name and the others are still processed; the exit status is then 1 and
-a summary lists every failure.
+With ``--detect``, each face found is aligned to the checkpoint's crop convention, parsed and composited back, and
+``<out>/faces/NAME.json`` lists the faces (box, five landmarks, score); an image without a face gets a warning and
+is counted in the summary. A folder of photos beside their label maps (``0.jpg`` and ``0.png``) parses the photos
+only. An input that cannot be read is reported by name and the others are still processed; the exit status is then
+1 and a summary lists every failure.
 """
 from __future__ import annotations
 
@@ -28,16 +31,22 @@ VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders, glob patterns, video files")
-    p.add_argument("--checkpoint", required=True, help="our checkpoint or an authors' .pth file")
+    p.add_argument("--checkpoint", required=True, help="our checkpoint, an authors' .pth file, or a registry name "
+                                                       "(e.g. dml_csr_helen; see README, 'Weights by name')")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--flip", action="store_true", help="flip testing")
     p.add_argument("--scales", default="1", help="comma-separated input scales, e.g. 0.75,1,1.25")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
-    p.add_argument("--detect", action="store_true", help="find faces (OpenCV Haar cascade), parse a crop around "
-                                                         "each and paste the labels back")
-    p.add_argument("--margin", type=float, default=0.5, help="with --detect: box growth per side, fraction of size")
+    p.add_argument("--detect", action="store_true", help="find faces, align each to the checkpoint's crop, parse "
+                                                         "it and paste its probabilities back")
+    p.add_argument("--detector", default="auto", help="with --detect: auto (yuface, else YuNet, else the Haar "
+                                                      "cascade), yuface, yunet, haar, or a .json file of faces")
+    p.add_argument("--threshold", type=float, default=None, help="with --detect: the score a face needs "
+                                                                 "(default: the detector's own)")
+    p.add_argument("--margin", type=float, default=0.5, help="with --detect, faces without landmarks: box growth "
+                                                             "per side, fraction of size")
     p.add_argument("--every", type=int, default=1, help="videos: parse every N-th frame")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
     p.add_argument("--no-overlay", action="store_true", help="write label PNGs only")
@@ -56,7 +65,7 @@ def expand_inputs(inputs: list[str], failures: list[tuple[str, str]]) -> list[st
                            and os.path.isfile(os.path.join(item, f)))
             if not found:
                 failures.append((item, "folder holds no image or video file"))
-            files += found
+            files += _without_label_maps(found)
         elif os.path.exists(item):
             files.append(item)
         elif glob.has_magic(item):
@@ -67,6 +76,42 @@ def expand_inputs(inputs: list[str], failures: list[tuple[str, str]]) -> list[st
         else:
             failures.append((item, "no such file or folder"))
     return files
+
+
+def _without_label_maps(files: list[str]) -> list[str]:
+    """A folder's files less the PNG label maps that share a stem with a photo (``0.png`` beside ``0.jpg``)."""
+    photos = {os.path.splitext(f)[0] for f in files if os.path.splitext(f)[1].lower() in {".jpg", ".jpeg"}}
+    masks = [f for f in files if os.path.splitext(f)[1].lower() == ".png" and os.path.splitext(f)[0] in photos]
+    if masks:
+        log.info("%s: %d PNG file(s) share a stem with a JPEG photo and are taken for its label map, not parsed",
+                 os.path.dirname(masks[0]), len(masks))
+    return [f for f in files if f not in set(masks)]
+
+
+def count_units(files: list[str], every: int) -> int:
+    """How many images and selected video frames ``files`` hold (a video's frame count from its header)."""
+    import cv2
+
+    total = 0
+    for path in files:
+        if os.path.splitext(path)[1].lower() in VIDEO_EXTS:
+            cap = cv2.VideoCapture(path)
+            total += -(-int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) // every)
+            cap.release()
+        else:
+            total += 1
+    return total
+
+
+EXPORTED = {".onnx": "an ONNX model", ".ts": "a TorchScript model", ".pt2": "an exported program"}
+
+
+def check_checkpoint_arg(path: str) -> None:
+    """Exported models hold no metadata (classes, input convention): refuse them in one line saying what to pass."""
+    kind = EXPORTED.get(os.path.splitext(path)[1].lower())
+    if kind:
+        raise ValueError(f"--checkpoint '{path}' is {kind} (scripts/export.py writes those for deployment); pass the "
+                         "checkpoint it was exported from (e.g. runs/NAME/best.pt) or a registry name")
 
 
 class _Names:
@@ -137,79 +182,114 @@ def units(files: list[str], every: int, failures: list[tuple[str, str]]) -> Iter
         yield path, names(stem), img
 
 
-def main(argv=None) -> int:
-    setup_logging()
-    args = parse_args(argv)
-    import numpy as np
-    from tqdm import tqdm
+class _Writer:
+    """Parses batches of (input, name, image) units and writes their outputs; one bad input costs only itself."""
 
-    from dml_csr.api import FaceParser
-    from dml_csr.checkpoint import CheckpointError
+    def __init__(self, parser, args, failures: list[tuple[str, str]]):
+        self.parser, self.args, self.failures = parser, args, failures
+        self.dirs = {k: os.path.join(args.out, k) for k in ("labels", "overlays", "faces")}
+        for kind in ("labels",) + (() if args.no_overlay else ("overlays",)) + (("faces",) if args.detect else ()):
+            os.makedirs(self.dirs[kind], exist_ok=True)
+        self.done, self.faces, self.faceless = 0, 0, []
 
-    if args.batch_size < 1 or args.every < 1:
-        raise ValueError("--batch-size and --every must be at least 1")
-    scales = [float(s) for s in args.scales.split(",")]
-    parser = FaceParser.from_checkpoint(args.checkpoint, device=args.device, flip=args.flip, scales=scales,
-                                        precision=args.precision, batch_size=args.batch_size, margin=args.margin)
-    if args.detect:
-        try:  # fail now, not once per image, when this OpenCV has no detector
-            parser.detect_faces(np.zeros((8, 8, 3), np.uint8), "BGR")
-        except RuntimeError as e:
-            raise ValueError(str(e)) from None
-    failures: list[tuple[str, str]] = []
-    files = expand_inputs(args.inputs, failures)
-    label_dir, overlay_dir = os.path.join(args.out, "labels"), os.path.join(args.out, "overlays")
-    os.makedirs(label_dir, exist_ok=True)
-    if not args.no_overlay:
-        os.makedirs(overlay_dir, exist_ok=True)
-    done = 0
-    bar = tqdm(desc="parsing", unit="img", disable=args.no_progress, file=sys.stderr)
+    def _parse_one(self, image):
+        if not self.args.detect:
+            return self.parser(image, channel_order="BGR"), None
+        faces = self.parser.detect_faces(image, "BGR")
+        return self.parser.parse_faces(image, faces, channel_order="BGR"), faces
 
-    def parse(batch):
-        """Labels per unit of the batch, or the reason it failed: one bad input does not cost the others."""
-        try:
-            return parser([im for _, _, im in batch], channel_order="BGR", detect=args.detect)
-        except Exception:
-            if len(batch) == 1:
-                raise
-        out = []
-        for unit in batch:
+    def _parse(self, batch) -> list:
+        if not self.args.detect:
             try:
-                out.append(parse([unit])[0])
+                return list(zip(self.parser([im for _, _, im in batch], channel_order="BGR"), [None] * len(batch)))
+            except Exception:
+                if len(batch) == 1:
+                    raise
+        out = []
+        for _, _, image in batch:
+            try:
+                out.append(self._parse_one(image))
             except Exception as e:
                 out.append(e)
         return out
 
-    def flush(batch):
-        nonlocal done
-        try:
-            labels = parse(batch)
-        except Exception as e:
-            labels = [e]
-        for (src, name, im), lab in zip(batch, labels):
-            if isinstance(lab, Exception):
-                failures.append((src, f"cannot be parsed: {lab}"))
-                continue
-            try:
-                write_image(os.path.join(label_dir, f"{name}.png"), lab)
-                if not args.no_overlay:
-                    ov = parser.overlay(im, lab, alpha=args.alpha, channel_order="BGR")
-                    write_image(os.path.join(overlay_dir, f"{name}.jpg"), np.ascontiguousarray(ov[..., ::-1]))
-                done += 1
-            except (CheckpointError, ValueError) as e:
-                failures.append((src, str(e)))
-        bar.update(len(batch))
+    def flush(self, batch) -> None:
+        import json
 
+        import numpy as np
+
+        from dml_csr.checkpoint import CheckpointError, atomic_write
+
+        try:
+            results = self._parse(batch)
+        except Exception as e:
+            results = [e]
+        for (src, name, im), res in zip(batch, results):
+            if isinstance(res, Exception):
+                self.failures.append((src, f"cannot be parsed: {res}"))
+                continue
+            labels, faces = res
+            try:
+                write_image(os.path.join(self.dirs["labels"], f"{name}.png"), labels)
+                if not self.args.no_overlay:
+                    ov = self.parser.overlay(im, labels, alpha=self.args.alpha, channel_order="BGR")
+                    write_image(os.path.join(self.dirs["overlays"], f"{name}.jpg"), np.ascontiguousarray(ov[..., ::-1]))
+                if faces is not None:
+                    record = {"input": src, "size": list(im.shape[:2]), "crop": self.parser.crop.get("kind"),
+                              "faces": [f.to_dict() for f in faces]}
+                    atomic_write(os.path.join(self.dirs["faces"], f"{name}.json"),
+                                 lambda f: f.write(json.dumps(record, indent=1).encode()))
+                    self.faces += len(faces)
+                    if not faces:
+                        log.warning("%s: no face found; its labels are all background", src)
+                        self.faceless.append(src)
+                self.done += 1
+            except (CheckpointError, ValueError, OSError) as e:
+                self.failures.append((src, str(e)))
+
+
+def main(argv=None) -> int:
+    setup_logging()
+    args = parse_args(argv)
+    from tqdm import tqdm
+
+    from dml_csr.api import FaceParser
+    from dml_csr.detection import build_detector
+
+    if args.batch_size < 1 or args.every < 1:
+        raise ValueError("--batch-size and --every must be at least 1")
+    check_checkpoint_arg(args.checkpoint)
+    scales = [float(s) for s in args.scales.split(",")]
+    detector = args.detector
+    if args.detect:
+        try:  # fail now, not once per image, when the detector cannot be built here
+            detector = build_detector(args.detector, args.threshold)
+        except RuntimeError as e:
+            raise ValueError(str(e)) from None
+    parser = FaceParser.from_checkpoint(args.checkpoint, device=args.device, flip=args.flip, scales=scales,
+                                        precision=args.precision, batch_size=args.batch_size, margin=args.margin,
+                                        detector=detector)
+    failures: list[tuple[str, str]] = []
+    files = expand_inputs(args.inputs, failures)
+    writer = _Writer(parser, args, failures)
+    bar = tqdm(desc="parsing", unit="img", total=count_units(files, args.every), disable=args.no_progress,
+               file=sys.stderr)
     batch = []
     for unit in units(files, args.every, failures):
         batch.append(unit)
         if len(batch) == args.batch_size:
-            flush(batch)
+            writer.flush(batch)
+            bar.update(len(batch))
             batch = []
     if batch:
-        flush(batch)
+        writer.flush(batch)
+        bar.update(len(batch))
     bar.close()
-    print(f"parsed {done} image(s) into '{args.out}'")
+    found = f", {writer.faces} face(s) found" if args.detect else ""
+    print(f"parsed {writer.done} image(s) into '{args.out}'{found}")
+    if writer.faceless:
+        print(f"no face found in {len(writer.faceless)} image(s): {', '.join(writer.faceless[:10])}"
+              + (" ..." if len(writer.faceless) > 10 else ""))
     if failures:
         print(f"{len(failures)} input(s) failed:", file=sys.stderr)
         for src, why in failures:

@@ -10,6 +10,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from dml_csr.data.synthetic import write_dataset  # noqa: E402
+from dml_csr.face_template import measure_split, write_template  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -30,6 +31,9 @@ def main(argv=None) -> int:
                          size=tuple(args.size), order=args.order, second_face_prob=args.second_face_prob, face_scale=tuple(args.face_scale),
                          progress=True)
     print(f"wrote {sum(info['counts'].values())} samples ({info['counts']}) to {args.out}")
+    if args.train:  # the faces' own landmarks give the template that aligned parsing of photos uses
+        path = write_template(args.out, measure_split(args.out, "train", (473, 473)))
+        print(f"wrote {path}")
     return 0
 
 

@@ -9,7 +9,8 @@ import torch
 from helpers.tiny_checkpoint import one_thread, write_tiny_checkpoint  # noqa: F401 (fixture)
 
 from dml_csr import FaceParser
-from dml_csr.api import expand_box, haar_face_detector
+from dml_csr.alignment import box_affine, crop_region
+from dml_csr.detection import Face, haar_detector
 from dml_csr.data.labels import flip_permutation, get_spec
 from dml_csr.data.synthetic import render_face
 
@@ -65,10 +66,12 @@ def test_list_input_and_batching_agree_with_single_calls(ckpt, face_bgr):
         assert (a == b).mean() > 0.999  # batched convolutions may differ in the last bits
 
 
-def test_labels_are_the_inverse_mapped_network_argmax(parser, face_bgr):
+def test_nearest_paste_is_the_inverse_mapped_network_argmax(ckpt, face_bgr):
+    """paste="nearest": the authors' evaluation protocol."""
     from dml_csr.data.loader import collate_samples
     from dml_csr.data.transforms import batch_input, inverse_affine
 
+    parser = FaceParser.from_checkpoint(ckpt, paste="nearest")
     s = parser.transform(face_bgr)
     with torch.no_grad():
         logits = parser.model(batch_input(collate_samples([s])))["parsing"]
@@ -79,11 +82,24 @@ def test_labels_are_the_inverse_mapped_network_argmax(parser, face_bgr):
     assert np.array_equal(parser(face_bgr, channel_order="BGR"), expect)
 
 
-def test_probabilities(parser, face_bgr):
+def test_probabilities_and_smooth_labels(parser, ckpt, face_bgr):
+    """The default paste="smooth": labels are the argmax of the bilinearly mapped probabilities, at the image's
+    resolution; on an image 8x the network input they follow boundaries the nearest protocol draws as steps."""
     labels, probs = parser(face_bgr, channel_order="BGR", return_probs=True)
     assert probs.shape == (11,) + face_bgr.shape[:2] and probs.dtype == np.float32
     np.testing.assert_allclose(probs.sum(0), 1.0, atol=1e-5)
-    assert (probs.argmax(0) == labels).mean() > 0.9  # equal except near boundaries (bilinear vs nearest)
+    assert np.array_equal(probs.argmax(0), labels)
+    big = cv2.resize(face_bgr, (448, 576), interpolation=cv2.INTER_CUBIC)
+    smooth = parser(big, channel_order="BGR")
+    steps = FaceParser.from_checkpoint(ckpt, paste="nearest")(big, channel_order="BGR")
+    assert (smooth == steps).mean() > 0.9
+
+    # a row where some label changes from the row above: nearest-neighbour labels change only where the network's
+    # 64 rows change, the smooth ones wherever the interpolated boundary passes
+    def rows_with_a_boundary(lab):
+        return int((lab[1:] != lab[:-1]).any(1).sum())
+    assert rows_with_a_boundary(steps) <= 64
+    assert rows_with_a_boundary(smooth) > 1.5 * rows_with_a_boundary(steps)
 
 
 def test_flip_testing_averages_the_mirrored_input(ckpt, face_bgr):
@@ -137,65 +153,91 @@ def test_bad_inputs_are_named(parser, tmp_path):
         parser(np.zeros((1, 1, 3), np.uint8))
 
 
-def test_expand_box_is_clipped_square():
-    assert expand_box((10, 10, 20, 10), 100, 100, 0.5) == (0, 0, 40, 35)
-    assert expand_box((40, 40, 10, 10), 100, 100, 0.5) == (35, 35, 55, 55)
+class _Brightness(torch.nn.Module):
+    """A stand-in network whose answer is known at every pixel: skin where the input is bright, background where it
+    is dark, soft in between (the logit is 20 x (grey - 0.5) with the input scaled to [0, 1])."""
+
+    def forward(self, x):
+        grey = x.mean(1, keepdim=True)
+        logits = torch.full((x.shape[0], 11) + x.shape[2:], -30.0)
+        logits[:, :1] = 0.0
+        logits[:, 1:2] = 20.0 * (grey - 0.5)
+        return {"parsing": logits}
 
 
-def test_detected_faces_are_parsed_and_pasted_back(ckpt, face_bgr):
-    h, w = face_bgr.shape[:2]
-    canvas = np.full((150, 220, 3), 30, np.uint8)
-    canvas[10:10 + h, 20:20 + w] = face_bgr
-    canvas[60:60 + h, 140:140 + w] = face_bgr
-    boxes = [(20 + 8, 10 + 10, w - 16, h - 20), (140 + 8, 60 + 10, w - 16, h - 20)]
-    calls = []
+def _brightness_parser(**kwargs) -> FaceParser:
+    meta = {"classes": list(get_spec("synthetic").classes), "dataset": "synthetic", "channel_order": "BGR",
+            "mean": [0.0] * 3, "std": [1.0] * 3, "input_size": [96, 96]}
+    return FaceParser(_Brightness(), meta, **kwargs)
 
-    def detector(img):
-        calls.append(img.shape)
-        return boxes
 
-    p = FaceParser.from_checkpoint(ckpt, detector=detector, margin=0.3)
-    labels, probs = p(canvas, channel_order="BGR", detect=True, return_probs=True)
-    assert calls == [canvas.shape] and labels.shape == canvas.shape[:2]
-    inside = np.zeros(labels.shape, bool)
-    for b in boxes:
-        x0, y0, x1, y1 = expand_box(b, 150, 220, 0.3)
-        inside[y0:y1, x0:x1] = True
-        crop_labels = p(np.ascontiguousarray(canvas[y0:y1, x0:x1]), channel_order="BGR")
-        fg = crop_labels != 0
-        assert fg.any()
-        assert np.array_equal(labels[y0:y1, x0:x1][fg], crop_labels[fg])
-    assert (labels[~inside] == 0).all() and (probs[0][~inside] == 1).all()
+def test_detected_faces_are_aligned_parsed_and_composited_back():
+    """Five copies of a real portrait placed at different scales and angles, their true landmarks given as the
+    detection: every copy is warped onto the template, parsed, and its probabilities pasted back, so the photo's
+    labels are the stand-in network's answer on the photo itself wherever a crop covers it, background elsewhere."""
+    from helpers.photos import group_photo
+
+    from dml_csr.alignment import face_affine
+
+    canvas, _, points = group_photo()
+    faces = [Face(tuple(p.min(0) - 20) + tuple(np.ptp(p, 0) + 40), p) for p in points]
+    crop = {"kind": "template", "points": [[0.62, 0.45], [0.38, 0.45], [0.5, 0.58], [0.6, 0.7], [0.4, 0.7]]}
+    p = _brightness_parser(crop=crop)
+    labels, probs = p.parse_faces(canvas, faces, channel_order="BGR", return_probs=True)
     np.testing.assert_allclose(probs.sum(0), 1.0, atol=1e-5)
-    # no face: all background
-    empty = FaceParser.from_checkpoint(ckpt, detector=lambda img: [])
+    covered = np.zeros(labels.shape, bool)
+    for f in faces:
+        m = face_affine(f, p.crop, (96, 96))
+        np.testing.assert_allclose(f.points @ m[:, :2].T + m[:, 2], np.asarray(crop["points"]) * 96, atol=3.0)
+        inside = cv2.warpAffine(np.ones((96, 96), np.uint8), cv2.invertAffineTransform(m), labels.shape[::-1],
+                                flags=cv2.INTER_NEAREST)
+        covered |= cv2.erode(inside, np.ones((5, 5), np.uint8)).astype(bool)
+    grey = canvas.astype(np.float32).mean(2) / 255
+    truth = np.where(grey > 0.5, 1, 0)
+    assert (labels[covered] == truth[covered]).mean() > 0.97
+    far = cv2.dilate(covered.astype(np.uint8), np.ones((9, 9), np.uint8)) == 0
+    assert (labels[far] == 0).all() and (probs[0][far] == 1).all()
+    assert 0.02 < covered.mean() < 0.5  # the faces are a part of the photo
+
+
+def test_box_only_faces_are_cropped_square_around_the_box(face_bgr):
+    """A face without landmarks (the Haar cascade, a user's box): the crop is the square around its box grown by
+    the margin; the pasted labels cover exactly that square."""
+    canvas = np.full((150, 220, 3), 30, np.uint8)
+    canvas[40:80, 60:100] = 230
+    p = _brightness_parser(margin=0.25)
+    labels = p.parse_faces(canvas, [(60, 40, 40, 40)], channel_order="BGR")
+    assert (labels[40:80, 60:100] == 1).mean() > 0.99 and (labels[:30] == 0).all() and (labels[:, :45] == 0).all()
+    np.testing.assert_allclose(box_affine((60, 40, 40, 40), (96, 96), 0.25), [[1.6, 0, -80], [0, 1.6, -48]])
+    assert crop_region(box_affine((60, 40, 40, 40), (96, 96), 0.25), (96, 96), (150, 220)) == (49, 29, 112, 92)
+    empty = _brightness_parser(detector=lambda img: [])
     assert (empty(canvas, channel_order="BGR", detect=True) == 0).all()
 
 
 @pytest.mark.skipif(hasattr(cv2, "CascadeClassifier"), reason="this OpenCV has the Haar cascade")
 def test_missing_haar_cascade_names_the_fix():
     with pytest.raises(RuntimeError, match="opencv-python-headless>=4.7,<5"):
-        haar_face_detector()
+        haar_detector()
 
 
 @pytest.mark.skipif(not hasattr(cv2, "CascadeClassifier"), reason="OpenCV >= 5 ships no Haar cascade")
 def test_haar_detector_finds_synthetic_faces(ckpt):
-    det = haar_face_detector()
+    det = haar_detector()
     assert det(np.full((120, 120, 3), 128, np.uint8)) == []  # a flat image has no face
     img, label = render_face(1, size=(200, 200))[:2]  # a seed the frontal cascade finds (OpenCV 4.14)
     ys, xs = np.nonzero(label == 1)  # skin
     canvas = np.full((200, 420, 3), 90, np.uint8)
     canvas[:, :200], canvas[:, 220:] = img, img
-    boxes = sorted(det(canvas))
-    assert len(boxes) == 2
-    for (x, y, w, h), dx in zip(boxes, (0, 220)):
+    faces = sorted(det(canvas), key=lambda f: f.box)
+    assert len(faces) == 2 and all(f.points is None for f in faces)
+    for (x, y, w, h), dx in zip((f.box for f in faces), (0, 220)):
         cx, cy = x + w / 2 - dx, y + h / 2
         assert xs.min() < cx < xs.max() and ys.min() < cy < ys.max()  # centred on the face
-    p = FaceParser.from_checkpoint(ckpt)
+    p = FaceParser.from_checkpoint(ckpt, detector="haar")
     labels = p(canvas, channel_order="BGR", detect=True)
     inside = np.zeros(labels.shape, bool)
-    for b in boxes:
-        x0, y0, x1, y1 = expand_box(b, 200, 420, p.margin)
+    for f in faces:
+        x0, y0, x1, y1 = crop_region(box_affine(f.box, (64, 64), p.margin), (64, 64), labels.shape)
         inside[y0:y1, x0:x1] = True
     assert (labels[~inside] == 0).all() and (labels[inside] != 0).any()
 

@@ -88,10 +88,22 @@ def test_run_directory_layout_and_metrics(micro_cfg):
     assert [g.step for g in grid] == [1, 2] and grid[0].width == 2 + 5 * (64 + 2)  # input, truth, prediction, 2 edges
     best = load_checkpoint(paths.best)
     assert best["meta"]["classes"][0] == "background" and best["meta"]["channel_order"] == "BGR"
+    assert best["meta"]["crop"] == {"kind": "whole_image"}  # the root has no face_template.json
     assert abs(best["val_mean_f1"] - summary["best_val_mean_f1"]) < 1e-12
     # a second run into the same directory is refused instead of overwriting it
     with pytest.raises(CheckpointError, match="already holds checkpoints"):
         train(cfg, progress=False)
+
+
+def test_checkpoints_record_the_datasets_face_template(micro_cfg, tmp_path):
+    from dml_csr.face_template import write_template
+    from dml_csr.trainer import _meta
+
+    crop = {"kind": "template", "points": [[0.6, 0.4], [0.4, 0.4], [0.5, 0.55], [0.6, 0.7], [0.4, 0.7]],
+            "input_size": [473, 473]}
+    write_template(str(tmp_path), crop)
+    meta = _meta(micro_cfg(f"data.root={tmp_path}"))
+    assert meta["crop"] == crop and meta["input_size"] == [64, 64]
 
 
 def test_non_finite_loss_stops_with_iteration_and_terms(micro_cfg, monkeypatch):
@@ -418,3 +430,22 @@ def test_a_resume_from_an_older_checkpoint_does_not_repeat_epochs_in_the_log(mic
     train(cfg, resume=paths.epoch_ckpt(1), progress=False)  # epochs 2 and 3 again
     epochs = [(r["type"], r["epoch"]) for r in map(json.loads, open(paths.metrics))]
     assert epochs == [("train", 1), ("val", 1), ("train", 2), ("val", 2), ("train", 3), ("val", 3)]
+
+
+def test_a_resnet101_without_pretrained_weights_warns_loudly(micro_cfg, caplog, monkeypatch):
+    import logging
+
+    from dml_csr import trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "build_model", lambda *a, **k: torch.nn.Linear(1, 1))
+    cfg = micro_cfg("model.backbone=resnet101_deepstem")
+    spec = trainer_module.get_spec(cfg.data.dataset)
+    dist = trainer_module.du.DistInfo()
+    with caplog.at_level(logging.WARNING):
+        trainer_module._build_model(cfg, spec, torch.device("cpu"), dist, None)
+    assert "model.pretrained is unset" in caplog.text and "RANDOM weights" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):  # a resume loads trained weights: nothing to warn about
+        trainer_module._build_model(cfg, spec, torch.device("cpu"), dist,
+                                    {"model": torch.nn.Linear(1, 1).state_dict()})
+    assert "model.pretrained" not in caplog.text

@@ -114,3 +114,65 @@ def test_an_output_that_cannot_be_written_is_named_and_the_rest_written(tmp_path
     assert "b.png: could not write" in r.stderr and os.path.join("labels", "b.png") in r.stderr
     assert sorted(os.listdir(tmp_path / "o" / "labels")) == ["a.png", "b.png"]  # no .tmp-* left
     assert cv2.imread(str(tmp_path / "o" / "labels" / "a.png"), cv2.IMREAD_UNCHANGED).shape == (40, 40)
+
+
+def test_detect_writes_the_faces_and_counts_photos_without_one(tmp_path):
+    """--detect with faces given in a JSON file (the detector a user already ran): the labels are the API's
+    composite for those faces, faces/NAME.json lists them, and a photo without a face is warned about and counted."""
+    import json
+
+    from helpers.photos import group_photo
+
+    from dml_csr import FaceParser
+    from dml_csr.detection import Face
+
+    ckpt = write_tiny_checkpoint(str(tmp_path / "tiny.pt"))
+    canvas, _, points = group_photo()
+    small = cv2.resize(canvas, (550, 350))
+    faces = [Face(tuple(p.min(0) / 2 - 10) + tuple(np.ptp(p, 0) / 2 + 20), (p / 2).astype(np.float32))
+             for p in points]
+    faces_file = tmp_path / "faces.json"
+    faces_file.write_text(json.dumps({"faces": [f.to_dict() for f in faces]}))
+    cv2.imwrite(str(tmp_path / "group.png"), small)
+    out = tmp_path / "out"
+    r = run_script("predict", str(tmp_path / "group.png"), "--checkpoint", ckpt, "--out", str(out), "--detect",
+                   "--detector", str(faces_file), "--device", "cpu", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert "parsed 1 image(s)" in r.stdout and "5 face(s) found" in r.stdout
+    record = json.loads((out / "faces" / "group.json").read_text())
+    assert record["size"] == [350, 550] and len(record["faces"]) == 5
+    assert record["faces"][0]["landmarks"]["subject_left_eye"] == faces[0].to_dict()["landmarks"]["subject_left_eye"]
+    lab = cv2.imread(str(out / "labels" / "group.png"), cv2.IMREAD_UNCHANGED)
+    parser = FaceParser.from_checkpoint(ckpt)
+    assert (lab == parser.parse_faces(small, faces, channel_order="BGR")).mean() > 0.999
+    # no face: a warning naming the file, counted in the summary, all background
+    empty = tmp_path / "none.json"
+    empty.write_text('{"faces": []}')
+    r = run_script("predict", str(tmp_path / "group.png"), "--checkpoint", ckpt, "--out", str(tmp_path / "o2"),
+                   "--detect", "--detector", str(empty), "--device", "cpu", "--no-progress")
+    assert r.returncode == 0 and "no face found in 1 image(s):" in r.stdout and "group.png" in r.stdout
+    assert (cv2.imread(str(tmp_path / "o2" / "labels" / "group.png"), cv2.IMREAD_UNCHANGED) == 0).all()
+
+
+def test_photo_and_mask_folders_exports_and_progress(tmp_path):
+    """A dataset folder (0.jpg beside its label map 0.png) parses the photo only; an exported model given as
+    --checkpoint is refused in one line; the progress bar knows its total."""
+    ckpt = write_tiny_checkpoint(str(tmp_path / "tiny.pt"))
+    folder = tmp_path / "pairs"
+    folder.mkdir()
+    for i in range(2):
+        img, lab = render_face(i, size=(48, 40))[:2]
+        cv2.imwrite(str(folder / f"{i}.jpg"), img)
+        cv2.imwrite(str(folder / f"{i}.png"), lab)
+    cv2.imwrite(str(folder / "extra.png"), render_face(5, size=(48, 40))[0])  # a photo of its own
+    out = tmp_path / "out"
+    r = run_script("predict", str(folder), "--checkpoint", ckpt, "--out", str(out), "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    assert sorted(os.listdir(out / "labels")) == ["0.png", "1.png", "extra.png"]
+    assert "3/3" in r.stderr  # tqdm's count of the total
+    for ext, kind in ((".onnx", "an ONNX model"), (".ts", "a TorchScript model")):
+        exported = tmp_path / f"model{ext}"
+        exported.write_bytes(b"x")
+        r = run_script("predict", str(folder), "--checkpoint", str(exported), "--out", str(out))
+        assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1
+        assert f"is {kind}" in r.stderr and "pass the checkpoint it was exported from" in r.stderr

@@ -1,0 +1,103 @@
+"""The landmark template of a prepared dataset: where its training faces' five points fall in the network input.
+
+``scripts/measure_template.py --root R`` (and the synthetic faces' prepare step) writes ``R/face_template.json``
+from the training split: each sample's 5-point landmark file (``<split>/landmarks/NAME.txt``) where it has one,
+else the face the detector finds in its image (the largest, for images with several). Training records it in every
+checkpoint's ``meta["crop"]``, so that a parser aligns a detected face to the framing the model was trained on
+(:mod:`dml_csr.alignment`).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Callable, Optional, Sequence
+
+import cv2
+import numpy as np
+
+from .alignment import WHOLE_IMAGE, check_crop, landmarks_in_input, measure_template
+from .checkpoint import atomic_write
+from .data.dataset import read_split_list
+
+__all__ = ["TEMPLATE_FILE", "measure_split", "write_template", "read_template", "crop_for_training"]
+
+log = logging.getLogger(__name__)
+
+TEMPLATE_FILE = "face_template.json"
+
+
+def _five_points(path: str) -> Optional[np.ndarray]:
+    """A landmark file's 5 points, or None when there is no file or it holds another scheme (LaPa's 106)."""
+    try:
+        with open(path) as f:
+            rows = [line.split() for line in f if line.strip()]
+        pts = np.array([[float(v) for v in r] for r in rows[1:]], np.float64)
+    except (OSError, ValueError):
+        return None
+    return pts if pts.shape == (5, 2) else None
+
+
+def measure_split(root: str, split: str = "train", input_size: Sequence[int] = (473, 473),
+                  detector: Optional[Callable] = None, limit: int = 2000) -> dict:
+    """The crop convention of ``split``: the mean of up to ``limit`` faces' landmarks (evenly spaced samples) in
+    the input of ``input_size`` after the whole-image crop. Samples without a 5-point file need ``detector``
+    (``image_bgr -> faces``); samples where neither gives landmarks are skipped."""
+    items = read_split_list(root, split)
+    step = max(1, len(items) // max(1, limit))
+    found, from_files, from_detector = [], 0, 0
+    for name, image_path, _ in items[::step][:limit]:
+        pts = _five_points(os.path.join(os.path.dirname(os.path.dirname(image_path)), "landmarks", f"{name}.txt"))
+        image = cv2.imread(image_path, cv2.IMREAD_COLOR)
+        if image is None:
+            continue
+        if pts is None and detector is not None:
+            faces = [f for f in detector(image) if getattr(f, "points", None) is not None]
+            if faces:
+                pts = max(faces, key=lambda f: f.box[2] * f.box[3]).points
+                from_detector += 1
+        elif pts is not None:
+            from_files += 1
+        if pts is not None:
+            found.append(landmarks_in_input(pts, image.shape[:2], input_size))
+    if not found:
+        raise ValueError(f"no landmarks in split '{split}' of '{root}': no 5-point landmarks/NAME.txt files and "
+                         + ("the detector found no face with landmarks" if detector else "no detector given"))
+    source = f"{split} split of {os.path.basename(os.path.normpath(root))}: {from_files} landmark files, " \
+             f"{from_detector} detected"
+    return measure_template(np.stack(found), input_size, source)
+
+
+def write_template(root: str, crop: dict) -> str:
+    """Write ``crop`` as ``root/face_template.json`` (atomically); returns the path."""
+    path = os.path.join(root, TEMPLATE_FILE)
+    atomic_write(path, lambda f: f.write(json.dumps(crop, indent=2).encode()))
+    return path
+
+
+def read_template(root: str) -> Optional[dict]:
+    """``root/face_template.json`` validated, or None when there is none."""
+    path = os.path.join(root, TEMPLATE_FILE)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            return check_crop(json.load(f), path)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"'{path}' is not valid JSON ({e}); rerun scripts/measure_template.py --root {root}") from None
+
+
+def crop_for_training(root: str, input_size: Sequence[int]) -> dict:
+    """The crop convention a run on ``root`` records in its checkpoints: the dataset's template when it has one
+    measured at the same input aspect, else the whole-image convention."""
+    crop = read_template(root)
+    if crop is None or crop.get("kind") != "template":
+        log.info("no %s in '%s': checkpoints record the whole-image crop (scripts/measure_template.py measures "
+                 "a landmark template for aligned parsing of photos)", TEMPLATE_FILE, root)
+        return dict(WHOLE_IMAGE)
+    h, w = crop["input_size"]
+    if abs(h / w - input_size[0] / input_size[1]) > 1e-6:
+        log.warning("%s was measured at input %dx%d, whose aspect differs from data.input_size %s; checkpoints "
+                    "record the whole-image crop", TEMPLATE_FILE, h, w, list(input_size))
+        return dict(WHOLE_IMAGE)
+    return crop

@@ -1,0 +1,37 @@
+#!/usr/bin/env python
+"""Measure a prepared dataset's face template: where its training faces' five landmarks fall in the network input.
+
+    python scripts/measure_template.py --root data/lapa [--split train] [--detector auto] [--input-size 473 473]
+
+Writes ``<root>/face_template.json``. Samples with a 5-point ``landmarks/NAME.txt`` use it; the others (LaPa's
+106-point files, Helen, CelebAMask-HQ) are run through the face detector once. Training records the template in
+its checkpoints, and the parser then aligns each detected face in a photo to it (see README, "Parse a photo").
+"""
+import argparse
+
+from _common import run_main, setup_logging
+
+
+def main(argv=None) -> int:
+    setup_logging()
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", required=True, help="a prepared dataset root")
+    p.add_argument("--split", default="train")
+    p.add_argument("--input-size", type=int, nargs=2, default=[473, 473], metavar=("H", "W"),
+                   help="the network input the template is measured in (only its aspect matters)")
+    p.add_argument("--detector", default="auto", help="for samples without 5-point landmark files: auto, yuface, "
+                                                      "yunet, or none (skip them)")
+    p.add_argument("--limit", type=int, default=2000, help="at most this many samples, evenly spaced")
+    args = p.parse_args(argv)
+    from dml_csr.detection import build_detector
+    from dml_csr.face_template import measure_split, write_template
+
+    detector = None if args.detector == "none" else build_detector(args.detector)
+    crop = measure_split(args.root, args.split, args.input_size, detector, args.limit)
+    path = write_template(args.root, crop)
+    print(f"wrote {path}: {crop['faces']} faces ({crop['source']}), mean spread {crop['spread_px']} px")
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,89 @@
+"""A dataset's landmark template: measured from its landmark files (or a detector) through the whole-image crop,
+written beside the lists, recorded by training in the checkpoints' crop convention."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import numpy as np
+import pytest
+from helpers.scripts import run_script
+
+from dml_csr.data.synthetic import write_dataset
+from dml_csr.detection import Face
+from dml_csr.face_template import crop_for_training, measure_split, read_template, write_template
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    r = str(tmp_path_factory.mktemp("syn"))
+    write_dataset(r, {"train": 6, "test": 2}, seed=3, size=(120, 120))
+    return r
+
+
+def _landmarks(root, split="train"):
+    folder = os.path.join(root, split, "landmarks")
+    return [np.loadtxt(os.path.join(folder, f), skiprows=1) for f in sorted(os.listdir(folder))]
+
+
+def test_the_template_is_the_mean_landmark_position_in_the_input(root):
+    """The authors' whole-image crop of a 120x120 image maps the 119 px from the first to the last pixel centre
+    onto the input's 473 px, centre to centre: x -> (x - 59.5) * 473 / 119 + 236.5."""
+    crop = measure_split(root, "train", (473, 473))
+    expected = np.mean([(p - 59.5) * 473 / 119 + 236.5 for p in _landmarks(root)], 0) / 473
+    np.testing.assert_allclose(crop["points"], expected, atol=1e-6)
+    assert crop["kind"] == "template" and crop["faces"] == 6 and crop["input_size"] == [473, 473]
+    assert "6 landmark files, 0 detected" in crop["source"]
+
+
+def test_samples_without_five_point_files_go_through_the_detector(root, tmp_path):
+    import shutil
+
+    other = str(tmp_path / "lapa_like")
+    shutil.copytree(root, other)
+    folder = os.path.join(other, "train", "landmarks")
+    for f in os.listdir(folder):  # LaPa's scheme: 106 points
+        with open(os.path.join(folder, f), "w") as fh:
+            fh.write("106\n" + "1 2\n" * 106)
+    seen = []
+    pts = np.array([[70, 50], [50, 50], [60, 62], [68, 72], [52, 72]], np.float32)
+
+    def detector(image):
+        seen.append(image.shape)
+        return [Face((10, 10, 20, 20), pts / 2), Face((30, 30, 80, 80), pts)]  # the larger face is used
+
+    crop = measure_split(other, "train", (473, 473), detector)
+    assert len(seen) == 6 and "0 landmark files, 6 detected" in crop["source"]
+    np.testing.assert_allclose(crop["points"], ((pts - 59.5) * 473 / 119 + 236.5) / 473, atol=1e-6)
+    with pytest.raises(ValueError, match="no landmarks in split 'train' of .*lapa_like.*no detector given"):
+        measure_split(other, "train", (473, 473))
+
+
+def test_training_records_the_template_only_at_its_aspect(root, tmp_path, caplog):
+    assert crop_for_training(str(tmp_path), (473, 473)) == {"kind": "whole_image"}
+    crop = measure_split(root, "train", (473, 473))
+    write_template(str(tmp_path), crop)
+    assert read_template(str(tmp_path)) == crop
+    assert crop_for_training(str(tmp_path), (256, 256)) == crop  # the fractions hold at any square input
+    with caplog.at_level(logging.WARNING):
+        assert crop_for_training(str(tmp_path), (256, 192)) == {"kind": "whole_image"}
+    assert "aspect differs" in caplog.text
+    (tmp_path / "face_template.json").write_text("{")
+    with pytest.raises(ValueError, match="face_template.json' is not valid JSON"):
+        read_template(str(tmp_path))
+
+
+def test_measure_template_script_writes_the_file(root, tmp_path):
+    import shutil
+
+    r = str(tmp_path / "r")
+    shutil.copytree(root, r)
+    res = run_script("measure_template", "--root", r, "--detector", "none", "--input-size", "64", "64")
+    assert res.returncode == 0, res.stderr
+    with open(os.path.join(r, "face_template.json")) as f:
+        crop = json.load(f)
+    assert crop["input_size"] == [64, 64] and crop["faces"] == 6
+    np.testing.assert_allclose(crop["points"], measure_split(root, "train", (473, 473))["points"], atol=1e-5)
+    res = run_script("measure_template", "--root", str(tmp_path / "none"), "--detector", "none")
+    assert res.returncode != 0 and "does not exist" in res.stderr and len(res.stderr.strip().splitlines()) == 1
