@@ -10,12 +10,11 @@ dependencies = ["torch", "torchvision", "numpy", "cv2", "yaml"]
 
 # private names: torch.hub.list() shows every public callable here as an entry point
 from dml_csr.api import FaceParser as _FaceParser  # noqa: E402 (torch.hub reads `dependencies` first)
-from dml_csr.hub import resolve as _resolve  # noqa: E402
 
 
 def dml_csr(name: str = "dml_csr_helen", device: str = "cpu", **kwargs) -> "_FaceParser":
     """A FaceParser for weights ``name`` (a registry name or a checkpoint path); ``kwargs`` go to FaceParser."""
-    return _FaceParser.from_checkpoint(_resolve(name, kind="dml_csr"), device=device, **kwargs)
+    return _FaceParser.from_checkpoint(name, device=device, **kwargs)  # a name keeps its registry metadata
 
 
 def dml_csr_helen(device: str = "cpu", **kwargs) -> "_FaceParser":

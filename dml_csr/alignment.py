@@ -62,6 +62,8 @@ def check_crop(crop: Optional[dict], where: str = "meta['crop']") -> dict:
     """A crop convention, validated; None means the whole-image convention."""
     if not crop:
         return dict(WHOLE_IMAGE)
+    if not isinstance(crop, dict):
+        raise ValueError(f"{where}: expected an object with a 'kind', got {type(crop).__name__}")
     kind = crop.get("kind")
     if kind == "whole_image":
         return dict(crop)
@@ -70,6 +72,9 @@ def check_crop(crop: Optional[dict], where: str = "meta['crop']") -> dict:
     pts = np.asarray(crop.get("points", []), np.float64)
     if pts.shape != (5, 2) or not np.isfinite(pts).all():
         raise ValueError(f"{where}: 'points' must be 5 [x, y] fractions of the input; got shape {pts.shape}")
+    size = crop.get("input_size", [1, 1])
+    if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
+        raise ValueError(f"{where}: 'input_size' must be [height, width] in pixels; got {size!r}")
     return dict(crop)
 
 
@@ -91,7 +96,8 @@ def crop_region(affine: np.ndarray, input_size: Sequence[int], size: Sequence[in
     image of ``size`` (H, W); None when it reaches none."""
     h, w = input_size
     inv = cv2.invertAffineTransform(np.asarray(affine, np.float64))
-    corners = np.array([[0, 0], [w, 0], [0, h], [w, h]], np.float64) @ inv[:, :2].T + inv[:, 2]
+    # bilinear sampling reaches one crop pixel past each edge (-1 and w, h): a shrunk crop's fading border counts
+    corners = np.array([[-1, -1], [w, -1], [-1, h], [w, h]], np.float64) @ inv[:, :2].T + inv[:, 2]
     x0, y0 = np.floor(corners.min(0)).astype(int) - 1
     x1, y1 = np.ceil(corners.max(0)).astype(int) + 2
     x0, y0, x1, y1 = max(0, x0), max(0, y0), min(int(size[1]), x1), min(int(size[0]), y1)

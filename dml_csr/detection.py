@@ -41,14 +41,20 @@ _YUNET_ORDER = list(KEYPOINTS_MIRRORED)  # YuNet: image-left eye, image-right ey
 _YUFACE_MAX_SIDE = 960  # yuface warns that detection degrades past this; larger images are detected downscaled
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Face:
-    """One detected face: ``box`` (x, y, w, h) in pixels, ``points`` (5, 2) float32 in KEYPOINTS order or None,
-    ``score`` in [0, 1]."""
+    """One detected face: ``box`` (x, y, w, h) in pixels, ``points`` (5, 2) float32 in KEYPOINTS order or None
+    (read-only), ``score`` in [0, 1]."""
 
     box: tuple[float, float, float, float]
     points: Optional[np.ndarray] = None
     score: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.points is not None:
+            pts = np.array(self.points, np.float32).reshape(5, 2)
+            pts.setflags(write=False)
+            object.__setattr__(self, "points", pts)
 
     def to_dict(self) -> dict:
         out = {"box": [round(float(v), 2) for v in self.box], "score": round(float(self.score), 4)}
@@ -58,16 +64,34 @@ class Face:
 
 
 def _face(box: Sequence[float], points: Optional[Sequence] = None, score: float = 1.0, where: str = "face") -> Face:
-    box = tuple(float(v) for v in box)
+    try:
+        box = tuple(float(v) for v in box)
+        pts = np.asarray(points, np.float32) if points is not None and np.size(points) else None
+        score = float(score)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: expected a box of 4 numbers (x, y, width, height), optional landmarks of 5 "
+                         f"[x, y] numbers and a numeric score; got box {box!r}, landmarks {points!r}") from None
     if len(box) != 4 or box[2] <= 0 or box[3] <= 0 or not np.isfinite(box).all():
         raise ValueError(f"{where}: box {list(box)} is not (x, y, width, height) with a positive width and height")
-    pts = None
-    if points is not None:
-        pts = np.asarray(points, np.float32).reshape(-1, 2) if np.size(points) else None
-        if pts is not None and (pts.shape != (5, 2) or not np.isfinite(pts).all()):
-            raise ValueError(f"{where}: landmarks have {np.size(points)} values; expected 5 (x, y) points in the order "
+    if pts is not None:
+        if pts.size != 10 or not np.isfinite(pts).all():
+            raise ValueError(f"{where}: landmarks have {pts.size} numbers; expected 5 (x, y) points in the order "
                              f"{', '.join(KEYPOINTS)}")
-    return Face(box, pts, float(score))
+        pts = pts.reshape(5, 2)
+        if _mirrored(pts):
+            raise ValueError(f"{where}: landmarks are mirrored (the first eye is on the image's left of the second); "
+                             f"expected the order {', '.join(KEYPOINTS)}, the subject's left eye first (on the image's "
+                             f"right); YuNet, insightface and dlib list the image-left eye first: reorder them "
+                             f"{list(KEYPOINTS_MIRRORED)}")
+    return Face(box, pts, score)
+
+
+def _mirrored(pts: np.ndarray) -> bool:
+    """Whether five points are in the mirrored order: in our order the eye-to-eye vector (subject's right to left)
+    turns clockwise on screen (y down) into the eyes-to-mouth vector, whatever the face's rotation."""
+    eye = pts[0] - pts[1]
+    down = (pts[3] + pts[4]) / 2 - (pts[0] + pts[1]) / 2
+    return float(eye[0] * down[1] - eye[1] * down[0]) < 0
 
 
 def as_faces(found: Iterable) -> list[Face]:
@@ -171,9 +195,18 @@ def faces_from_json(path: str) -> Detector:
     if not isinstance(faces, list):
         raise ValueError(f"faces file '{path}': expected a list of faces or {{\"faces\": [...]}}")
     try:
-        return given_faces(faces)
+        given = given_faces(faces)
     except ValueError as e:
         raise ValueError(f"faces file '{path}': {e}") from None
+    size = (data.get("height"), data.get("width")) if isinstance(data, dict) else (None, None)
+
+    def detect(image: Optional[np.ndarray]) -> list[Face]:
+        if image is not None and None not in size and tuple(image.shape[:2]) != size:
+            raise ValueError(f"faces file '{path}' describes a {size[1]}x{size[0]} image; this one is "
+                             f"{image.shape[1]}x{image.shape[0]}")
+        return given(image)
+
+    return detect
 
 
 DETECTORS = {"yuface": yuface_detector, "yunet": yunet_detector, "haar": haar_detector}

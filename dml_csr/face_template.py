@@ -44,9 +44,9 @@ def measure_split(root: str, split: str = "train", input_size: Sequence[int] = (
     the input of ``input_size`` after the whole-image crop. Samples without a 5-point file need ``detector``
     (``image_bgr -> faces``); samples where neither gives landmarks are skipped."""
     items = read_split_list(root, split)
-    step = max(1, len(items) // max(1, limit))
+    picked = np.unique(np.linspace(0, len(items) - 1, min(max(1, limit), len(items))).round().astype(int))
     found, from_files, from_detector = [], 0, 0
-    for name, image_path, _ in items[::step][:limit]:
+    for name, image_path, _ in (items[i] for i in picked):
         pts = _five_points(os.path.join(os.path.dirname(os.path.dirname(image_path)), "landmarks", f"{name}.txt"))
         image = cv2.imread(image_path, cv2.IMREAD_COLOR)
         if image is None:
@@ -95,7 +95,7 @@ def crop_for_training(root: str, input_size: Sequence[int]) -> dict:
         log.info("no %s in '%s': checkpoints record the whole-image crop (scripts/measure_template.py measures "
                  "a landmark template for aligned parsing of photos)", TEMPLATE_FILE, root)
         return dict(WHOLE_IMAGE)
-    h, w = crop["input_size"]
+    h, w = crop.get("input_size", (1, 1))
     if abs(h / w - input_size[0] / input_size[1]) > 1e-6:
         log.warning("%s was measured at input %dx%d, whose aspect differs from data.input_size %s; checkpoints "
                     "record the whole-image crop", TEMPLATE_FILE, h, w, list(input_size))

@@ -49,8 +49,9 @@ DRIVE_FILE = "https://drive.google.com/uc?id={}"
 Shape = tuple[int, ...]
 
 
-class HubError(RuntimeError):
-    """A registry file that cannot be fetched or fails its check; one line naming the entry, the URL and the file."""
+class HubError(OSError):
+    """A registry file that cannot be fetched or fails its check; one line naming the entry, the URL and the file
+    (an OSError: the scripts report it as one line, as any file they cannot read)."""
 
 
 @dataclass(frozen=True)
@@ -310,10 +311,9 @@ def _check(w: Weights, path: str, shown: str, fresh: bool) -> Optional[str]:
         digest = sha256_of(path)
         return None if digest == w.sha256 else f"has sha256 {digest}, expected {w.sha256}"
     problem = _check_structure(w, path)
-    if problem is None:
-        level = logging.WARNING if fresh else logging.INFO
-        log.log(level, "%s: %s has no pinned sha256 (dml_csr.hub.WEIGHTS); its size is %d and its sha256 %s",
-                w.name, shown, n, sha256_of(path))
+    if problem is None and fresh:  # hashed once, when it arrives: a cached file is not read twice on every use
+        log.warning("%s: %s has no pinned sha256 (dml_csr.hub.WEIGHTS); its size is %d and its sha256 %s",
+                    w.name, shown, n, sha256_of(path))
     return problem
 
 

@@ -239,7 +239,14 @@ def _build_model(cfg: Config, spec: LabelSpec, device: torch.device, dist: du.Di
         log.warning("%s\nmodel.pretrained is unset: the %s starts from RANDOM weights. The paper's numbers need the "
                     "ImageNet initialisation: model.pretrained: resnet101_deepstem_imagenet (README, 'Weights by "
                     "name') or a path to the file\n%s", "=" * 100, cfg.model.backbone, "=" * 100)
-    model = build_model(resolve_pretrained(cfg.model), spec.num_classes, spec.classes)
+    mcfg = cfg.model
+    if ckpt is None:  # a resume loads trained weights: no initialisation to fetch
+        if dist.enabled and not dist.is_main:
+            du.barrier()  # rank 0 downloads a registry name into the cache first, the others then find it there
+        mcfg = resolve_pretrained(cfg.model)
+        if dist.enabled and dist.is_main:
+            du.barrier()
+    model = build_model(mcfg, spec.num_classes, spec.classes)
     if cfg.train.precision == "fp64":  # numerical checks: float64 weights (before a resume loads float64 values)
         model.double()
         model.register_forward_pre_hook(_inputs_to_double)  # inputs cast on the way in

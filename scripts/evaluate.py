@@ -43,7 +43,8 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(p, required=False)
-    p.add_argument("--checkpoint", help="our checkpoint (runs/<name>/best.pt) or an authors' .pth file")
+    p.add_argument("--checkpoint", help="our checkpoint (runs/<name>/best.pt), an authors' .pth file or a registry "
+                                        "name (dml_csr_helen, ...)")
     p.add_argument("--split", default=None, help="split to score (default: the config's data.test_split, or test)")
     p.add_argument("--flip", action="store_true", default=None, help="flip testing (default: eval.flip)")
     p.add_argument("--scales", default=None, help="comma-separated input scales, e.g. 0.75,1,1.25 (default: "
@@ -319,12 +320,16 @@ def evaluate_checkpoint(args) -> int:
     from dml_csr.data.transforms import EvalTransform
     from dml_csr.distributed import resolve_device
     from dml_csr.engine import evaluate
+    from dml_csr.hub import is_name, resolve
     from dml_csr.loading import load_model
 
     cfg = load_cfg(args)
     spec = get_spec(cfg.data.dataset)
     device = resolve_device(args.device or cfg.train.device)
-    model, meta = load_model(args.checkpoint, device=device)
+    name = args.checkpoint
+    if not os.path.exists(name) and is_name(name):  # a registry name: its cached, verified file from here on
+        args.checkpoint = resolve(name, kind="dml_csr")
+    model, meta = load_model(name, device=device)
     if meta["num_classes"] != spec.num_classes:
         raise ValueError(f"checkpoint '{args.checkpoint}' has {meta['num_classes']} classes but config "
                          f"'{args.config}' (data.dataset={spec.name}) has {spec.num_classes}; use the config of the "
@@ -350,7 +355,8 @@ def evaluate_checkpoint(args) -> int:
     ds = build_dataset(cfg, split, train=False)
     ds.transform = EvalTransform(input_size, *convention)
     loader = build_loader(ds, batch_size=cfg.eval.batch_size, workers=cfg.data.workers, seed=cfg.seed, train=False)
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), f"eval_{ds.split}")
+    beside = os.path.join("runs", name) if name != args.checkpoint else os.path.dirname(os.path.abspath(name))
+    out = args.out or os.path.join(beside, f"eval_{ds.split}")  # a registry name: runs/<name>/, not the cache
     log.info("scoring '%s' on %d images of '%s' split '%s' (input %s, flip %s, scales %s, paste %s, %s)",
              args.checkpoint, len(ds), cfg.data.root, ds.split, input_size, flip, scales, paste, device)
     with _progress(len(ds), args.no_progress, "evaluating") as bar:
@@ -361,6 +367,7 @@ def evaluate_checkpoint(args) -> int:
     protocol = _common_protocol(spec, cfg.data.root, ds.split, len(ds))
     protocol.update({
         "source": "checkpoint", "checkpoint": os.path.abspath(args.checkpoint),
+        **({"checkpoint_name": name} if name != args.checkpoint else {}),
         "checkpoint_sha256": sha256(args.checkpoint), "checkpoint_kind": meta.get("source", "dml_csr"),
         "config": os.path.abspath(args.config), "model": meta.get("model_name", "dml_csr"),
         "resolution": {"network_input": list(input_size),

@@ -61,12 +61,15 @@ def _bilinear(probs: np.ndarray, x: float, y: float) -> np.ndarray:
             + fx * fy * at(x0 + 1, y0 + 1))
 
 
-def test_paste_back_is_the_inverse_warp():
+@pytest.mark.parametrize("dst,size", [([[5, 7], [12, 13]], (90, 120)),    # scale 0.92, 40.6 degrees
+                                      ([[-5, -5], [-2.5, -5]], (240, 300))])  # 0.25: a face 4x the crop
+def test_paste_back_is_the_inverse_warp(dst, size):
     """A photo pixel takes the crop's probabilities at the point its forward warp lands on."""
     rng = np.random.default_rng(1)
     probs = rng.dirichlet(np.ones(11), (48, 40)).transpose(2, 0, 1).astype(np.float32)  # (11, 48, 40)
-    m = similarity_transform(np.array([[0, 0], [10, 0]]), np.array([[5, 7], [12, 13]]))  # scale 0.92, 40.6 deg
-    region = crop_region(m, (48, 40), (90, 120))
+    m = similarity_transform(np.array([[0, 0], [10, 0]]), np.array(dst, float))
+    H, W = size
+    region = crop_region(m, (48, 40), size)
     pasted, cover = paste_probs(probs, m, region)
     x0, y0, x1, y1 = region
     assert pasted.shape == (11, y1 - y0, x1 - x0) and cover.shape == pasted.shape[1:]
@@ -84,10 +87,10 @@ def test_paste_back_is_the_inverse_warp():
     assert checked > 50
     # the region holds every pixel the crop reaches: pasted over the whole photo, nothing lands outside it, and
     # inside it the values are the region's own
-    full, full_cover = paste_probs(probs, m, (0, 0, 120, 90))
-    outside = np.ones((90, 120), bool)
+    full, full_cover = paste_probs(probs, m, (0, 0, W, H))
+    outside = np.ones((H, W), bool)
     outside[y0:y1, x0:x1] = False
-    assert full_cover[outside].max() == 0 and full_cover.sum() > 0.9 * 40 * 48 / 0.92 ** 2 * 0.5
+    assert full_cover[outside].max() == 0 and full_cover.sum() > 0.3 * 40 * 48 / np.linalg.det(m[:, :2])
     np.testing.assert_allclose(full[:, y0:y1, x0:x1] * cover, pasted * cover, atol=1e-6)
 
 
@@ -115,3 +118,25 @@ def test_crop_conventions_are_checked():
         check_crop({"kind": "box"})
     with pytest.raises(ValueError, match=r"'points' must be 5 \[x, y\] fractions of the input; got shape \(2, 2\)"):
         check_crop({"kind": "template", "points": [[0, 0], [1, 1]]})
+
+
+def test_a_warped_sample_maps_back_through_its_own_affine():
+    """EvalTransform.warp keeps the affine; inverse_affine and sample_affine use it (not the whole-image crop)."""
+    from dml_csr.data.transforms import EvalTransform, inverse_affine, sample_affine
+
+    m = np.array([[0.5, 0.0, -3.0], [0.0, 0.5, -1.0]])
+    sample = EvalTransform((16, 16)).warp(np.zeros((40, 50, 3), np.uint8), m)
+    np.testing.assert_allclose(sample_affine(sample["meta"]), m)
+    np.testing.assert_allclose(sample_affine(sample["meta"], inv=True), [[2, 0, 6], [0, 2, 2]])
+    lab = np.zeros((16, 16), np.uint8)
+    lab[4:8, 4:8] = 3  # input pixels 4..7 are image pixels 14..20 (x) and 10..16 (y)
+    back = inverse_affine(lab, sample["meta"])
+    assert back.shape == (40, 50) and (back[11:16, 15:20] == 3).all() and back[:9].max() == 0
+
+
+def test_crop_conventions_need_an_object_and_a_size():
+    with pytest.raises(ValueError, match="expected an object with a 'kind', got list"):
+        check_crop([1, 2])
+    pts = [[0.6, 0.4], [0.4, 0.4], [0.5, 0.5], [0.6, 0.6], [0.4, 0.6]]
+    with pytest.raises(ValueError, match=r"'input_size' must be \[height, width\] in pixels; got \[0, 4\]"):
+        check_crop({"kind": "template", "points": pts, "input_size": [0, 4]})

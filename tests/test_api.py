@@ -209,7 +209,9 @@ def test_box_only_faces_are_cropped_square_around_the_box(face_bgr):
     labels = p.parse_faces(canvas, [(60, 40, 40, 40)], channel_order="BGR")
     assert (labels[40:80, 60:100] == 1).mean() > 0.99 and (labels[:30] == 0).all() and (labels[:, :45] == 0).all()
     np.testing.assert_allclose(box_affine((60, 40, 40, 40), (96, 96), 0.25), [[1.6, 0, -80], [0, 1.6, -48]])
-    assert crop_region(box_affine((60, 40, 40, 40), (96, 96), 0.25), (96, 96), (150, 220)) == (49, 29, 112, 92)
+    # the square of side 60 around (80, 60) at 1.6 input pixels a photo pixel: input u = -1 .. 96 (bilinear reach)
+    # is photo x = (u + 80) / 1.6 = 49.4 .. 110, y = (v + 48) / 1.6 = 29.4 .. 90; one pixel more each side, exclusive
+    assert crop_region(box_affine((60, 40, 40, 40), (96, 96), 0.25), (96, 96), (150, 220)) == (48, 28, 112, 92)
     empty = _brightness_parser(detector=lambda img: [])
     assert (empty(canvas, channel_order="BGR", detect=True) == 0).all()
 

@@ -87,7 +87,7 @@ def test_given_faces_and_their_errors(tmp_path):
     a, b, c = det(np.zeros((8, 8, 3), np.uint8))
     assert a.box == (10, 20, 30, 40) and a.points is None and a.score == 1.0
     assert np.array_equal(b.points, pts) and b.score == 0.5 and np.array_equal(c.points, pts)
-    with pytest.raises(ValueError, match=r"face 0: landmarks have 4 values; expected 5"):
+    with pytest.raises(ValueError, match=r"face 0: landmarks have 4 numbers; expected 5 \(x, y\) points"):
         given_faces([{"box": [1, 2, 3, 4], "landmarks": [[1, 2], [3, 4]]}])
     with pytest.raises(ValueError, match=r"face 1: box \[1.0, 2.0, 0.0, 4.0\] is not \(x, y, width, height\)"):
         given_faces([(1, 2, 3, 4), (1, 2, 0, 4)])
@@ -101,4 +101,50 @@ def test_given_faces_and_their_errors(tmp_path):
     path.write_text("{")
     with pytest.raises(ValueError, match="faces file '.*faces.json' cannot be read as JSON"):
         faces_from_json(str(path))
-    assert as_faces([(1, 2, 3, 4)])[0] == Face((1.0, 2.0, 3.0, 4.0))
+    assert as_faces([(1, 2, 3, 4)])[0].box == (1.0, 2.0, 3.0, 4.0)
+    with pytest.raises(ValueError, match="face 0: expected a box of 4 numbers"):
+        given_faces([{"box": [1, 2, "a", 4]}])
+    with pytest.raises(ValueError, match="faces file .* face 0: expected a box of 4 numbers"):
+        path.write_text('{"faces": [5]}')
+        faces_from_json(str(path))
+    # a file that records its image's size refuses another image
+    path.write_text(json.dumps({"height": 8, "width": 6, "faces": [b.to_dict()]}))
+    with pytest.raises(ValueError, match="describes a 6x8 image; this one is 8x8"):
+        faces_from_json(str(path))(np.zeros((8, 8, 3), np.uint8))
+    assert len(faces_from_json(str(path))(np.zeros((8, 6, 3), np.uint8))) == 1
+    assert not b.points.flags.writeable  # a face's landmarks cannot be changed under it
+
+
+def test_mirrored_landmarks_are_refused_at_any_rotation():
+    """The common mistake: the image-left eye first (YuNet's, insightface's, dlib's order). Our order turns the
+    eye-to-eye vector clockwise into the eyes-to-mouth one at any rotation; the mirrored order turns it the other
+    way."""
+    _, face = astronaut()
+    ours = face["landmarks"]
+    for angle in (0, 30, 90, 170, -120):
+        a = np.deg2rad(angle)
+        rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+        turned = ours @ rot.T
+        given_faces([{"box": [0, 0, 10, 10], "landmarks": turned.tolist()}])  # accepted
+        with pytest.raises(ValueError, match=r"landmarks are mirrored .* reorder them \[1, 0, 2, 4, 3\]"):
+            given_faces([{"box": [0, 0, 10, 10], "landmarks": turned[[1, 0, 2, 4, 3]].tolist()}])
+
+
+def test_yunet_rows_become_faces_in_our_order(monkeypatch, tmp_path):
+    """cv2.FaceDetectorYN gives rows (x, y, w, h, 5 x (x, y) image-left eye first, score); a stand-in net with a
+    known row shows the reordering, the score and the input size set to the image's."""
+    row = np.array([[10, 20, 30, 40, 15, 30, 35, 30, 25, 40, 17, 50, 33, 50, 0.87]], np.float32)
+    calls = []
+
+    class Net:
+        def setInputSize(self, size):
+            calls.append(size)
+
+        def detect(self, image):
+            return 1, row
+
+    monkeypatch.setattr(cv2, "FaceDetectorYN", type("YN", (), {"create": staticmethod(lambda *a: Net())}),
+                        raising=False)
+    (face,) = detection.yunet_detector(model_path=str(tmp_path / "m.onnx"))(np.zeros((60, 80, 3), np.uint8))
+    assert calls == [(80, 60)] and face.box == (10, 20, 30, 40) and face.score == pytest.approx(0.87)
+    np.testing.assert_array_equal(face.points, [[35, 30], [15, 30], [25, 40], [33, 50], [17, 50]])

@@ -35,6 +35,9 @@ def test_the_template_is_the_mean_landmark_position_in_the_input(root):
     np.testing.assert_allclose(crop["points"], expected, atol=1e-6)
     assert crop["kind"] == "template" and crop["faces"] == 6 and crop["input_size"] == [473, 473]
     assert "6 landmark files, 0 detected" in crop["source"]
+    three = measure_split(root, "train", (473, 473), limit=3)  # evenly spaced: samples 0, 2 and 5 of 6
+    picked = [_landmarks(root)[i] for i in (0, 2, 5)]
+    np.testing.assert_allclose(three["points"], np.mean([(p - 59.5) / 119 + 0.5 for p in picked], 0), atol=1e-6)
 
 
 def test_samples_without_five_point_files_go_through_the_detector(root, tmp_path):

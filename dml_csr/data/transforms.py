@@ -84,7 +84,11 @@ def get_affine_transform(center: Sequence[float], scale: Sequence[float], rot: f
 
 def sample_affine(meta: dict, inv: bool = False) -> np.ndarray:
     """The affine a sample was warped with (its ``meta``: center, scale, rotation, input size, flip, size), image ->
-    network input, or network input -> image with ``inv``; a flip is composed in (the mirrored source)."""
+    network input, or network input -> image with ``inv``; a flip is composed in (the mirrored source). A sample
+    made by :meth:`EvalTransform.warp` carries its own affine, ``meta["affine"]``."""
+    if "affine" in meta:
+        m = np.asarray(meta["affine"], np.float64)
+        return cv2.invertAffineTransform(m) if inv else m
     width = meta["size"][1]
     m = get_affine_transform(meta["center"], meta["scale"], meta["rotation"], meta["input_size"], inv=inv)
     if meta.get("flip"):

@@ -287,3 +287,28 @@ def test_new_option_usage_errors(capsys):
         with pytest.raises(SystemExit) as e:
             script.parse_args(argv)
         assert e.value.code == 2 and expected in capsys.readouterr().err, argv
+
+
+def test_a_registry_name_as_checkpoint(setup, tmp_path, monkeypatch):
+    """--checkpoint NAME: the cached, verified file is scored, its hash recorded with the name, and the default
+    output goes under runs/NAME/ (not into the cache); an uncached name offline fails in one line."""
+    import hashlib
+    import shutil
+
+    from dml_csr import hub
+
+    tmp, root, cfg, ckpt = setup
+    body = open(ckpt, "rb").read()
+    monkeypatch.setenv("DML_CSR_HOME", str(tmp_path / "cache"))
+    monkeypatch.setitem(hub.WEIGHTS, "tiny_eval", hub.Weights("tiny_eval", "tiny_eval.pt", "dml_csr", "test",
+                                                             url="http://127.0.0.1:9/tiny_eval.pt", size=len(body),
+                                                             sha256=hashlib.sha256(body).hexdigest()))
+    r = run("--config", cfg, "--checkpoint", "tiny_eval", "--split", "test")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "tiny_eval" in r.stderr
+    os.makedirs(os.path.dirname(hub.weights_path("tiny_eval")), exist_ok=True)
+    shutil.copy(ckpt, hub.weights_path("tiny_eval"))
+    monkeypatch.chdir(tmp_path)
+    r = run("--config", cfg, "--checkpoint", "tiny_eval", "--split", "test")
+    assert r.returncode == 0, r.stderr
+    proto = json.load(open(tmp_path / "runs" / "tiny_eval" / "eval_test" / "metrics.json"))["protocol"]
+    assert proto["checkpoint_name"] == "tiny_eval" and proto["checkpoint_sha256"] == hashlib.sha256(body).hexdigest()
