@@ -138,8 +138,8 @@ class FaceParser:
 
     @classmethod
     def from_checkpoint(cls, path: str, device: str = "cpu", **kwargs) -> "FaceParser":
-        """Load our checkpoint or an authors' file (see :func:`dml_csr.models.load_model`); ``kwargs`` go to the
-        constructor."""
+        """Load our checkpoint, an authors' file or a registry name (see :func:`dml_csr.loading.load_model`);
+        ``kwargs`` go to the constructor."""
         from .loading import load_model
 
         dev = resolve_device(device)
@@ -150,9 +150,7 @@ class FaceParser:
     def from_pretrained(cls, name: str, device: str = "cpu", **kwargs) -> "FaceParser":
         """A parser from the weights registry (:mod:`dml_csr.hub`) by name, downloaded into the cache once; a path
         works too."""
-        from .hub import resolve
-
-        return cls.from_checkpoint(resolve(name), device=device, **kwargs)
+        return cls.from_checkpoint(name, device=device, **kwargs)  # load_model fetches names (dataset included)
 
     # ------------------------------------------------------------------------------------------------ parsing
     def __call__(self, images: Union[ImageLike, list], *, channel_order: str = "RGB", detect: bool = False,
@@ -198,8 +196,8 @@ class FaceParser:
         return results
 
     @torch.no_grad()
-    def _crop_probs(self, image: np.ndarray, affines: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """(C, h, w) probabilities at the input size of ``image`` warped by each affine."""
+    def crop_probs(self, image: np.ndarray, affines: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """(C, h, w) probabilities at the input size of the BGR ``image`` warped by each image -> input affine."""
         out = []
         for start in range(0, len(affines), self.batch_size):
             samples = [self.transform.warp(image, m) for m in affines[start: start + self.batch_size]]
@@ -224,15 +222,19 @@ class FaceParser:
         """Parse the given faces (:class:`Face` objects or (x, y, w, h) boxes) of one image: each warped to the crop
         convention, parsed, its probabilities pasted back and composited; returns what :meth:`__call__` does."""
         image = to_bgr(image, channel_order)
-        h, w = image.shape[:2]
-        faces = as_faces(faces)
-        affines, regions = [], []
-        for m in self.face_affines(faces):
+        affines = self.face_affines(as_faces(faces))
+        return self.paste_crops(image.shape[:2], affines, self.crop_probs(image, affines), return_probs)
+
+    def paste_crops(self, size: Sequence[int], affines: Sequence[np.ndarray], crop_probs: Sequence[np.ndarray],
+                    return_probs: bool = False):
+        """Labels (H, W) of an image of ``size`` from its crops' probabilities: each pasted back through the inverse
+        of its affine and composited (see :mod:`dml_csr.alignment`); with ``return_probs``, (labels, probs)."""
+        h, w = int(size[0]), int(size[1])
+        pasted = []
+        for m, p in zip(affines, crop_probs):
             region = crop_region(m, self.transform.input_size, (h, w))
             if region is not None:
-                affines.append(m)
-                regions.append(region)
-        pasted = [paste_probs(p, m, r) + (r,) for p, m, r in zip(self._crop_probs(image, affines), affines, regions)]
+                pasted.append(paste_probs(p, m, region) + (region,))
         probs, union = composite(pasted, self.num_classes)
         labels = np.zeros((h, w), np.uint8)
         if union is not None:

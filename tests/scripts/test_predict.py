@@ -140,7 +140,7 @@ def test_detect_writes_the_faces_and_counts_photos_without_one(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "parsed 1 image(s)" in r.stdout and "5 face(s) found" in r.stdout
     record = json.loads((out / "faces" / "group.json").read_text())
-    assert record["size"] == [350, 550] and len(record["faces"]) == 5
+    assert (record["height"], record["width"]) == (350, 550) and len(record["faces"]) == 5
     assert record["faces"][0]["landmarks"]["subject_left_eye"] == faces[0].to_dict()["landmarks"]["subject_left_eye"]
     lab = cv2.imread(str(out / "labels" / "group.png"), cv2.IMREAD_UNCHANGED)
     parser = FaceParser.from_checkpoint(ckpt)
@@ -176,3 +176,26 @@ def test_photo_and_mask_folders_exports_and_progress(tmp_path):
         r = run_script("predict", str(folder), "--checkpoint", str(exported), "--out", str(out))
         assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1
         assert f"is {kind}" in r.stderr and "pass the checkpoint it was exported from" in r.stderr
+
+
+def test_given_faces_per_image_from_a_folder(tmp_path):
+    """One faces file describes one image: with two inputs it is refused; a folder of NAME.json (as faces/ holds)
+    gives each image its own, and an image without its file fails alone."""
+    import json
+
+    ckpt = write_tiny_checkpoint(str(tmp_path / "tiny.pt"))
+    photos, faces = tmp_path / "photos", tmp_path / "faces"
+    photos.mkdir()
+    faces.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(photos / f"p{i}.png"), render_face(i, size=(60, 60))[0])
+    for i in range(2):
+        (faces / f"p{i}.json").write_text(json.dumps({"height": 60, "width": 60, "faces": [{"box": [10, 10, 20 + i, 30]}]}))
+    common = ["--checkpoint", ckpt, "--device", "cpu", "--no-progress", "--detect"]
+    r = run_script("predict", str(photos), "--out", str(tmp_path / "o1"), "--detector", str(faces / "p0.json"), *common)
+    assert r.returncode == 2 and "a faces file describes one image, and 3 are given" in r.stderr
+    r = run_script("predict", str(photos), "--out", str(tmp_path / "o2"), "--detector", str(faces), *common)
+    assert r.returncode == 1 and "1 input(s) failed" in r.stderr and "no faces file" in r.stderr and "p2.json" in r.stderr
+    for i in range(2):
+        rec = json.loads((tmp_path / "o2" / "faces" / f"p{i}.json").read_text())
+        assert rec["faces"][0]["box"] == [10, 10, 20 + i, 30]
