@@ -62,9 +62,12 @@ class DeepStemResNet(nn.Module):
     Args:
         layers: blocks per stage, (3, 4, 23, 3) for ResNet-101.
         norm: norm factory (see :func:`dml_csr.models.norm.make_norm`).
+        output_stride: 8 (the authors': layer3 at stride 8, layer4 dilated 2) or 16 (layer3 strided, features at
+            strides 4, 8, 16, 16; layer4 keeps its dilation 2): the same parameters, about a third of the FLOPs.
     """
 
-    def __init__(self, layers: tuple[int, int, int, int] = (3, 4, 23, 3), norm: Optional[NormFactory] = None) -> None:
+    def __init__(self, layers: tuple[int, int, int, int] = (3, 4, 23, 3), norm: Optional[NormFactory] = None,
+                 output_stride: int = 8) -> None:
         super().__init__()
         assert norm is not None
         # stem: each ABN (leaky) is followed by a ReLU, as in the authors' code; the composition equals ReLU(BN).
@@ -81,7 +84,10 @@ class DeepStemResNet(nn.Module):
         self.inplanes = 128
         self.layer1 = self._make_layer(64, layers[0], norm)
         self.layer2 = self._make_layer(128, layers[1], norm, stride=2)
-        self.layer3 = self._make_layer(256, layers[2], norm)
+        if output_stride not in (8, 16):
+            raise ValueError(f"backbone resnet101_deepstem: model.output_stride={output_stride}; expected 8 (the "
+                             "authors') or 16")
+        self.layer3 = self._make_layer(256, layers[2], norm, stride=output_stride // 8)
         self.layer4 = self._make_layer(512, layers[3], norm, dilation=2)
         self.channels = (256, 512, 1024, 2048)
 
@@ -205,12 +211,9 @@ def _load_strict(module: nn.Module, sd: dict, path: str, optional_suffixes: tupl
 
 
 def build_backbone(name: str, norm: NormFactory, output_stride: int = 8, pretrained: str = "") -> nn.Module:
-    """Build a backbone by config name; ``output_stride`` must be 8 for the deep-stem ResNet-101."""
+    """Build a backbone by config name; the deep-stem ResNet-101 has output stride 8 (the authors') or 16."""
     if name == "resnet101_deepstem":
-        if output_stride != 8:
-            raise ValueError(f"backbone resnet101_deepstem has output stride 8 (authors'); got model.output_stride="
-                             f"{output_stride}")
-        net = DeepStemResNet((3, 4, 23, 3), norm)
+        net = DeepStemResNet((3, 4, 23, 3), norm, output_stride)
         if pretrained == "imagenet":
             raise ValueError("backbone resnet101_deepstem: torchvision has no deep-stem weights; set model.pretrained "
                              "to the path of CE2P's resnet101-imagenet.pth")

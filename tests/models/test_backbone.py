@@ -12,8 +12,21 @@ def test_deepstem_feature_sizes_and_strides():
     feats = net(torch.randn(1, 3, 65, 81))
     assert [tuple(f.shape[1:]) for f in feats] == [(256, 17, 21), (512, 9, 11), (1024, 9, 11), (2048, 9, 11)]
     assert net.layer4[0].conv2.dilation == (2, 2) and net.layer3[0].conv2.dilation == (1, 1)
-    with pytest.raises(ValueError, match="output stride 8"):
-        build_backbone("resnet101_deepstem", make_norm("abn"), output_stride=16)
+    with pytest.raises(ValueError, match=r"model.output_stride=32; expected 8 \(the authors'\) or 16"):
+        build_backbone("resnet101_deepstem", make_norm("abn"), output_stride=32)
+
+
+def test_deepstem_at_output_stride_16_has_the_same_parameters_and_layer3_strided():
+    """The stride-16 variant: layer3's first block strides (its 3x3 and its shortcut), layer4 keeps dilation 2;
+    every parameter keeps its name and shape, so the authors' weights load into it."""
+    os8 = DeepStemResNet((1, 1, 2, 1), make_norm("abn")).eval()
+    os16 = DeepStemResNet((1, 1, 2, 1), make_norm("abn"), output_stride=16).eval()
+    assert {k: v.shape for k, v in os8.state_dict().items()} == {k: v.shape for k, v in os16.state_dict().items()}
+    os16.load_state_dict(os8.state_dict())
+    assert os16.layer3[0].conv2.stride == (2, 2) and os16.layer3[0].downsample[0].stride == (2, 2)
+    assert os16.layer3[1].conv2.stride == (1, 1) and os16.layer4[0].conv2.dilation == (2, 2)
+    feats = os16(torch.randn(1, 3, 65, 81))
+    assert [tuple(f.shape[1:]) for f in feats] == [(256, 17, 21), (512, 9, 11), (1024, 5, 6), (2048, 5, 6)]
 
 
 @pytest.mark.parametrize("arch,output_stride,last", [("resnet18", 8, 9), ("resnet18", 16, 5), ("resnet18", 32, 3),

@@ -82,3 +82,21 @@ def test_inference_model_matches_authors_parsing(golden_full, official_sd):
         out = model(golden_full["inputs"][0])
     assert list(out) == ["parsing"]
     assert _rel(out["parsing"], golden_full["outputs_eval"][0]) < 4e-6
+
+
+def test_the_authors_weights_load_into_the_stride_16_variant(official_sd):
+    """Same parameters, so the strict load succeeds; the answer changes (the features are coarser), which is why the
+    variant is a deployment option and not the authors' model."""
+    from dml_csr.config import ModelConfig
+    from dml_csr.models import build_model
+    from dml_csr.models.official import convert_official_state_dict, load_state_dict_strict
+
+    ref = build_from_official(official_sd, "official_state_dict(11)", edge_heads=False).eval()
+    os16 = build_model(ModelConfig(edge_heads=False, output_stride=16), 11).eval()
+    load_state_dict_strict(os16, {k: v for k, v in convert_official_state_dict(official_sd, "sd").items()
+                                  if k in os16.state_dict()}, "official_state_dict(11)")
+    x = torch.randn(1, 3, 97, 97, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a, b = ref(x)["parsing"], os16(x)["parsing"]
+    assert a.shape == b.shape and not torch.allclose(a, b, atol=1e-3)
+
