@@ -159,6 +159,59 @@ def benchmark_train(cfg, classes, device, size, batch, warmup, repeats) -> list[
     return rows
 
 
+def benchmark_deploy(model, mcfg, size: int, base_latency: float, warmup: int, repeats: int, calib: str,
+                     count: int = 8) -> list[dict]:
+    """CPU deployment paths on face images (synthetic faces, or a prepared root's images): bf16 + channels_last,
+    ONNX Runtime fp32 and ONNX Runtime static int8 (calibrated on other images), each with its share of labels equal
+    to fp32 eager's on the same faces; ratios against ``base_latency`` (fp32 eager of this run)."""
+    import tempfile
+
+    import onnxruntime as ort
+
+    from dml_csr.export import InferenceWrapper, export_onnx
+    from dml_csr.quantize import calibration_batch, quantize_onnx_int8
+
+    meta = {"input_size": [size, size], "channel_order": mcfg.channel_order, "mean": list(mcfg.mean),
+            "std": list(mcfg.std)}
+    faces = calibration_batch(calib, "test", meta, count, seed=2000)  # scored; calibrated on others
+    calibration = calibration_batch(calib, "train", meta, 2 * count, seed=1000)
+    # every path answers at the input's resolution, as the exported graph does (InferenceWrapper)
+    eager = InferenceWrapper(prepare_for_inference(copy.deepcopy(model), "fp32"))
+    with torch.inference_mode():
+        ref = [eager(torch.from_numpy(f[None])).argmax(1).numpy() for f in faces]
+    fast = InferenceWrapper(prepare_for_inference(copy.deepcopy(model), "bf16", True))
+
+    def run_bf16(x):
+        with torch.inference_mode(), autocast_context(torch.device("cpu"), "bf16"):
+            return fast(to_model_input(torch.from_numpy(x), True)).float().numpy()
+    rows = [_deploy_row("bf16 + channels_last (faces)", "bf16", run_bf16, faces, ref, base_latency, warmup, repeats)]
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = os.path.join(tmp, "model.onnx")
+        export_onnx(copy.deepcopy(model).float(), fp32, (size, size), dynamic_size=False)
+        int8 = quantize_onnx_int8(fp32, os.path.join(tmp, "model.int8.onnx"), calibration)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = torch.get_num_threads()
+        for label, path, precision in (("onnxruntime fp32", fp32, "fp32"), ("onnxruntime int8 (static QDQ)", int8,
+                                                                              "int8")):
+            sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+            rows.append(_deploy_row(label, precision, lambda x, sess=sess: sess.run(None, {"image": x})[0], faces, ref,
+                                    base_latency, warmup, repeats))
+    return rows
+
+
+def _deploy_row(label, precision, run, faces, ref, base_latency, warmup, repeats) -> dict:
+    """Latency on the first face (batch 1) and the share of labels equal to ``ref`` over all faces."""
+    import numpy as np
+
+    latency, peak, _ = _time(lambda: run(faces[:1]), torch.device("cpu"), warmup, repeats)
+    same = [float((np.asarray(run(f[None])).argmax(1) == r).mean()) for f, r in zip(faces, ref)]
+    row = {"path": label, "precision": precision, "channels_last": False, "batch": 1, "latency_ms": latency * 1e3,
+           "throughput_img_s": 1 / latency, "ratio_vs_fp32_eager": latency / base_latency, "peak_mem_mib": peak,
+           "label_agreement": float(np.mean(same)), "label_agreement_on": f"{len(faces)} face images"}
+    print(_row(row), flush=True)
+    return row
+
+
 def _dummy_loss(v: torch.Tensor) -> torch.Tensor:
     """CE against class 0 for a class map (B, C>1, h, w), BCE against 0 for a one-channel map (RNN-G's gate)."""
     v = v.float()
@@ -190,6 +243,10 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("--weights", default=None, help="checkpoint to load (our format or the authors'); else random")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--train", action="store_true", help="also time a training step (batch max(2, --batch))")
+    p.add_argument("--deploy", action="store_true", help="CPU deployment: bf16, ONNX Runtime fp32 and int8 on face "
+                                                         "images, with the share of labels unchanged")
+    p.add_argument("--calib", default="synthetic", help="with --deploy: a prepared root (int8 calibrated on its "
+                                                        "train split, scored on its test split) or 'synthetic'")
     p.add_argument("--json", default=None, help="write the results here")
     args = p.parse_args(argv)
 
@@ -214,9 +271,12 @@ def main(argv: Optional[list[str]] = None) -> None:
         torch.manual_seed(0)
         model = build_model(infer_cfg, args.classes, classes).to(device).eval()
     is_dml_csr = mcfg.name == "dml_csr"
-    arch = mcfg.backbone if is_dml_csr else f"width {mcfg.rnn_channels}" + (", two-stage" if mcfg.two_stage else "")
-    paper_params = f"; paper: {PAPER['params_M']}M" if is_dml_csr else ""
-    paper_flops = f"; paper: {PAPER['GFLOPs']} G" if is_dml_csr else ""
+    # the paper's figures belong to the paper's model: the deep-stem ResNet-101 at output stride 8
+    is_paper = is_dml_csr and mcfg.backbone == "resnet101_deepstem" and mcfg.output_stride == 8
+    arch = (f"{mcfg.backbone}, output stride {mcfg.output_stride}" if is_dml_csr else
+            f"width {mcfg.rnn_channels}" + (", two-stage" if mcfg.two_stage else ""))
+    paper_params = f"; paper: {PAPER['params_M']}M" if is_paper else ""
+    paper_flops = f"; paper: {PAPER['GFLOPs']} G" if is_paper else ""
 
     print(f"config {args.config}: {mcfg.name} ({arch}), {args.classes} classes, input {args.size}x{args.size}, "
           f"device {device} ({torch.get_num_threads()} threads), torch {torch.__version__}")
@@ -227,13 +287,18 @@ def main(argv: Optional[list[str]] = None) -> None:
     print(HEADER)
     batches = sorted({1, args.batch})
     rows = benchmark_inference(model, device, args.size, batches, args.warmup, args.repeats)
+    if args.deploy:
+        base = next(r["latency_ms"] / 1e3 for r in rows if r["path"] == "fp32 eager" and r["batch"] == 1)
+        print(f"CPU deployment, batch 1, labels compared with fp32 eager on face images ({args.calib}):")
+        rows += benchmark_deploy(model, mcfg, args.size, base, args.warmup, args.repeats, args.calib)
     if args.train:
         rows += benchmark_train(_with(mcfg, True), classes, device, args.size, max(2, args.batch),
                                 args.warmup, args.repeats)
     result = {"config": args.config, "size": args.size, "device": str(device), "threads": torch.get_num_threads(),
               "torch": torch.__version__, "num_classes": args.classes, "params_train": train_params,
               "params_inference": infer_params, "flops_inference": flops, "macs_inference": flops // 2,
-              "model": mcfg.name, "paper": PAPER if is_dml_csr else None, "rows": rows}
+              "model": mcfg.name, "output_stride": mcfg.output_stride if is_dml_csr else None,
+              "paper": PAPER if is_paper else None, "rows": rows}
     if args.json:
         tmp = f"{args.json}.tmp"
         with open(tmp, "w") as f:

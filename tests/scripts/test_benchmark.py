@@ -21,3 +21,32 @@ def test_benchmark_script_is_model_agnostic(tmp_path):
     assert rec["flops_inference"] > 0
     paths = {row["path"] for row in rec["rows"]}
     assert {"fp32 eager", "train fp32"} <= paths
+
+
+def test_deploy_rows_report_labels_unchanged_on_faces(tmp_path):
+    """--deploy: ONNX Runtime fp32 and static int8 rows beside bf16, each with its share of labels equal to fp32
+    eager's on face images; the exported fp32 graph agrees with eager on almost every pixel."""
+    out = tmp_path / "bench.json"
+    cfg = os.path.join(ROOT, "configs", "synthetic_dml_csr_tiny.yaml")
+    r = run_script("benchmark", "--config", cfg, "--set", "data.root=unused", "--size", "64", "--repeats", "1",
+                   "--warmup", "0", "--threads", "1", "--deploy", "--json", str(out))
+    assert r.returncode == 0, r.stderr
+    rec = json.load(open(out))
+    rows = {row["path"]: row for row in rec["rows"]}
+    assert {"onnxruntime fp32", "onnxruntime int8 (static QDQ)", "bf16 + channels_last (faces)"} <= set(rows)
+    assert rows["onnxruntime fp32"]["label_agreement"] > 0.999
+    assert 0.5 < rows["onnxruntime int8 (static QDQ)"]["label_agreement"] <= 1.0
+    assert rows["onnxruntime int8 (static QDQ)"]["label_agreement_on"] == "8 face images"
+    # the paper's figures belong to its model only: not to this ResNet-18 at output stride 16
+    assert rec["paper"] is None and "paper:" not in r.stdout and rec["output_stride"] == 16
+
+
+def test_the_papers_figures_stand_beside_the_papers_model_only(tmp_path):
+    for config, paper in (("helen_dml_csr_r101.yaml", True), ("helen_dml_csr_r101_os16.yaml", False)):
+        out = tmp_path / f"{config}.json"
+        r = run_script("benchmark", "--config", os.path.join(ROOT, "configs", config), "--set", "data.root=unused",
+                       "--size", "32", "--repeats", "1", "--warmup", "0", "--threads", "1", "--json", str(out))
+        assert r.returncode == 0, r.stderr
+        rec = json.load(open(out))
+        assert (rec["paper"] is not None) == paper and ("paper: 59.67M" in r.stdout) == paper
+        assert rec["params_train"] == 68_544_242  # stride 16 keeps every parameter of the authors' model
