@@ -22,7 +22,6 @@ Writes ``<out>/metrics.json`` (scores, confusion matrix and the protocol record)
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
@@ -102,14 +101,6 @@ def parse_scales(text: str) -> list[float]:
     if not scales or min(scales) <= 0:
         raise ValueError(f"--scales '{text}': expected positive numbers")
     return scales
-
-
-def sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def write_json(path: str, obj: dict) -> None:
@@ -320,7 +311,7 @@ def evaluate_checkpoint(args) -> int:
     from dml_csr.data.transforms import EvalTransform
     from dml_csr.distributed import resolve_device
     from dml_csr.engine import evaluate
-    from dml_csr.hub import is_name, resolve
+    from dml_csr.hub import is_name, resolve, sha256_of
     from dml_csr.loading import load_model
 
     cfg = load_cfg(args)
@@ -368,7 +359,7 @@ def evaluate_checkpoint(args) -> int:
     protocol.update({
         "source": "checkpoint", "checkpoint": os.path.abspath(args.checkpoint),
         **({"checkpoint_name": name} if name != args.checkpoint else {}),
-        "checkpoint_sha256": sha256(args.checkpoint), "checkpoint_kind": meta.get("source", "dml_csr"),
+        "checkpoint_sha256": sha256_of(args.checkpoint), "checkpoint_kind": meta.get("source", "dml_csr"),
         "config": os.path.abspath(args.config), "model": meta.get("model_name", "dml_csr"),
         "resolution": {"network_input": list(input_size),
                        "scored_at": SCORED_AT[paste]},

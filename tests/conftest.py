@@ -41,3 +41,20 @@ def official_file(tmp_path_factory, official_sd):
     path = tmp_path_factory.mktemp("official") / "helen_official.pth"
     torch.save(official_sd, path)
     return path
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    """A tiny DML-CSR checkpoint per test module (seeded random weights; see helpers.tiny_checkpoint)."""
+    from helpers.tiny_checkpoint import write_tiny_checkpoint
+
+    return write_tiny_checkpoint(str(tmp_path_factory.mktemp("ckpt") / "tiny.pt"))
+
+
+@pytest.fixture(scope="module")
+def parser(ckpt):
+    """A FaceParser of ``ckpt`` on the CPU."""
+    from dml_csr import FaceParser
+
+    return FaceParser.from_checkpoint(ckpt, device="cpu")
+

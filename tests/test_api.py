@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from helpers.tiny_checkpoint import one_thread, write_tiny_checkpoint  # noqa: F401 (fixture)
+from helpers.tiny_checkpoint import one_thread  # noqa: F401 (fixture)
 
 from dml_csr import FaceParser
 from dml_csr.alignment import box_affine, crop_region
@@ -15,16 +15,6 @@ from dml_csr.data.labels import flip_permutation, get_spec
 from dml_csr.data.synthetic import render_face
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    return write_tiny_checkpoint(str(tmp_path_factory.mktemp("ckpt") / "tiny.pt"))
-
-
-@pytest.fixture(scope="module")
-def parser(ckpt):
-    return FaceParser.from_checkpoint(ckpt, device="cpu")
 
 
 @pytest.fixture(scope="module")

@@ -14,23 +14,12 @@ from concurrent.futures import ThreadPoolExecutor
 import cv2
 import numpy as np
 import pytest
-from helpers.tiny_checkpoint import one_thread, write_tiny_checkpoint  # noqa: F401 (fixture)
+from helpers.tiny_checkpoint import one_thread  # noqa: F401 (fixture)
 
-from dml_csr import FaceParser
 from dml_csr.app import image_size, main, make_server, resolve_checkpoint
 from dml_csr.data.synthetic import render_face
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    return write_tiny_checkpoint(str(tmp_path_factory.mktemp("ckpt") / "tiny.pt"))
-
-
-@pytest.fixture(scope="module")
-def parser(ckpt):
-    return FaceParser.from_checkpoint(ckpt, device="cpu")
 
 
 def _serve(parser, **kwargs):

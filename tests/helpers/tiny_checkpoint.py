@@ -52,3 +52,4 @@ def one_thread():
 def subprocess_env() -> dict:
     """Environment for CLI subprocesses: one thread each (see :func:`one_thread`)."""
     return dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+
