@@ -216,7 +216,9 @@ def build_detector(name: str = "auto", threshold: Optional[float] = None) -> Det
     """A detector by name: ``auto`` (the first of yuface, yunet, haar that can be built here), one of
     :data:`DETECTORS`, or a JSON file of given faces. ``threshold`` is the score a face needs (not for haar)."""
     if name not in DETECTORS and name != "auto":
-        if os.path.isfile(name) and name.endswith(".json"):
+        if name.endswith(".json"):
+            if not os.path.isfile(name):
+                raise ValueError(f"faces file '{name}' does not exist")
             return faces_from_json(name)
         raise ValueError(f"detector '{name}' is unknown; expected auto, {', '.join(DETECTORS)} or a .json file of faces")
     kwargs = {} if threshold is None else {"threshold": float(threshold)}

@@ -373,7 +373,7 @@ def main(argv=None) -> int:
     writer.end_video()
     bar.close()
     found = f", {writer.faces} face(s) found" if args.detect else ""
-    print(f"parsed {writer.done} image(s) into '{args.out}'{found}")
+    print(f"parsed {writer.done} image(s) and video frame(s) into '{args.out}'{found}")
     for path in writer.videos:
         print(f"overlay video: {path}")
     if writer.faceless:

@@ -76,6 +76,8 @@ def test_auto_falls_back_to_the_haar_cascade_with_a_warning(monkeypatch, caplog)
 def test_unknown_detector_names_the_choices():
     with pytest.raises(ValueError, match="detector 'nope' is unknown; expected auto, yuface, yunet, haar"):
         build_detector("nope")
+    with pytest.raises(ValueError, match="faces file 'missing.json' does not exist"):
+        build_detector("missing.json")
 
 
 def test_given_faces_and_their_errors(tmp_path):

@@ -36,7 +36,7 @@ def test_folder_with_broken_file_glob_and_video(tmp_path):
                    "--out", str(out), "--batch-size", "2", "--every", "2", "--device", "cpu", "--no-progress")
     assert r.returncode == 1, r.stderr
     assert "2 input(s) failed" in r.stderr and "broken.jpg" in r.stderr and "nope.jpg" in r.stderr
-    assert "parsed 6 image(s)" in r.stdout  # a, b, other/a, video frames 0, 2, 4
+    assert "parsed 6 image(s) and video frame(s)" in r.stdout  # a, b, other/a, video frames 0, 2, 4
     labels = sorted(os.listdir(out / "labels"))
     assert labels == ["a.png", "a_1.png", "b.png", "clip_f000000.png", "clip_f000002.png", "clip_f000004.png"]
     assert sorted(os.listdir(out / "overlays")) == [n.replace(".png", ".jpg") for n in labels]
@@ -110,7 +110,7 @@ def test_an_output_that_cannot_be_written_is_named_and_the_rest_written(tmp_path
     (tmp_path / "o" / "labels" / "b.png").mkdir(parents=True)  # a folder where b's label PNG goes
     r = run_script("predict", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--checkpoint", ckpt,
                    "--out", str(tmp_path / "o"), "--device", "cpu", "--no-progress")
-    assert r.returncode == 1 and "parsed 1 image(s)" in r.stdout
+    assert r.returncode == 1 and "parsed 1 image(s) and video frame(s)" in r.stdout
     assert "b.png: could not write" in r.stderr and os.path.join("labels", "b.png") in r.stderr
     assert sorted(os.listdir(tmp_path / "o" / "labels")) == ["a.png", "b.png"]  # no .tmp-* left
     assert cv2.imread(str(tmp_path / "o" / "labels" / "a.png"), cv2.IMREAD_UNCHANGED).shape == (40, 40)
@@ -138,7 +138,7 @@ def test_detect_writes_the_faces_and_counts_photos_without_one(tmp_path):
     r = run_script("predict", str(tmp_path / "group.png"), "--checkpoint", ckpt, "--out", str(out), "--detect",
                    "--detector", str(faces_file), "--device", "cpu", "--no-progress")
     assert r.returncode == 0, r.stderr
-    assert "parsed 1 image(s)" in r.stdout and "5 face(s) found" in r.stdout
+    assert "parsed 1 image(s) and video frame(s)" in r.stdout and "5 face(s) found" in r.stdout
     record = json.loads((out / "faces" / "group.json").read_text())
     assert (record["height"], record["width"]) == (350, 550) and len(record["faces"]) == 5
     assert record["faces"][0]["landmarks"]["subject_left_eye"] == faces[0].to_dict()["landmarks"]["subject_left_eye"]
