@@ -29,7 +29,6 @@ import importlib
 import json
 import logging
 import os
-import struct
 import sys
 import threading
 import time
@@ -40,7 +39,9 @@ from typing import Any, Optional
 import cv2
 import numpy as np
 
-__all__ = ["make_server", "DemoServer", "parse_upload", "image_size", "resolve_checkpoint", "main", "UploadError",
+from .data.imageio import image_size
+
+__all__ = ["make_server", "DemoServer", "parse_upload", "resolve_checkpoint", "main", "UploadError",
            "MAX_UPLOAD_BYTES", "MAX_PIXELS", "PAGE"]
 
 log = logging.getLogger(__name__)
@@ -52,34 +53,6 @@ _FORMATS = "a JPEG, PNG, BMP, WebP or TIFF file"
 
 class UploadError(ValueError):
     """An upload the demo refuses; the message says what was expected (sent back with HTTP 400)."""
-
-
-def image_size(data: bytes) -> Optional[tuple[int, int]]:
-    """(width, height) read from a PNG or JPEG header without decoding the pixels; None for other formats or a
-    header it cannot read (the decoder then decides)."""
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24 and data[12:16] == b"IHDR":
-        return struct.unpack(">II", data[16:24])
-    if data[:2] != b"\xff\xd8":
-        return None
-    i = 2
-    while i + 4 <= len(data):
-        if data[i] != 0xFF:
-            return None
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
-            i += 2
-            continue
-        (length,) = struct.unpack(">H", data[i + 2: i + 4])
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # a start-of-frame: the image size
-            if i + 9 > len(data):
-                return None
-            height, width = struct.unpack(">HH", data[i + 5: i + 9])
-            return width, height
-        i += 2 + length
-    return None
 
 
 def _too_many_bytes(n: int, max_bytes: int) -> str:

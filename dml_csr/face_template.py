@@ -18,7 +18,8 @@ import numpy as np
 
 from .alignment import WHOLE_IMAGE, check_crop, landmarks_in_input, measure_template
 from .checkpoint import atomic_write
-from .data.dataset import read_split_list
+from .data.dataset import BadSampleError, evenly_spaced, read_keypoints, read_split_list
+from .data.imageio import image_size
 
 __all__ = ["TEMPLATE_FILE", "measure_split", "write_template", "read_template", "crop_for_training"]
 
@@ -30,12 +31,19 @@ TEMPLATE_FILE = "face_template.json"
 def _five_points(path: str) -> Optional[np.ndarray]:
     """A landmark file's 5 points, or None when there is no file or it holds another scheme (LaPa's 106)."""
     try:
-        with open(path) as f:
-            rows = [line.split() for line in f if line.strip()]
-        pts = np.array([[float(v) for v in r] for r in rows[1:]], np.float64)
-    except (OSError, ValueError):
+        return read_keypoints(path)
+    except BadSampleError:
         return None
-    return pts if pts.shape == (5, 2) else None
+
+
+def _size(image_path: str) -> Optional[tuple[int, int]]:
+    """(height, width) from the image file's header, None when it is unreadable there (then it is decoded)."""
+    try:
+        with open(image_path, "rb") as f:
+            wh = image_size(f.read())
+    except OSError:
+        return None
+    return None if wh is None else (wh[1], wh[0])
 
 
 def measure_split(root: str, split: str = "train", input_size: Sequence[int] = (473, 473),
@@ -44,22 +52,24 @@ def measure_split(root: str, split: str = "train", input_size: Sequence[int] = (
     the input of ``input_size`` after the whole-image crop. Samples without a 5-point file need ``detector``
     (``image_bgr -> faces``); samples where neither gives landmarks are skipped."""
     items = read_split_list(root, split)
-    picked = np.unique(np.linspace(0, len(items) - 1, min(max(1, limit), len(items))).round().astype(int))
     found, from_files, from_detector = [], 0, 0
-    for name, image_path, _ in (items[i] for i in picked):
+    for name, image_path, _ in (items[i] for i in evenly_spaced(len(items), limit)):
         pts = _five_points(os.path.join(os.path.dirname(os.path.dirname(image_path)), "landmarks", f"{name}.txt"))
-        image = cv2.imread(image_path, cv2.IMREAD_COLOR)
-        if image is None:
-            continue
-        if pts is None and detector is not None:
-            faces = [f for f in detector(image) if getattr(f, "points", None) is not None]
-            if faces:
-                pts = max(faces, key=lambda f: f.box[2] * f.box[3]).points
-                from_detector += 1
-        elif pts is not None:
-            from_files += 1
+        from_file = pts is not None
+        size = _size(image_path) if from_file else None  # landmarks from a file need no decoded pixels
+        if size is None:
+            image = cv2.imread(image_path, cv2.IMREAD_COLOR)
+            if image is None:
+                continue
+            size = image.shape[:2]
+            if not from_file and detector is not None:
+                faces = [f for f in detector(image) if getattr(f, "points", None) is not None]
+                if faces:
+                    pts = max(faces, key=lambda f: f.box[2] * f.box[3]).points
+                    from_detector += 1
         if pts is not None:
-            found.append(landmarks_in_input(pts, image.shape[:2], input_size))
+            from_files += from_file
+            found.append(landmarks_in_input(pts, size, input_size))
     if not found:
         raise ValueError(f"no landmarks in split '{split}' of '{root}': no 5-point landmarks/NAME.txt files and "
                          + ("the detector found no face with landmarks" if detector else "no detector given"))

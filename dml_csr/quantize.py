@@ -44,11 +44,10 @@ def calibration_batch(root: str, split: str, meta: dict, count: int = 16, seed: 
         h, w = meta["input_size"]
         images = [render_face(seed + i, size=(2 * h, 2 * w))[0] for i in range(count)]
     else:
-        from .data.dataset import read_split_list
+        from .data.dataset import evenly_spaced, read_split_list
 
         items = read_split_list(root, split)
-        picked = np.unique(np.linspace(0, len(items) - 1, min(count, len(items))).round().astype(int))
-        images = [cv2.imread(items[i][1], cv2.IMREAD_COLOR) for i in picked]
+        images = [cv2.imread(items[i][1], cv2.IMREAD_COLOR) for i in evenly_spaced(len(items), count)]
     return to_network_input(images, meta)
 
 

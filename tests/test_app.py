@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from helpers.tiny_checkpoint import one_thread  # noqa: F401 (fixture)
 
-from dml_csr.app import image_size, main, make_server, resolve_checkpoint
+from dml_csr.app import main, make_server, resolve_checkpoint
 from dml_csr.data.synthetic import render_face
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -138,13 +138,6 @@ def test_a_huge_image_is_refused_from_its_header_before_decoding(url):
     png[16:24] = (60000).to_bytes(4, "big") + (50000).to_bytes(4, "big")  # width, height in IHDR
     status, body = _request(url + "/parse", bytes(png), "image/png")
     assert status == 400 and body["error"].startswith("image is 60000x50000 (3000.0 megapixels); expected at most 40")
-
-
-@pytest.mark.parametrize("ext", [".png", ".jpg"])
-def test_image_size_reads_the_header(ext):
-    ok, buf = cv2.imencode(ext, np.zeros((37, 53, 3), np.uint8))
-    assert image_size(buf.tobytes()) == (53, 37)
-    assert image_size(b"BM not a png") is None and image_size(b"\xff\xd8\xff") is None
 
 
 def test_unknown_pages_are_a_json_404(url):

@@ -90,3 +90,12 @@ def test_measure_template_script_writes_the_file(root, tmp_path):
     np.testing.assert_allclose(crop["points"], measure_split(root, "train", (473, 473))["points"], atol=1e-5)
     res = run_script("measure_template", "--root", str(tmp_path / "none"), "--detector", "none")
     assert res.returncode != 0 and "does not exist" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_a_non_square_split_is_padded_to_the_square_input(tmp_path):
+    """96x128 (HxW) images: the whole-image crop scales the 127 px between the first and last column centres onto
+    473 px and pads the rows: x -> (x - 63.5) * 473 / 127 + 236.5, y -> (y - 47.5) * 473 / 127 + 236.5."""
+    write_dataset(str(tmp_path), {"train": 3}, seed=5, size=(96, 128))
+    crop = measure_split(str(tmp_path), "train", (473, 473))
+    expected = np.mean([(p - [63.5, 47.5]) / 127 + 0.5 for p in _landmarks(str(tmp_path))], 0)
+    np.testing.assert_allclose(crop["points"], expected, atol=1e-6)

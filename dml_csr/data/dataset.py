@@ -30,7 +30,7 @@ from .labels import LabelSpec, get_spec
 from .transforms import EvalTransform, TrainTransform, warp_keypoints
 
 __all__ = ["FaceParsingDataset", "BadSampleError", "resolve_split", "read_split_list", "read_image", "read_label",
-           "read_keypoints",
+           "read_keypoints", "evenly_spaced",
            "build_transform", "build_dataset", "split_histogram", "inverse_frequency_weights"]
 
 logger = logging.getLogger(__name__)
@@ -77,6 +77,11 @@ def read_split_list(root: str, split: str) -> list[tuple[str, str, str]]:
             first[name] = n
             items.append((name, os.path.join(base, parts[0]), os.path.join(base, parts[1])))
     return items
+
+
+def evenly_spaced(n: int, count: int) -> np.ndarray:
+    """Indices of at most ``count`` of ``n`` items spread evenly from the first to the last (all when fewer)."""
+    return np.unique(np.linspace(0, n - 1, min(max(1, count), n)).round().astype(int))
 
 
 def read_image(path: str) -> np.ndarray:

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import os
+import struct
 from typing import Optional
 
 import cv2
 import numpy as np
 
-__all__ = ["imread_checked", "truncation"]
+__all__ = ["imread_checked", "truncation", "image_size"]
 
 _JPEG, _PNG = b"\xff\xd8", b"\x89PNG\r\n\x1a\n"
 
@@ -21,6 +22,34 @@ def truncation(data: bytes) -> Optional[str]:
         return "is truncated (no JPEG end-of-image marker)"
     if head == _PNG and b"IEND" not in tail[-16:]:
         return "is truncated (no PNG IEND chunk)"
+    return None
+
+
+def image_size(data: bytes) -> Optional[tuple[int, int]]:
+    """(width, height) read from a PNG or JPEG header without decoding the pixels; None for other formats or a
+    header it cannot read (the decoder then decides)."""
+    if data[:8] == _PNG and len(data) >= 24 and data[12:16] == b"IHDR":
+        return struct.unpack(">II", data[16:24])
+    if data[:2] != _JPEG:
+        return None
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
+            i += 2
+            continue
+        (length,) = struct.unpack(">H", data[i + 2: i + 4])
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # a start-of-frame: the image size
+            if i + 9 > len(data):
+                return None
+            height, width = struct.unpack(">HH", data[i + 5: i + 9])
+            return width, height
+        i += 2 + length
     return None
 
 
