@@ -52,7 +52,15 @@ if [ -n "$torch_cuda" ]; then
 else
     echo "building inplace-abn 1.1.0 (CPU kernels only: torch is a CPU build)"
 fi
-SETUPTOOLS_SCM_PRETEND_VERSION=1.1.0 MAX_JOBS=${MAX_JOBS:-2} \
-    pip_quiet install -q --no-cache-dir --no-build-isolation --no-deps inplace-abn==1.1.0
+log="$VENV/inplace_abn-build.log"
+if ! SETUPTOOLS_SCM_PRETEND_VERSION=1.1.0 MAX_JOBS=${MAX_JOBS:-2} \
+    "$PY" -m pip install --no-cache-dir --no-build-isolation --no-deps inplace-abn==1.1.0 >"$log" 2>&1; then
+    # pip's own report is a thousand lines of compiler warnings; the reason is in the lines that say error
+    echo "error: inplace-abn 1.1.0 did not build; the compiler's errors (whole log: $log):" >&2
+    grep -E "error:|Error:|FAILED|No space left|Killed|fatal" "$log" | grep -v "warning:" \
+        | head -20 >&2 || true
+    echo "free space where it built: $(df -h "${TMPDIR:-/tmp}" | awk 'NR == 2 {print $4 " of " $2}')" >&2
+    exit 1
+fi
 "$PY" -c "import inplace_abn" || { echo "error: inplace-abn did not install into $VENV" >&2; exit 1; }
 echo "inplace_abn installed in $VENV"
