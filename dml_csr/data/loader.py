@@ -121,8 +121,10 @@ class SkipCountingLoader(DataLoader):
     """A DataLoader that moves ``batch["skipped"]`` into ``dataset.pop_skipped()`` and logs a summary per pass."""
 
     def __iter__(self):
+        with _stop_signals_blocked():  # the workers start now: see seed_worker
+            batches = super().__iter__()
         count = 0
-        for batch in super().__iter__():
+        for batch in batches:
             names = batch.pop("skipped", None) if isinstance(batch, dict) else None
             if names:
                 self.dataset._skipped.extend(names)
@@ -134,13 +136,37 @@ class SkipCountingLoader(DataLoader):
                            "run scripts/check_dataset.py on the root to list them", self.dataset.split, pending)
 
 
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class _stop_signals_blocked:
+    """Hold SIGINT/SIGTERM back from the calling thread while the loader forks its workers, which start with that
+    mask; the parent gets a signal that came meanwhile when the block ends (a no-op where signals can't be masked)."""
+
+    def __enter__(self):
+        self._old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS) if _CAN_MASK else None
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, self._old)
+
+
+_CAN_MASK = hasattr(signal, "pthread_sigmask")
+
+
 def seed_worker(worker_id: int) -> None:
     """DataLoader ``worker_init_fn``: numpy and ``random`` follow the seed torch gives the worker, and the worker
     ignores SIGINT/SIGTERM. Those reach a whole process group (Ctrl-C, torchrun passing a SIGTERM on), and a worker
     killed by one makes the main process fail ("DataLoader worker exited unexpectedly") before it can write its
-    stop checkpoint; workers still end when the main process shuts the loader down (or dies)."""
+    stop checkpoint; workers still end when the main process shuts the loader down (or dies).
+
+    Torch's worker installs a SIGTERM handler that ends the worker before this function runs; the worker starts with
+    both signals blocked (:class:`SkipCountingLoader`), so one that arrives in between waits, and ignoring it here
+    discards it."""
     seed = torch.initial_seed() % 2 ** 32  # set by the DataLoader from its generator: base seed + worker id
     np.random.seed(seed)
     random.seed(seed)
-    for s in (signal.SIGINT, signal.SIGTERM):
+    for s in _STOP_SIGNALS:
         signal.signal(s, signal.SIG_IGN)
+    if _CAN_MASK:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)

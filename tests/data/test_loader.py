@@ -2,6 +2,7 @@
 worker seeding and skipped samples coming back from worker processes."""
 import logging
 import os
+import signal
 
 import torch
 
@@ -90,3 +91,22 @@ def test_collate_keeps_channels_last_images_and_lists():
                              {"image": img, "name": "b", "meta": {"k": 2}}])
     assert batch["image"].shape == (2, 3, 2, 4) and batch["image"].is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(batch["image"][1], img) and batch["name"] == ["a", "b"] and batch["skipped"] == ["x"]
+
+
+def test_a_stop_signal_as_a_worker_starts_is_ignored_not_fatal(prepared, monkeypatch):
+    """Torch's worker ends itself on SIGTERM until our worker_init_fn ignores it; a SIGTERM to the process group in
+    that window (torchrun passing one on as an epoch's workers start) used to kill the worker and fail the run."""
+    import dml_csr.data.loader as loader_module
+
+    seed_worker = loader_module.seed_worker
+
+    def signalled_as_it_starts(worker_id):
+        os.kill(os.getpid(), signal.SIGTERM)  # in the worker, before the real worker_init_fn
+        seed_worker(worker_id)
+
+    monkeypatch.setattr(loader_module, "seed_worker", signalled_as_it_starts)
+    cfg = cfg_for(prepared, **{"data.workers": 1})
+    batch = next(iter(loader_for(cfg, "train", True)))
+    assert batch["image"].shape == (2, 3, 32, 32)
+    # the main process's mask is as it was: its own stop handler still hears the signals
+    assert not {signal.SIGINT, signal.SIGTERM} & signal.pthread_sigmask(signal.SIG_BLOCK, [])
