@@ -239,8 +239,9 @@ def _build_model(cfg: Config, spec: LabelSpec, device: torch.device, dist: du.Di
         log.warning("%s\nmodel.pretrained is unset: the %s starts from RANDOM weights. The paper's numbers need the "
                     "ImageNet initialisation: model.pretrained: resnet101_deepstem_imagenet (README, 'Weights by "
                     "name') or a path to the file\n%s", "=" * 100, cfg.model.backbone, "=" * 100)
-    mcfg = cfg.model
-    if ckpt is None:  # a resume loads trained weights: no initialisation to fetch
+    if ckpt is not None:  # a resume loads trained weights: no initialisation to fetch or read
+        mcfg = dataclasses.replace(cfg.model, pretrained="")
+    else:
         if dist.enabled and not dist.is_main:
             du.barrier()  # rank 0 downloads a registry name into the cache first, the others then find it there
         mcfg = resolve_pretrained(cfg.model)

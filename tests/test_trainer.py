@@ -449,3 +449,14 @@ def test_a_resnet101_without_pretrained_weights_warns_loudly(micro_cfg, caplog, 
         trainer_module._build_model(cfg, spec, torch.device("cpu"), dist,
                                     {"model": torch.nn.Linear(1, 1).state_dict()})
     assert "model.pretrained" not in caplog.text
+
+
+def test_a_resume_does_not_read_the_initialisation_again(micro_cfg, tmp_path):
+    """The checkpoint holds the trained weights: a resume must not need model.pretrained's file (moved since, or a
+    registry name or torchvision download that is offline now)."""
+    init = tmp_path / "resnet18-init.pth"
+    torch.save(build_model(micro_cfg().model, 11).backbone.state_dict(), init)  # a backbone file of the right keys
+    cfg = micro_cfg("train.epochs=2", "train.iters_per_epoch=1", f"model.pretrained={init}")
+    train(cfg, max_epochs=1, progress=False)
+    init.unlink()
+    assert train(cfg, resume=cfg.run_dir, progress=False)["epochs_done"] == 2
