@@ -20,9 +20,11 @@ suits a fixed camera only, and on a shaking one it blurs boundaries (on the jitt
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 from typing import Optional
 
+import cv2
 import numpy as np
 
 from .detection import Face
@@ -132,30 +134,24 @@ class OverlayVideoWriter:
     place by :meth:`close`: a stopped run leaves no half video under the final name."""
 
     def __init__(self, path: str, fps: float):
-        import os
-
-        import cv2
-
         self.path, self.fps = path, float(fps) if fps and fps > 0 else 25.0
         base, ext = os.path.splitext(path)
         self.tmp = f"{base}.partial{ext}"
-        self._cv2, self._writer, self.frames = cv2, None, 0
+        self._writer, self.frames = None, 0
 
     def write(self, frame_bgr: np.ndarray) -> None:
         if self._writer is None:
             h, w = frame_bgr.shape[:2]
-            self._writer = self._cv2.VideoWriter(self.tmp, self._cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
+            self._writer = cv2.VideoWriter(self.tmp, cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
             if not self._writer.isOpened():
                 raise OSError(f"cannot write video '{self.tmp}' (no mp4v encoder in this OpenCV build?)")
             self.size = (h, w)
         if frame_bgr.shape[:2] != self.size:
-            frame_bgr = self._cv2.resize(frame_bgr, self.size[::-1])
+            frame_bgr = cv2.resize(frame_bgr, self.size[::-1])
         self._writer.write(np.ascontiguousarray(frame_bgr))
         self.frames += 1
 
     def close(self) -> None:
-        import os
-
         if self._writer is not None:
             self._writer.release()
             self._writer = None
