@@ -235,7 +235,8 @@ def _check_same_model(cfg: Config, ckpt: dict, path: str) -> None:
 def _build_model(cfg: Config, spec: LabelSpec, device: torch.device, dist: du.DistInfo,
                  ckpt: Optional[dict]) -> nn.Module:
     torch.manual_seed(cfg.seed)
-    if ckpt is None and cfg.model.pretrained == "" and cfg.model.backbone.startswith("resnet101"):
+    if (ckpt is None and cfg.model.name == "dml_csr" and cfg.model.pretrained == ""
+            and cfg.model.backbone.startswith("resnet101")):  # RNN-G has no backbone to initialise
         log.warning("%s\nmodel.pretrained is unset: the %s starts from RANDOM weights. The paper's numbers need the "
                     "ImageNet initialisation: model.pretrained: resnet101_deepstem_imagenet (README, 'Weights by "
                     "name') or a path to the file\n%s", "=" * 100, cfg.model.backbone, "=" * 100)

@@ -449,6 +449,11 @@ def test_a_resnet101_without_pretrained_weights_warns_loudly(micro_cfg, caplog, 
         trainer_module._build_model(cfg, spec, torch.device("cpu"), dist,
                                     {"model": torch.nn.Linear(1, 1).state_dict()})
     assert "model.pretrained" not in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):  # RNN-G trains from scratch: the (unused) backbone field is no concern
+        rnn_g = micro_cfg("model.backbone=resnet101_deepstem", "model.name=rnn_g")
+        trainer_module._build_model(rnn_g, spec, torch.device("cpu"), dist, None)
+    assert "model.pretrained" not in caplog.text
 
 
 def test_a_resume_does_not_read_the_initialisation_again(micro_cfg, tmp_path):
