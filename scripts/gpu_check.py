@@ -122,7 +122,7 @@ def _train_variant(cfg, spec, dev, data, label, precision, channels_last, compil
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     net = torch.compile(model) if compile_ else model
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4, fused=True)  # as the trainer
     scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
     crit = build_criterion(cfg, spec.classes, None)
     losses: list[float] = []
