@@ -1,4 +1,4 @@
-"""torch.hub entry points: a ready :class:`dml_csr.api.FaceParser` from a weights name or a checkpoint path.
+"""torch.hub entry points: a ready :class:`dml_csr.photos.parser.FaceParser` from a weights name or a checkpoint path.
 
     parser = torch.hub.load("<owner>/<repo>", "dml_csr", name="dml_csr_helen", device="cpu")
     labels = parser(image_rgb)
@@ -9,7 +9,7 @@ Names are the parsing entries of :data:`dml_csr.hub.WEIGHTS` (fetched into ``$DM
 dependencies = ["torch", "torchvision", "numpy", "cv2", "yaml"]
 
 # private names: torch.hub.list() shows every public callable here as an entry point
-from dml_csr.api import FaceParser as _FaceParser  # noqa: E402 (torch.hub reads `dependencies` first)
+from dml_csr.photos.parser import FaceParser as _FaceParser  # noqa: E402 (torch.hub reads `dependencies` first)
 
 
 def dml_csr(name: str = "dml_csr_helen", device: str = "cpu", **kwargs) -> "_FaceParser":

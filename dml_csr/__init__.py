@@ -11,7 +11,7 @@ def __getattr__(name: str):
 
         return load_model
     if name == "FaceParser":
-        from .api import FaceParser
+        from .photos.parser import FaceParser
 
         return FaceParser
     raise AttributeError(f"module 'dml_csr' has no attribute '{name}'")

@@ -21,19 +21,18 @@ N epochs), ``checkpoints/epoch_NNNN_batch_MMMMMM.pt`` (a stop M batches into epo
 """
 from __future__ import annotations
 
-import errno
 import glob
 import os
 import re
-import tempfile
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import torch
 
 from .data.labels import get_spec
+from .files import atomic_write, remove_partial_writes
 
-__all__ = ["FORMAT", "CheckpointError", "make_meta", "save_checkpoint", "load_checkpoint", "atomic_write",
-           "atomic_torch_save", "RunPaths", "find_resume_checkpoint"]
+__all__ = ["FORMAT", "CheckpointError", "make_meta", "save_checkpoint", "load_checkpoint", "atomic_torch_save",
+           "RunPaths", "find_resume_checkpoint"]
 
 FORMAT = "dml_csr/1"
 
@@ -57,52 +56,9 @@ def make_meta(cfg) -> dict:
     }
 
 
-def atomic_write(path: str, write: Callable[[Any], None], suffix: str = "") -> None:
-    """``write(file)`` into a temporary file in the same folder, fsync, then rename onto ``path``: a crash never
-    leaves half a file (a kill leaves a ``.tmp-*`` file, which :meth:`RunPaths.remove_partial_writes` clears). The
-    file gets the permissions the umask gives a new file (not ``mkstemp``'s 0600), so others can read a shared run.
-    Any failure to write -- a full disk, a read-only folder -- raises :class:`CheckpointError` naming ``path``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = None
-    try:
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=folder)
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as e:
-        _remove(tmp)
-        raise CheckpointError(f"could not write '{path}': {_why(e)}") from None
-    except BaseException:
-        _remove(tmp)
-        raise
-
-
-def _remove(tmp: Optional[str]) -> None:
-    if tmp is not None and os.path.exists(tmp):
-        os.unlink(tmp)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _why(e: BaseException) -> str:
-    """One line for a failed write; torch's "unexpected pos" is what a full disk looks like from inside torch.save."""
-    if getattr(e, "errno", None) == errno.ENOSPC or "unexpected pos" in str(e):
-        return "no space left on the device"
-    if isinstance(e, PermissionError):
-        return "permission denied (a read-only folder?)"
-    return str(e).splitlines()[0] if str(e) else type(e).__name__
-
-
 def atomic_torch_save(obj: Any, path: str) -> None:
-    """``torch.save`` through :func:`atomic_write`."""
+    """``torch.save`` through :func:`dml_csr.files.atomic_write` (a failure is a :class:`~dml_csr.files.WriteError`
+    naming ``path``)."""
     atomic_write(path, lambda f: torch.save(obj, f), suffix=".pt")
 
 
@@ -160,10 +116,7 @@ class RunPaths:
 
     def remove_partial_writes(self) -> list[str]:
         """Delete the temporary files of checkpoint writes that never finished (a kill during ``torch.save``)."""
-        left = [p for folder in (self.root, self.ckpt_dir) for p in glob.glob(os.path.join(folder, ".tmp-*.pt"))]
-        for p in left:
-            os.remove(p)
-        return left
+        return remove_partial_writes(self.root, self.ckpt_dir, pattern=".tmp-*.pt")
 
     def prune(self, keep: int) -> None:
         """Keep the newest ``keep`` (at least one) epoch checkpoints, and the stop checkpoints newer than them."""

@@ -17,6 +17,7 @@ import yaml
 
 from ._typed import ConfigError, build_dataclass, source
 from .conventions import IMAGENET_MEAN, IMAGENET_STD
+from .files import write_bytes
 
 __all__ = [
     "Config", "ConfigError", "DataConfig", "ModelConfig", "TrainConfig", "LossConfig", "EvalConfig",
@@ -305,7 +306,4 @@ def config_to_dict(cfg: Config) -> dict:
 
 def save_config(cfg: Config, path: str) -> None:
     """Write the resolved config as YAML, atomically."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False)
-    os.replace(tmp, path)
+    write_bytes(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False).encode())

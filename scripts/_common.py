@@ -20,18 +20,6 @@ def load_cfg(args):
     return load_config(args.config, args.set)
 
 
-def write_image(path: str, image) -> None:
-    """Encode ``image`` (BGR or single-channel uint8) by ``path``'s extension and write it atomically; a failure
-    (full disk, read-only folder, unknown extension) raises naming ``path``, where ``cv2.imwrite`` returns False."""
-    import cv2
-
-    from dml_csr.checkpoint import atomic_write
-    ok, buf = cv2.imencode(os.path.splitext(path)[1], image)
-    if not ok:
-        raise ValueError(f"could not encode an image for '{path}'")
-    atomic_write(path, lambda f: f.write(buf.tobytes()), suffix=os.path.splitext(path)[1])
-
-
 def setup_logging(rank: int = 0) -> None:
     level = logging.INFO if rank == 0 else logging.WARNING
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import statistics
 import sys
@@ -24,6 +23,7 @@ import torch
 
 from dml_csr.config import ConfigError, load_config
 from dml_csr.data.labels import get_spec
+from dml_csr.files import write_json
 from dml_csr.loading import load_model
 from dml_csr.models import (autocast_context, build_model, count_parameters, prepare_for_inference,
                             to_model_input)
@@ -168,8 +168,8 @@ def benchmark_deploy(model, mcfg, size: int, base_latency: float, warmup: int, r
 
     import onnxruntime as ort
 
-    from dml_csr.export import InferenceWrapper, export_onnx
-    from dml_csr.quantize import calibration_batch, quantize_onnx_int8
+    from dml_csr.photos.export import InferenceWrapper, export_onnx
+    from dml_csr.photos.quantize import calibration_batch, quantize_onnx_int8
 
     meta = {"input_size": [size, size], "channel_order": mcfg.channel_order, "mean": list(mcfg.mean),
             "std": list(mcfg.std)}
@@ -300,10 +300,7 @@ def main(argv: Optional[list[str]] = None) -> None:
               "model": mcfg.name, "output_stride": mcfg.output_stride if is_dml_csr else None,
               "paper": PAPER if is_paper else None, "rows": rows}
     if args.json:
-        tmp = f"{args.json}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(result, f, indent=1)
-        os.replace(tmp, args.json)
+        write_json(args.json, result, indent=1)
         print(f"wrote {args.json}")
 
 

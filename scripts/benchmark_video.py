@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Flicker on video: the share of pixels whose label changes between consecutive frames of a jittered still, with
-and without the temporal smoothing of ``dml_csr.video.VideoParser``, measured in the same run.
+and without the temporal smoothing of ``dml_csr.photos.video.VideoParser``, measured in the same run.
 
     python scripts/benchmark_video.py --checkpoint runs/demo/best.pt     # the astronaut portrait, 40 frames
     python scripts/benchmark_video.py --checkpoint NAME --image face.jpg --smooth 0.3 0.5 0.7
@@ -71,8 +71,8 @@ def main(argv=None) -> int:
     import cv2
     import torch
 
-    from dml_csr.api import FaceParser
-    from dml_csr.video import VideoParser
+    from dml_csr.photos.parser import FaceParser
+    from dml_csr.photos.video import VideoParser
 
     torch.manual_seed(0)
     parser = FaceParser.from_checkpoint(args.checkpoint, device=args.device)

@@ -22,12 +22,13 @@ Writes ``<out>/metrics.json`` (scores, confusion matrix and the protocol record)
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
 
-from _common import add_config_args, load_cfg, run_main, setup_logging, write_image
+from _common import add_config_args, load_cfg, run_main, setup_logging
+
+from dml_csr.files import write_image, write_json
 
 log = logging.getLogger("evaluate")
 PASTES = ("nearest", "smooth")
@@ -103,12 +104,6 @@ def parse_scales(text: str) -> list[float]:
     return scales
 
 
-def write_json(path: str, obj: dict) -> None:
-    from dml_csr.checkpoint import atomic_write
-
-    atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2, allow_nan=True).encode()), suffix=".json")
-
-
 def _progress(total: int, disable: bool, desc: str):
     from tqdm import tqdm
 
@@ -141,7 +136,7 @@ def _prediction_writer(out: str, spec, dataset=None):
 
 def report(cm, spec, protocol: dict, out: str) -> dict:
     """Scores from ``cm``: print the table, write ``<out>/metrics.json``; returns the record."""
-    from dml_csr.metrics import format_scores
+    from dml_csr.evaluation.metrics import format_scores
 
     scores = cm.compute(spec.classes, spec.groups)
     record = {"protocol": protocol, "scores": scores, "confusion": cm.mat.tolist()}
@@ -257,7 +252,7 @@ def score_pairs(pairs, spec, pred_spec, progress: bool = False):
     import numpy as np
 
     from dml_csr.data.dataset import read_image, read_label
-    from dml_csr.metrics import ConfusionMatrix
+    from dml_csr.evaluation.metrics import ConfusionMatrix
 
     pred_lut = gt_lut = None
     if pred_spec.name != spec.name:
@@ -310,7 +305,7 @@ def evaluate_checkpoint(args) -> int:
     from dml_csr.data.loader import build_loader
     from dml_csr.data.transforms import EvalTransform
     from dml_csr.distributed import resolve_device
-    from dml_csr.engine import evaluate
+    from dml_csr.evaluation.protocol import evaluate
     from dml_csr.hub import is_name, resolve, sha256_of
     from dml_csr.loading import load_model
 

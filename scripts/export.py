@@ -37,7 +37,7 @@ def parity(fmt: str, path: str, model, size: tuple[int, int]) -> float:
     import numpy as np
     import torch
 
-    from dml_csr.export import InferenceWrapper, read_torchscript_meta
+    from dml_csr.photos.export import InferenceWrapper, read_torchscript_meta
 
     wrapper = InferenceWrapper(model).eval()
     g = torch.Generator().manual_seed(0)
@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import torch
 
-    from dml_csr.export import export_onnx, export_torchscript
+    from dml_csr.photos.export import export_onnx, export_torchscript
     from dml_csr.loading import load_model
 
     model, meta = load_model(args.checkpoint, device="cpu")

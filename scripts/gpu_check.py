@@ -9,7 +9,7 @@ Stages (each one's failure is recorded and the others still run):
 
 1. ``pytest -m cuda``: the CUDA-marked tests (tests/test_cuda.py).
 2. Training throughput of the authors' DML-CSR (deep-stem ResNet-101, edge heads, the paper preset's loss) at
-   473x473, batch ``--batch``, on synthetic faces through the real training step (``dml_csr.engine``): fp32,
+   473x473, batch ``--batch``, on synthetic faces through the real training step (``dml_csr.training.engine``): fp32,
    fp16 with the gradient scaler, bf16, bf16 + channels_last, and bf16 + channels_last + ``torch.compile``; images/s
    after warm-up, peak memory, the losses (finite, and near fp32's).
 3. ``scripts/benchmark.py --device cuda --batch 32 --train``: inference latency per precision and a training step.
@@ -110,10 +110,10 @@ def train_throughput(args) -> dict:
 
 
 def _train_variant(cfg, spec, dev, data, label, precision, channels_last, compile_, steps, warm) -> dict:
-    """Images/s of the real training step (dml_csr.engine.train_one_epoch) in one precision and memory format."""
+    """Images/s of the real training step (dml_csr.training.engine.train_one_epoch) in one precision and memory format."""
     import torch
 
-    from dml_csr.engine import train_one_epoch
+    from dml_csr.training.engine import train_one_epoch
     from dml_csr.losses import build_criterion
     from dml_csr.models import build_model
 
@@ -216,10 +216,9 @@ def main(argv=None) -> int:
                      ("profile", profile)):
         if name not in args.skip:
             _stage(record, name, lambda fn=fn: fn(args))
-    tmp = f"{args.out}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(record, f, indent=1, default=str)
-    os.replace(tmp, args.out)
+    from dml_csr.files import write_json
+
+    write_json(args.out, record, indent=1, default=str)
     print(f"wrote {args.out}")
     return 0 if all(record[k]["ok"] for k in ("tests", "train", "benchmarks", "profile") if k in record) else 1
 

@@ -23,8 +23,8 @@ def main(argv=None) -> int:
                                                       "yunet, or none (skip them)")
     p.add_argument("--limit", type=int, default=2000, help="at most this many samples, evenly spaced")
     args = p.parse_args(argv)
-    from dml_csr.detection import build_detector
-    from dml_csr.face_template import measure_split, write_template
+    from dml_csr.photos.detection import build_detector
+    from dml_csr.data.face_template import measure_split, write_template
 
     detector = None if args.detector == "none" else build_detector(args.detector)
     crop = measure_split(args.root, args.split, args.input_size, detector, args.limit)

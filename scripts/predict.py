@@ -22,7 +22,9 @@ import os
 import sys
 from typing import Iterator
 
-from _common import run_main, setup_logging, write_image
+from _common import run_main, setup_logging
+
+from dml_csr.files import write_image, write_json
 
 log = logging.getLogger("predict")
 
@@ -210,7 +212,7 @@ class _Writer:
         """The faces of ``--detector DIR/NAME.json`` (as this script writes them), or None to detect."""
         if not (self.args.detect and os.path.isdir(self.args.detector)):
             return None
-        from dml_csr.detection import faces_from_json
+        from dml_csr.photos.detection import faces_from_json
 
         path = os.path.join(self.args.detector, f"{name}.json")
         if not os.path.isfile(path):
@@ -245,7 +247,7 @@ class _Writer:
 
     def frame(self, unit) -> None:
         """One video frame, in order: tracked and smoothed by the video's own VideoParser."""
-        from dml_csr.video import OverlayVideoWriter, VideoParser
+        from dml_csr.photos.video import OverlayVideoWriter, VideoParser
 
         src, name, im, video = unit
         if self.video is None or self.video[0] != video:
@@ -277,11 +279,7 @@ class _Writer:
 
     def _write(self, src, name, im, labels, faces, tracks=None):
         """Write one unit's outputs; returns its overlay (BGR) or None."""
-        import json
-
         import numpy as np
-
-        from dml_csr.checkpoint import CheckpointError, atomic_write
 
         ov = None
         try:
@@ -295,15 +293,14 @@ class _Writer:
                          for f, t in zip(faces, tracks or [None] * len(faces))]
                 record = {"input": src, "height": im.shape[0], "width": im.shape[1],
                           "crop": self.parser.crop.get("kind"), "faces": found}
-                atomic_write(os.path.join(self.dirs["faces"], f"{name}.json"),
-                             lambda f: f.write(json.dumps(record, indent=1).encode()))
+                write_json(os.path.join(self.dirs["faces"], f"{name}.json"), record, indent=1)
                 self.faces += len(faces)
                 if not faces:
                     log.warning("%s: no face found; its labels are all background", src)
                     self.faceless.append(src if name == os.path.splitext(os.path.basename(src))[0] else
                                          f"{src} ({name})")
             self.done += 1
-        except (CheckpointError, ValueError, OSError) as e:
+        except (ValueError, OSError) as e:
             self.failures.append((src, str(e)))
         return ov
 
@@ -322,8 +319,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from tqdm import tqdm
 
-    from dml_csr.api import FaceParser
-    from dml_csr.detection import build_detector
+    from dml_csr.photos.parser import FaceParser
+    from dml_csr.photos.detection import build_detector
 
     if args.batch_size < 1 or args.every < 1:
         raise ValueError("--batch-size and --every must be at least 1")

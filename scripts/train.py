@@ -30,9 +30,9 @@ def main(argv=None) -> int:
     setup_logging(int(os.environ.get("RANK", "0")))
     from dml_csr.checkpoint import RunPaths
     from dml_csr.distributed import cleanup
-    from dml_csr.engine import NonFiniteLossError
-    from dml_csr.faults import DivergedError
-    from dml_csr.trainer import train
+    from dml_csr.training.engine import NonFiniteLossError
+    from dml_csr.training.faults import DivergedError
+    from dml_csr.training.trainer import train
     resume = None if args.resume is None else (args.resume or cfg.run_dir)
     try:
         summary = train(cfg, resume=resume, max_epochs=args.max_epochs, progress=not args.no_progress)

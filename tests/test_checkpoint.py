@@ -1,4 +1,5 @@
-"""Checkpoint files and run directories: the schema, weights_only loads, atomic writes, the checkpoint to resume from."""
+"""Checkpoint files and run directories: the schema, weights_only loads, killed writes cleared, the checkpoint to resume
+from."""
 import os
 
 import pytest
@@ -22,19 +23,6 @@ def test_save_and_load_round_trip_the_schema(tmp_path):
     assert ckpt["format"] == FORMAT and ckpt["meta"] == meta and ckpt["config"] == {"name": "x"}
     assert ckpt["epoch"] == 4 and torch.equal(ckpt["model"]["w"], torch.arange(3.0))
     assert os.listdir(tmp_path / "a") == ["ck.pt"]  # no temporary file left
-
-
-def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
-    path = str(tmp_path / "ck.pt")
-    atomic_torch_save({"v": torch.ones(1)}, path)
-
-    class Unpicklable:
-        def __reduce__(self):
-            raise RuntimeError("cannot pickle")
-
-    with pytest.raises(RuntimeError, match="cannot pickle"):
-        atomic_torch_save({"v": Unpicklable()}, path)
-    assert torch.equal(load_checkpoint(path)["v"], torch.ones(1)) and os.listdir(tmp_path) == ["ck.pt"]
 
 
 def test_loads_refuse_what_is_not_a_plain_checkpoint(tmp_path):
@@ -72,38 +60,6 @@ def test_run_paths_order_prune_and_the_checkpoint_to_resume(tmp_path):
         find_resume_checkpoint(str(tmp_path / "elsewhere"))
     assert (paths.config, paths.metrics, paths.best) == tuple(
         os.path.join(paths.root, f) for f in ("config.yaml", "metrics.jsonl", "best.pt"))
-
-
-def test_a_full_disk_or_a_read_only_folder_is_one_line_naming_the_file(tmp_path, monkeypatch):
-    path = str(tmp_path / "ck.pt")
-
-    def full_disk(obj, f):
-        f.write(b"partial")
-        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")  # torch's words
-
-    monkeypatch.setattr(torch, "save", full_disk)
-    with pytest.raises(CheckpointError, match=f"could not write '{path}': no space left on the device$"):
-        atomic_torch_save({"w": torch.ones(1)}, path)
-    assert os.listdir(tmp_path) == []  # the partial write is gone
-
-    def read_only(*args, **kwargs):
-        raise PermissionError(13, "Permission denied")
-
-    monkeypatch.setattr("tempfile.mkstemp", read_only)
-    with pytest.raises(CheckpointError, match="permission denied"):
-        atomic_torch_save({"w": torch.ones(1)}, path)
-
-
-def test_written_files_honour_the_umask(tmp_path):
-    old = os.umask(0o022)
-    try:
-        atomic_torch_save({"w": torch.ones(1)}, str(tmp_path / "a.pt"))
-        os.umask(0o002)
-        atomic_torch_save({"w": torch.ones(1)}, str(tmp_path / "b.pt"))
-    finally:
-        os.umask(old)
-    assert os.stat(tmp_path / "a.pt").st_mode & 0o777 == 0o644  # readable by a lab-mate (mkstemp gives 0600)
-    assert os.stat(tmp_path / "b.pt").st_mode & 0o777 == 0o664
 
 
 def test_killed_writes_are_cleared_and_messages_stay_on_one_line(tmp_path):

@@ -147,7 +147,7 @@ def test_each_ablation_trains_a_step(name, tiny_synthetic, tmp_path):
     """The ablated keys on a micro model: one training step, with the loss terms the ablation leaves."""
     from helpers.micro import MICRO
 
-    from dml_csr.trainer import train
+    from dml_csr.training.trainer import train
 
     path = os.path.join(ROOT, "configs", name)
     cfg = load_config(path, MICRO + [f"data.root={tiny_synthetic}", f"output_dir={tmp_path}", "train.epochs=1",

@@ -126,7 +126,7 @@ def test_the_loader_pins_memory_and_copies_without_blocking(tmp_path):
     from dml_csr.data.loader import build_loader
     from dml_csr.data.synthetic import write_dataset
     from dml_csr.data.transforms import TrainTransform
-    from dml_csr.engine import to_device
+    from dml_csr.training.engine import to_device
 
     write_dataset(str(tmp_path), {"train": 4}, size=(64, 64))
     spec = get_spec("synthetic")

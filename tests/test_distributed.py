@@ -20,7 +20,7 @@ from helpers.tiny_checkpoint import subprocess_env
 from dml_csr import distributed as du
 from dml_csr.checkpoint import RunPaths, load_checkpoint
 from dml_csr.config import save_config
-from dml_csr.trainer import train
+from dml_csr.training.trainer import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -78,7 +78,7 @@ DDP = ("train.precision=fp32", "data.scale_range=[1.0, 1.0]", "data.rotation=0.0
 FAIL_RANK1 = '''
 import os
 if os.environ.get("RANK") == "1" and os.environ.get("DML_CSR_TEST_FAIL"):
-    import dml_csr.trainer as t
+    import dml_csr.training.trainer as t
     _orig, _calls = t.train_one_epoch, []
     def _failing(*args, **kwargs):
         _calls.append(1)

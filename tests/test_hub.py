@@ -26,7 +26,7 @@ from dml_csr import distributed as du
 from dml_csr.config import load_config
 from dml_csr.data.labels import get_spec
 from dml_csr.hub import HubError, Weights
-from dml_csr.trainer import _build_model, resolve_pretrained
+from dml_csr.training.trainer import _build_model, resolve_pretrained
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -425,7 +425,7 @@ def test_model_pretrained_takes_a_backbone_name(server, monkeypatch, tiny):
 
 
 def test_torch_hub_load_gives_a_face_parser(server, monkeypatch, tiny):
-    from dml_csr.api import FaceParser
+    from dml_csr.photos.parser import FaceParser
 
     _entry(monkeypatch, tiny[1], name="test_parser", kind="dml_csr", url=server.add("/hub.pt", tiny[1]))
     parser = torch.hub.load(ROOT, "dml_csr", source="local", name="test_parser", device="cpu")

@@ -15,7 +15,6 @@ leave the label unchanged (glasses over skin stay skin in the 11-class order, as
 """
 from __future__ import annotations
 
-import json
 import os
 import zlib
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ..files import write_bytes, write_image, write_json
 from .labels import get_spec
 
 __all__ = ["SyntheticFace", "render_face", "write_dataset", "KEEP"]
@@ -211,19 +211,11 @@ def render_face(seed: int, size: tuple[int, int] = (256, 256), order: str = "syn
     return np.clip(out, 0, 255).astype(np.uint8), label, main.keypoints()
 
 
+JPEG_95 = [cv2.IMWRITE_JPEG_QUALITY, 95]
+
+
 def _sample_seed(seed: int, split: str, index: int) -> int:
     return (seed * 1_000_003 + zlib.crc32(split.encode()) * 7919 + index) % (2 ** 63)
-
-
-def _atomic_imwrite(path: str, image: np.ndarray) -> None:
-    ext = os.path.splitext(path)[1]
-    ok, buf = cv2.imencode(ext, image, [cv2.IMWRITE_JPEG_QUALITY, 95] if ext == ".jpg" else [])
-    if not ok:
-        raise OSError(f"cannot encode {path}")
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(buf.tobytes())
-    os.replace(tmp, path)
 
 
 def write_dataset(root: str, splits: dict[str, int], seed: int = 0, size: tuple[int, int] = (256, 256),
@@ -257,24 +249,18 @@ def write_dataset(root: str, splits: dict[str, int], seed: int = 0, size: tuple[
             for p in paths.values():
                 os.makedirs(os.path.dirname(p), exist_ok=True)
             image, label, kps = render_face(_sample_seed(seed, split, i), size, order, second_face_prob, face_scale)
-            _atomic_imwrite(paths["images"], image)
-            _atomic_imwrite(paths["labels"], label)
-            with open(paths["landmarks"] + ".tmp", "w") as f:
-                f.write(f"{len(kps)}\n" + "".join(f"{x:.2f} {y:.2f}\n" for x, y in kps))
-            os.replace(paths["landmarks"] + ".tmp", paths["landmarks"])
+            write_image(paths["images"], image, JPEG_95)
+            write_image(paths["labels"], label)
+            write_bytes(paths["landmarks"], (f"{len(kps)}\n" + "".join(f"{x:.2f} {y:.2f}\n" for x, y in kps)).encode())
         hists[split] += np.bincount(label.ravel(), minlength=spec.num_classes)[: spec.num_classes]
         lists[split].append(f"images/{name}.jpg labels/{name}.png")
     for split, lines in lists.items():
-        with open(os.path.join(root, f"{split}_list.txt"), "w") as f:
-            f.write("\n".join(lines) + "\n")
-    with open(os.path.join(root, "label_names.txt"), "w") as f:
-        f.write("\n".join(["bg"] + list(spec.classes[1:])) + "\n")
+        write_bytes(os.path.join(root, f"{split}_list.txt"), ("\n".join(lines) + "\n").encode())
+    write_bytes(os.path.join(root, "label_names.txt"), ("\n".join(["bg"] + list(spec.classes[1:])) + "\n").encode())
     info = {"dataset": order, "seed": seed, "size": list(size), "face_scale": list(face_scale),
             "counts": {s: len(v) for s, v in lists.items()},
             "class_names": list(spec.classes),
             "pixel_histogram": {c: int(n) for c, n in zip(spec.classes, sum(hists.values()))},
             "pixel_histogram_by_split": {s: {c: int(n) for c, n in zip(spec.classes, h)} for s, h in hists.items()}}
-    with open(os.path.join(root, "info.json.tmp"), "w") as f:
-        json.dump(info, f, indent=2)
-    os.replace(os.path.join(root, "info.json.tmp"), os.path.join(root, "info.json"))
+    write_json(os.path.join(root, "info.json"), info)
     return info

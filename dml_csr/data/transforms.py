@@ -192,7 +192,7 @@ class _Base:
         if label is not None:
             binary, semantic = edge_targets(label, self.edge_width, IGNORE)
             # uint8 (255 = ignore): 8x less to copy between processes and to the GPU; the training step widens
-            # them to int64 on the device (dml_csr.engine.to_device), where that costs next to nothing
+            # them to int64 on the device (dml_csr.training.engine.to_device), where that costs next to nothing
             out["label"] = torch.from_numpy(np.ascontiguousarray(label))
             out["edge"] = torch.from_numpy(binary)
             out["semantic_edge"] = torch.from_numpy(semantic)

@@ -122,7 +122,7 @@ class TwoStageRNNG(nn.Module):
     ``box/<name>`` (B, 4) boxes (for :func:`crop_labels` in the loss).
     """
 
-    # the training loop (dml_csr.engine.train_one_epoch) passes the batch's ground truth ``label`` (and
+    # the training loop (dml_csr.training.engine.train_one_epoch) passes the batch's ground truth ``label`` (and
     # ``keypoints`` when the batch has them) as keyword arguments to models that set this: the paper's crops
     wants_targets = True
 

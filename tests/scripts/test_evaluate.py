@@ -14,7 +14,7 @@ from helpers.tiny_checkpoint import write_config, write_tiny_checkpoint
 
 from dml_csr.data.dataset import read_label, read_split_list
 from dml_csr.data.synthetic import write_dataset
-from dml_csr.metrics import scores_from_confusion
+from dml_csr.evaluation.metrics import scores_from_confusion
 
 CONFIG = os.path.join(ROOT, "configs", "synthetic_rnn_g.yaml")
 

@@ -6,7 +6,7 @@ import pytest
 from helpers.scripts import run_script
 from helpers.tiny_checkpoint import write_tiny_checkpoint
 
-from dml_csr.export import read_onnx_meta, read_torchscript_meta
+from dml_csr.photos.export import read_onnx_meta, read_torchscript_meta
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])

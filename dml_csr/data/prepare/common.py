@@ -21,10 +21,11 @@ from typing import Callable, Optional, Sequence
 import cv2
 import numpy as np
 
+from ...files import atomic_write, write_bytes, write_image
 from ..imageio import imread_checked
 from ..labels import LabelSpec
 
-__all__ = ["Job", "PrepareError", "atomic_imwrite", "atomic_copy", "atomic_write_text", "read_grey", "read_color",
+__all__ = ["Job", "PrepareError", "atomic_imwrite", "atomic_copy", "read_grey", "read_color",
            "read_index_map", "check_same_size", "run_prepare", "make_parser", "setup_cli_logging", "guarded"]
 
 logger = logging.getLogger(__name__)
@@ -50,34 +51,18 @@ def out_paths(root: str, job: Job, kinds: Sequence[str]) -> dict[str, str]:
     return {k: os.path.join(root, job.split, k, job.name + ext[k]) for k in kinds}
 
 
-def _tmp(path: str) -> str:
-    base, ext = os.path.splitext(path)
-    return f"{base}.tmp{os.getpid()}{ext}"  # keep the extension: OpenCV picks the codec from it
-
-
 def atomic_imwrite(path: str, image: np.ndarray, jpeg_quality: int = 95) -> None:
-    """Write an image through a temporary file and ``os.replace``; PNG is lossless, JPEG at ``jpeg_quality``."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = _tmp(path)
-    params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality] if path.endswith(".jpg") else []
-    if not cv2.imwrite(tmp, image, params):
-        raise OSError(f"cannot write '{path}'")
-    os.replace(tmp, path)
+    """Write an image atomically (:func:`dml_csr.files.write_image`); PNG is lossless, JPEG at ``jpeg_quality``."""
+    write_image(path, image, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality] if path.endswith(".jpg") else [])
 
 
 def atomic_copy(src: str, dst: str) -> None:
-    os.makedirs(os.path.dirname(dst), exist_ok=True)
-    tmp = _tmp(dst)
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    atomic_write(dst, lambda f: _copy_into(src, f), suffix=os.path.splitext(dst)[1])
 
 
-def atomic_write_text(path: str, text: str) -> None:
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = _tmp(path)
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+def _copy_into(src: str, f) -> None:
+    with open(src, "rb") as s:
+        shutil.copyfileobj(s, f)
 
 
 def read_color(path: str) -> np.ndarray:
@@ -200,15 +185,15 @@ def run_prepare(out_root: str, jobs: Sequence[Job], convert: Callable[[Job, dict
         lists.setdefault(j.split, []).append(f"images/{j.name}.jpg labels/{j.name}.png")
     hist = sum(hists.values())
     for split, lines in lists.items():
-        atomic_write_text(os.path.join(out_root, f"{split}_list.txt"), "\n".join(lines) + "\n")
+        write_bytes(os.path.join(out_root, f"{split}_list.txt"), ("\n".join(lines) + "\n").encode())
     _remove_stale(out_root, {(j.split, j.name) for j in jobs})
-    atomic_write_text(os.path.join(out_root, "label_names.txt"), "\n".join(("bg",) + spec.classes[1:]) + "\n")
+    write_bytes(os.path.join(out_root, "label_names.txt"), ("\n".join(("bg",) + spec.classes[1:]) + "\n").encode())
     info = {"dataset": spec.name, "source": os.path.abspath(source) if source else "",
             "counts": {s: len(v) for s, v in lists.items()}, "class_names": list(spec.classes),
             "pixel_histogram": {c: int(n) for c, n in zip(spec.classes, hist)},
             "pixel_histogram_by_split": {s: {c: int(n) for c, n in zip(spec.classes, h)} for s, h in hists.items()},
             **(extra_info or {})}
-    atomic_write_text(os.path.join(out_root, "info.json"), json.dumps(info, indent=2) + "\n")
+    write_bytes(os.path.join(out_root, "info.json"), (json.dumps(info, indent=2) + "\n").encode())
     logger.info("prepared %s: %s", out_root, ", ".join(f"{s} {n}" for s, n in info["counts"].items()))
     return info
 

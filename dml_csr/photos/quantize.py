@@ -1,0 +1,84 @@
+"""int8 for CPU deployment: ONNX Runtime's static quantization of an exported model, calibrated on a few images.
+
+Usage::
+
+    from dml_csr.photos.quantize import calibration_batch, quantize_onnx_int8
+    images = calibration_batch("data/helen", "train", meta, count=16)     # (N, 3, h, w) network input
+    quantize_onnx_int8("model.onnx", "model.int8.onnx", images)
+
+Weights are quantized per output channel (signed int8), activations per tensor (unsigned int8) from the ranges the
+calibration images produce, in QDQ form (quantize/dequantize pairs around each operator, which ONNX Runtime fuses into
+integer kernels). Calibrate on images like those the model will see: a few dozen training images are plenty, noise
+is not. ``scripts/benchmark.py --deploy`` measures the speed and the share of labels that stay the same.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Sequence
+
+import numpy as np
+
+from ..files import write_bytes
+
+__all__ = ["quantize_onnx_int8", "calibration_batch", "to_network_input"]
+
+
+def to_network_input(images_bgr: Sequence[np.ndarray], meta: dict) -> np.ndarray:
+    """(N, 3, h, w) float32 network input of BGR images, by the evaluation crop and the checkpoint's convention."""
+    import torch
+
+    from ..data.loader import collate_samples
+    from ..data.transforms import EvalTransform, batch_input
+
+    t = EvalTransform(tuple(meta["input_size"]), meta.get("channel_order", "BGR"), meta["mean"], meta["std"])
+    with torch.no_grad():
+        return batch_input(collate_samples([t(im) for im in images_bgr])).numpy()
+
+
+def calibration_batch(root: str, split: str, meta: dict, count: int = 16, seed: int = 1000) -> np.ndarray:
+    """``count`` evenly spaced images of a prepared split as network input; ``root="synthetic"`` renders synthetic
+    faces instead (seeds ``seed``, ``seed + 1``, ..., at twice the input size)."""
+    import cv2
+
+    if root == "synthetic":
+        from ..data.synthetic import render_face
+
+        h, w = meta["input_size"]
+        images = [render_face(seed + i, size=(2 * h, 2 * w))[0] for i in range(count)]
+    else:
+        from ..data.dataset import evenly_spaced, read_split_list
+
+        items = read_split_list(root, split)
+        images = [cv2.imread(items[i][1], cv2.IMREAD_COLOR) for i in evenly_spaced(len(items), count)]
+    return to_network_input(images, meta)
+
+
+def quantize_onnx_int8(src: str, dst: str, calibration: np.ndarray, per_channel: bool = True) -> str:
+    """Write the static int8 (QDQ) quantization of the ONNX model ``src`` to ``dst`` (atomically); returns ``dst``.
+
+    Args:
+        calibration: (N, 3, h, w) float32 network inputs whose activation ranges set the scales.
+    """
+    try:
+        from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_static)
+    except ImportError:
+        raise ImportError("int8 quantization needs onnxruntime: pip install 'dml_csr[onnx]'") from None
+    if calibration.ndim != 4 or len(calibration) == 0:
+        raise ValueError(f"calibration must be (N, 3, h, w) network inputs with N >= 1; got {calibration.shape}")
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.rows = iter(np.ascontiguousarray(calibration[i: i + 1], np.float32) for i in range(len(calibration)))
+
+        def get_next(self):
+            x = next(self.rows, None)
+            return None if x is None else {"image": x}
+
+    with tempfile.TemporaryDirectory() as tmp:  # the quantizer writes to a path: made whole there, then moved
+        out = os.path.join(tmp, "model.int8.onnx")
+        quantize_static(src, out, Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        with open(out, "rb") as f:
+            write_bytes(dst, f.read())
+    return dst

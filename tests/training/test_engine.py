@@ -1,0 +1,90 @@
+"""The training step's view of a model: which models get the batch's targets as keyword arguments."""
+import torch
+
+from dml_csr.data.labels import get_spec
+from dml_csr.training.engine import model_targets
+from dml_csr.models.rnn_g import RNNG
+from dml_csr.models.two_stage import TwoStageRNNG
+
+HELEN = get_spec("helen").classes
+
+
+def test_model_targets_only_for_models_that_want_them():
+    batch = {"image": torch.zeros(1, 3, 8, 8), "label": torch.zeros(1, 8, 8, dtype=torch.long), "name": ["a"]}
+    plain = RNNG(11, width=4)
+    two = TwoStageRNNG(RNNG(11, width=4), HELEN, part_width=4)
+    assert model_targets(plain, batch) == {}
+    assert set(model_targets(two, batch)) == {"label"}
+    wrapped = torch.nn.Module()
+    wrapped.module = two  # as DistributedDataParallel holds it
+    assert set(model_targets(wrapped, {**batch, "keypoints": torch.zeros(1, 5, 2)})) == {"label", "keypoints"}
+
+
+class _FixedLogits(torch.nn.Module):
+    """Returns the same (C, h, w) logits for every input."""
+
+    def __init__(self, logits):
+        super().__init__()
+        self.register_buffer("logits", logits)
+
+    def forward(self, x):
+        return {"parsing": self.logits.expand(x.shape[0], -1, -1, -1)}
+
+
+class _OneSample:
+    names = ["a"]
+
+    def __init__(self, label):
+        self.label = label
+
+    def load_label(self, i):
+        return self.label
+
+
+def _paste_case(paste):
+    """A 13x9 (WxH) image through the evaluation affine to a 4x4 input; returns (probs, meta, pasted labels, ground
+    truth, confusion)."""
+    import numpy as np
+
+    from dml_csr.data.transforms import EvalTransform
+    from dml_csr.evaluation.protocol import evaluate
+
+    logits = 3 * torch.randn(3, 4, 4, generator=torch.Generator().manual_seed(3))
+    sample = EvalTransform((4, 4))(np.zeros((9, 13, 3), np.uint8))
+    batch = {"image": sample["image"][None], "meta": [sample["meta"]], "name": ["a"]}
+    gt = np.zeros((9, 13), np.uint8)
+    gt[:, 6:] = 2
+    gt[4:, :3] = 1
+    seen = {}
+    cm = evaluate(_FixedLogits(logits), [batch], _OneSample(gt), 3, device=torch.device("cpu"), paste=paste,
+                  on_prediction=lambda name, lab: seen.setdefault(name, lab))
+    return torch.softmax(logits, 0), sample["meta"], seen["a"], gt, cm
+
+
+def test_smooth_paste_is_the_argmax_of_the_bilinearly_warped_probabilities():
+    import cv2
+    import numpy as np
+
+    from dml_csr.data.transforms import sample_affine
+
+    probs, meta, smooth, gt, cm = _paste_case("smooth")
+    back = cv2.invertAffineTransform(sample_affine(meta))  # original pixel -> network input pixel
+    warped = cv2.warpAffine(np.ascontiguousarray(probs.permute(1, 2, 0).numpy()), back, (13, 9),
+                            flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    expected = warped.argmax(-1)
+    assert smooth.shape == (9, 13) and smooth.dtype == np.uint8
+    np.testing.assert_array_equal(smooth, expected)
+    hand = np.zeros((3, 3), np.int64)
+    np.add.at(hand, (gt.ravel(), expected.ravel()), 1)
+    np.testing.assert_array_equal(cm.mat.numpy(), hand)
+    nearest = _paste_case("nearest")[2]
+    np.testing.assert_array_equal(nearest, cv2.warpAffine(probs.argmax(0).to(torch.uint8).numpy(), back, (13, 9),
+                                                          flags=cv2.INTER_NEAREST, borderValue=0))
+    assert (nearest != smooth).any()  # the case tells the two apart
+
+
+def test_evaluate_refuses_an_unknown_paste():
+    import pytest
+
+    with pytest.raises(ValueError, match="'nearest' or 'smooth', got 'cubic'"):
+        _paste_case("cubic")
