@@ -13,13 +13,13 @@ Both return ``[layer1, layer2, layer3, layer4]`` features and expose their chann
 from __future__ import annotations
 
 import logging
-import os
 from typing import Optional
 
 import torch
 from torch import nn
 
 from .norm import NormFactory
+from .weights import check_state_dict, read_state_dict
 
 __all__ = ["Bottleneck", "DeepStemResNet", "TorchvisionResNet", "build_backbone", "BACKBONES"]
 
@@ -116,7 +116,7 @@ class DeepStemResNet(nn.Module):
 
     def load_imagenet(self, path: str) -> None:
         """Load the CE2P ``resnet101-imagenet.pth`` file (a raw state_dict; ``fc.*`` ignored), strictly otherwise."""
-        sd = _read_state_dict(path)
+        sd = read_state_dict(path)
         sd = {k: v for k, v in sd.items() if not k.startswith("fc.")}
         _load_strict(self, sd, path, optional_suffixes=("num_batches_tracked",))
 
@@ -159,7 +159,7 @@ class TorchvisionResNet(nn.Module):
             raise RuntimeError(f"model.pretrained='imagenet': cannot fetch torchvision's {arch} weights ({e}); "
                                "download them elsewhere and set model.pretrained to the file's path") from None
         if pretrained and pretrained != "imagenet":
-            sd = {k: v for k, v in _read_state_dict(pretrained).items() if not k.startswith("fc.")}
+            sd = {k: v for k, v in read_state_dict(pretrained).items() if not k.startswith("fc.")}
             net.fc = nn.Identity()
             _load_strict(net, sd, pretrained, optional_suffixes=("num_batches_tracked",))
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
@@ -181,31 +181,8 @@ class TorchvisionResNet(nn.Module):
         return [x1, x2, x3, x4]
 
 
-def _read_state_dict(path: str) -> dict:
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"model.pretrained: weights file '{path}' does not exist")
-    try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt, truncated, not a torch file, or pickled objects
-        first = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
-        raise ValueError(f"model.pretrained: '{path}' cannot be loaded with weights_only=True: {first[:200]}") from None
-    if not isinstance(sd, dict):
-        raise ValueError(f"model.pretrained: '{path}' holds a {type(sd).__name__}; expected a state_dict")
-    if "state_dict" in sd and isinstance(sd["state_dict"], dict):
-        sd = sd["state_dict"]
-    return {(k[7:] if k.startswith("module.") else k): v for k, v in sd.items()}
-
-
 def _load_strict(module: nn.Module, sd: dict, path: str, optional_suffixes: tuple[str, ...] = ()) -> None:
-    own = module.state_dict()
-    missing = [k for k in own if k not in sd and not k.endswith(optional_suffixes)]
-    unknown = [k for k in sd if k not in own]
-    if missing or unknown:
-        raise KeyError(f"{path}: backbone weights do not match; missing: {missing[:10]} "
-                       f"({len(missing)} in all), unexpected: {unknown[:10]} ({len(unknown)} in all)")
-    for k, v in sd.items():
-        if own[k].shape != v.shape:
-            raise ValueError(f"{path}: '{k}' has shape {tuple(v.shape)}, the backbone expects {tuple(own[k].shape)}")
+    check_state_dict({k: v.shape for k, v in module.state_dict().items()}, sd, path, optional_suffixes)
     module.load_state_dict(sd, strict=False)
     log.info("loaded backbone weights from %s", path)
 
