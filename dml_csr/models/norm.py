@@ -176,9 +176,11 @@ def make_norm(kind: str = "abn") -> NormFactory:
 def convert_sync_abn(module: nn.Module, process_group: Optional[object] = None) -> nn.Module:
     """Make every norm layer of ``module`` synchronise batch statistics across processes; returns the module.
 
-    ABN layers keep their class and semantics and only switch ``sync`` on; any other ``_BatchNorm`` (plain batch norm,
-    e.g. torchvision backbones or the DDGCN's BatchNorm1d) becomes an ``ABN(abs_weight=False, activation="identity")``
-    with the same state, which is plain batch norm with the same synchronisation. inplace_abn's ``InPlaceABN`` becomes
+    ABN layers keep their class and semantics and only switch ``sync`` on; plain ``BatchNorm`` layers (torchvision
+    backbones, the DDGCN's BatchNorm1d) become an ``ABN(abs_weight=False, activation="identity")`` with the same state,
+    which is plain batch norm with the same synchronisation; timm's batch norm + activation layers (``BatchNormAct2d``)
+    become the same followed by their own dropout and activation. Another ``_BatchNorm`` subclass is left as it is
+    (with a warning): its forward is not known to be a batch norm. inplace_abn's ``InPlaceABN`` becomes
     its ``InPlaceABNSync`` on the process group (CUDA only: convert after moving the model to the GPU; on another
     device this raises, naming ``model.norm=abn``). Outside a distributed run, synchronised layers behave exactly as
     unsynchronised ones.
@@ -188,8 +190,15 @@ def convert_sync_abn(module: nn.Module, process_group: Optional[object] = None) 
         module.process_group = process_group
         return module
     if isinstance(module, _BatchNorm) and module.affine and module.track_running_stats:
-        new = ABN(module.num_features, activation="identity", eps=module.eps,
-                  momentum=module.momentum if module.momentum is not None else 0.1, abs_weight=False)
+        more = _more_than_batch_norm(module)
+        if more is None:  # a batch norm whose forward does something else as well: left as it is
+            log.warning("%s is not synchronised: its forward is more than a batch norm", type(module).__name__)
+            return module
+        new = (_ABNThen if more else ABN)(module.num_features, activation="identity", eps=module.eps,
+                                          momentum=module.momentum if module.momentum is not None else 0.1,
+                                          abs_weight=False)
+        for name, child in more.items():
+            new.add_module(name, child)
         # dtype and device first: loading float64 values into a fresh float32 module would round them
         new.to(device=module.weight.device, dtype=module.weight.dtype).load_state_dict(module.state_dict())
         new.train(module.training)
@@ -205,6 +214,26 @@ def convert_sync_abn(module: nn.Module, process_group: Optional[object] = None) 
         if new_child is not child:
             setattr(module, name, new_child)
     return module
+
+
+_PLAIN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
+def _more_than_batch_norm(module: _BatchNorm) -> Optional[dict[str, nn.Module]]:
+    """{} for a plain batch norm; the children a norm+activation layer applies after the norm, in order (timm's
+    ``BatchNormAct2d``: ``drop`` then ``act``); None for another subclass, whose forward is unknown."""
+    if type(module) in _PLAIN:
+        return {}
+    children = dict(module.named_children())
+    return children if list(children) == ["drop", "act"] else None
+
+
+class _ABNThen(ABN):
+    """A plain (``abs_weight=False``, identity) ABN followed by the replaced layer's ``drop`` and ``act`` children,
+    kept under their names: the state_dict does not change."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.drop(super().forward(x)))
 
 
 def _inplace_abn_sync_replacement(module: nn.Module, process_group: Optional[object]) -> Optional[nn.Module]:

@@ -138,6 +138,36 @@ def test_convert_sync_abn_keeps_semantics_and_converts_plain_bn():
     torch.testing.assert_close(model[3](model[1](model[0](x))), before)  # same numbers, no process group
 
 
+def test_convert_sync_abn_keeps_timms_norm_and_activation_layers_whole():
+    """timm's BatchNormAct2d (MobileNets, EfficientNets) normalises, then applies its activation: it becomes a
+    synchronised plain batch norm followed by that activation, under the same state_dict names; the numbers do not
+    change, in training and in evaluation."""
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    net = timm.create_model("mobilenetv3_small_100", features_only=True)
+    converted = convert_sync_abn(timm.create_model("mobilenetv3_small_100", features_only=True))
+    converted.load_state_dict(net.state_dict())
+    norms = [m for m in converted.modules() if isinstance(m, _BatchNorm)]
+    assert norms and all(isinstance(m, ABN) and m.sync and m.activation == "identity" for m in norms)
+    assert set(converted.state_dict()) == set(net.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    for mode in ("train", "eval"):
+        getattr(net, mode)(), getattr(converted, mode)()
+        for a, b in zip(net(x), converted(x)):
+            torch.testing.assert_close(b, a)
+
+
+def test_convert_sync_abn_leaves_an_unknown_batch_norm_subclass_as_it_is(caplog):
+    class Scaled(nn.BatchNorm2d):
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    model = nn.Sequential(Scaled(3))
+    with caplog.at_level("WARNING"):
+        convert_sync_abn(model)
+    assert type(model[0]) is Scaled and "Scaled is not synchronised" in caplog.text
+
+
 # ---------------------------------------------------------------- two-process synchronisation (gloo, CPU, tiny)
 def _worker(rank, port, x, weight, bias, g, result_path):
     def body():
