@@ -25,6 +25,8 @@ __all__ = [
 ]
 
 MISSING = dataclasses.MISSING
+# model.backbone's names (dml_csr.models.backbone builds them), beside timm/<name>
+BACKBONES = ("resnet101_deepstem", "resnet18", "resnet34", "resnet50", "resnet101")
 
 
 @dataclass
@@ -56,11 +58,17 @@ class DataConfig:
 class ModelConfig:
     """Which network to build. Channel order, mean and std are the input convention every consumer reads."""
     name: Literal["dml_csr", "rnn_g"] = "dml_csr"
-    backbone: Literal["resnet101_deepstem", "resnet18", "resnet34", "resnet50", "resnet101"] = "resnet101_deepstem"
+    # one of BACKBONES, or timm/<name>: any timm model with features_only (pip install 'dml_csr[timm]')
+    backbone: str = "resnet101_deepstem"
     output_stride: Literal[8, 16, 32] = 8
     context: Literal["ddgcn", "conv"] = "ddgcn"  # DDGCN, or the ablation baseline: a 3x3 conv + norm (Table 4)
     edge_branches: list[Literal["binary", "category"]] = field(default_factory=lambda: ["binary", "category"])
-    pretrained: str = ""  # "" (random init), "imagenet" (torchvision download), a path, or a dml_csr.hub backbone name
+    # "" (random init), "imagenet" (torchvision download), a path, or a dml_csr.hub backbone name; for timm/<name>
+    # also "timm" (the model's default pretrained tag) or "timm:<tag>", downloaded by timm
+    pretrained: str = ""
+    # the (height, width) a size-dependent backbone is laid out for (Swin's windows); [0, 0]: data.input_size for
+    # timm backbones (filled in when the config is validated)
+    input_size: tuple[int, int] = (0, 0)
     norm: Literal["abn", "inplace_abn"] = "abn"  # pure-PyTorch ABN, or the inplace_abn kernels when installed
     sync_bn: bool = True  # synchronise norm statistics across processes under DDP
     context_channels: int = 512  # DDGCN head width (authors: 512)
@@ -282,9 +290,27 @@ def _check_ranges(cfg: Config, origin: dict) -> None:
                           f"cuda:N or mps")
 
 
+def _check_model(cfg: Config, origin: dict) -> None:
+    """The backbone's name and what goes with it; fills a timm backbone's ``model.input_size`` from
+    ``data.input_size`` when unset."""
+    m = cfg.model
+    if m.backbone not in BACKBONES and not (m.backbone.startswith("timm/") and len(m.backbone) > len("timm/")):
+        raise ConfigError(f"{source(origin, 'model.backbone')}: 'model.backbone' = {m.backbone!r} is invalid; expected "
+                          f"one of {', '.join(map(repr, BACKBONES))} or 'timm/<name>' (any timm model)")
+    if (m.pretrained == "timm" or m.pretrained.startswith("timm:")) and not m.backbone.startswith("timm/"):
+        raise ConfigError(f"{source(origin, 'model.pretrained')}: model.pretrained = {m.pretrained!r} is for timm "
+                          f"backbones; model.backbone is {m.backbone!r} (a path or a weights name is expected)")
+    if tuple(m.input_size) == (0, 0) and m.backbone.startswith("timm/"):
+        m.input_size = tuple(cfg.data.input_size)
+    if tuple(m.input_size) != (0, 0) and min(m.input_size) <= 0:
+        raise ConfigError(f"{source(origin, 'model.input_size')}: 'model.input_size' = {list(m.input_size)}; expected "
+                          "positive values, or [0, 0] for data.input_size")
+
+
 def _check_together(cfg: Config, origin: dict) -> None:
     """Values out of range, and values that are valid alone but not together."""
     _check_ranges(cfg, origin)
+    _check_model(cfg, origin)
     m = cfg.model
     if m.name == "rnn_g" and m.two_stage and m.two_stage_variant == "paper" and not cfg.data.keypoints:
         raise ConfigError(f"{source(origin, 'model.two_stage_variant')}: model.two_stage_variant = paper places its "

@@ -31,7 +31,8 @@ def run_main(main) -> None:
     from dml_csr.config import ConfigError
     try:
         sys.exit(main())
-    except (ConfigError, CheckpointError, OSError, KeyError, ValueError) as e:  # OSError: a path it names
+    # OSError: a path it names; ImportError: an optional package (timm, onnx...) the run needs
+    except (ConfigError, CheckpointError, OSError, KeyError, ValueError, ImportError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"error: {msg}", file=sys.stderr)
         sys.exit(2)

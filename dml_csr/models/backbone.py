@@ -9,6 +9,8 @@
   API or a local state_dict file.
 
 Both return ``[layer1, layer2, layer3, layer4]`` features and expose their channel counts as ``.channels``.
+:func:`build_backbone` also builds ``timm/<name>`` (any timm model, :mod:`.timm_backbone`), which returns four maps
+at strides 4, 8, 16 and 32 the same way.
 """
 from __future__ import annotations
 
@@ -19,13 +21,14 @@ import torch
 from torch import nn
 
 from .norm import NormFactory
-from .weights import check_state_dict, read_state_dict
+from .weights import Convention, check_state_dict, read_state_dict
 
-__all__ = ["Bottleneck", "DeepStemResNet", "TorchvisionResNet", "build_backbone", "BACKBONES"]
+__all__ = ["Bottleneck", "DeepStemResNet", "TorchvisionResNet", "build_backbone", "BACKBONES", "TIMM_PREFIX"]
 
 log = logging.getLogger(__name__)
 
 BACKBONES = ("resnet101_deepstem", "resnet18", "resnet34", "resnet50", "resnet101")
+TIMM_PREFIX = "timm/"  # model.backbone: timm/<name>, any timm model offering features_only
 
 
 class Bottleneck(nn.Module):
@@ -187,8 +190,19 @@ def _load_strict(module: nn.Module, sd: dict, path: str, optional_suffixes: tupl
     log.info("loaded backbone weights from %s", path)
 
 
-def build_backbone(name: str, norm: NormFactory, output_stride: int = 8, pretrained: str = "") -> nn.Module:
-    """Build a backbone by config name; the deep-stem ResNet-101 has output stride 8 (the authors') or 16."""
+def build_backbone(name: str, norm: NormFactory, output_stride: int = 8, pretrained: str = "",
+                   input_size: tuple[int, int] = (0, 0), convention: Optional[Convention] = None) -> nn.Module:
+    """Build a backbone by config name: four feature maps, their channel counts in ``.channels``.
+
+    ``input_size`` (H, W) is the size a size-dependent backbone is laid out for (Swin's windows; (0, 0): its
+    pretraining size); ``convention`` (``model.channel_order``, ``model.mean``,
+    ``model.std``) is checked against the input convention of the weights where a backbone knows it.
+    The deep-stem ResNet-101 has output stride 8 (the authors') or 16.
+    """
+    if name.startswith(TIMM_PREFIX):
+        from .timm_backbone import build_timm_backbone
+
+        return build_timm_backbone(name, output_stride, pretrained, input_size, convention)
     if name == "resnet101_deepstem":
         net = DeepStemResNet((3, 4, 23, 3), norm, output_stride)
         if pretrained == "imagenet":
@@ -199,4 +213,4 @@ def build_backbone(name: str, norm: NormFactory, output_stride: int = 8, pretrai
         return net
     if name in ("resnet18", "resnet34", "resnet50", "resnet101"):
         return TorchvisionResNet(name, output_stride, pretrained)
-    raise ValueError(f"unknown model.backbone '{name}'; expected one of {', '.join(BACKBONES)}")
+    raise ValueError(f"unknown model.backbone '{name}'; expected one of {', '.join(BACKBONES)} or {TIMM_PREFIX}<name>")

@@ -1,7 +1,9 @@
 """DML-CSR (Zheng et al., "Decoupled Multi-task Learning with Cyclical Self-Regulation for Face Parsing", CVPR 2022).
 
 Backbone -> DDGCN context on layer4 -> parsing decoder with the layer1 skip; in training an edge module on
-layer1..3 gives binary and category edges. The edge module shares only the backbone with parsing, so dropping it
+layer1..3 gives binary and category edges. The heads take the backbone's four maps whatever their channels and
+strides (the authors' ResNet: 4, 8, 8, 8; a timm or FaRL backbone: 4, 8, 16, 32): the context runs at the last map's
+size, and every other map is resized to the first one's. The edge module shares only the backbone with parsing, so dropping it
 (:meth:`DMLCSR.drop_edge_heads`, or ``edge_heads=False``) leaves the parsing output unchanged.
 """
 from __future__ import annotations
@@ -71,7 +73,8 @@ def build_dml_csr(cfg, num_classes: int, class_names: Optional[Sequence[str]] = 
     if num_classes < 2:
         raise ValueError(f"num_classes={num_classes}; a parsing model needs at least 2 classes")
     norm = make_norm(cfg.norm)
-    backbone = build_backbone(cfg.backbone, norm, cfg.output_stride, cfg.pretrained)
+    backbone = build_backbone(cfg.backbone, norm, cfg.output_stride, cfg.pretrained, tuple(cfg.input_size),
+                              convention=(cfg.channel_order, tuple(cfg.mean), tuple(cfg.std)))
     return DMLCSR(backbone, num_classes, norm, context_channels=cfg.context_channels,
                   decoder_channels=cfg.decoder_channels, edge_channels=cfg.edge_channels,
                   edge_heads=cfg.edge_heads, context=cfg.context, edge_branches=tuple(cfg.edge_branches))

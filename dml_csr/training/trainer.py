@@ -273,8 +273,8 @@ def _build_model(cfg: Config, spec: LabelSpec, device: torch.device, dist: du.Di
 
 def resolve_pretrained(mcfg: ModelConfig) -> ModelConfig:
     """``model.pretrained: NAME`` (a :mod:`dml_csr.hub` backbone entry) -> a copy naming the fetched, verified file;
-    "", "imagenet" and existing paths are kept as they are."""
-    if mcfg.pretrained in ("", "imagenet"):
+    "", "imagenet", "timm", "timm:<tag>" (timm downloads those itself) and existing paths are kept as they are."""
+    if mcfg.pretrained in ("", "imagenet", "timm") or mcfg.pretrained.startswith("timm:"):
         return mcfg
     try:
         path = resolve(mcfg.pretrained, kind="backbone")
