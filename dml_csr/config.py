@@ -26,7 +26,7 @@ __all__ = [
 
 MISSING = dataclasses.MISSING
 # model.backbone's names (dml_csr.models.backbone builds them), beside timm/<name>
-BACKBONES = ("resnet101_deepstem", "resnet18", "resnet34", "resnet50", "resnet101")
+BACKBONES = ("resnet101_deepstem", "resnet18", "resnet34", "resnet50", "resnet101", "farl_vit_b16")
 
 
 @dataclass
@@ -66,8 +66,8 @@ class ModelConfig:
     # "" (random init), "imagenet" (torchvision download), a path, or a dml_csr.hub backbone name; for timm/<name>
     # also "timm" (the model's default pretrained tag) or "timm:<tag>", downloaded by timm
     pretrained: str = ""
-    # the (height, width) a size-dependent backbone is laid out for (Swin's windows); [0, 0]: data.input_size for
-    # timm backbones (filled in when the config is validated)
+    # the (height, width) a size-dependent backbone is laid out for (Swin's windows, FaRL's position embeddings);
+    # [0, 0]: data.input_size for timm and FaRL backbones (filled in when the config is validated)
     input_size: tuple[int, int] = (0, 0)
     norm: Literal["abn", "inplace_abn"] = "abn"  # pure-PyTorch ABN, or the inplace_abn kernels when installed
     sync_bn: bool = True  # synchronise norm statistics across processes under DDP
@@ -291,7 +291,7 @@ def _check_ranges(cfg: Config, origin: dict) -> None:
 
 
 def _check_model(cfg: Config, origin: dict) -> None:
-    """The backbone's name and what goes with it; fills a timm backbone's ``model.input_size`` from
+    """The backbone's name and what goes with it; fills a timm or FaRL backbone's ``model.input_size`` from
     ``data.input_size`` when unset."""
     m = cfg.model
     if m.backbone not in BACKBONES and not (m.backbone.startswith("timm/") and len(m.backbone) > len("timm/")):
@@ -300,7 +300,7 @@ def _check_model(cfg: Config, origin: dict) -> None:
     if (m.pretrained == "timm" or m.pretrained.startswith("timm:")) and not m.backbone.startswith("timm/"):
         raise ConfigError(f"{source(origin, 'model.pretrained')}: model.pretrained = {m.pretrained!r} is for timm "
                           f"backbones; model.backbone is {m.backbone!r} (a path or a weights name is expected)")
-    if tuple(m.input_size) == (0, 0) and m.backbone.startswith("timm/"):
+    if tuple(m.input_size) == (0, 0) and (m.backbone.startswith("timm/") or m.backbone == "farl_vit_b16"):
         m.input_size = tuple(cfg.data.input_size)
     if tuple(m.input_size) != (0, 0) and min(m.input_size) <= 0:
         raise ConfigError(f"{source(origin, 'model.input_size')}: 'model.input_size' = {list(m.input_size)}; expected "

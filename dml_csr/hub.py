@@ -128,6 +128,11 @@ _DEEP_STEM = (("conv1.weight", (64, 3, 3, 3)), ("conv2.weight", (64, 64, 3, 3)),
               ("layer1.0.conv1.weight", (64, 128, 1, 1)), ("layer3.22.conv3.weight", (1024, 256, 1, 1)),
               ("layer4.2.conv3.weight", (2048, 512, 1, 1)))
 
+# FaRL's releases: its whole pretraining model in a "state_dict" wrapper, OpenAI CLIP's names, visual.* the image tower
+_FARL_RELEASE = "https://github.com/FacePerceiver/FaRL/releases/download/pretrained_weights/"
+_FARL = (("visual.conv1.weight", (768, 3, 16, 16)), ("visual.positional_embedding", (197, 768)),
+         ("visual.transformer.resblocks.11.mlp.c_proj.weight", (768, 3072)), ("visual.proj", (768, 512)))
+
 
 def _authors_structure(num_classes: int) -> tuple[tuple[str, Shape], ...]:
     return _DEEP_STEM[:1] + _DEEP_STEM[3:] + (("context.conva.0.weight", (512, 2048, 3, 3)),
@@ -146,6 +151,12 @@ WEIGHTS: dict[str, Weights] = {w.name: w for w in (
     Weights("resnet101_deepstem_imagenet", "resnet101-imagenet.pth", kind="backbone", source="gdrive",
             drive_id="1rzLU-wK6rEorCNJfwrmIu5hY2wRMyKTK", structure=_DEEP_STEM,
             description="CE2P deep-stem ResNet-101 ImageNet init (model.pretrained for backbone resnet101_deepstem)"),
+    Weights("farl_vit_b16_ep16", "FaRL-Base-Patch16-LAIONFace20M-ep16.pth", kind="backbone",
+            url=_FARL_RELEASE + "FaRL-Base-Patch16-LAIONFace20M-ep16.pth", structure=_FARL,
+            description="FaRL's ViT-B/16 pretrained on LAION-Face, 16 epochs (model.pretrained for farl_vit_b16)"),
+    Weights("farl_vit_b16_ep64", "FaRL-Base-Patch16-LAIONFace20M-ep64.pth", kind="backbone",
+            url=_FARL_RELEASE + "FaRL-Base-Patch16-LAIONFace20M-ep64.pth", structure=_FARL,
+            description="FaRL's ViT-B/16 pretrained on LAION-Face, 64 epochs (model.pretrained for farl_vit_b16)"),
     Weights("yunet_2023mar", "face_detection_yunet_2023mar.onnx", kind="detector",
             url="https://github.com/opencv/opencv_zoo/raw/main/models/face_detection_yunet/"
                 "face_detection_yunet_2023mar.onnx",

@@ -202,15 +202,15 @@ def test_scientific_notation_reads_as_a_float_everywhere(tree):
 
 def test_backbones_timm_names_and_their_pretrained_options():
     """timm/<name> is any timm model (checked when built); "timm" and "timm:<tag>" weights belong to those only; a
-    timm backbone is laid out for data.input_size unless model.input_size says otherwise."""
+    timm or FaRL backbone is laid out for data.input_size unless model.input_size says otherwise."""
     base = ["data.dataset=helen", "data.root=x", "data.input_size=[512, 448]"]
     cfg = load_config(None, base + ["model.backbone=timm/convnext_base", "model.pretrained=timm:fb_in22k_ft_in1k"])
     assert (cfg.model.backbone, cfg.model.input_size) == ("timm/convnext_base", (512, 448))
-    assert load_config(None, base + ["model.backbone=timm/swin_base_patch4_window7_224", "model.input_size=[448, 448]"]
-                       ).model.input_size == (448, 448)
+    assert load_config(None, base + ["model.backbone=farl_vit_b16", "model.input_size=[448, 448]"]).model.input_size \
+        == (448, 448)
     assert load_config(None, base).model.input_size == (0, 0)  # the authors' ResNet does not depend on it
     for bad, message in (("model.backbone=timm/", r"'model.backbone' = 'timm/' is invalid; expected one of "
-                                                  r"'resnet101_deepstem', .*'resnet101' or 'timm/<name>'"),
+                                                  r"'resnet101_deepstem', .*'farl_vit_b16' or 'timm/<name>'"),
                          ("model.pretrained=timm", r"model.pretrained = 'timm' is for timm backbones; model.backbone "
                                                    r"is 'resnet101_deepstem'"),
                          ("model.input_size=[0, 64]", r"'model.input_size' = \[0, 64\]; expected positive values")):

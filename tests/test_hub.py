@@ -117,7 +117,8 @@ def _state(head=(3, 4), body=(5,)) -> dict:
 
 def test_the_registry_holds_what_the_authors_and_opencv_release():
     assert list(hub.WEIGHTS) == ["dml_csr_helen", "dml_csr_lapa", "dml_csr_celebamask_hq",
-                                 "resnet101_deepstem_imagenet", "yunet_2023mar"]
+                                 "resnet101_deepstem_imagenet", "farl_vit_b16_ep16", "farl_vit_b16_ep64",
+                                 "yunet_2023mar"]
     assert hub.list_weights() == list(hub.WEIGHTS.values())
     y = hub.WEIGHTS["yunet_2023mar"]
     assert (y.kind, y.filename, y.size) == ("detector", "face_detection_yunet_2023mar.onnx", 232589)
@@ -134,13 +135,21 @@ def test_the_registry_holds_what_the_authors_and_opencv_release():
         assert w.mean == pytest.approx((0.485, 0.456, 0.406)) and w.std == pytest.approx((0.229, 0.224, 0.225))
         assert w.drive_folder == "1-PjUts1AMzXNyvw3VaJQmg43GJbfEpEQ" and not w.drive_id and w.sha256 is None
         assert dict(w.structure)["layer6.conv4.weight"] == (n, 256, 1, 1)
+    for epochs in (16, 64):  # FaRL's releases, unhashed: checked by structure (tests/models/test_farl.py)
+        w = hub.WEIGHTS[f"farl_vit_b16_ep{epochs}"]
+        assert (w.kind, w.filename, w.sha256) == ("backbone", f"FaRL-Base-Patch16-LAIONFace20M-ep{epochs}.pth", None)
+        assert w.url == ("https://github.com/FacePerceiver/FaRL/releases/download/pretrained_weights/"
+                         f"FaRL-Base-Patch16-LAIONFace20M-ep{epochs}.pth")
 
 
 def test_the_structures_match_the_authors_state_dict_listing():
-    """Each unhashed entry's required keys exist in the authors' model with those shapes (the class count aside)."""
+    """Each unhashed entry of the authors' files has required keys that exist in the authors' model with those shapes
+    (the class count aside)."""
     with open(os.path.join(FIXTURES, "official_dml_csr_state_dict.json")) as f:
         listing = {e["name"]: tuple(e["shape"]) for e in json.load(f)["entries"]}
     for w in hub.list_weights():
+        if w.name.startswith("farl_"):  # FaRL's image tower, not the authors' model
+            continue
         for key, shape in w.structure:
             want = listing[key]
             if key == "layer6.conv4.weight":
@@ -378,7 +387,7 @@ def test_resolve_returns_paths_and_fetches_names_only(tmp_path):
                                        "path or one of dml_csr_helen, dml_csr_lapa, dml_csr_celebamask_hq$"):
         hub.resolve("dml_csr_helem", kind="dml_csr")
     with pytest.raises(HubError, match="'yunet_2023mar' is a detector file; expected a backbone file: one of "
-                                       "resnet101_deepstem_imagenet$"):
+                                       "resnet101_deepstem_imagenet, farl_vit_b16_ep16, farl_vit_b16_ep64$"):
         hub.resolve("yunet_2023mar", kind="backbone")
     with pytest.raises(HubError, match="unknown weights name 'nope'; expected one of dml_csr_helen"):
         hub.fetch("nope")

@@ -9,8 +9,8 @@
   API or a local state_dict file.
 
 Both return ``[layer1, layer2, layer3, layer4]`` features and expose their channel counts as ``.channels``.
-:func:`build_backbone` also builds ``timm/<name>`` (any timm model, :mod:`.timm_backbone`), which returns four maps
-at strides 4, 8, 16 and 32 the same way.
+:func:`build_backbone` also builds ``timm/<name>`` (any timm model, :mod:`.timm_backbone`) and ``farl_vit_b16``
+(FaRL's face-pretrained ViT, :mod:`.farl`), which return four maps at strides 4, 8, 16 and 32 the same way.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ __all__ = ["Bottleneck", "DeepStemResNet", "TorchvisionResNet", "build_backbone"
 
 log = logging.getLogger(__name__)
 
-BACKBONES = ("resnet101_deepstem", "resnet18", "resnet34", "resnet50", "resnet101")
+BACKBONES = ("resnet101_deepstem", "resnet18", "resnet34", "resnet50", "resnet101", "farl_vit_b16")
 TIMM_PREFIX = "timm/"  # model.backbone: timm/<name>, any timm model offering features_only
 
 
@@ -194,8 +194,8 @@ def build_backbone(name: str, norm: NormFactory, output_stride: int = 8, pretrai
                    input_size: tuple[int, int] = (0, 0), convention: Optional[Convention] = None) -> nn.Module:
     """Build a backbone by config name: four feature maps, their channel counts in ``.channels``.
 
-    ``input_size`` (H, W) is the size a size-dependent backbone is laid out for (Swin's windows; (0, 0): its
-    pretraining size); ``convention`` (``model.channel_order``, ``model.mean``,
+    ``input_size`` (H, W) is the size a size-dependent backbone is laid out for (Swin's windows, FaRL's position
+    embeddings; (0, 0): its pretraining size); ``convention`` (``model.channel_order``, ``model.mean``,
     ``model.std``) is checked against the input convention of the weights where a backbone knows it.
     The deep-stem ResNet-101 has output stride 8 (the authors') or 16.
     """
@@ -203,6 +203,10 @@ def build_backbone(name: str, norm: NormFactory, output_stride: int = 8, pretrai
         from .timm_backbone import build_timm_backbone
 
         return build_timm_backbone(name, output_stride, pretrained, input_size, convention)
+    if name == "farl_vit_b16":
+        from .farl import build_farl_backbone
+
+        return build_farl_backbone(output_stride, pretrained, input_size, convention)
     if name == "resnet101_deepstem":
         net = DeepStemResNet((3, 4, 23, 3), norm, output_stride)
         if pretrained == "imagenet":
