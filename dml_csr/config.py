@@ -61,7 +61,8 @@ class ModelConfig:
     # one of BACKBONES, or timm/<name>: any timm model with features_only (pip install 'dml_csr[timm]')
     backbone: str = "resnet101_deepstem"
     output_stride: Literal[8, 16, 32] = 8
-    context: Literal["ddgcn", "conv"] = "ddgcn"  # DDGCN, or the ablation baseline: a 3x3 conv + norm (Table 4)
+    # DDGCN, the ablation baseline (a 3x3 conv + norm, Table 4), or Table 5's PSP and DGCNet, with or without pooling
+    context: Literal["ddgcn", "conv", "psp", "psp_nopool", "dgcnet", "dgcnet_nopool"] = "ddgcn"
     edge_branches: list[Literal["binary", "category"]] = field(default_factory=lambda: ["binary", "category"])
     # "" (random init), "imagenet" (torchvision download), a path, or a dml_csr.hub backbone name; for timm/<name>
     # also "timm" (the model's default pretrained tag) or "timm:<tag>", downloaded by timm

@@ -132,14 +132,31 @@ def _flat(d, prefix=""):
     return out
 
 
+DATASETS = ("helen", "lapa", "celebamask_hq")
+TABLE5 = ("psp", "psp_nopool", "dgcnet", "dgcnet_nopool")
+
+
+def _dataset(name):
+    return next(d for d in DATASETS if os.path.basename(name).startswith(d + "_"))
+
+
 @pytest.mark.parametrize("name", ABLATIONS)
 def test_ablations_differ_from_their_paper_config_only_in_the_ablated_keys(name):
-    assert len(ABLATIONS) == 24  # 8 rows of Tables 4-6 for each of Helen, LaPa and CelebAMask-HQ
+    # 8 rows of Tables 4-6 and Table 5's 4 other context modules, for each of Helen, LaPa and CelebAMask-HQ
+    assert len(ABLATIONS) == 36
     ablation = _flat(config_to_dict(load_config(os.path.join(ROOT, "configs", name))))
-    dataset = os.path.basename(name).split("_dml")[0].split("_baseline")[0].split("_ddgcn")[0]
-    paper = _flat(config_to_dict(load_config(os.path.join(ROOT, "configs", f"{dataset}_dml_csr_r101.yaml"))))
+    paper = _flat(config_to_dict(load_config(os.path.join(ROOT, "configs", f"{_dataset(name)}_dml_csr_r101.yaml"))))
     changed = {k for k in paper if paper[k] != ablation[k]}
     assert "train.cycles" in changed and changed <= ABLATED, changed
+
+
+@pytest.mark.parametrize("dataset,context", [(d, c) for d in DATASETS for c in TABLE5])
+def test_table5_ablations_differ_from_the_ddgcn_row_only_in_the_context(dataset, context):
+    """Table 5 compares context modules added to the baseline: each row is the +DDGCN row with another context."""
+    row = _flat(config_to_dict(load_config(os.path.join(ROOT, "configs", "ablations", f"{dataset}_{context}.yaml"))))
+    ddgcn = _flat(config_to_dict(load_config(os.path.join(ROOT, "configs", "ablations", f"{dataset}_ddgcn.yaml"))))
+    assert {k for k in ddgcn if ddgcn[k] != row[k]} == {"name", "model.context"}
+    assert row["model.context"] == context
 
 
 @pytest.mark.parametrize("name", [f for f in ABLATIONS if os.path.basename(f).startswith("helen_")])
