@@ -162,8 +162,17 @@ def test_a_swin_built_on_meta_and_filled_from_a_state_dict_equals_the_original()
 
 
 # ------------------------------------------------------------------------------- a timm backbone, end to end
+@pytest.fixture
+def two_threads():
+    """The training below on two threads, as on the two cores it is sized for."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.slow
-def test_dml_csr_on_a_small_timm_backbone_learns_faces_and_deploys_with_its_convention(tmp_path):
+def test_dml_csr_on_a_small_timm_backbone_learns_faces_and_deploys_with_its_convention(tmp_path, two_threads):
     """timm's MobileNetV3-Large 0.75 from random weights under DML-CSR's heads, fed RGB as its config says, on 480
     synthetic faces at 96x96: 5 first-phase epochs and one self-regulation cycle of 60 steps each (360 in all) reach
     val mean F1 0.80; the checkpoint exports to ONNX within the parity check, and FaceParser and scripts/evaluate.py
@@ -192,14 +201,9 @@ def test_dml_csr_on_a_small_timm_backbone_learns_faces_and_deploys_with_its_conv
         "train.iters_per_epoch=60", "train.cycles=1", "train.cycle_epochs=1", "train.lr=0.06",
         "train.cycle_lr=0.005", "train.val_every=5", "train.image_log_every=0", "loss.lovasz=false"])
     assert cfg.model.channel_order == "RGB"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        wall = time.time()
-        summary = train(cfg, progress=False)
-        wall = time.time() - wall
-    finally:
-        torch.set_num_threads(threads)
+    wall = time.time()
+    summary = train(cfg, progress=False)
+    wall = time.time() - wall
     records = [json.loads(line) for line in open(RunPaths(cfg.run_dir).metrics) if '"val"' in line]
     phase1 = [r for r in records if r["tag"] == "student" and r["epoch"] == 5][0]["mean_f1"]
     ensemble = [r for r in records if r["tag"] == "ensemble_1"][0]["mean_f1"]
