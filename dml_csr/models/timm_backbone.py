@@ -127,13 +127,18 @@ def _tagged_name(timm, arch: str, pretrained: str) -> str:
         raise ValueError(f"model.pretrained = {pretrained!r}: timm has no pretrained weights for {arch}; use a local "
                          "file or leave model.pretrained empty")
     if pretrained == "timm":
-        return tags[0]  # timm lists the default tag first
+        return _default_tag(timm, arch)
     tag = pretrained[len("timm:"):]
     full = tag if tag.startswith(arch + ".") else f"{arch}.{tag}"
     if full not in tags:
         raise ValueError(f"model.pretrained = {pretrained!r}: timm has no tag '{full}'; expected one of "
                          f"{', '.join(t[len(arch) + 1:] for t in tags)}")
     return full
+
+
+def _default_tag(timm, arch: str) -> str:
+    """arch.tag of the weights timm gives ``arch`` by default (not the first of its sorted list of tags)."""
+    return f"{arch}.{timm.models.get_pretrained_cfg(arch).tag}"
 
 
 def _download(timm, full: str) -> dict:
@@ -167,10 +172,10 @@ def _local_weights(timm, arch: str, path: str, kwargs: dict, convention: Optiona
     # buffers timm computes instead of saving (Swin's relative position index): older timm versions saved them
     expected.update({k: tuple(sd[k].shape) for k, _ in full.named_buffers() if k not in expected and k in sd})
     check_state_dict(expected, sd, path, optional=head + ("num_batches_tracked",), ignore_shape=head)
-    default = timm.list_pretrained(f"{arch}.*")
-    if default:
-        check_convention(convention, _weights_convention(timm, default[0]),
-                         f"timm's {default[0]} weights (the default tag; the file's own is unknown)", refuse=False)
+    if timm.list_pretrained(f"{arch}.*"):
+        default = _default_tag(timm, arch)
+        check_convention(convention, _weights_convention(timm, default),
+                         f"timm's {default} weights (the default tag; the file's own is unknown)", refuse=False)
     return sd
 
 

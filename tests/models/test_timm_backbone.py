@@ -120,6 +120,9 @@ def test_timm_tags_are_checked_before_any_download(monkeypatch, tmp_path, caplog
     with torch.device("meta"):
         net = build_timm_backbone("timm/convnext_atto", 32, "timm:convnext_atto.d2_in1k", convention=RGB)
     assert net.channels == (40, 80, 160, 320)
+    # "timm" is the default tag, not the first of the sorted tags (convnext_base.clip_laion2b, CLIP's convention)
+    with pytest.raises(ValueError, match=r"convnext_base.fb_in22k_ft_in1k weights \(RGB, mean \[0.485"):
+        build_timm_backbone("timm/convnext_base", 32, "timm", convention=("RGB", (0.5,) * 3, (0.5,) * 3))
 
 
 def _offline(monkeypatch, tmp_path):
