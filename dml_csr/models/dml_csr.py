@@ -3,8 +3,8 @@
 Backbone -> DDGCN context on layer4 -> parsing decoder with the layer1 skip; in training an edge module on
 layer1..3 gives binary and category edges. The heads take the backbone's four maps whatever their channels and
 strides (the authors' ResNet: 4, 8, 8, 8; a timm or FaRL backbone: 4, 8, 16, 32): the context runs at the last map's
-size, and every other map is resized to the first one's. The edge module shares only the backbone with parsing, so dropping it
-(:meth:`DMLCSR.drop_edge_heads`, or ``edge_heads=False``) leaves the parsing output unchanged.
+size, and every other map is resized to the first one's. The edge module shares only the backbone with parsing, so
+dropping it (:meth:`DMLCSR.drop_edge_heads`, or ``edge_heads=False``) leaves the parsing output unchanged.
 """
 from __future__ import annotations
 

@@ -128,14 +128,6 @@ class FaRLBackbone(nn.Module):
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)
 
-    def _positions(self, gh: int, gw: int) -> torch.Tensor:
-        if (gh, gw) == self.grid and not torch.jit.is_tracing():
-            return self.positional_embedding
-        n, d = self.positional_embedding.shape
-        stored = self.positional_embedding[1:].reshape(1, *self.grid, d).permute(0, 3, 1, 2)
-        stored = F.interpolate(stored, size=(gh, gw), mode="bicubic", align_corners=False)
-        return torch.cat([self.positional_embedding[:1], stored.flatten(2)[0].t()], dim=0)
-
     def token_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The patch tokens after the blocks :data:`FARL_BLOCKS` as (B, D, H/16, W/16) maps."""
         x = self.conv1(x)  # (B, D, gh, gw)
@@ -152,6 +144,7 @@ class FaRLBackbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return [fpn(m) for fpn, m in zip(self.fpns, self.token_maps(x))]
+
 
 def read_farl(path: str, grid: tuple[int, int]) -> dict[str, torch.Tensor]:
     """The image tower's entries of a FaRL release file under :class:`FaRLBackbone`'s names, checked, the position

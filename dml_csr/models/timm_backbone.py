@@ -114,8 +114,8 @@ def _pick_maps(timm, arch: str, kwargs: dict, output_stride: int) -> tuple[tuple
         except (TypeError, AssertionError, ValueError, NotImplementedError) as e:  # how families say no
             if "output_stride" not in str(e):
                 raise
-            raise ValueError(f"model.output_stride = {output_stride}: timm's {arch} cannot be dilated (its family takes "
-                             "no output_stride); set model.output_stride: 32") from None
+            raise ValueError(f"model.output_stride = {output_stride}: timm's {arch} cannot be dilated (its family "
+                             "takes no output_stride); set model.output_stride: 32") from None
     channels = tuple(probe.feature_info.channels()[i] for i in indices)
     return tuple(indices), channels, fmt == "NHWC"
 

@@ -29,7 +29,7 @@ def _first_line(e: BaseException) -> str:
 
 
 def read_state_dict(path: str) -> dict[str, torch.Tensor]:
-    """The tensors of a weights file: ``.safetensors`` (safetensors), anything else ``torch.load(weights_only=True)``."""
+    """The tensors of a weights file: ``.safetensors`` by safetensors, others by ``torch.load(weights_only=True)``."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"model.pretrained: weights file '{path}' does not exist")
     if path.endswith(".safetensors"):

@@ -105,7 +105,7 @@ def test_a_local_file_that_does_not_fit_is_one_line_naming_the_key(tmp_path):
     assert "\n" not in str(e.value) + str(s.value)
 
 
-def test_timm_tags_are_checked_before_any_download(monkeypatch, tmp_path, caplog):
+def test_timm_tags_are_checked_before_any_download(monkeypatch, tmp_path):
     """The tag must exist and its input convention be the config's; a config stating BGR is refused naming the key,
     before the download. On the meta device (parameter counts) nothing is downloaded."""
     _offline(monkeypatch, tmp_path)
