@@ -86,3 +86,10 @@ def test_files_and_functions_stay_small(name, path):
     long = [f"{n.name} ({n.end_lineno - n.lineno + 1} lines)" for n in ast.walk(ast.parse(source))
             if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > 80]
     assert not long, f"{path}: {', '.join(long)} (at most 80 lines a function)"
+
+
+def test_the_parser_is_a_facade():
+    """FaceParser stands in front of the model, the pipeline, the detector and the colours (about 120 lines)."""
+    path = os.path.join(PACKAGE, "photos", "parser.py")
+    (cls,) = [n for n in ast.parse(open(path).read()).body if isinstance(n, ast.ClassDef) and n.name == "FaceParser"]
+    assert cls.end_lineno - cls.lineno + 1 <= 150

@@ -1,22 +1,42 @@
 """The evaluation protocol: a model scored on a split, its predictions mapped back onto the original label maps.
 
 Each image goes through the evaluation affine to the network input (the whole image, aspect kept), the model
-predicts there, and the prediction goes back onto the image's own label map through the inverse of that affine before
-it enters one confusion matrix pooled over the split (255 ignored): the authors' protocol.
+predicts there, and the prediction goes back onto the image's own label map through the inverse of that affine
+(``paste="nearest"``: the argmax warped nearest-neighbour, background outside the crop, the authors' way;
+``"smooth"``: the class probabilities warped bilinearly, then the argmax) before it enters one confusion matrix
+pooled over the split (label 255 ignored). Reported: per-class F1 and IoU, mean F1 over foreground classes, mIoU
+with and without background, pixel accuracy, and the merged sets (confusion inside a set counts as correct).
+
+:func:`evaluate` is the pass over a loader (the trainer's validation uses it too); :func:`score_checkpoint` scores
+a checkpoint on a prepared split as ``scripts/evaluate.py`` does; :func:`report` writes ``metrics.json`` (scores,
+confusion matrix and the protocol record of :func:`protocol_record`) and prints the table.
 """
 from __future__ import annotations
 
+import logging
+import os
 from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 import torch
 
-from ..data.transforms import batch_input, inverse_affine
+from .. import inference
+from ..data import drawing
+from ..data.transforms import batch_input
 from ..distributed import unwrap_model
-from ..inference import predict_probs
-from .metrics import ConfusionMatrix
+from ..files import write_image, write_json
+from .metrics import ConfusionMatrix, format_scores
 
-__all__ = ["evaluate"]
+__all__ = ["evaluate", "score_checkpoint", "protocol_record", "report", "prediction_writer", "progress_bar",
+           "PASTES", "SCORED_AT"]
+
+log = logging.getLogger(__name__)
+
+PASTES = ("nearest", "smooth")
+SCORED_AT = {"nearest": "original label resolution (prediction argmax at the network input, mapped back with the "
+                        "inverse evaluation affine, nearest)",
+             "smooth": "original label resolution (class probabilities mapped back with the inverse evaluation "
+                       "affine, bilinear, then the argmax)"}
 
 
 @torch.no_grad()
@@ -37,7 +57,7 @@ def evaluate(model: torch.nn.Module, loader: Iterable, dataset, num_classes: int
     A model that places crops from keypoints (``uses_keypoints``) gets the batch's ``keypoints`` when it has them.
         on_prediction: called with (sample name, label map at the scored resolution), e.g. to save it.
     """
-    if paste not in ("nearest", "smooth"):
+    if paste not in PASTES:
         raise ValueError(f"paste must be 'nearest' or 'smooth', got {paste!r}")
     model.eval()
     cm = ConfusionMatrix(num_classes)
@@ -46,13 +66,16 @@ def evaluate(model: torch.nn.Module, loader: Iterable, dataset, num_classes: int
     for batch in loader:
         images = batch_input(batch, device)
         keypoints = batch["keypoints"].to(device) if uses_keypoints and "keypoints" in batch else None
-        probs = predict_probs(model, images, scales=scales, flip_perm=flip_perm, precision=precision,
-                              channels_last=channels_last, keypoints=keypoints)
+        probs = inference.predict_probs(model, images, scales=scales, flip_perm=flip_perm, precision=precision,
+                                        channels_last=channels_last, keypoints=keypoints)
         pred = probs.argmax(1).to(torch.uint8).cpu().numpy()
         for j in range(pred.shape[0]):
             if original_resolution:
-                lab = (inverse_affine(pred[j], batch["meta"][j], mode="nearest") if paste == "nearest" else
-                       _paste_smooth(probs[j], batch["meta"][j]))
+                meta = batch["meta"][j]
+                inverse, size = inference.inverse_of(meta), meta["size"]
+                # outside the crop: background (fill 0), as the authors' protocol; smooth: every probability 0
+                lab = (inference.paste_back(pred[j], inverse, size, mode="nearest") if paste == "nearest" else
+                       inference.paste_back(probs[j], inverse, size, mode="bilinear").argmax(0).astype(np.uint8))
                 gt = dataset.load_label(index_of[batch["name"][j]])
             else:
                 lab = pred[j]
@@ -66,7 +89,120 @@ def evaluate(model: torch.nn.Module, loader: Iterable, dataset, num_classes: int
     return cm
 
 
-def _paste_smooth(probs: torch.Tensor, meta: dict) -> np.ndarray:
-    """(C, h, w) probabilities -> (H, W) uint8 argmax of their bilinear inverse-affine warp onto the original grid."""
-    warped = inverse_affine(np.ascontiguousarray(probs.permute(1, 2, 0).cpu().numpy()), meta, mode="bilinear")
-    return warped.argmax(-1).astype(np.uint8)
+def protocol_record(spec, root: Optional[str], split: Optional[str], n: int) -> dict:
+    """What every ``metrics.json`` records of the protocol, whatever was scored."""
+    return {
+        "split": split, "dataset": spec.name, "dataset_root": os.path.abspath(root) if root else None,
+        "num_samples": n, "classes": list(spec.classes),
+        "pooling": "one confusion matrix over every pixel of the split; label 255 ignored",
+        "miou_includes_background": True,
+        "metrics": {"miou": "mean IoU over all classes, background included (the authors' number)",
+                    "miou_fg": "mean IoU without background",
+                    "mean_f1": "mean F1 over every class but background",
+                    "groups": "F1 of merged class sets; confusion inside a set counts as correct"},
+        "groups": {g: [spec.classes[i] for i in m] for g, m in spec.groups.items()},
+        "absent_classes": "a class in neither prediction nor ground truth scores NaN and is left out of the means",
+    }
+
+
+def report(cm: ConfusionMatrix, spec, protocol: dict, out: str) -> dict:
+    """Scores from ``cm``: print the table, write ``<out>/metrics.json``; returns the record."""
+    scores = cm.compute(spec.classes, spec.groups)
+    record = {"protocol": protocol, "scores": scores, "confusion": cm.mat.tolist()}
+    path = os.path.join(out, "metrics.json")
+    write_json(path, record)
+    print(format_scores(scores))
+    print(f"wrote {path}")
+    return record
+
+
+def progress_bar(total: int, desc: str, disable: bool = False):
+    """A progress bar on stderr, in images."""
+    import sys
+
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", disable=disable, file=sys.stderr)
+
+
+def prediction_writer(out: str, palette: np.ndarray, dataset=None) -> Callable[[str, np.ndarray], None]:
+    """``on_prediction(name, labels)`` saving ``<out>/labels/NAME.png`` and a colour PNG ``<out>/colour/NAME.png``,
+    each written atomically: photo, truth and prediction side by side when ``dataset`` can give the sample's photo
+    and label, the prediction alone else."""
+    index = {n: i for i, n in enumerate(dataset.names)} if dataset is not None else {}
+
+    def save(name: str, labels: np.ndarray) -> None:
+        write_image(os.path.join(out, "labels", f"{name}.png"), labels.astype(np.uint8))
+        photo, truth = dataset.load_pair(index[name]) if name in index else (None, None)
+        write_image(os.path.join(out, "colour", f"{name}.png"), drawing.side_by_side(photo, truth, labels, palette))
+
+    return save
+
+
+def score_checkpoint(cfg, checkpoint: str, *, split: Optional[str] = None, flip: Optional[bool] = None,
+                     scales: Optional[Sequence[float]] = None, paste: str = "nearest", out: Optional[str] = None,
+                     save_predictions: Optional[bool] = None, device: Optional[str] = None, config_path: str = "",
+                     progress: bool = True) -> dict:
+    """Score ``checkpoint`` (our file, an authors' file or a registry name) on ``split`` of ``cfg``'s dataset
+    (default ``cfg.data.test_split``) with the protocol above; unset options come from ``cfg.eval``. Writes
+    ``<out>/metrics.json`` (default: ``<checkpoint folder>/eval_<split>``, ``runs/<name>/eval_<split>`` for a
+    registry name) and returns its record."""
+    from ..data.dataset import build_dataset
+    from ..data.labels import flip_permutation, get_spec
+    from ..data.loader import build_loader
+    from ..distributed import resolve_device
+    from ..hub import is_name, resolve, sha256_of
+    from ..loading import load_model
+
+    spec = get_spec(cfg.data.dataset)
+    dev = resolve_device(device or cfg.train.device)
+    path = resolve(checkpoint, kind="dml_csr") if not os.path.exists(checkpoint) and is_name(checkpoint) \
+        else checkpoint  # a registry name: its cached, verified file from here on
+    model, meta = load_model(checkpoint, device=dev)
+    _check_classes(meta, spec, path, config_path)
+    flip = cfg.eval.flip if flip is None else flip
+    scales = list(cfg.eval.scales) if scales is None else list(scales)
+    save = cfg.eval.save_predictions if save_predictions is None else save_predictions
+    input_size = tuple(cfg.data.input_size)
+    if tuple(meta.get("input_size", input_size)) != input_size:
+        log.warning("network input %s (config data.input_size) differs from the checkpoint's training size %s",
+                    input_size, tuple(meta["input_size"]))
+    conv = {k: meta.get(k, getattr(cfg.model, k)) for k in ("channel_order", "mean", "std")}
+    if (conv["channel_order"], tuple(conv["mean"]), tuple(conv["std"])) != \
+            (cfg.model.channel_order, tuple(cfg.model.mean), tuple(cfg.model.std)):
+        log.warning("the checkpoint's input convention %s differs from the config's; using the checkpoint's", conv)
+    ds = build_dataset(cfg, split or cfg.data.test_split, train=False)
+    ds.transform = inference.input_transform({**conv, "input_size": input_size}, cfg.data.edge_width)
+    loader = build_loader(ds, batch_size=cfg.eval.batch_size, workers=cfg.data.workers, seed=cfg.seed, train=False)
+    beside = os.path.join("runs", checkpoint) if checkpoint != path else os.path.dirname(os.path.abspath(path))
+    out = out or os.path.join(beside, f"eval_{ds.split}")
+    log.info("scoring '%s' on %d images of '%s' split '%s' (input %s, flip %s, scales %s, paste %s, %s)",
+             path, len(ds), cfg.data.root, ds.split, input_size, flip, scales, paste, dev)
+    with progress_bar(len(ds), "evaluating", not progress) as bar:
+        cm = evaluate(model, loader, ds, spec.num_classes, device=dev, scales=scales,
+                      flip_perm=flip_permutation(spec).tolist() if flip else None, precision=cfg.eval.precision,
+                      channels_last=cfg.eval.channels_last, paste=paste, progress=bar,
+                      on_prediction=prediction_writer(out, spec.palette, ds) if save else None)
+    record = protocol_record(spec, cfg.data.root, ds.split, len(ds))
+    record.update({
+        "source": "checkpoint", "checkpoint": os.path.abspath(path),
+        **({"checkpoint_name": checkpoint} if checkpoint != path else {}),
+        "checkpoint_sha256": sha256_of(path), "checkpoint_kind": meta.get("source", "dml_csr"),
+        "config": os.path.abspath(config_path) if config_path else None, "model": meta.get("model_name", "dml_csr"),
+        "resolution": {"network_input": list(input_size), "scored_at": SCORED_AT[paste]},
+        "input_convention": {"channel_order": conv["channel_order"], "mean": list(conv["mean"]),
+                             "std": list(conv["std"])},
+        "paste": paste, "flip": bool(flip), "scales": scales, "precision": cfg.eval.precision, "device": str(dev),
+        "predictions": os.path.abspath(os.path.join(out, "labels")) if save else None,
+    })
+    return report(cm, spec, record, out)
+
+
+def _check_classes(meta: dict, spec, path: str, config_path: str) -> None:
+    if meta["num_classes"] != spec.num_classes:
+        raise ValueError(f"checkpoint '{path}' has {meta['num_classes']} classes but config '{config_path}' "
+                         f"(data.dataset={spec.name}) has {spec.num_classes}; use the config of the dataset the "
+                         "checkpoint was trained on")
+    if list(meta.get("classes", spec.classes)) != list(spec.classes) and meta.get("source") != "official":
+        log.warning("checkpoint class names %s differ from dataset '%s' names %s; scoring by index",
+                    meta.get("classes"), spec.name, list(spec.classes))

@@ -1,19 +1,19 @@
-"""Faces framed as the training images were, and their class probabilities pasted back smoothly.
+"""Faces framed as the training images were, and the compositing of their class probabilities.
 
 A checkpoint's ``meta["crop"]`` records how its training images framed a face:
 
 - ``{"kind": "template", "points": [[x, y] * 5], "input_size": [h, w], "faces": N}``: the mean position of the
   five landmarks (:data:`~dml_csr.conventions.KEYPOINTS` order) in the network input, as fractions of its width and
-  height, measured over the training split by :func:`measure_template` (``scripts/measure_template.py``; the
-  synthetic faces' prepare step writes it). A detected face with landmarks is warped onto it by the least-squares
-  similarity (rotation, uniform scale, translation) of its five points.
+  height, measured over the training split by :func:`dml_csr.data.face_template.measure_split`
+  (``scripts/measure_template.py``; the synthetic faces' prepare step writes it). A detected face with landmarks is
+  warped onto it by the least-squares similarity (rotation, uniform scale, translation) of its five points.
 - ``{"kind": "whole_image"}`` (the authors' checkpoints, and ours without a template): the training images were
   whole, roughly centred faces; a detected face is cropped as a square around its box, grown by a margin.
 
-Paste-back: each face's probabilities (C, h, w) go back through the inverse of its warp, bilinear, with the share of
-each photo pixel the crop covers; overlapping faces are averaged with weights ``coverage * (1 - p_background)`` (a
-face that claims a pixel outweighs one that sees background there), uncovered pixels are background, and the labels
-are the argmax at the photo's own resolution.
+Paste-back (:func:`dml_csr.photos.pipeline.paste_faces`): each face's probabilities (C, h, w) go back through the
+inverse of its warp, bilinear, with the share of each photo pixel the crop covers; :func:`composite` averages
+overlapping faces with weights ``coverage * (1 - p_background)`` (a face that claims a pixel outweighs one that sees
+background there), uncovered pixels are background, and the labels are the argmax at the photo's own resolution.
 """
 from __future__ import annotations
 
@@ -22,10 +22,8 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
-from ..data.face_template import WHOLE_IMAGE, check_crop
+__all__ = ["similarity_transform", "box_affine", "template_points", "face_affine", "crop_region", "composite"]
 
-__all__ = ["WHOLE_IMAGE", "check_crop", "similarity_transform", "box_affine", "template_points", "face_affine",
-           "crop_region", "paste_probs", "composite"]
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """The 2x3 similarity (no reflection) mapping ``src`` (N, 2) closest to ``dst`` (N, 2) in least squares."""
@@ -79,24 +77,6 @@ def crop_region(affine: np.ndarray, input_size: Sequence[int], size: Sequence[in
     x1, y1 = np.ceil(corners.max(0)).astype(int) + 2
     x0, y0, x1, y1 = max(0, x0), max(0, y0), min(int(size[1]), x1), min(int(size[0]), y1)
     return (int(x0), int(y0), int(x1), int(y1)) if x1 > x0 and y1 > y0 else None
-
-
-def paste_probs(probs: np.ndarray, affine: np.ndarray, region: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    """(C, h, w) probabilities of a crop taken with ``affine`` (image -> crop) back onto the image pixels of
-    ``region`` (x0, y0, x1, y1), bilinear. Returns the probabilities (C, y1 - y0, x1 - x0) float32 and the coverage
-    in [0, 1] (how much of each pixel the crop saw; fractional along its edges)."""
-    x0, y0, x1, y1 = region
-    m = np.asarray(affine, np.float64).copy()
-    m[:, 2] += m[:, :2] @ [x0, y0]  # the region's pixel (0, 0) is the image's (x0, y0)
-    W, H = x1 - x0, y1 - y0
-    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-    hwc = np.asarray(probs, np.float32).transpose(1, 2, 0)
-    parts = [cv2.warpAffine(np.ascontiguousarray(hwc[..., c:c + 4]), m, (W, H), flags=flags,
-                            borderMode=cv2.BORDER_REPLICATE).reshape(H, W, -1) for c in range(0, hwc.shape[2], 4)]
-    out = np.ascontiguousarray(np.concatenate(parts, 2).transpose(2, 0, 1))
-    coverage = cv2.warpAffine(np.ones(hwc.shape[:2], np.float32), m, (W, H), flags=flags,
-                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    return out, coverage
 
 
 def composite(pasted: Sequence[tuple[np.ndarray, np.ndarray, Sequence[int]]], num_classes: int

@@ -28,12 +28,10 @@ def to_network_input(images_bgr: Sequence[np.ndarray], meta: dict) -> np.ndarray
     """(N, 3, h, w) float32 network input of BGR images, by the evaluation crop and the checkpoint's convention."""
     import torch
 
-    from ..data.loader import collate_samples
-    from ..data.transforms import EvalTransform, batch_input
+    from .. import inference
 
-    t = EvalTransform(tuple(meta["input_size"]), meta.get("channel_order", "BGR"), meta["mean"], meta["std"])
     with torch.no_grad():
-        return batch_input(collate_samples([t(im) for im in images_bgr])).numpy()
+        return inference.network_input(images_bgr, inference.input_transform(meta))[0].numpy()
 
 
 def calibration_batch(root: str, split: str, meta: dict, count: int = 16, seed: int = 1000) -> np.ndarray:

@@ -27,7 +27,6 @@ import argparse
 import base64
 import json
 import logging
-import os
 import sys
 import threading
 import time
@@ -114,13 +113,9 @@ class DemoServer(ThreadingHTTPServer):
     def parse(self, img: np.ndarray) -> dict:
         """Parse a BGR image; the JSON answer of ``POST /parse``."""
         start = time.perf_counter()
-        faces = None
         with self.lock:
-            if self.detect:  # detect once: report the faces and parse those
-                faces = self.parser.detect_faces(img, "BGR")
-                labels = self.parser.parse_faces(img, faces, channel_order="BGR")
-            else:
-                labels = self.parser(img, channel_order="BGR")
+            result = self.parser.parse(img, channel_order="BGR", detect=self.detect)
+        labels, faces = result.labels, result.faces
         h, w = labels.shape
         counts = np.bincount(labels.ravel(), minlength=self.parser.num_classes)
         names = list(self.parser.classes)
