@@ -43,6 +43,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                                                       "faces, or a folder of NAME.json files (as <out>/faces/)")
     p.add_argument("--threshold", type=float, default=None, help="with --detect: the score a face needs "
                                                                  "(default: the detector's own)")
+    p.add_argument("--no-rotations", action="store_true", help="with --detect: take faces as upright only (by "
+                   "default a photo without a confident upright face is searched turned by 90, 180 and 270 degrees)")
     p.add_argument("--margin", type=float, default=0.5, help="with --detect, faces without landmarks: box growth "
                                                              "per side, fraction of size")
     p.add_argument("--every", type=int, default=1, help="videos: parse every N-th frame")
@@ -74,7 +76,7 @@ def main(argv=None) -> int:
     detector = args.detector
     if args.detect and faces_dir is None:
         try:  # fail now, not once per image, when the detector cannot be built here
-            detector = build_detector(args.detector, args.threshold)
+            detector = build_detector(args.detector, args.threshold, rotations=not args.no_rotations)
         except RuntimeError as e:
             raise ValueError(str(e)) from None
     elif not args.detect and (args.detector != "auto" or args.threshold is not None):

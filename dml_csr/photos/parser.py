@@ -56,12 +56,14 @@ class FaceParser:
             "nearest" (the authors' evaluation protocol, as ``evaluate.py`` scores). Faces are always composited
             from their probabilities.
         crop: the crop convention (see :mod:`dml_csr.photos.alignment`); default: the checkpoint's ``meta["crop"]``.
+        rotations: a detector named by ``detector`` also searches the photo turned by 90, 180 and 270 degrees when
+            it finds no confident upright face (:func:`~dml_csr.photos.detection.any_rotation`).
     """
 
     def __init__(self, model: torch.nn.Module, meta: dict, device: str = "cpu", *, flip: bool = False,
                  scales: Sequence[float] = (1.0,), precision: str = "fp32", batch_size: int = 8,
                  detector: Union[str, Detector, None] = "auto", margin: float = 0.5, paste: str = "smooth",
-                 crop: Optional[dict] = None):
+                 crop: Optional[dict] = None, rotations: bool = True):
         self.meta = dict(meta)
         self.classes: list[str] = list(meta["classes"])
         self.num_classes = len(self.classes)
@@ -80,6 +82,7 @@ class FaceParser:
         self.paste = paste
         self.crop = check_crop(crop if crop is not None else self.meta.get("crop"))
         self._detector = detector if detector is not None else "auto"
+        self.rotations = bool(rotations)
         self.margin = float(margin)
 
     @property
@@ -146,7 +149,7 @@ class FaceParser:
 
     def _detect(self, image_bgr: np.ndarray) -> list[Face]:
         if isinstance(self._detector, str):
-            self._detector = build_detector(self._detector)
+            self._detector = build_detector(self._detector, rotations=self.rotations)
         return as_faces(self._detector(image_bgr))
 
     def parse_faces(self, image: ImageLike, faces: Sequence, *, channel_order: str = "RGB",

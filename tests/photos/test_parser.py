@@ -2,6 +2,8 @@
 crop-and-paste-back of detected faces, and the authors' checkpoint convention."""
 from __future__ import annotations
 
+import importlib.util
+
 import cv2
 import numpy as np
 import pytest
@@ -282,3 +284,36 @@ def test_authors_metadata_sets_the_input_convention(parser):
     assert np.array_equal(p.palette, get_spec("helen").palette)
     with pytest.raises(ValueError, match="registry"):
         FaceParser(parser.model, dict(meta, dataset="unknown"), flip=True)
+
+
+class _Pattern(torch.nn.Module):
+    """A stand-in network whose answer depends on where a pixel lies in the aligned crop, not on the photo: class
+    1 + (column // 8) % 5 + 5 * ((row // 12) % 2). A face aligned otherwise (turned, shifted) gets other labels."""
+
+    def forward(self, x):
+        rows = torch.arange(x.shape[2])[:, None] // 12 % 2 * 5
+        cols = torch.arange(x.shape[3])[None, :] // 8 % 5 + 1
+        labels = torch.nn.functional.one_hot(rows + cols, 11).permute(2, 0, 1).float() * 30.0
+        return {"parsing": labels[None].expand(x.shape[0], 11, x.shape[2], x.shape[3])}
+
+
+@pytest.mark.skipif(importlib.util.find_spec("yuface") is None, reason="yuface is not installed")
+def test_a_turned_portrait_parses_as_the_upright_one():
+    """The portrait turned by 90, 180 and 270 degrees: its face is found each time and aligned as upright, so the
+    labels, turned back, agree with the upright parse on the face's pixels."""
+    from helpers.photos import astronaut
+
+    from dml_csr.data.face_template import landmarks_in_input, measure_template
+
+    img, face = astronaut()
+    crop = measure_template(landmarks_in_input(face["landmarks"], img.shape[:2], (96, 96))[None], (96, 96))
+    parser = FaceParser(_Pattern(), _meta((96, 96)), crop=crop, detector="yuface")
+    x, y, w, h = face["box"]
+    upright = parser.parse(img, channel_order="BGR", detect=True)
+    assert len(upright.faces) == 1 and (upright.labels[y:y + h, x:x + w] > 0).all()
+    for k in (1, 2, 3):
+        turned = parser.parse(np.ascontiguousarray(np.rot90(img, k)), channel_order="BGR", detect=True)
+        back = np.rot90(turned.labels, -k)
+        agree = (back[y:y + h, x:x + w] == upright.labels[y:y + h, x:x + w]).mean()
+        print(f"turned by {90 * k} degrees: {100 * agree:.2f} % of the face's labels as upright")
+        assert len(turned.faces) == 1 and agree >= 0.95
