@@ -15,3 +15,8 @@ def __getattr__(name: str):
 
         return FaceParser
     raise AttributeError(f"module 'dml_csr' has no attribute '{name}'")
+
+
+def __dir__() -> list[str]:
+    """The lazy exports too, so that completion in a notebook offers ``dml_csr.FaceParser``."""
+    return sorted(set(globals()) | set(__all__))

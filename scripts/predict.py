@@ -51,7 +51,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--smooth", type=float, default=0.5, help="videos: weight of the past in the moving average of "
                                                              "tracked landmarks and probabilities (0: none)")
     p.add_argument("--no-video", action="store_true", help="videos: no overlay video (<out>/videos/STEM.mp4)")
-    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
+    p.add_argument("--alpha", type=float, default=0.6, help="overlay opacity")
     p.add_argument("--no-overlay", action="store_true", help="write label PNGs only")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)

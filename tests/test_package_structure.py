@@ -93,3 +93,9 @@ def test_the_parser_is_a_facade():
     path = os.path.join(PACKAGE, "photos", "parser.py")
     (cls,) = [n for n in ast.parse(open(path).read()).body if isinstance(n, ast.ClassDef) and n.name == "FaceParser"]
     assert cls.end_lineno - cls.lineno + 1 <= 150
+
+
+def test_the_lazy_exports_are_listed():
+    import dml_csr
+
+    assert {"FaceParser", "load_model"} <= set(dir(dml_csr))

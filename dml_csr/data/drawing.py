@@ -13,7 +13,9 @@ import numpy as np
 from ..conventions import IGNORE_INDEX
 from .labels import DATASETS
 
-__all__ = ["palette_for", "colorize", "overlay", "side_by_side"]
+__all__ = ["palette_for", "colorize", "overlay", "side_by_side", "save_rgb", "ALPHA"]
+
+ALPHA = 0.6  # the overlay's default opacity: skin (teal) shows on light and dark skin alike
 
 
 def palette_for(dataset: Optional[str], num_classes: int) -> np.ndarray:
@@ -37,7 +39,7 @@ def colorize(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
     return lut[np.asarray(labels).astype(np.uint8)]
 
 
-def overlay(image_rgb: np.ndarray, labels: np.ndarray, palette: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+def overlay(image_rgb: np.ndarray, labels: np.ndarray, palette: np.ndarray, alpha: float = ALPHA) -> np.ndarray:
     """The (H, W, 3) uint8 RGB photo blended with its colourised labels at opacity ``alpha``; background pixels
     (class 0) stay as they are. Raises ValueError when the labels are not at the photo's size."""
     labels = np.asarray(labels)
@@ -46,6 +48,14 @@ def overlay(image_rgb: np.ndarray, labels: np.ndarray, palette: np.ndarray, alph
     colour = colorize(labels, palette).astype(np.float32)
     a = np.where(labels[..., None] == 0, 0.0, float(alpha))
     return np.clip(image_rgb.astype(np.float32) * (1 - a) + colour * a + 0.5, 0, 255).astype(np.uint8)
+
+
+def save_rgb(path: str, image_rgb: np.ndarray) -> None:
+    """Write an RGB picture (an overlay, a colourised map) to ``path`` (its extension picks the format), atomically:
+    OpenCV writes BGR, so the channels are reversed here (``cv2.imwrite`` of an RGB array gives blue faces)."""
+    from ..files import write_image
+
+    write_image(path, np.ascontiguousarray(np.asarray(image_rgb)[..., ::-1]))
 
 
 def side_by_side(photo_bgr: Optional[np.ndarray], truth: Optional[np.ndarray], pred: np.ndarray,

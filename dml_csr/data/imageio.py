@@ -83,7 +83,7 @@ def to_bgr(image, channel_order: str = "RGB") -> np.ndarray:
 
     Args:
         image: a file path (read with OpenCV; an error names a missing, truncated or undecodable file); a PIL image
-            (any mode); or a numpy array (H, W) grey, (H, W, 3) or (H, W, 4) uint8 whose colour order is
+            (any mode; turned by its EXIF orientation, as OpenCV turns a file); or a numpy array (H, W) grey, (H, W, 3) or (H, W, 4) uint8 whose colour order is
             ``channel_order`` (alpha is dropped).
         channel_order: order of a numpy array's channels: "RGB" (PIL, matplotlib, imageio) or "BGR" (cv2.imread).
     """
@@ -92,8 +92,10 @@ def to_bgr(image, channel_order: str = "RGB") -> np.ndarray:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"image '{path}' does not exist")
         return imread_checked(path, cv2.IMREAD_COLOR, ValueError, "image")
-    if type(image).__module__.startswith("PIL."):
-        return np.ascontiguousarray(np.asarray(image.convert("RGB"))[..., ::-1])
+    if type(image).__module__.startswith("PIL."):  # turned as its EXIF orientation says, as OpenCV reads a file
+        from PIL import ImageOps
+
+        return np.ascontiguousarray(np.asarray(ImageOps.exif_transpose(image).convert("RGB"))[..., ::-1])
     if not isinstance(image, np.ndarray):
         raise TypeError(f"expected a path, a numpy array or a PIL image, got {type(image).__name__}")
     if channel_order not in ("RGB", "BGR"):

@@ -60,7 +60,8 @@ def _palette(n: int, base: list[tuple[int, int, int]]) -> np.ndarray:
 
 _HELEN_CLASSES = ("background", "skin", "left_brow", "right_brow", "left_eye", "right_eye", "nose",
                   "upper_lip", "inner_mouth", "lower_lip", "hair")
-_HELEN_COLOURS = [(0, 0, 0), (255, 204, 153), (139, 69, 19), (205, 133, 63), (0, 102, 255), (0, 204, 255),
+# skin is teal, not a skin tone: an overlay must show it on light and on dark skin alike
+_HELEN_COLOURS = [(0, 0, 0), (0, 200, 160), (139, 69, 19), (205, 133, 63), (0, 102, 255), (0, 204, 255),
                   (255, 0, 255), (255, 0, 0), (255, 255, 0), (153, 0, 0), (102, 51, 0)]
 _HELEN_PAIRS = ((2, 3), (4, 5))
 _HELEN_GROUPS = {"eyes": (4, 5), "brows": (2, 3), "mouth": (7, 8, 9), "nose": (6,),
@@ -68,7 +69,7 @@ _HELEN_GROUPS = {"eyes": (4, 5), "brows": (2, 3), "mouth": (7, 8, 9), "nose": (6
 
 _CELEBA_CLASSES = ("background", "skin", "nose", "eye_g", "l_eye", "r_eye", "l_brow", "r_brow", "l_ear", "r_ear",
                    "mouth", "u_lip", "l_lip", "hair", "hat", "ear_r", "neck_l", "neck", "cloth")
-_CELEBA_COLOURS = [(0, 0, 0), (255, 204, 153), (255, 0, 255), (128, 128, 128), (0, 102, 255), (0, 204, 255),
+_CELEBA_COLOURS = [(0, 0, 0), (0, 200, 160), (255, 0, 255), (128, 128, 128), (0, 102, 255), (0, 204, 255),
                    (139, 69, 19), (205, 133, 63), (0, 153, 0), (102, 204, 0), (255, 255, 0), (255, 0, 0),
                    (153, 0, 0), (102, 51, 0), (255, 102, 0), (255, 215, 0), (204, 0, 204), (255, 153, 102),
                    (0, 51, 153)]

@@ -44,7 +44,7 @@ class Options:
     smooth: float = 0.5
     video: bool = True
     overlay: bool = True
-    alpha: float = 0.5
+    alpha: float = 0.6
 
 
 @dataclass

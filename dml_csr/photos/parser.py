@@ -5,7 +5,8 @@ Usage::
     from dml_csr import FaceParser
     parser = FaceParser.from_checkpoint("runs/demo/best.pt", device="cuda")    # ours or the authors' file
     parser = FaceParser.from_pretrained("dml_csr_helen")                      # by name, downloaded once
-    labels = parser("face.jpg")                  # (H, W) uint8 class indices at the image's own size
+    labels = parser("face.jpg")                  # (H, W) uint8 class indices at the image's own size (EXIF turns
+                                                 # applied, for a path and a PIL image alike)
     labels, probs = parser(img_rgb, return_probs=True)                          # probs (C, H, W) float32
     rgb = parser.overlay(img_rgb, labels)        # or parser.colorize(labels)
     result = parser.parse("group_photo.jpg", detect=True)   # find faces, align each, parse, paste back
@@ -163,9 +164,11 @@ class FaceParser:
         """(H, W) class indices -> (H, W, 3) uint8 RGB with the dataset's palette (255 = ignore is white)."""
         return drawing.colorize(labels, self.palette)
 
-    def overlay(self, image: ImageLike, labels: np.ndarray, alpha: float = 0.5,
+    def overlay(self, image: ImageLike, labels: np.ndarray, alpha: float = drawing.ALPHA,
                 channel_order: str = "RGB") -> np.ndarray:
-        """The image blended with the colourised labels; (H, W, 3) uint8 RGB. Background pixels stay as they are."""
+        """The image blended with the colourised labels; (H, W, 3) uint8 **RGB** (save it with
+        :func:`dml_csr.data.drawing.save_rgb`, or reverse the channels for ``cv2.imwrite``). Background pixels stay as
+        they are."""
         return drawing.overlay(to_bgr(image, channel_order)[..., ::-1], labels, self.palette, alpha)
 
     def __repr__(self) -> str:
