@@ -38,8 +38,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--scales", default=None, help="comma-separated input scales, e.g. 0.75,1,1.25 (default: "
                                                   "eval.scales)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or auto (default: train.device)")
-    p.add_argument("--out", default=None, help="output folder (default: <checkpoint folder>/eval_<split>, or "
-                                               "<predictions>_eval_<split>)")
+    p.add_argument("--out", default=None, help="output folder (default: <checkpoint folder>/eval_<split> followed by "
+                                               "the options that change the numbers, e.g. eval_test_flip_scales0.75-"
+                                               "1-1.25_smooth; or <predictions>_eval_<split>)")
     p.add_argument("--save-predictions", action="store_true", default=None,
                    help="write label PNGs (<out>/labels, re-scorable with --predictions) and colour PNGs "
                         "(<out>/colour: photo, truth and prediction side by side) (default: eval.save_predictions)")
@@ -47,6 +48,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="how the network's output goes back onto the original image: nearest (default, the "
                         "authors' protocol: the argmax warped with the inverse affine, nearest neighbour) or smooth "
                         "(the class probabilities warped bilinearly, then the argmax at the image's resolution)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing <out>/metrics.json (by default "
+                                                            "an evaluation never replaces another's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     g = p.add_argument_group("scoring predictions written by any method (no model)")
     g.add_argument("--predictions", help="folder with one NAME.png of class indices per sample, at the original "
@@ -100,14 +103,14 @@ def main(argv=None) -> int:
 
         score_predictions(args.predictions, args.dataset, data=args.data, masks=args.masks, images=args.images,
                           pred_dataset=args.pred_dataset, split=args.split, out=args.out,
-                          progress=not args.no_progress)
+                          progress=not args.no_progress, overwrite=args.overwrite)
     else:
         from dml_csr.evaluation.protocol import score_checkpoint
 
         score_checkpoint(load_cfg(args), args.checkpoint, split=args.split, flip=args.flip,
                          scales=parse_scales(args.scales) if args.scales else None, paste=args.paste or "nearest",
                          out=args.out, save_predictions=args.save_predictions, device=args.device,
-                         config_path=args.config, progress=not args.no_progress)
+                         config_path=args.config, progress=not args.no_progress, overwrite=args.overwrite)
     return 0
 
 

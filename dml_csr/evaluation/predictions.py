@@ -15,7 +15,7 @@ import numpy as np
 from ..data.dataset import read_image, read_label, read_split_list, resolve_split
 from ..data.labels import class_mapping, get_spec
 from .metrics import ConfusionMatrix
-from .protocol import progress_bar, protocol_record, report
+from .protocol import output_folder, progress_bar, protocol_record, report
 
 __all__ = ["score_predictions", "score_pairs", "folder_pairs", "root_pairs", "class_luts", "read_prediction",
            "LABEL_EXTS", "IMAGE_EXTS"]
@@ -26,17 +26,19 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 def score_predictions(predictions: str, dataset: str, *, data: Optional[str] = None, masks: Optional[str] = None,
                       images: Optional[str] = None, pred_dataset: Optional[str] = None, split: Optional[str] = None,
-                      out: Optional[str] = None, progress: bool = True) -> dict:
+                      out: Optional[str] = None, progress: bool = True, overwrite: bool = False) -> dict:
     """Score a folder of predicted label PNGs against a prepared root's split (``data``) or a folder of label maps
     (``masks``, with ``images`` optional), in ``dataset``'s class order (predictions written in ``pred_dataset``'s
     order are read through :func:`class_luts`). Writes ``<out>/metrics.json`` (default
-    ``<predictions>_eval_<split>``) and returns its record."""
+    ``<predictions>_eval_<split>``; an existing one is replaced only with ``overwrite``) and returns its record."""
     spec = get_spec(dataset)
     pred_spec = get_spec(pred_dataset or dataset)
     if masks:
         pairs, split = folder_pairs(predictions, masks, images), None
     else:
         pairs, split = root_pairs(predictions, data, split or "test")
+    suffix = f"_eval_{split}" if split else "_eval"
+    out = output_folder(out or f"{predictions.rstrip(os.sep)}{suffix}", overwrite)
     cm = score_pairs(pairs, spec, pred_spec, progress=progress)
     protocol = protocol_record(spec, data, split, len(pairs))
     protocol.update({"source": "predictions", "predictions": os.path.abspath(predictions),
@@ -45,8 +47,7 @@ def score_predictions(predictions: str, dataset: str, *, data: Optional[str] = N
                      "class_mapping": class_luts(spec, pred_spec)[2] if pred_spec.name != spec.name else None,
                      "resolution": {"network_input": None, "scored_at": "original label resolution (as written)"},
                      "paste": None, "flip": None, "scales": None, "checkpoint": None, "checkpoint_sha256": None})
-    suffix = f"_eval_{split}" if split else "_eval"
-    return report(cm, spec, protocol, out or f"{predictions.rstrip(os.sep)}{suffix}")
+    return report(cm, spec, protocol, out)
 
 
 def folder_pairs(predictions: str, masks: str, images: Optional[str] = None) -> list[tuple]:

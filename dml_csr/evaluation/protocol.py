@@ -27,8 +27,8 @@ from ..distributed import unwrap_model
 from ..files import write_image, write_json
 from .metrics import ConfusionMatrix, format_scores
 
-__all__ = ["evaluate", "score_checkpoint", "protocol_record", "report", "prediction_writer", "progress_bar",
-           "PASTES", "SCORED_AT"]
+__all__ = ["evaluate", "score_checkpoint", "protocol_record", "report", "output_folder", "default_folder",
+           "prediction_writer", "progress_bar", "PASTES", "SCORED_AT"]
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +105,29 @@ def protocol_record(spec, root: Optional[str], split: Optional[str], n: int) -> 
     }
 
 
+def output_folder(out: str, overwrite: bool = False) -> str:
+    """``out``, checked before any work: an earlier ``metrics.json`` there is replaced only with ``overwrite``."""
+    path = os.path.join(out, "metrics.json")
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(f"'{path}' exists (an earlier evaluation); pass --overwrite to replace it, or --out to "
+                              "write elsewhere")
+    return out
+
+
+def default_folder(split: Optional[str], flip: bool = False, scales: Sequence[float] = (1.0,),
+                   paste: str = "nearest") -> str:
+    """``eval_<split>`` followed by the options that change the numbers (``_flip``, ``_scales0.75-1-1.25``,
+    ``_smooth``), so that evaluations with other options never share a folder."""
+    name = f"eval_{split}" if split else "eval"
+    if flip:
+        name += "_flip"
+    if list(scales) != [1.0]:
+        name += "_scales" + "-".join(f"{s:g}" for s in scales)
+    if paste != "nearest":
+        name += f"_{paste}"
+    return name
+
+
 def report(cm: ConfusionMatrix, spec, protocol: dict, out: str) -> dict:
     """Scores from ``cm``: print the table, write ``<out>/metrics.json``; returns the record."""
     scores = cm.compute(spec.classes, spec.groups)
@@ -142,11 +165,11 @@ def prediction_writer(out: str, palette: np.ndarray, dataset=None) -> Callable[[
 def score_checkpoint(cfg, checkpoint: str, *, split: Optional[str] = None, flip: Optional[bool] = None,
                      scales: Optional[Sequence[float]] = None, paste: str = "nearest", out: Optional[str] = None,
                      save_predictions: Optional[bool] = None, device: Optional[str] = None, config_path: str = "",
-                     progress: bool = True) -> dict:
+                     progress: bool = True, overwrite: bool = False) -> dict:
     """Score ``checkpoint`` (our file, an authors' file or a registry name) on ``split`` of ``cfg``'s dataset
     (default ``cfg.data.test_split``) with the protocol above; unset options come from ``cfg.eval``. Writes
-    ``<out>/metrics.json`` (default: ``<checkpoint folder>/eval_<split>``, ``runs/<name>/eval_<split>`` for a
-    registry name) and returns its record."""
+    ``<out>/metrics.json`` (default: ``<checkpoint folder>/`` :func:`default_folder`, under ``runs/<name>/`` for a
+    registry name; an existing one is replaced only with ``overwrite``) and returns its record."""
     from ..data.dataset import build_dataset
     from ..data.labels import flip_permutation, get_spec
     from ..data.loader import build_loader
@@ -175,7 +198,7 @@ def score_checkpoint(cfg, checkpoint: str, *, split: Optional[str] = None, flip:
     ds.transform = inference.input_transform({**conv, "input_size": input_size}, cfg.data.edge_width)
     loader = build_loader(ds, batch_size=cfg.eval.batch_size, workers=cfg.data.workers, seed=cfg.seed, train=False)
     beside = os.path.join("runs", checkpoint) if checkpoint != path else os.path.dirname(os.path.abspath(path))
-    out = out or os.path.join(beside, f"eval_{ds.split}")
+    out = output_folder(out or os.path.join(beside, default_folder(ds.split, flip, scales, paste)), overwrite)
     log.info("scoring '%s' on %d images of '%s' split '%s' (input %s, flip %s, scales %s, paste %s, %s)",
              path, len(ds), cfg.data.root, ds.split, input_size, flip, scales, paste, dev)
     with progress_bar(len(ds), "evaluating", not progress) as bar:
