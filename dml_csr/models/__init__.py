@@ -24,10 +24,12 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 
 
 def build_model(cfg, num_classes: int, class_names: Optional[Sequence[str]] = None) -> nn.Module:
-    """Build the network named by ``cfg.name`` (a :class:`dml_csr.config.ModelConfig`) for ``num_classes``.
+    """Build the network that ``cfg`` names for ``num_classes``: a whole :class:`dml_csr.config.Config` (what
+    ``load_config`` returns) or its model section (a :class:`dml_csr.config.ModelConfig`).
 
     ``class_names`` (the dataset's, in index order) are needed by models that find classes by name (the two-stage
     RNN-G); the others ignore them."""
+    cfg = getattr(cfg, "model", cfg)
     try:
         builder = MODELS[cfg.name]
     except KeyError:

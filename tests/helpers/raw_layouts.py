@@ -94,9 +94,10 @@ def write_helen(raw):
                     cv2.imwrite(os.path.join(d, f"{name}_lbl{c:02d}.png"), m)
 
 
-def write_helen_relabelled(raw, with_lists=False):
-    """The relabelled variant: NAME_image.jpg + NAME_label.png (+ a visualisation to ignore) in split folders."""
-    layout = {"train": ["100_1", "101_2"], "test": ["300_1"]}
+def write_helen_relabelled(raw, with_lists=False, train=2):
+    """The relabelled variant: NAME_image.jpg + NAME_label.png (+ a visualisation to ignore) in split folders;
+    ``train`` training pairs."""
+    layout = {"train": ["100_1", "101_2"] + [f"{1000 + i}_1" for i in range(train - 2)], "test": ["300_1"]}
     for k, (folder, names) in enumerate(sorted(layout.items())):
         d = os.path.join(raw, "helenstar_release", folder)
         os.makedirs(d)
