@@ -90,7 +90,8 @@ class LossConfig:
     lambdas: tuple[float, float, float, float, float] = (1.0, 1.0, 1.0, 4.0, 1.0)
     alphas: tuple[float, float, float] = (1.0, 1.0, 0.1)
     # w_j of the paper's category-edge attention: a list of C values, "inverse_frequency" (from the train split's
-    # class histogram in info.json, normalised to mean 1; the paper gives no values) or null (all ones)
+    # class histogram in info.json, normalised to mean 1; the paper gives no values) or null (all ones); resolved into
+    # numbers by dml_csr.training.trainer.resolve_class_weights, the one reader of this field
     class_weights: Optional[Union[list[float], Literal["inverse_frequency"]]] = None
     lovasz: bool = True
     lovasz_per_image: bool = False  # Lovasz-softmax per image (True) or over the batch as one set (False, authors')

@@ -113,9 +113,10 @@ def _train_variant(cfg, spec, dev, data, label, precision, channels_last, compil
     """Images/s of the real training step (dml_csr.training.engine.train_one_epoch) in one precision and memory format."""
     import torch
 
-    from dml_csr.training.engine import train_one_epoch
     from dml_csr.losses import build_criterion
     from dml_csr.models import build_model
+    from dml_csr.training.engine import EpochPlan, StepContext, grad_scaler, train_one_epoch
+    from dml_csr.training.trainer import resolve_class_weights
 
     torch.manual_seed(0)
     model = build_model(cfg.model, spec.num_classes, spec.classes).to(dev)
@@ -123,14 +124,14 @@ def _train_variant(cfg, spec, dev, data, label, precision, channels_last, compil
         model = model.to(memory_format=torch.channels_last)
     net = torch.compile(model) if compile_ else model
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4, fused=True)  # as the trainer
-    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
-    crit = build_criterion(cfg, spec.classes, None)
+    ctx = StepContext(criterion=build_criterion(cfg, spec.classes, resolve_class_weights(cfg, spec)), optimizer=opt,
+                      scaler=grad_scaler(dev, precision), device=dev, lr_at=lambda s: 1e-3, precision=precision,
+                      channels_last=channels_last)
     losses: list[float] = []
 
     def run(n):
-        train_one_epoch(net, [data[i % len(data)] for i in range(n)], crit, opt, device=dev, lr_at=lambda s: 1e-3,
-                        start_step=0, precision=precision, scaler=scaler, channels_last=channels_last,
-                        on_step=lambda s, terms: losses.append(terms["total"]))
+        train_one_epoch(net, [data[i % len(data)] for i in range(n)], ctx,
+                        EpochPlan(on_step=lambda s, terms: losses.append(terms["total"])))
         if dev.type == "cuda":
             torch.cuda.synchronize()
     run(warm)
