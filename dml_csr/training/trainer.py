@@ -11,10 +11,12 @@ afterwards (so ``M_k`` is a cumulative average, as in SCHP). Its norm statistics
 training set, and it becomes the next teacher. The student itself keeps training from its own weights. The teacher
 of cycle 1 is ``M_best``. The checkpoint chosen for evaluation is the best on the *validation* split.
 
-:func:`train` is the recipe, one named step a line. The parts live in their own modules: the learning rate of every
-step (:mod:`dml_csr.training.lr`), the self-regulation state (:mod:`dml_csr.training.self_correction`), the loaders
-(:mod:`dml_csr.data.loader`), the metrics (:mod:`dml_csr.training.run_log`), the checkpoint format and the run directory
-(:mod:`dml_csr.checkpoint`), one epoch and one evaluation pass (:mod:`dml_csr.training.engine`).
+:func:`train` is the recipe, one named step a line. The parts live in their own modules: the schedule's epochs
+(:func:`dml_csr.config.epoch_position`), the learning rate of every step (:mod:`dml_csr.training.lr`), the
+self-regulation state (:mod:`dml_csr.training.self_correction`), the loaders (:mod:`dml_csr.data.loader`), the metrics
+log (:mod:`dml_csr.training.run_log`), the checkpoint format and the run directory (:mod:`dml_csr.checkpoint`), one
+epoch of steps (:mod:`dml_csr.training.engine`: a :class:`StepContext` built once, an :class:`EpochPlan` an epoch) and
+the evaluation pass (:mod:`dml_csr.evaluation.protocol`).
 """
 from __future__ import annotations
 
