@@ -1,9 +1,9 @@
 """The conventions every layer shares: what label marks an ignored pixel, how maps are resized, the face keypoints'
 order, and the authors' input convention (BGR images normalised with the RGB ImageNet mean and std, 473x473).
 
-The input convention is the default of the config (``model.channel_order``, ``model.mean``, ``model.std``,
-``data.input_size``), so every checkpoint's meta and the meta of the authors' files (:func:`dml_csr.checkpoint.make_meta`)
-take their values from here. This module imports nothing of the package.
+The input convention is the config's default (``model.channel_order``, ``model.mean``, ``model.std``,
+``data.input_size``): a checkpoint's meta (:func:`dml_csr.checkpoint.make_meta`) has it unless the config sets
+another, and the meta of the authors' files always. This module imports nothing of the package.
 """
 from __future__ import annotations
 
