@@ -1,17 +1,29 @@
 """Checkpoint files and run directories: one fixed schema, atomic writes, ``weights_only`` loads, and where a run
 keeps what it writes (:class:`RunPaths`) and resumes from (:func:`find_resume_checkpoint`).
 
-A checkpoint is a plain dict::
+A checkpoint is a plain dict; every key any writer puts in it::
 
     {
       "format": "dml_csr/1",
       "model": state_dict,                  # our parameter names
-      "meta": {"classes": [...], "dataset": str, "num_classes": int,
-               "channel_order": "BGR"|"RGB", "mean": [3], "std": [3], "input_size": [h, w],
-               "model_name": str},
+      "meta": {                             # make_meta(): what prediction needs
+          "classes": [...], "dataset": str, "num_classes": int,
+          "channel_order": "BGR"|"RGB", "mean": [3], "std": [3], "input_size": [h, w], "model_name": str,
+          "crop": {...},                    # checkpoints a training writes: how its faces were cropped
+                                            # (dml_csr.data.face_template; {"kind": "whole_image"} without one)
+          "source": "official",             # checkpoints converted from the authors' files
+      },
       "config": resolved config dict,       # enough to rebuild the model
-      # training state (epoch checkpoints): "optimizer", "scaler", "train_state", "csr", "rng"
-      # best.pt: "epoch", "tag" (student or ensemble_k), "val_mean_f1"
+      # epoch and stop checkpoints (checkpoints/epoch_*.pt), what a resume reads:
+      "optimizer": state_dict, "scaler": GradScaler state_dict,
+      "train_state": {"epoch", "step", "batches_done", "best_score", "best_mean_f1", "best_epoch", "epoch_sums"},
+      "csr": {"best_state", "phase1_best", "teacher_state", "running_sum": {"count", "sums", "last"}},
+      "rng": {"torch", "numpy", "cuda" (where CUDA is)},   # for the record: nothing restores them
+      # best.pt: the epoch (from 1) and model it holds, "student" or "ensemble_<k>", and its validation scores
+      "epoch": int, "tag": str, "select_metric": "mean_f1"|"overall_f1"|"miou", "val_score": float,
+      "val_mean_f1": float,
+      # scripts/convert_official.py: the authors' file it was converted from
+      "source_file": str,
     }
 
 The metadata alone is enough for prediction: class names and the input convention travel with the weights.
@@ -28,7 +40,8 @@ from typing import Any, Optional
 
 import torch
 
-from .data.labels import get_spec
+from .config import Config, label_spec
+from .data.labels import LabelSpec
 from .files import atomic_write, remove_partial_writes
 
 __all__ = ["FORMAT", "CheckpointError", "make_meta", "save_checkpoint", "load_checkpoint", "atomic_torch_save",
@@ -41,9 +54,13 @@ class CheckpointError(RuntimeError):
     """A checkpoint file that cannot be used; the message names the file and what is wrong."""
 
 
-def make_meta(cfg) -> dict:
-    """Checkpoint metadata from a :class:`dml_csr.config.Config`."""
-    spec = get_spec(cfg.data.dataset)
+def make_meta(cfg: Config, spec: Optional[LabelSpec] = None, **extra: Any) -> dict:
+    """Checkpoint metadata: the class layout ``spec`` (default: :func:`dml_csr.config.label_spec` of ``cfg``) and the
+    input convention and model of ``cfg``; ``extra`` adds the optional keys of the schema (``crop``, ``source``).
+
+    The one builder of a meta: the authors' files get theirs from a config of the defaults, whose input convention is
+    theirs (:mod:`dml_csr.conventions`; :func:`dml_csr.loading.official_meta`)."""
+    spec = label_spec(cfg) if spec is None else spec
     return {
         "classes": list(spec.classes),
         "dataset": spec.name,
@@ -53,6 +70,7 @@ def make_meta(cfg) -> dict:
         "std": list(cfg.model.std),
         "input_size": list(cfg.data.input_size),
         "model_name": cfg.model.name,
+        **extra,
     }
 
 

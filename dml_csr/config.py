@@ -16,12 +16,14 @@ from typing import Any, Literal, Optional, Union
 import yaml
 
 from ._typed import ConfigError, build_dataclass, source
-from .conventions import IMAGENET_MEAN, IMAGENET_STD
+from .conventions import CHANNEL_ORDER, IMAGENET_MEAN, IMAGENET_STD, INPUT_SIZE
+from .data.labels import LabelSpec, get_spec
 from .files import write_bytes
 
 __all__ = [
     "Config", "ConfigError", "DataConfig", "ModelConfig", "TrainConfig", "LossConfig", "EvalConfig",
-    "load_config", "config_to_dict", "config_from_dict", "save_config", "parse_override",
+    "load_config", "config_to_dict", "config_from_dict", "save_config", "parse_override", "label_spec",
+    "total_epochs", "cycle_position", "epoch_position",
 ]
 
 MISSING = dataclasses.MISSING
@@ -32,7 +34,7 @@ class DataConfig:
     """Where the data is and how samples are made from it."""
     dataset: str = MISSING  # key of dml_csr.data.labels.DATASETS: helen, lapa, celebamask_hq, lfw_pl, synthetic, ...
     root: str = MISSING  # a prepared root: <root>/{split}_list.txt, <root>/{split}/images, <root>/{split}/labels
-    input_size: tuple[int, int] = (473, 473)  # (height, width) fed to the network
+    input_size: tuple[int, int] = INPUT_SIZE  # (height, width) fed to the network (the authors': 473x473)
     train_split: str = "train"
     val_split: str = "val"
     test_split: str = "test"
@@ -67,7 +69,7 @@ class ModelConfig:
     decoder_channels: int = 256  # parsing decoder width (authors: 256)
     edge_channels: int = 256  # edge module width (authors: 256)
     edge_heads: bool = True  # build the binary and category edge heads (training only)
-    channel_order: Literal["BGR", "RGB"] = "BGR"  # the authors feed BGR...
+    channel_order: Literal["BGR", "RGB"] = CHANNEL_ORDER  # the authors feed BGR...
     mean: tuple[float, float, float] = IMAGENET_MEAN  # ...normalised with the RGB ImageNet mean and std
     std: tuple[float, float, float] = IMAGENET_STD
     # recurrent-propagation model (Liu et al. 2017)
@@ -88,7 +90,8 @@ class LossConfig:
     lambdas: tuple[float, float, float, float, float] = (1.0, 1.0, 1.0, 4.0, 1.0)
     alphas: tuple[float, float, float] = (1.0, 1.0, 0.1)
     # w_j of the paper's category-edge attention: a list of C values, "inverse_frequency" (from the train split's
-    # class histogram in info.json, normalised to mean 1; the paper gives no values) or null (all ones)
+    # class histogram in info.json, normalised to mean 1; the paper gives no values) or null (all ones); resolved into
+    # numbers by dml_csr.training.trainer.resolve_class_weights, the one reader of this field
     class_weights: Optional[Union[list[float], Literal["inverse_frequency"]]] = None
     lovasz: bool = True
     lovasz_per_image: bool = False  # Lovasz-softmax per image (True) or over the batch as one set (False, authors')
@@ -123,6 +126,31 @@ class TrainConfig:
     image_log_every: int = 1  # epochs between TensorBoard image grids (0 disables)
 
 
+# The schedule (epochs 0-based): the first phase is epochs 0 .. E-1 (E = train.epochs); cycle k (1-based, as in the
+# paper) is epochs E + (k-1) N .. E + k N - 1 (N = train.cycle_epochs), for k = 1 .. K (K = train.cycles). These
+# functions are the one statement of it: whatever places an epoch in the schedule calls them. ``train`` is a
+# TrainConfig or anything with its ``epochs``, ``cycles`` and ``cycle_epochs``.
+def total_epochs(train) -> int:
+    """E + K N: the epochs of the whole run."""
+    return train.epochs + train.cycles * train.cycle_epochs
+
+
+def cycle_position(epoch: int, first_phase_epochs: int, cycle_epochs: int) -> tuple[int, int]:
+    """``(k, epoch_in_cycle)`` of a 0-based epoch: ``k = 0`` in the first phase (epoch_in_cycle = epoch), else the
+    1-based cycle index. The cycle ends (self-ensemble time) after the epoch with ``epoch_in_cycle == cycle_epochs-1``."""
+    if epoch < first_phase_epochs:
+        return 0, epoch
+    if cycle_epochs < 1:
+        raise ValueError(f"cycle_position: cycle_epochs = {cycle_epochs}; expected >= 1")
+    k, e = divmod(epoch - first_phase_epochs, cycle_epochs)
+    return k + 1, e
+
+
+def epoch_position(train, epoch: int) -> tuple[int, int]:
+    """:func:`cycle_position` of ``epoch`` in the schedule of ``train``."""
+    return cycle_position(epoch, train.epochs, train.cycle_epochs)
+
+
 @dataclass
 class EvalConfig:
     """How evaluation and inference run."""
@@ -152,6 +180,12 @@ class Config:
     @property
     def run_dir(self) -> str:
         return os.path.join(self.output_dir, self.name)
+
+
+def label_spec(cfg: Config) -> LabelSpec:
+    """The class layout of ``cfg.data.dataset``: the one lookup of it; the trainer, the datasets and the checkpoint
+    meta take what it returns."""
+    return get_spec(cfg.data.dataset)
 
 
 # ----------------------------------------------------------------------------------------------------------- loading
@@ -274,7 +308,7 @@ def _check_ranges(cfg: Config, origin: dict) -> None:
         raise ConfigError(f"{source(origin, 'data.scale_range')}: 'data.scale_range' = {list(cfg.data.scale_range)}; "
                           f"expected [low, high] with low <= high")
     t = cfg.train
-    if t.epochs + t.cycles * t.cycle_epochs < 1:
+    if total_epochs(t) < 1:
         raise ConfigError(f"{source(origin, 'train.epochs')}: train.epochs = {t.epochs} and train.cycles = {t.cycles} "
                           f"train nothing; expected at least one epoch")
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", t.device):

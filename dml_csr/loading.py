@@ -1,29 +1,28 @@
 """``load_model(path)``: our checkpoints and the authors' released DML-CSR files, one call.
 
 Our checkpoints (:mod:`dml_csr.checkpoint`) carry the config that rebuilds the model and the metadata (classes,
-input convention). The authors' files are raw state_dicts: the model is their architecture (default
-:class:`ModelConfig`), the class count comes from ``layer6.conv4.weight`` and the metadata is their convention:
-BGR images normalised with the RGB ImageNet mean and std, 473x473 input.
+input convention). The authors' files are raw state_dicts: the model is their architecture and the input their
+convention (BGR images normalised with the RGB ImageNet mean and std, 473x473), both the config's defaults
+(:func:`official_config`); the class count comes from ``layer6.conv4.weight``.
 """
 from __future__ import annotations
 
 import copy
 import logging
-from typing import Union
+from typing import Optional, Union
 
 import torch
 from torch import nn
 
-from .checkpoint import FORMAT, CheckpointError, load_checkpoint
-from .config import ModelConfig, config_from_dict
-from .conventions import IMAGENET_MEAN, IMAGENET_STD
-from .data.labels import get_spec
+from .checkpoint import FORMAT, CheckpointError, load_checkpoint, make_meta
+from .config import Config, DataConfig, ModelConfig, config_from_dict
+from .data.labels import LabelSpec, get_spec
 from .hub import get_weights, is_name, resolve
 from .models import build_model
 from .models.official import (StateDictMismatch, convert_official_state_dict, is_official_state_dict,
                               load_state_dict_strict, official_num_classes, ours_to_official, unwrap_state_dict)
 
-__all__ = ["load_model", "official_meta", "build_from_official"]
+__all__ = ["load_model", "official_meta", "official_config", "build_from_official"]
 
 log = logging.getLogger(__name__)
 
@@ -31,17 +30,24 @@ log = logging.getLogger(__name__)
 OFFICIAL_DATASETS = {11: "helen", 19: "celebamask_hq"}
 
 
-def official_meta(num_classes: int) -> dict:
-    """Metadata of an authors' file: classes by class count, their input convention (BGR, RGB ImageNet stats)."""
-    if num_classes in OFFICIAL_DATASETS:
-        spec = get_spec(OFFICIAL_DATASETS[num_classes])
-        classes, dataset = list(spec.classes), spec.name
+def official_config(dataset: str, edge_heads: bool = False) -> Config:
+    """The config of an authors' model for the class layout ``dataset``: the defaults, which are their architecture
+    and their input convention (:mod:`dml_csr.conventions`)."""
+    return Config(name=f"official_{dataset}", data=DataConfig(dataset=dataset, root=""),
+                  model=ModelConfig(edge_heads=edge_heads))
+
+
+def official_meta(num_classes: int, dataset: Optional[str] = None) -> dict:
+    """Metadata of an authors' file (:func:`dml_csr.checkpoint.make_meta` of :func:`official_config`): the classes of
+    ``dataset``, by default the layout of their class count (``class_<i>`` for an unknown one), their input
+    convention, and ``source: official``."""
+    dataset = dataset or OFFICIAL_DATASETS.get(num_classes)
+    if dataset is not None:
+        spec = get_spec(dataset)
     else:
         log.warning("authors' file with %d classes: no known class names, using class_<i>", num_classes)
-        classes, dataset = [f"class_{i}" for i in range(num_classes)], "unknown"
-    return {"classes": classes, "dataset": dataset, "num_classes": num_classes, "channel_order": "BGR",
-            "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "input_size": [473, 473],
-            "model_name": "dml_csr", "source": "official"}
+        spec = LabelSpec("unknown", tuple(f"class_{i}" for i in range(num_classes)))
+    return make_meta(official_config(spec.name), spec, source="official")
 
 
 def build_from_official(sd: dict, source: str, edge_heads: bool = False, norm: str = "abn") -> nn.Module:
@@ -126,8 +132,8 @@ def load_model(path: str, device: Union[str, torch.device] = "cpu", edge_heads: 
             raise CheckpointError(f"{path}: neither a dml_csr checkpoint (no 'format' key) nor an authors' DML-CSR "
                                   "state_dict (no 'layer6.conv4.weight')")
         model = build_from_official(sd, path, edge_heads=edge_heads)
-        meta = official_meta(model.num_classes)
-        if entry is not None and entry.dataset and len(entry.classes) == model.num_classes:
-            meta.update(dataset=entry.dataset, classes=list(entry.classes))  # Helen and LaPa share a class count
+        # Helen and LaPa share a class count: a registry entry names which of them the file is
+        named = entry is not None and entry.dataset and len(entry.classes) == model.num_classes
+        meta = official_meta(model.num_classes, entry.dataset if named else None)
     model.to(device).eval()
     return model, meta

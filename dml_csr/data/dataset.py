@@ -23,10 +23,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..config import label_spec
 from ..conventions import IGNORE_INDEX, KEYPOINTS
 
 from .imageio import imread_checked
-from .labels import LabelSpec, get_spec
+from .labels import LabelSpec
 from .transforms import EvalTransform, TrainTransform, warp_keypoints
 
 __all__ = ["FaceParsingDataset", "BadSampleError", "resolve_split", "read_split_list", "read_image", "read_label",
@@ -253,20 +254,23 @@ class FaceParsingDataset(Dataset):
         return sample
 
 
-def build_transform(cfg, train: bool):
-    """The train or eval transform from ``cfg.data`` and the input convention in ``cfg.model``."""
+def build_transform(cfg, train: bool, spec: Optional[LabelSpec] = None):
+    """The train or eval transform from ``cfg.data`` and the input convention in ``cfg.model``; ``spec``: the class
+    layout (default: :func:`dml_csr.config.label_spec` of ``cfg``), for the train transform's flips."""
     d, m = cfg.data, cfg.model
     if train:
-        return TrainTransform(d.input_size, get_spec(d.dataset), m.channel_order, m.mean, m.std, d.scale_range,
-                              d.rotation, d.rotation_prob, d.flip, d.color_jitter, d.edge_width,
+        return TrainTransform(d.input_size, label_spec(cfg) if spec is None else spec, m.channel_order, m.mean, m.std,
+                              d.scale_range, d.rotation, d.rotation_prob, d.flip, d.color_jitter, d.edge_width,
                               sampling=d.aug_sampling)
     return EvalTransform(d.input_size, m.channel_order, m.mean, m.std, d.edge_width)
 
 
-def build_dataset(cfg, split: str, train: bool) -> FaceParsingDataset:
-    """The dataset of ``split`` under ``cfg.data.root`` with the train (random) or eval (deterministic) transform."""
+def build_dataset(cfg, split: str, train: bool, spec: Optional[LabelSpec] = None) -> FaceParsingDataset:
+    """The dataset of ``split`` under ``cfg.data.root`` with the train (random) or eval (deterministic) transform;
+    ``spec``: the class layout (default: :func:`dml_csr.config.label_spec` of ``cfg``)."""
     d = cfg.data
-    return FaceParsingDataset(d.root, split, get_spec(d.dataset), build_transform(cfg, train),
+    spec = label_spec(cfg) if spec is None else spec
+    return FaceParsingDataset(d.root, split, spec, build_transform(cfg, train, spec),
                               skip_bad=d.skip_bad, max_samples=d.max_samples, keypoints=d.keypoints)
 
 
