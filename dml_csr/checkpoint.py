@@ -40,8 +40,8 @@ from typing import Any, Optional
 
 import torch
 
-from .config import Config, label_spec
-from .data.labels import LabelSpec
+from .config import Config
+from .data.labels import LabelSpec, label_spec
 from .files import atomic_write, remove_partial_writes
 
 __all__ = ["FORMAT", "CheckpointError", "make_meta", "save_checkpoint", "load_checkpoint", "atomic_torch_save",
@@ -55,7 +55,7 @@ class CheckpointError(RuntimeError):
 
 
 def make_meta(cfg: Config, spec: Optional[LabelSpec] = None, **extra: Any) -> dict:
-    """Checkpoint metadata: the class layout ``spec`` (default: :func:`dml_csr.config.label_spec` of ``cfg``) and the
+    """Checkpoint metadata: the class layout ``spec`` (default: :func:`dml_csr.data.labels.label_spec` of ``cfg``) and the
     input convention and model of ``cfg``; ``extra`` adds the optional keys of the schema (``crop``, ``source``).
 
     The one builder of a meta: the authors' files get theirs from a config of the defaults, whose input convention is

@@ -17,12 +17,11 @@ import yaml
 
 from ._typed import ConfigError, build_dataclass, source
 from .conventions import CHANNEL_ORDER, IMAGENET_MEAN, IMAGENET_STD, INPUT_SIZE
-from .data.labels import LabelSpec, get_spec
 from .files import write_bytes
 
 __all__ = [
     "Config", "ConfigError", "DataConfig", "ModelConfig", "TrainConfig", "LossConfig", "EvalConfig",
-    "load_config", "config_to_dict", "config_from_dict", "save_config", "parse_override", "label_spec",
+    "load_config", "config_to_dict", "config_from_dict", "save_config", "parse_override",
     "total_epochs", "cycle_position", "epoch_position",
 ]
 
@@ -180,12 +179,6 @@ class Config:
     @property
     def run_dir(self) -> str:
         return os.path.join(self.output_dir, self.name)
-
-
-def label_spec(cfg: Config) -> LabelSpec:
-    """The class layout of ``cfg.data.dataset``: the one lookup of it; the trainer, the datasets and the checkpoint
-    meta take what it returns."""
-    return get_spec(cfg.data.dataset)
 
 
 # ----------------------------------------------------------------------------------------------------------- loading

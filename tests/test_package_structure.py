@@ -112,3 +112,10 @@ def test_the_lazy_exports_are_listed():
     import dml_csr
 
     assert {"FaceParser", "load_model"} <= set(dir(dml_csr))
+
+
+@pytest.mark.parametrize("script", sorted(f for f in os.listdir(os.path.join(ROOT, "scripts")) if f.endswith(".py")))
+def test_scripts_parse_arguments_and_call_the_package(script):
+    """A script is its command line: at most about 150 lines, the work is in the package."""
+    lines = len(open(os.path.join(ROOT, "scripts", script)).read().splitlines())
+    assert lines <= 150, f"scripts/{script} has {lines} lines (at most about 150)"

@@ -12,8 +12,7 @@ import torch
 from ..models import autocast_context, prepare_for_inference, to_model_input
 from ..photos.export import InferenceWrapper, export_onnx
 from ..photos.quantize import calibration_batch, quantize_onnx_int8
-from .model import result_row
-from .timing import time_fn
+from .timing import result_row, time_fn
 
 __all__ = ["benchmark_deploy"]
 

@@ -83,7 +83,8 @@ def _batches(size: int, batch: int, count: int, spec) -> list[dict]:
 def train_throughput(opts: CheckOptions) -> dict:
     import torch
 
-    from ..config import label_spec, load_config
+    from ..config import load_config
+    from ..data.labels import label_spec
 
     dev = torch.device("cpu" if opts.dry_run else "cuda")
     overrides = ["data.root=unused"] + (TINY + ["model.context_channels=32", "model.decoder_channels=32",

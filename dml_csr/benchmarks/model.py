@@ -14,13 +14,13 @@ from typing import Optional, Sequence
 import torch
 
 from ..checkpoint import make_meta
-from ..config import Config, ConfigError, ModelConfig, label_spec, load_config
+from ..config import Config, ConfigError, ModelConfig, load_config
+from ..data.labels import label_spec
 from ..loading import load_model
 from ..models import autocast_context, build_model, count_parameters, prepare_for_inference, to_model_input
-from .timing import HEADER, format_row, time_fn
+from .timing import HEADER, result_row, time_fn
 
-__all__ = ["PAPER", "load_benchmark_config", "count_flops", "benchmark_inference", "benchmark_train", "result_row",
-           "run"]
+__all__ = ["PAPER", "load_benchmark_config", "count_flops", "benchmark_inference", "benchmark_train", "run"]
 
 # the paper's figures for its own model, DML-CSR with the deep-stem ResNet-101 at output stride 8: printed and
 # recorded beside that model only (not beside other backbones, strides or RNN-G)
@@ -47,16 +47,6 @@ def count_flops(mcfg: ModelConfig, classes: Sequence[str], size: int) -> int:
         with FlopCounterMode(display=False) as counter, torch.no_grad():
             model(x)
     return counter.get_total_flops()
-
-
-def result_row(path: str, precision: str, channels_last: bool, batch: int, latency: float, base_latency: float,
-               peak: float, agreement: Optional[float], **extra) -> dict:
-    """One row of the results (and of the JSON), printed under the table's header as it is made."""
-    row = {"path": path, "precision": precision, "channels_last": channels_last, "batch": batch,
-           "latency_ms": latency * 1e3, "throughput_img_s": batch / latency,
-           "ratio_vs_fp32_eager": latency / base_latency, "peak_mem_mib": peak, "label_agreement": agreement, **extra}
-    print(format_row(row), flush=True)
-    return row
 
 
 def _paths(device: torch.device) -> list[tuple[str, str, bool]]:

@@ -6,11 +6,11 @@ import os
 import statistics
 import threading
 import time
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 
-__all__ = ["PeakRSS", "time_fn", "HEADER", "format_row"]
+__all__ = ["PeakRSS", "time_fn", "HEADER", "format_row", "result_row"]
 
 
 class PeakRSS:
@@ -67,3 +67,13 @@ def format_row(r: dict) -> str:
     agree = "" if r["label_agreement"] is None else f"{100 * r['label_agreement']:.2f}%"
     return (f"{r['path']:<28}{r['batch']:>6}{r['latency_ms']:>12.1f}{r['throughput_img_s']:>9.2f}"
             f"{r['ratio_vs_fp32_eager']:>8.3f}{r['peak_mem_mib']:>10.0f}{agree:>13}")
+
+
+def result_row(path: str, precision: str, channels_last: bool, batch: int, latency: float, base_latency: float,
+               peak: float, agreement: Optional[float], **extra) -> dict:
+    """One row of the results (and of the JSON), printed under the table's header as it is made."""
+    row = {"path": path, "precision": precision, "channels_last": channels_last, "batch": batch,
+           "latency_ms": latency * 1e3, "throughput_img_s": batch / latency,
+           "ratio_vs_fp32_eager": latency / base_latency, "peak_mem_mib": peak, "label_agreement": agreement, **extra}
+    print(format_row(row), flush=True)
+    return row

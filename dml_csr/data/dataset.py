@@ -23,11 +23,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..config import label_spec
 from ..conventions import IGNORE_INDEX, KEYPOINTS
 
 from .imageio import imread_checked
-from .labels import LabelSpec
+from .labels import LabelSpec, label_spec
 from .transforms import EvalTransform, TrainTransform, warp_keypoints
 
 __all__ = ["FaceParsingDataset", "BadSampleError", "resolve_split", "read_split_list", "read_image", "read_label",
@@ -256,7 +255,7 @@ class FaceParsingDataset(Dataset):
 
 def build_transform(cfg, train: bool, spec: Optional[LabelSpec] = None):
     """The train or eval transform from ``cfg.data`` and the input convention in ``cfg.model``; ``spec``: the class
-    layout (default: :func:`dml_csr.config.label_spec` of ``cfg``), for the train transform's flips."""
+    layout (default: :func:`dml_csr.data.labels.label_spec` of ``cfg``), for the train transform's flips."""
     d, m = cfg.data, cfg.model
     if train:
         return TrainTransform(d.input_size, label_spec(cfg) if spec is None else spec, m.channel_order, m.mean, m.std,
@@ -267,7 +266,7 @@ def build_transform(cfg, train: bool, spec: Optional[LabelSpec] = None):
 
 def build_dataset(cfg, split: str, train: bool, spec: Optional[LabelSpec] = None) -> FaceParsingDataset:
     """The dataset of ``split`` under ``cfg.data.root`` with the train (random) or eval (deterministic) transform;
-    ``spec``: the class layout (default: :func:`dml_csr.config.label_spec` of ``cfg``)."""
+    ``spec``: the class layout (default: :func:`dml_csr.data.labels.label_spec` of ``cfg``)."""
     d = cfg.data
     spec = label_spec(cfg) if spec is None else spec
     return FaceParsingDataset(d.root, split, spec, build_transform(cfg, train, spec),

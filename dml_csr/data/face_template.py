@@ -16,6 +16,7 @@ from typing import Callable, Optional, Sequence
 import cv2
 import numpy as np
 
+from ..conventions import INPUT_SIZE
 from ..files import write_json
 from .dataset import BadSampleError, evenly_spaced, read_keypoints, read_split_list
 from .imageio import image_size
@@ -90,7 +91,7 @@ def _size(image_path: str) -> Optional[tuple[int, int]]:
     return None if wh is None else (wh[1], wh[0])
 
 
-def measure_split(root: str, split: str = "train", input_size: Sequence[int] = (473, 473),
+def measure_split(root: str, split: str = "train", input_size: Sequence[int] = INPUT_SIZE,
                   detector: Optional[Callable] = None, limit: int = 2000) -> dict:
     """The crop convention of ``split``: the mean of up to ``limit`` faces' landmarks (evenly spaced samples) in
     the input of ``input_size`` after the whole-image crop. Samples without a 5-point file need ``detector``

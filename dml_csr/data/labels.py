@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["LabelSpec", "DATASETS", "get_spec", "flip_permutation", "SYNONYMS", "class_mapping"]
+__all__ = ["LabelSpec", "DATASETS", "get_spec", "label_spec", "flip_permutation", "SYNONYMS", "class_mapping"]
 
 
 @dataclass(frozen=True)
@@ -102,6 +102,12 @@ def get_spec(name: str) -> LabelSpec:
         return DATASETS[name]
     except KeyError:
         raise KeyError(f"unknown dataset '{name}'; expected one of {', '.join(DATASETS)}") from None
+
+
+def label_spec(cfg) -> LabelSpec:
+    """The class layout of a config's ``data.dataset`` (a :class:`dml_csr.config.Config`): the one lookup of it; the
+    trainer, the datasets and the checkpoint meta take what it returns."""
+    return get_spec(cfg.data.dataset)
 
 
 # class names that mean the same part in two registry vocabularies (CelebAMask-HQ's short names -> Helen's; both

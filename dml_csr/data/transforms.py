@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 import torch
 
+from ..conventions import CHANNEL_ORDER, IMAGENET_MEAN, IMAGENET_STD, INPUT_SIZE
 from ..conventions import IGNORE_INDEX as IGNORE
 from ..conventions import KEYPOINTS_MIRRORED as _MIRRORED
 from .edges import edge_targets
@@ -109,8 +110,8 @@ def warp_keypoints(points: np.ndarray, meta: dict) -> np.ndarray:
     return out[list(_MIRRORED)] if meta.get("flip") else out
 
 
-def normalize_images(images: torch.Tensor, channel_order: str = "BGR",
-                     mean: Sequence[float] = (0.485, 0.456, 0.406), std: Sequence[float] = (0.229, 0.224, 0.225),
+def normalize_images(images: torch.Tensor, channel_order: str = CHANNEL_ORDER,
+                     mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                      channels_last: bool = False) -> torch.Tensor:
     """uint8 BGR images -> float32 network input, ``(x/255 - mean) / std`` per channel in ``channel_order``.
 
@@ -216,8 +217,8 @@ class EvalTransform(_Base):
     ``meta``, plus ``label``, ``edge``, ``semantic_edge`` (h, w) uint8 (255 = ignore) when a label is given.
     """
 
-    def __init__(self, input_size: Sequence[int] = (473, 473), channel_order: str = "BGR",
-                 mean: Sequence[float] = (0.485, 0.456, 0.406), std: Sequence[float] = (0.229, 0.224, 0.225),
+    def __init__(self, input_size: Sequence[int] = INPUT_SIZE, channel_order: str = CHANNEL_ORDER,
+                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                  edge_width: int = 1):
         super().__init__(input_size, channel_order, mean, std, edge_width)
 
@@ -256,8 +257,8 @@ class TrainTransform(_Base):
             ``clip(N(0, rotation), +-2*rotation)``).
     """
 
-    def __init__(self, input_size: Sequence[int], spec: LabelSpec, channel_order: str = "BGR",
-                 mean: Sequence[float] = (0.485, 0.456, 0.406), std: Sequence[float] = (0.229, 0.224, 0.225),
+    def __init__(self, input_size: Sequence[int], spec: LabelSpec, channel_order: str = CHANNEL_ORDER,
+                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                  scale_range: Sequence[float] = (0.75, 1.25), rotation: float = 30.0, rotation_prob: float = 1.0,
                  flip: bool = True, color_jitter: float = 0.0, edge_width: int = 1, sampling: str = "uniform"):
         super().__init__(input_size, channel_order, mean, std, edge_width)

@@ -171,13 +171,13 @@ def score_checkpoint(cfg, checkpoint: str, *, split: Optional[str] = None, flip:
     ``<out>/metrics.json`` (default: ``<checkpoint folder>/`` :func:`default_folder`, under ``runs/<name>/`` for a
     registry name; an existing one is replaced only with ``overwrite``) and returns its record."""
     from ..data.dataset import build_dataset
-    from ..data.labels import flip_permutation, get_spec
+    from ..data.labels import flip_permutation, label_spec
     from ..data.loader import build_loader
     from ..distributed import resolve_device
     from ..hub import is_name, resolve, sha256_of
     from ..loading import load_model
 
-    spec = get_spec(cfg.data.dataset)
+    spec = label_spec(cfg)
     dev = resolve_device(device or cfg.train.device)
     path = resolve(checkpoint, kind="dml_csr") if not os.path.exists(checkpoint) and is_name(checkpoint) \
         else checkpoint  # a registry name: its cached, verified file from here on

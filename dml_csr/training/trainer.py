@@ -31,10 +31,10 @@ from torch import nn
 
 from .. import distributed as du
 from ..checkpoint import CheckpointError, RunPaths, find_resume_checkpoint, load_checkpoint, make_meta, save_checkpoint
-from ..config import Config, ModelConfig, config_to_dict, epoch_position, label_spec, save_config, total_epochs
+from ..config import Config, ModelConfig, config_to_dict, epoch_position, save_config, total_epochs
 from ..data.dataset import FaceParsingDataset, build_dataset, inverse_frequency_weights, split_histogram
 from ..data.face_template import crop_for_training
-from ..data.labels import LabelSpec
+from ..data.labels import LabelSpec, label_spec
 from ..data.loader import build_loader
 from ..evaluation.metrics import selection_score
 from ..evaluation.protocol import evaluate
