@@ -7,7 +7,7 @@ __all__ = ["load_model", "FaceParser"]
 def __getattr__(name: str):
     # lazy: importing dml_csr stays cheap (no torch import) until the model API is used
     if name == "load_model":
-        from .loading import load_model
+        from .checkpoint import load_model
 
         return load_model
     if name == "FaceParser":

@@ -69,8 +69,8 @@ class Weights:
             the file by hand or through ``DML_CSR_MIRROR``).
         size, sha256: the file's bytes and hash, None where unknown.
         structure: required state_dict entries ``((key, shape), ...)``; checked where ``sha256`` is unknown.
-        dataset, classes: a parsing model's class layout (:func:`dml_csr.loading.load_model` names an authors' file's
-            classes by it; their input convention is the config's default, :func:`dml_csr.loading.official_meta`).
+        dataset, classes: a parsing model's class layout (:func:`dml_csr.checkpoint.load_model` names an authors' file's
+            classes by it; their input convention is the config's default, :func:`dml_csr.checkpoint.official_meta`).
     """
     name: str
     filename: str

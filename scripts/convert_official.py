@@ -16,7 +16,7 @@ from _common import run_main, setup_logging
 from dml_csr.checkpoint import load_checkpoint, save_checkpoint
 from dml_csr.config import config_to_dict
 from dml_csr.data.labels import get_spec
-from dml_csr.loading import OFFICIAL_DATASETS, build_from_official, official_config, official_meta
+from dml_csr.checkpoint import OFFICIAL_DATASETS, build_from_official, official_config, official_meta
 from dml_csr.models.official import official_num_classes, unwrap_state_dict
 
 log = logging.getLogger("convert_official")

@@ -67,7 +67,7 @@ def main(argv=None) -> int:
     import torch
 
     from dml_csr.photos.export import export_onnx, export_torchscript
-    from dml_csr.loading import load_model
+    from dml_csr.checkpoint import load_model
 
     model, meta = load_model(args.checkpoint, device="cpu")
     if args.input_size:

@@ -60,11 +60,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     setup_logging()
     args = parse_args(argv)
-    from tqdm import tqdm
-
     from dml_csr.photos import batch
     from dml_csr.photos.detection import build_detector
     from dml_csr.photos.parser import FaceParser
+    from dml_csr.progress import progress
 
     if args.batch_size < 1 or args.every < 1:
         raise ValueError("--batch-size and --every must be at least 1")
@@ -93,7 +92,7 @@ def main(argv=None) -> int:
     opts = batch.Options(args.out, detect=args.detect, faces_dir=faces_dir, batch_size=args.batch_size,
                          every=args.every, smooth=args.smooth, video=not args.no_video,
                          overlay=not args.no_overlay, alpha=args.alpha)
-    with tqdm(desc="parsing", unit="img", total=total, disable=args.no_progress, file=sys.stderr) as bar:
+    with progress(total, "parsing", "img", enabled=not args.no_progress) as bar:
         summary = batch.run(parser, files, opts, bar.update, failures)
     found = f", {summary.faces} face(s) found" if args.detect else ""
     print(f"parsed {summary.done} image(s) and video frame(s) into '{args.out}'{found}")

@@ -14,9 +14,9 @@ PACKAGE = os.path.join(ROOT, "dml_csr")
 BENCHMARKS = "dml_csr.benchmarks"
 ROOMS_ABOVE = ("dml_csr.evaluation", "dml_csr.training", "dml_csr.photos", BENCHMARKS)
 FOUNDATION = ("dml_csr._typed", "dml_csr.config", "dml_csr.conventions", "dml_csr.distributed", "dml_csr.files",
-              "dml_csr.checkpoint", "dml_csr.loading", "dml_csr.hub", "dml_csr.inference", "dml_csr.face_parts")
+              "dml_csr.checkpoint", "dml_csr.hub", "dml_csr.inference", "dml_csr.face_parts")
 FORBIDDEN = {
-    "dml_csr.models": ("dml_csr.data", "dml_csr.config", "dml_csr.checkpoint", "dml_csr.loading") + ROOMS_ABOVE,
+    "dml_csr.models": ("dml_csr.data", "dml_csr.config", "dml_csr.checkpoint") + ROOMS_ABOVE,
     "dml_csr.losses": ("dml_csr.data", "dml_csr.config", "dml_csr.checkpoint", "dml_csr.models") + ROOMS_ABOVE,
     "dml_csr.data": ("dml_csr.models", "dml_csr.losses") + ROOMS_ABOVE,
     "dml_csr.evaluation": ("dml_csr.training", "dml_csr.photos", BENCHMARKS),

@@ -59,13 +59,15 @@ def time_fn(fn: Callable[[], torch.Tensor], device: torch.device, warmup: int, r
     return statistics.median(times), peak, out
 
 
-HEADER = f"{'path':<28}{'batch':>6}{'latency ms':>12}{'img/s':>9}{'x fp32':>8}{'peak MiB':>10}{'labels same':>13}"
+PATH_WIDTH = 32  # the longest path label ("onnxruntime int8 (static QDQ)") and a space
+HEADER = (f"{'path':<{PATH_WIDTH}}{'batch':>6}{'latency ms':>12}{'img/s':>9}{'x fp32':>8}{'peak MiB':>10}"
+          f"{'labels same':>13}")
 
 
 def format_row(r: dict) -> str:
     """One result row under :data:`HEADER`."""
     agree = "" if r["label_agreement"] is None else f"{100 * r['label_agreement']:.2f}%"
-    return (f"{r['path']:<28}{r['batch']:>6}{r['latency_ms']:>12.1f}{r['throughput_img_s']:>9.2f}"
+    return (f"{r['path']:<{PATH_WIDTH}}{r['batch']:>6}{r['latency_ms']:>12.1f}{r['throughput_img_s']:>9.2f}"
             f"{r['ratio_vs_fp32_eager']:>8.3f}{r['peak_mem_mib']:>10.0f}{agree:>13}")
 
 

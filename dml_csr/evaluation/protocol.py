@@ -25,6 +25,7 @@ from ..data import drawing
 from ..data.transforms import batch_input
 from ..distributed import unwrap_model
 from ..files import write_image, write_json
+from ..progress import progress
 from .metrics import ConfusionMatrix, format_scores
 
 __all__ = ["evaluate", "score_checkpoint", "protocol_record", "report", "output_folder", "default_folder",
@@ -140,12 +141,8 @@ def report(cm: ConfusionMatrix, spec, protocol: dict, out: str) -> dict:
 
 
 def progress_bar(total: int, desc: str, disable: bool = False):
-    """A progress bar on stderr, in images."""
-    import sys
-
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="img", disable=disable, file=sys.stderr)
+    """Progress in images on stderr: a bar on a terminal, a line every 10 % in a log (:mod:`dml_csr.progress`)."""
+    return progress(total, desc, "img", enabled=not disable)
 
 
 def prediction_writer(out: str, palette: np.ndarray, dataset=None) -> Callable[[str, np.ndarray], None]:
@@ -175,7 +172,7 @@ def score_checkpoint(cfg, checkpoint: str, *, split: Optional[str] = None, flip:
     from ..data.loader import build_loader
     from ..distributed import resolve_device
     from ..hub import is_name, resolve, sha256_of
-    from ..loading import load_model
+    from ..checkpoint import load_model
 
     spec = label_spec(cfg)
     dev = resolve_device(device or cfg.train.device)

@@ -1,7 +1,7 @@
 """Models: ``build_model(cfg, num_classes, class_names=...)`` picks the builder by ``cfg.name`` from an explicit dict.
 
 A model knows no dataset: it gets a class count (and, where it needs them, class names) and returns a dict of
-logits. Loading a model from a checkpoint file is :func:`dml_csr.loading.load_model`.
+logits. Loading a model from a checkpoint file is :func:`dml_csr.checkpoint.load_model`.
 """
 from __future__ import annotations
 

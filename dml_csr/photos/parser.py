@@ -101,10 +101,10 @@ class FaceParser:
 
     @classmethod
     def from_checkpoint(cls, path: str, device: str = "cpu", **kwargs) -> "FaceParser":
-        """Load our checkpoint, an authors' file or a registry name (see :func:`dml_csr.loading.load_model`, which
+        """Load our checkpoint, an authors' file or a registry name (see :func:`dml_csr.checkpoint.load_model`, which
         fetches names and keeps their registry metadata); ``kwargs`` go to the constructor."""
         from ..distributed import resolve_device
-        from ..loading import load_model
+        from ..checkpoint import load_model
 
         dev = resolve_device(device)
         model, meta = load_model(path, device=dev)

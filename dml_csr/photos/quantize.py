@@ -59,7 +59,8 @@ def quantize_onnx_int8(src: str, dst: str, calibration: np.ndarray, per_channel:
         calibration: (N, 3, h, w) float32 network inputs whose activation ranges set the scales.
     """
     try:
-        from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_static)
+        from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+        from onnxruntime.quantization.shape_inference import quant_pre_process
     except ImportError:
         raise ImportError("int8 quantization needs onnxruntime: pip install 'dml_csr[onnx]'") from None
     if calibration.ndim != 4 or len(calibration) == 0:
@@ -74,8 +75,11 @@ def quantize_onnx_int8(src: str, dst: str, calibration: np.ndarray, per_channel:
             return None if x is None else {"image": x}
 
     with tempfile.TemporaryDirectory() as tmp:  # the quantizer writes to a path: made whole there, then moved
-        out = os.path.join(tmp, "model.int8.onnx")
-        quantize_static(src, out, Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
+        ready, out = os.path.join(tmp, "model.prep.onnx"), os.path.join(tmp, "model.int8.onnx")
+        # the pre-processing ONNX Runtime asks for (shape inference, constant folding: biases become initializers);
+        # without it, it warns once per convolution and once more about the missing step
+        quant_pre_process(src, ready, skip_symbolic_shape=True)
+        quantize_static(ready, out, Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
         with open(out, "rb") as f:
             write_bytes(dst, f.read())

@@ -41,6 +41,7 @@ from ..evaluation.protocol import evaluate
 from ..hub import HubError, resolve
 from ..losses import build_criterion
 from ..models import build_model, convert_sync_abn
+from ..progress import progress
 from .engine import EpochPlan, StepContext, grad_scaler, train_one_epoch
 from .faults import StopSignal, check_weights
 from .lr import learning_rate
@@ -328,12 +329,11 @@ def _train_epoch(run: _Run, epoch: int, teacher: Optional[nn.Module], stop: "Sto
 
 
 def _progress_bar(run: _Run, epoch: int, cycle: int, skip: int):
-    from tqdm import tqdm
-
+    """A bar on a terminal; in a log, one line when the epoch ends (:mod:`dml_csr.progress`)."""
     ga = run.cfg.train.grad_accum
     phase = f"cycle {cycle}/{run.cfg.train.cycles}" if cycle else "phase 1"
-    return tqdm(total=run.batches_per_epoch // ga, initial=skip // ga, unit="it", dynamic_ncols=True,
-                desc=f"epoch {epoch + 1}/{run.total_epochs} ({phase})")
+    return progress(run.batches_per_epoch // ga, f"epoch {epoch + 1}/{run.total_epochs} ({phase})", "it",
+                    initial=skip // ga, every=1.0)
 
 
 def _validation_due(run: _Run, epoch: int) -> bool:

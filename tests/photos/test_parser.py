@@ -275,7 +275,7 @@ def test_haar_detector_finds_synthetic_faces(ckpt):
 def test_authors_metadata_sets_the_input_convention(parser):
     # the authors' files carry no metadata; load_model gives them official_meta (their model at 473, BGR input,
     # RGB ImageNet statistics). The parser must take its transform from it (loading itself: tests/models).
-    from dml_csr.loading import official_meta
+    from dml_csr.checkpoint import official_meta
 
     meta = official_meta(11)
     p = FaceParser(parser.model, meta)

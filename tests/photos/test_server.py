@@ -186,7 +186,7 @@ def test_names_go_through_the_hub(ckpt, monkeypatch):
     seen = []
     monkeypatch.setitem(hub.WEIGHTS, "helen-resnet101", hub.Weights("helen-resnet101", "x.pt", "dml_csr", "test",
                                                                              url="http://127.0.0.1:9/x.pt", sha256="0" * 64))
-    monkeypatch.setattr("dml_csr.loading.resolve", lambda name, kind=None: seen.append((name, kind)) or ckpt)
+    monkeypatch.setattr("dml_csr.checkpoint.resolve", lambda name, kind=None: seen.append((name, kind)) or ckpt)
     parser = _load(types.SimpleNamespace(checkpoint="helen-resnet101", device="cpu", detect=False, no_rotations=False))
     assert seen == [("helen-resnet101", "dml_csr")] and parser.num_classes == 11
     _load(types.SimpleNamespace(checkpoint=ckpt, device="cpu", detect=False, no_rotations=False))

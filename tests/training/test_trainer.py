@@ -25,7 +25,7 @@ from dml_csr.data.synthetic import write_dataset
 from dml_csr.evaluation.protocol import evaluate
 from dml_csr.training.engine import NonFiniteLossError
 from dml_csr.training.faults import DivergedError
-from dml_csr.loading import load_model
+from dml_csr.checkpoint import load_model
 from dml_csr.models import build_model
 from dml_csr.models.norm import inplace_abn_available
 from dml_csr.models.two_stage import PaperTwoStageRNNG, TwoStageRNNG

@@ -14,6 +14,7 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
+from ...progress import progress as progress_display
 from ..imageio import imread_checked
 from ..labels import get_spec
 
@@ -88,7 +89,7 @@ def check_root(root: str, dataset: Optional[str] = None, workers: int = 1, progr
         root: prepared root.
         dataset: registry key; gives the class count (otherwise ``label_names.txt`` does).
         workers: processes that decode the files.
-        progress: show a tqdm bar.
+        progress: show progress (a bar on a terminal, lines in a log).
         splits: the splits that must be there and are checked (default: train, val, test); others are not read.
     """
     if not os.path.isdir(root):
@@ -126,8 +127,7 @@ def check_root(root: str, dataset: Optional[str] = None, workers: int = 1, progr
             problems.append(f"split '{split}' is empty: '{list_path}' lists no samples")
     bar = None
     if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=len(triples), desc=f"checking {root}", unit="img")
+        bar = progress_display(len(triples), f"checking {root}", "img")
     if workers > 1 and len(triples) > 1:
         with mp.get_context("fork" if os.name != "nt" else "spawn").Pool(workers) as pool:
             results = pool.imap(check_sample, triples, chunksize=max(1, min(64, len(triples) // (workers * 8) or 1)))

@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from ...files import atomic_write, write_bytes, write_image
+from ...progress import progress as progress_display
 from ..imageio import imread_checked
 from ..labels import LabelSpec
 
@@ -134,7 +135,7 @@ def run_prepare(out_root: str, jobs: Sequence[Job], convert: Callable[[Job, dict
         spec: label registry entry; its class count validates the labels and names the histogram.
         kinds: output files per sample; a sample is complete (and skipped on a rerun) when all exist.
         workers: processes (0 or 1: in this process).
-        progress: show a tqdm bar.
+        progress: show progress (a bar on a terminal, lines in a log).
         source: raw root, recorded in info.json.
         extra_info: more info.json entries.
     Returns:
@@ -154,8 +155,7 @@ def run_prepare(out_root: str, jobs: Sequence[Job], convert: Callable[[Job, dict
     args = [(convert, j, out_root, tuple(kinds), spec.num_classes) for j in jobs]
     bar = None
     if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=len(args), desc=f"{spec.name} -> {out_root}", unit="img")
+        bar = progress_display(len(args), f"{spec.name} -> {out_root}", "img")
     results = {}
     if workers > 1:
         with mp.get_context("spawn" if os.name == "nt" else "fork").Pool(workers) as pool:
