@@ -20,7 +20,8 @@ from .conventions import CHANNEL_ORDER, IMAGENET_MEAN, IMAGENET_STD, INPUT_SIZE
 from .files import write_bytes
 
 __all__ = [
-    "Config", "ConfigError", "DataConfig", "ModelConfig", "TrainConfig", "LossConfig", "EvalConfig",
+    "Config", "ConfigError", "DataConfig", "read_yaml_mapping", "ModelConfig", "TrainConfig",
+    "LossConfig", "EvalConfig",
     "load_config", "config_to_dict", "config_from_dict", "save_config", "parse_override",
     "total_epochs", "cycle_position", "epoch_position",
 ]
@@ -31,7 +32,9 @@ MISSING = dataclasses.MISSING
 @dataclass
 class DataConfig:
     """Where the data is and how samples are made from it."""
-    dataset: str = MISSING  # key of dml_csr.data.labels.DATASETS: helen, lapa, celebamask_hq, lfw_pl, synthetic, ...
+    # key of dml_csr.data.labels.DATASETS (helen, lapa, celebamask_hq, lfw_pl, synthetic, ...), or
+    # custom: the classes of <root>/label_names.txt and <root>/dataset.yaml (dml_csr.data.custom)
+    dataset: str = MISSING
     root: str = MISSING  # a prepared root: <root>/{split}_list.txt, <root>/{split}/images, <root>/{split}/labels
     input_size: tuple[int, int] = INPUT_SIZE  # (height, width) fed to the network (the authors': 473x473)
     train_split: str = "train"
@@ -334,3 +337,19 @@ def config_to_dict(cfg: Config) -> dict:
 def save_config(cfg: Config, path: str) -> None:
     """Write the resolved config as YAML, atomically."""
     write_bytes(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False).encode())
+
+
+def read_yaml_mapping(path: str, what: str = "file") -> dict:
+    """A YAML file holding a mapping (a dataset's ``dataset.yaml``, a class-map file), as a dict; anything else is
+    a :class:`ConfigError` naming the file."""
+    try:
+        with open(path) as f:
+            raw = yaml.safe_load(f)
+    except OSError as e:
+        raise ConfigError(f"{what} '{path}' cannot be read ({e.strerror or e})") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{what} '{path}': not valid YAML ({str(e).splitlines()[0]})") from None
+    raw = {} if raw is None else raw
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{what} '{path}': expected a mapping at the top level, got {type(raw).__name__}")
+    return raw

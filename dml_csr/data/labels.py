@@ -6,10 +6,12 @@ Loaders, flips, metrics and drawing read this module; nothing else hard-codes a 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 import numpy as np
 
-__all__ = ["LabelSpec", "DATASETS", "get_spec", "label_spec", "flip_permutation", "SYNONYMS", "class_mapping"]
+__all__ = ["LabelSpec", "DATASETS", "get_spec", "label_spec", "dataset_spec", "flip_permutation", "SYNONYMS",
+           "class_mapping", "spec_meta", "spec_from_meta", "fallback_palette", "CUSTOM"]
 
 
 @dataclass(frozen=True)
@@ -22,16 +24,23 @@ class LabelSpec:
         flip_pairs: (left, right) index pairs to swap on a horizontal flip.
         groups: merged sets used by evaluation, name -> class indices (e.g. ``eyes``; Helen's ``overall``).
         palette: (C, 3) uint8 RGB colours.
+        f1_classes: the class indices whose F1 enters the mean F1; None: every class but the first (background).
     """
     name: str
     classes: tuple[str, ...]
     flip_pairs: tuple[tuple[int, int], ...] = ()
     groups: dict[str, tuple[int, ...]] = field(default_factory=dict)
     palette: np.ndarray = field(default=None, compare=False, repr=False)
+    f1_classes: Optional[tuple[int, ...]] = None
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def mean_f1_indices(self) -> tuple[int, ...]:
+        """The classes the mean F1 averages: :attr:`f1_classes`, by default all but background."""
+        return tuple(range(1, self.num_classes)) if self.f1_classes is None else tuple(self.f1_classes)
 
     def index(self, name: str) -> int:
         """Index of a class by name; raises naming the valid names."""
@@ -96,18 +105,69 @@ DATASETS: dict[str, LabelSpec] = {
 }
 
 
+CUSTOM = "custom"  # data.dataset of a root that declares its own classes (dml_csr.data.custom)
+
+
 def get_spec(name: str) -> LabelSpec:
     """The registry entry for ``name``; an unknown name raises listing the valid ones."""
     try:
         return DATASETS[name]
     except KeyError:
-        raise KeyError(f"unknown dataset '{name}'; expected one of {', '.join(DATASETS)}") from None
+        raise KeyError(f"unknown dataset '{name}'; expected one of {', '.join(DATASETS)} (or '{CUSTOM}': the "
+                       f"classes of the root's label_names.txt)") from None
+
+
+def dataset_spec(name: str, root: Optional[str]) -> LabelSpec:
+    """The classes of a root's labels: the registry entry ``name``, or with ``custom`` what ``root`` declares
+    (:func:`dml_csr.data.custom.read_custom_spec`)."""
+    if name != CUSTOM:
+        return get_spec(name)
+    if not root:
+        raise ValueError(f"dataset '{CUSTOM}' reads its classes from a prepared root's label_names.txt; give the root")
+    from .custom import read_custom_spec  # reads files: only for a custom root
+
+    return read_custom_spec(root)
 
 
 def label_spec(cfg) -> LabelSpec:
-    """The class layout of a config's ``data.dataset`` (a :class:`dml_csr.config.Config`): the one lookup of it; the
-    trainer, the datasets and the checkpoint meta take what it returns."""
-    return get_spec(cfg.data.dataset)
+    """The classes the model of a config (a :class:`dml_csr.config.Config`) predicts: ``data.dataset`` (a custom one
+    read from ``data.root``). The one lookup of it; the trainer, the datasets, evaluation and the checkpoint meta take
+    what it returns."""
+    return dataset_spec(cfg.data.dataset, cfg.data.root)
+
+
+def spec_meta(spec: LabelSpec) -> dict:
+    """What a checkpoint's meta adds so that it predicts and draws without its root: nothing for a registry entry
+    (found by its name), else the palette, flip pairs, groups and mean-F1 classes of ``spec``."""
+    if DATASETS.get(spec.name) == spec:
+        return {}
+    return {"palette": np.asarray(spec.palette).astype(int).tolist(), "flip_pairs": [list(p) for p in spec.flip_pairs],
+            "groups": {g: list(m) for g, m in spec.groups.items()}, "f1_classes": list(spec.mean_f1_indices)}
+
+
+def spec_from_meta(meta: dict) -> LabelSpec:
+    """The class layout a checkpoint's meta describes: its own palette, pairs and groups (:func:`spec_meta`), else
+    the registry entry of its ``dataset`` when the class count agrees, else its class names with fixed random
+    colours (seeded by the class count, black background) and no pairs."""
+    classes = tuple(meta["classes"])
+    if "palette" in meta:
+        return LabelSpec(meta.get("dataset", CUSTOM), classes, tuple(tuple(p) for p in meta.get("flip_pairs", ())),
+                         {g: tuple(m) for g, m in meta.get("groups", {}).items()},
+                         np.asarray(meta["palette"], np.uint8).reshape(len(classes), 3),
+                         tuple(meta["f1_classes"]) if "f1_classes" in meta else None)
+    spec = DATASETS.get(meta.get("dataset") or "")
+    if spec is not None and spec.num_classes == len(classes):
+        return spec
+    return LabelSpec(meta.get("dataset") or "unknown", classes, palette=fallback_palette(len(classes)))
+
+
+def fallback_palette(num_classes: int) -> np.ndarray:
+    """(C, 3) uint8 RGB for classes without colours of their own: fixed random colours seeded by the class count,
+    background black."""
+    rng = np.random.default_rng(num_classes)
+    pal = rng.integers(0, 256, (num_classes, 3)).astype(np.uint8)
+    pal[0] = 0
+    return pal
 
 
 # class names that mean the same part in two registry vocabularies (CelebAMask-HQ's short names -> Helen's; both

@@ -13,7 +13,7 @@ from typing import Optional
 import numpy as np
 
 from ..data.dataset import read_image, read_label, read_split_list, resolve_split
-from ..data.labels import class_mapping, get_spec
+from ..data.labels import class_mapping, dataset_spec, get_spec
 from .metrics import ConfusionMatrix
 from .protocol import output_folder, progress_bar, protocol_record, report
 
@@ -31,8 +31,8 @@ def score_predictions(predictions: str, dataset: str, *, data: Optional[str] = N
     (``masks``, with ``images`` optional), in ``dataset``'s class order (predictions written in ``pred_dataset``'s
     order are read through :func:`class_luts`). Writes ``<out>/metrics.json`` (default
     ``<predictions>_eval_<split>``; an existing one is replaced only with ``overwrite``) and returns its record."""
-    spec = get_spec(dataset)
-    pred_spec = get_spec(pred_dataset or dataset)
+    spec = dataset_spec(dataset, data)  # custom: the classes data's root declares
+    pred_spec = get_spec(pred_dataset) if pred_dataset else spec
     if masks:
         pairs, split = folder_pairs(predictions, masks, images), None
     else:

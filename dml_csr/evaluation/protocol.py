@@ -99,9 +99,11 @@ def protocol_record(spec, root: Optional[str], split: Optional[str], n: int) -> 
         "miou_includes_background": True,
         "metrics": {"miou": "mean IoU over all classes, background included (the authors' number)",
                     "miou_fg": "mean IoU without background",
-                    "mean_f1": "mean F1 over every class but background",
+                    "mean_f1": "mean F1 over every class but background" if spec.f1_classes is None else
+                               "mean F1 over the classes of mean_f1_classes",
                     "groups": "F1 of merged class sets; confusion inside a set counts as correct"},
         "groups": {g: [spec.classes[i] for i in m] for g, m in spec.groups.items()},
+        **({"mean_f1_classes": [spec.classes[i] for i in spec.f1_classes]} if spec.f1_classes is not None else {}),
         "absent_classes": "a class in neither prediction nor ground truth scores NaN and is left out of the means",
     }
 
@@ -131,7 +133,7 @@ def default_folder(split: Optional[str], flip: bool = False, scales: Sequence[fl
 
 def report(cm: ConfusionMatrix, spec, protocol: dict, out: str) -> dict:
     """Scores from ``cm``: print the table, write ``<out>/metrics.json``; returns the record."""
-    scores = cm.compute(spec.classes, spec.groups)
+    scores = cm.compute(spec.classes, spec.groups, spec.mean_f1_indices)
     record = {"protocol": protocol, "scores": scores, "confusion": cm.mat.tolist()}
     path = os.path.join(out, "metrics.json")
     write_json(path, record)

@@ -347,7 +347,7 @@ def _validate(run: _Run, model: nn.Module, tag: str, epoch: int) -> dict:
     """Score ``model`` on the validation split and log it as ``tag``; returns the scores."""
     cm = evaluate(du.unwrap_model(model), run.val_loader, run.val_ds, run.spec.num_classes, device=run.device,
                   precision=run.cfg.eval.precision, channels_last=run.cfg.eval.channels_last)
-    scores = cm.compute(run.spec.classes, run.spec.groups)
+    scores = cm.compute(run.spec.classes, run.spec.groups, run.spec.mean_f1_indices)
     run.log.validation(tag, epoch, scores)
     log.info("epoch %d %s: val mean F1 %.4f, mIoU %.4f", epoch + 1, tag, scores["mean_f1"], scores["miou"])
     return scores
