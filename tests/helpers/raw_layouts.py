@@ -131,3 +131,38 @@ def write_lfw(raw):
                 col[5:20, 5:20] = (0, 255, 0)  # green: skin
                 col[0:5, 5:20] = (0, 0, 255)  # red: hair
                 cv2.imwrite(os.path.join(raw, "parts_lfw_funneled_gt_images", name + ".ppm"), col)
+
+
+# Your own data: photos and colour masks in two folders, five classes named your own way (prepare_custom.py)
+OWN_CLASSES = ("nothing", "lid_left", "lid_right", "snout", "fur")
+OWN_COLOURS = ((0, 0, 0), (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0))  # RGB, in the order above
+
+
+def own_label(h=48, w=64):
+    """The class map every own photo carries: fur on top, the subject's left lid on the image's right."""
+    lab = np.zeros((h, w), np.uint8)
+    lab[: h // 5] = 4
+    lab[h // 3: h // 2, w * 5 // 8: w * 7 // 8] = 1
+    lab[h // 3: h // 2, w // 8: w * 3 // 8] = 2
+    lab[h * 5 // 8: h * 5 // 6, w * 3 // 8: w * 5 // 8] = 3
+    return lab
+
+
+def write_own(folder, n=10, h=48, w=64):
+    """``photos/imK.jpg`` and ``masks/imK.png`` (colour PNGs), ``classes.txt`` and ``colors.txt`` under ``folder``."""
+    for sub in ("photos", "masks"):
+        os.makedirs(os.path.join(folder, sub), exist_ok=True)
+    with open(os.path.join(folder, "classes.txt"), "w") as f:
+        f.write("\n".join(OWN_CLASSES) + "\n")
+    with open(os.path.join(folder, "colors.txt"), "w") as f:
+        f.write("".join(f"{r} {g} {b}\n" for r, g, b in OWN_COLOURS))
+    lab = own_label(h, w)
+    for i in range(n):
+        photo = img(h, w, 100 + i)
+        photo[lab == 1] = (40, 40, 220)  # something to learn: each class has a colour of its own in the photo
+        photo[lab == 2] = (40, 220, 40)
+        photo[lab == 3] = (220, 40, 40)
+        cv2.imwrite(os.path.join(folder, "photos", f"im{i}.jpg"), photo)
+        rgb = np.array(OWN_COLOURS, np.uint8)[lab]
+        cv2.imwrite(os.path.join(folder, "masks", f"im{i}.png"), np.ascontiguousarray(rgb[..., ::-1]))
+
