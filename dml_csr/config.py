@@ -54,6 +54,9 @@ class DataConfig:
     # how the random scale/rotation are drawn: "uniform" in the ranges (paper), or "normal" as the official code
     # (scale clip(N(1, .25), range), rotation clip(N(0, rotation), +-2*rotation)); official preset: rotation_prob .6
     aug_sampling: Literal["uniform", "normal"] = "uniform"
+    # the root's classes -> the model's (dml_csr.data.class_map): a registry key whose class order the model uses
+    # (matched by name), a mapping {root class: model class or ignore}, or a YAML file holding one; null: none
+    class_map: Optional[Union[str, dict[str, str]]] = None
 
 
 @dataclass

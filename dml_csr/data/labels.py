@@ -131,9 +131,14 @@ def dataset_spec(name: str, root: Optional[str]) -> LabelSpec:
 
 def label_spec(cfg) -> LabelSpec:
     """The classes the model of a config (a :class:`dml_csr.config.Config`) predicts: ``data.dataset`` (a custom one
-    read from ``data.root``). The one lookup of it; the trainer, the datasets, evaluation and the checkpoint meta take
-    what it returns."""
-    return dataset_spec(cfg.data.dataset, cfg.data.root)
+    read from ``data.root``), through ``data.class_map`` when there is one. The one lookup of it; the trainer, the
+    datasets, evaluation and the checkpoint meta take what it returns."""
+    if cfg.data.class_map is None and cfg.data.dataset != CUSTOM:
+        return get_spec(cfg.data.dataset)
+    from .class_map import config_class_map
+
+    cmap = config_class_map(cfg)
+    return cmap.target if cmap is not None else dataset_spec(cfg.data.dataset, cfg.data.root)
 
 
 def spec_meta(spec: LabelSpec) -> dict:
