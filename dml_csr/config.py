@@ -20,13 +20,23 @@ from .conventions import CHANNEL_ORDER, IMAGENET_MEAN, IMAGENET_STD, INPUT_SIZE
 from .files import write_bytes
 
 __all__ = [
-    "Config", "ConfigError", "DataConfig", "read_yaml_mapping", "ModelConfig", "TrainConfig",
+    "Config", "ConfigError", "DataConfig", "RootConfig", "read_yaml_mapping", "ModelConfig", "TrainConfig",
     "LossConfig", "EvalConfig",
     "load_config", "config_to_dict", "config_from_dict", "save_config", "parse_override",
     "total_epochs", "cycle_position", "epoch_position",
 ]
 
 MISSING = dataclasses.MISSING
+
+
+@dataclass
+class RootConfig:
+    """One training root of several (``data.roots``): its samples, in the model's classes, drawn in proportion to
+    ``weight``."""
+    root: str = MISSING  # a prepared root with data.train_split
+    dataset: str = ""  # its label registry key or custom ("": data.dataset)
+    class_map: Optional[Union[str, dict[str, str]]] = None  # its classes -> the model's (default: by name)
+    weight: float = 1.0
 
 
 @dataclass
@@ -57,6 +67,9 @@ class DataConfig:
     # the root's classes -> the model's (dml_csr.data.class_map): a registry key whose class order the model uses
     # (matched by name), a mapping {root class: model class or ignore}, or a YAML file holding one; null: none
     class_map: Optional[Union[str, dict[str, str]]] = None
+    # several training roots, each {root, dataset, class_map, weight}, sampled in proportion to weight
+    # (dml_csr.data.mixture); data.root then is the root validated on (data.val_split) and its classes the model's
+    roots: list[RootConfig] = field(default_factory=list)
 
 
 @dataclass
@@ -310,9 +323,20 @@ def _check_ranges(cfg: Config, origin: dict) -> None:
     if total_epochs(t) < 1:
         raise ConfigError(f"{source(origin, 'train.epochs')}: train.epochs = {t.epochs} and train.cycles = {t.cycles} "
                           f"train nothing; expected at least one epoch")
+    _check_roots(cfg, origin)
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", t.device):
         raise ConfigError(f"{source(origin, 'train.device')}: 'train.device' = {t.device!r}; expected auto, cpu, cuda, "
                           f"cuda:N or mps")
+
+
+def _check_roots(cfg: Config, origin: dict) -> None:
+    """Each ``data.roots`` entry names a root and draws with a positive, finite weight."""
+    for i, r in enumerate(cfg.data.roots):
+        key = f"data.roots[{i}]"
+        if not r.root:
+            raise ConfigError(f"{source(origin, key)}: '{key}.root' is empty; expected a prepared root")
+        if not (0 < r.weight < float("inf")):
+            raise ConfigError(f"{source(origin, key)}: '{key}.weight' = {r.weight!r}; expected a positive number")
 
 
 def _check_together(cfg: Config, origin: dict) -> None:

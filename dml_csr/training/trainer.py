@@ -32,10 +32,11 @@ from torch import nn
 from .. import distributed as du
 from ..checkpoint import CheckpointError, RunPaths, find_resume_checkpoint, load_checkpoint, make_meta, save_checkpoint
 from ..config import Config, ModelConfig, config_to_dict, epoch_position, save_config, total_epochs
-from ..data.dataset import FaceParsingDataset, build_dataset, inverse_frequency_weights, split_histogram
+from ..data.dataset import FaceParsingDataset, build_dataset, inverse_frequency_weights
 from ..data.face_template import crop_for_training
 from ..data.labels import LabelSpec, label_spec
 from ..data.loader import build_loader
+from ..data.mixture import build_training_set, training_histogram
 from ..evaluation.metrics import selection_score
 from ..evaluation.protocol import evaluate
 from ..hub import HubError, resolve
@@ -165,7 +166,7 @@ def _start(cfg: Config, resume: Optional[str]) -> _Run:
         scaler.load_state_dict(ckpt["scaler"])
         state = TrainState.from_dict(ckpt["train_state"])
         csr.load_state_dict(ckpt["csr"])
-    train_ds = build_dataset(cfg, cfg.data.train_split, train=True, spec=spec)
+    train_ds = build_training_set(cfg, spec)  # data.root's train split, or every root of data.roots
     val_ds = build_dataset(cfg, cfg.data.val_split, train=False, spec=spec)
     val_loader = build_loader(val_ds, batch_size=cfg.eval.batch_size, workers=cfg.data.workers, seed=cfg.seed,
                               train=False, rank=dist.rank, world=dist.world_size)
@@ -197,7 +198,7 @@ def resolve_class_weights(cfg: Config, spec: LabelSpec) -> Optional[list[float]]
     setting = cfg.loss.class_weights
     if setting != "inverse_frequency":
         return None if setting is None else [float(w) for w in setting]
-    weights = inverse_frequency_weights(split_histogram(cfg.data.root, cfg.data.train_split, spec))
+    weights = inverse_frequency_weights(training_histogram(cfg, spec))
     log.info("loss.class_weights (inverse frequency): %s", ", ".join(f"{c} {w:.3g}" for c, w in
                                                                      zip(spec.classes, weights)))
     return weights
