@@ -142,6 +142,7 @@ class TrainConfig:
     dist_timeout_s: float = 600.0  # a collective waiting longer fails (a dead rank stops the others)
     log_every: int = 10
     image_log_every: int = 1  # epochs between TensorBoard image grids (0 disables)
+    init_from: str = ""  # a checkpoint of ours whose weights start the run (fine-tuning); a resume does not read it
 
 
 # The schedule (epochs 0-based): the first phase is epochs 0 .. E-1 (E = train.epochs); cycle k (1-based, as in the

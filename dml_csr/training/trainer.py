@@ -50,6 +50,7 @@ from .norm_stats import reestimate_bn
 from .run_log import RunLog
 from .seeding import rng_state, seed_batch, seed_epoch
 from .self_correction import SelfRegulation, model_state
+from .warm_start import load_initial_weights
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +246,7 @@ def _sgd(model: nn.Module, cfg: Config, device: torch.device) -> torch.optim.SGD
 def _build_model(cfg: Config, spec: LabelSpec, device: torch.device, dist: du.DistInfo,
                  ckpt: Optional[dict]) -> nn.Module:
     torch.manual_seed(cfg.seed)
-    if (ckpt is None and cfg.model.name == "dml_csr" and cfg.model.pretrained == ""
+    if (ckpt is None and cfg.model.name == "dml_csr" and cfg.model.pretrained == "" and not cfg.train.init_from
             and cfg.model.backbone.startswith("resnet101")):  # RNN-G has no backbone to initialise
         log.warning("%s\nmodel.pretrained is unset: the %s starts from RANDOM weights. The paper's numbers need the "
                     "ImageNet initialisation: model.pretrained: resnet101_deepstem_imagenet (README, 'Weights by "
@@ -259,6 +260,8 @@ def _build_model(cfg: Config, spec: LabelSpec, device: torch.device, dist: du.Di
         if dist.enabled and dist.is_main:
             du.barrier()
     model = build_model(mcfg, spec.num_classes, spec.classes)
+    if ckpt is None and cfg.train.init_from:
+        load_initial_weights(model, cfg.train.init_from, spec.classes)
     if cfg.train.precision == "fp64":  # numerical checks: float64 weights (before a resume loads float64 values)
         model.double()
         model.register_forward_pre_hook(_inputs_to_double)  # inputs cast on the way in
