@@ -42,7 +42,7 @@ class RootConfig:
 @dataclass
 class DataConfig:
     """Where the data is and how samples are made from it."""
-    # key of dml_csr.data.labels.DATASETS (helen, lapa, celebamask_hq, lfw_pl, synthetic, ...), or
+    # key of dml_csr.data.labels.DATASETS (helen, lapa, celebamask_hq, lfw_pl, facesynthetics, synthetic, ...), or
     # custom: the classes of <root>/label_names.txt and <root>/dataset.yaml (dml_csr.data.custom)
     dataset: str = MISSING
     root: str = MISSING  # a prepared root: <root>/{split}_list.txt, <root>/{split}/images, <root>/{split}/labels

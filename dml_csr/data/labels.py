@@ -86,6 +86,20 @@ _CELEBA_PAIRS = ((4, 5), (6, 7), (8, 9))
 _CELEBA_GROUPS = {"eyes": (4, 5), "brows": (6, 7), "mouth": (10, 11, 12), "nose": (2,), "ears": (8, 9),
                   "overall": (2, 4, 5, 6, 7, 10, 11, 12)}
 
+# FaceSynthetics (Wood et al. 2021), in the order of the dataset's README (BACKGROUND = 0 ... FACEWEAR = 18, IGNORE =
+# 255), its names lower-cased. The README does not say whose right RIGHT_EYE is; read as the subject's, as everywhere
+# here (the flip pairs hold either way; a class map by name assumes it)
+_FS_CLASSES = ("background", "skin", "nose", "right_eye", "left_eye", "right_brow", "left_brow", "right_ear",
+               "left_ear", "mouth_interior", "top_lip", "bottom_lip", "neck", "hair", "beard", "clothing", "glasses",
+               "headwear", "facewear")
+# CelebAMask-HQ's colour for each part the two share; beard and facewear colours of their own
+_FS_COLOURS = [(0, 0, 0), (0, 200, 160), (255, 0, 255), (0, 204, 255), (0, 102, 255), (205, 133, 63),
+               (139, 69, 19), (102, 204, 0), (0, 153, 0), (255, 255, 0), (255, 0, 0), (153, 0, 0), (255, 153, 102),
+               (102, 51, 0), (85, 107, 47), (0, 51, 153), (128, 128, 128), (255, 102, 0), (153, 153, 255)]
+_FS_PAIRS = ((3, 4), (5, 6), (7, 8))
+_FS_GROUPS = {"eyes": (3, 4), "brows": (5, 6), "mouth": (9, 10, 11), "nose": (2,), "ears": (7, 8),
+              "overall": (2, 3, 4, 5, 6, 9, 10, 11)}
+
 _LFW_CLASSES = ("background", "skin", "hair")
 _LFW_COLOURS = [(0, 0, 255), (0, 255, 0), (255, 0, 0)]  # the dataset's own colours: blue bg, green skin, red hair
 
@@ -99,6 +113,7 @@ DATASETS: dict[str, LabelSpec] = {
     "lapa": _spec("lapa", _HELEN_CLASSES, _HELEN_COLOURS, _HELEN_PAIRS, _HELEN_GROUPS),
     "celebamask_hq": _spec("celebamask_hq", _CELEBA_CLASSES, _CELEBA_COLOURS, _CELEBA_PAIRS, _CELEBA_GROUPS),
     "lfw_pl": _spec("lfw_pl", _LFW_CLASSES, _LFW_COLOURS),
+    "facesynthetics": _spec("facesynthetics", _FS_CLASSES, _FS_COLOURS, _FS_PAIRS, _FS_GROUPS),
     # procedural faces in the two class orders above (dml_csr.data.synthetic)
     "synthetic": _spec("synthetic", _HELEN_CLASSES, _HELEN_COLOURS, _HELEN_PAIRS, _HELEN_GROUPS),
     "synthetic19": _spec("synthetic19", _CELEBA_CLASSES, _CELEBA_COLOURS, _CELEBA_PAIRS, _CELEBA_GROUPS),
@@ -175,10 +190,13 @@ def fallback_palette(num_classes: int) -> np.ndarray:
     return pal
 
 
-# class names that mean the same part in two registry vocabularies (CelebAMask-HQ's short names -> Helen's; both
-# orders already use the subject's left, see the module docstring). Anything else matches by its exact name only.
+# class names that mean the same part in two registry vocabularies (CelebAMask-HQ's and FaceSynthetics' names ->
+# Helen's, or to one name where Helen has none; every order here uses the subject's left, see the module docstring).
+# Anything else matches by its exact name only.
 SYNONYMS = {"l_brow": "left_brow", "r_brow": "right_brow", "l_eye": "left_eye", "r_eye": "right_eye",
-            "u_lip": "upper_lip", "l_lip": "lower_lip", "mouth": "inner_mouth"}
+            "u_lip": "upper_lip", "l_lip": "lower_lip", "mouth": "inner_mouth",
+            "mouth_interior": "inner_mouth", "top_lip": "upper_lip", "bottom_lip": "lower_lip",
+            "l_ear": "left_ear", "r_ear": "right_ear", "eye_g": "glasses", "hat": "headwear", "cloth": "clothing"}
 
 
 def class_mapping(src: LabelSpec, dst: LabelSpec) -> tuple[np.ndarray, tuple[int, ...]]:

@@ -166,3 +166,16 @@ def write_own(folder, n=10, h=48, w=64):
         rgb = np.array(OWN_COLOURS, np.uint8)[lab]
         cv2.imwrite(os.path.join(folder, "masks", f"im{i}.png"), np.ascontiguousarray(rgb[..., ::-1]))
 
+
+def write_facesynthetics(raw, n=4, size=32):
+    """The download as it unpacks: ``{id}.png``, ``{id}_seg.png`` (classes 0..18, 255 ignore), ``{id}_ldmks.txt``
+    (70 lines 'x y'), six-digit ids."""
+    os.makedirs(raw, exist_ok=True)
+    for i in range(n):
+        fid = f"{i:06d}"
+        cv2.imwrite(os.path.join(raw, f"{fid}.png"), img(size, size, 200 + i))
+        seg = (np.arange(size * size).reshape(size, size) // 7 % 19).astype(np.uint8)
+        seg[0, : i + 1] = 255
+        cv2.imwrite(os.path.join(raw, f"{fid}_seg.png"), seg)
+        pts = np.stack([np.linspace(2, size - 3, 70) + i, np.linspace(size - 3, 2, 70) ** 0.5 * 3], 1)
+        np.savetxt(os.path.join(raw, f"{fid}_ldmks.txt"), pts, fmt="%.4f")
