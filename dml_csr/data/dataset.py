@@ -31,7 +31,7 @@ from .labels import LabelSpec, label_spec
 from .transforms import EvalTransform, TrainTransform, warp_keypoints
 
 __all__ = ["FaceParsingDataset", "BadSampleError", "resolve_split", "read_split_list", "read_image", "read_label",
-           "read_keypoints", "evenly_spaced",
+           "read_keypoints", "read_landmark_file", "evenly_spaced",
            "build_transform", "build_dataset", "split_histogram", "inverse_frequency_weights"]
 
 logger = logging.getLogger(__name__)
@@ -107,22 +107,29 @@ def read_label(path: str, num_classes: Optional[int] = None) -> np.ndarray:
     return lab
 
 
-def read_keypoints(path: str) -> np.ndarray:
-    """(5, 2) float32 (x, y) from a landmark file: a count line, then one "x y" a line; raises
-    :class:`BadSampleError` naming the file when it is missing, malformed or has another count."""
+def read_landmark_file(path: str, needed_by: str = "data.keypoints needs one per sample") -> tuple[int, np.ndarray]:
+    """(count line, (N, 2) float64 points) of a landmark file: a count line, then one "x y" a line; raises
+    :class:`BadSampleError` naming the file when it is missing or malformed (``needed_by`` says why it must exist)."""
     try:
         with open(path) as f:
             lines = [line.split() for line in f if line.strip()]
         count = int(lines[0][0])
-        points = np.array([[float(v) for v in line[:2]] for line in lines[1:]], np.float32)
+        points = np.array([[float(v) for v in line[:2]] for line in lines[1:]], np.float64).reshape(-1, 2)
     except FileNotFoundError:
-        raise BadSampleError(f"landmark file '{path}' is missing (data.keypoints needs one per sample)") from None
+        raise BadSampleError(f"landmark file '{path}' is missing ({needed_by})") from None
     except (ValueError, IndexError):
         raise BadSampleError(f"landmark file '{path}' is malformed; expected a count line, then 'x y' lines") from None
+    return count, points
+
+
+def read_keypoints(path: str) -> np.ndarray:
+    """(5, 2) float32 (x, y) from a landmark file: a count line, then one "x y" a line; raises
+    :class:`BadSampleError` naming the file when it is missing, malformed or has another count."""
+    count, points = read_landmark_file(path)
     if count != len(points) or points.shape != (len(KEYPOINTS), 2):
         raise BadSampleError(f"landmark file '{path}' has {len(points)} points (count line {count}); expected the "
                              f"{len(KEYPOINTS)} keypoints {', '.join(KEYPOINTS)}")
-    return points
+    return points.astype(np.float32)
 
 
 def check_label_values(label: np.ndarray, num_classes: int, path: str) -> None:
@@ -211,11 +218,14 @@ class FaceParsingDataset(Dataset):
                                  f"is {lab.shape[1]}x{lab.shape[0]}")
         return img, lab
 
+    def landmark_path(self, i: int) -> str:
+        """``<split>/landmarks/NAME.txt`` of sample ``i``."""
+        name, image_path, _ = self.items[i]
+        return os.path.join(os.path.dirname(os.path.dirname(image_path)), "landmarks", f"{name}.txt")
+
     def load_keypoints(self, i: int) -> np.ndarray:
         """(5, 2) float32 landmarks of sample ``i`` in its original image (``<split>/landmarks/NAME.txt``)."""
-        name, image_path, _ = self.items[i]
-        path = os.path.join(os.path.dirname(os.path.dirname(image_path)), "landmarks", f"{name}.txt")
-        return read_keypoints(path)
+        return read_keypoints(self.landmark_path(i))
 
     def load_label(self, i: int) -> np.ndarray:
         """The original (H, W) uint8 label map of sample ``i`` (for scoring at full resolution), in the model's

@@ -44,7 +44,8 @@ def score_predictions(predictions: str, dataset: str, *, data: Optional[str] = N
                      "images": os.path.abspath(images) if images else None,
                      "class_mapping": class_luts(spec, pred_spec)[2] if pred_spec.name != spec.name else None,
                      "resolution": {"network_input": None, "scored_at": "original label resolution (as written)"},
-                     "paste": None, "flip": None, "scales": None, "checkpoint": None, "checkpoint_sha256": None})
+                     "paste": None, "score_at": None, "align": None, "flip": None, "scales": None, "checkpoint": None,
+                     "checkpoint_sha256": None})
     return report(cm, spec, protocol, out)
 
 
