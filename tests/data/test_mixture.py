@@ -109,3 +109,25 @@ def test_bad_roots_are_one_line_naming_the_entry(micro_cfg, tiny_synthetic, seco
     with pytest.raises(ConfigError, match=r"data.roots\[1\].class_map = 'celebamask_hq': the model's classes are"):
         build_training_set(micro_cfg(f"data.roots=[{{root: {tiny_synthetic}}}, {{root: {second_root}, "
                                      f"dataset: synthetic19, class_map: celebamask_hq}}]"))
+
+
+def test_inverse_frequency_reads_every_roots_histogram_by_its_share(micro_cfg, tiny_synthetic, second_root):
+    """loss.class_weights=inverse_frequency over two roots: each root's train histogram (info.json), the second's
+    read in Helen's order (CelebAMask-HQ index -> Helen index, written out), times the share of it an epoch draws."""
+    import json
+
+    from dml_csr.data.labels import get_spec
+    from dml_csr.data.mixture import training_histogram
+
+    to_helen = {0: 0, 1: 1, 2: 6, 4: 4, 5: 5, 6: 2, 7: 3, 10: 8, 11: 7, 12: 9, 13: 10}  # the rest: ignored
+    first = json.load(open(os.path.join(tiny_synthetic, "info.json")))["pixel_histogram_by_split"]["train"]
+    second = json.load(open(os.path.join(second_root, "info.json")))["pixel_histogram_by_split"]["train"]
+    helen, celeba = get_spec("synthetic").classes, get_spec("synthetic19").classes
+    expected = np.array([first[c] for c in helen], float) * 12 / 12  # 12 draws of its 12 samples
+    for k, c in enumerate(celeba):
+        if k in to_helen:
+            expected[to_helen[k]] += second[c] * 4 / 4  # 4 draws of its 4 samples
+    got = training_histogram(micro_cfg(_roots(tiny_synthetic, second_root)), get_spec("synthetic"))
+    assert got.tolist() == pytest.approx(expected.tolist())
+    doubled = training_histogram(micro_cfg(_roots(tiny_synthetic, second_root, (1, 1))), get_spec("synthetic"))
+    assert doubled.tolist() != pytest.approx(expected.tolist())  # 8 draws of each: the second counted twice
