@@ -141,6 +141,8 @@ def report(cm: ConfusionMatrix, spec, protocol: dict, out: str) -> dict:
     path = os.path.join(out, "metrics.json")
     write_json(path, record)
     print(format_scores(scores))
+    if spec.f1_classes is not None:  # the table's "(foreground classes)" is the default, not what was declared
+        print(f"mean F1 over: {', '.join(spec.classes[i] for i in spec.f1_classes)}")
     if summary_line(protocol):
         print(summary_line(protocol))
     print(f"wrote {path}")

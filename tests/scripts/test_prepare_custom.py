@@ -61,7 +61,7 @@ def test_own_classes_from_photos_and_masks_to_a_trained_model(own_root):
     f1 = [rec["scores"]["per_class"][c]["f1"] for c in ("lid_left", "lid_right", "snout")]
     assert rec["scores"]["mean_f1"] == pytest.approx(np.nanmean(f1))  # fur and the background stay out
     assert rec["protocol"]["groups"] == {"lids": ["lid_left", "lid_right"]} and "lids" in rec["scores"]["groups"]
-    assert all(c in r.stdout for c in OWN_CLASSES)
+    assert all(c in r.stdout for c in OWN_CLASSES) and "mean F1 over: lid_left, lid_right, snout" in r.stdout
     # the checkpoint alone predicts and draws: no root needed, the colours of colors.txt
     os.rename(root, root + "_moved")
     try:
