@@ -1,38 +1,68 @@
 """Checkpoint files and run directories: one fixed schema, atomic writes, ``weights_only`` loads, and where a run
 keeps what it writes (:class:`RunPaths`) and resumes from (:func:`find_resume_checkpoint`).
 
-A checkpoint is a plain dict::
+A checkpoint is a plain dict; every key any writer puts in it::
 
     {
       "format": "dml_csr/1",
       "model": state_dict,                  # our parameter names
-      "meta": {"classes": [...], "dataset": str, "num_classes": int,
-               "channel_order": "BGR"|"RGB", "mean": [3], "std": [3], "input_size": [h, w],
-               "model_name": str},
+      "meta": {                             # make_meta(): what prediction needs
+          "classes": [...], "dataset": str, "num_classes": int,
+          "channel_order": "BGR"|"RGB", "mean": [3], "std": [3], "input_size": [h, w], "model_name": str,
+          # classes that are no registry entry (a custom root, a class map): how to draw, flip and score them
+          "palette": [[r, g, b] x C], "flip_pairs": [[i, j], ...], "groups": {name: [i, ...]}, "f1_classes": [i, ...],
+          "crop": {...},                    # checkpoints a training writes: how its faces were cropped
+                                            # (dml_csr.data.face_template; {"kind": "whole_image"} without one)
+          "source": "official",             # checkpoints converted from the authors' files
+      },
       "config": resolved config dict,       # enough to rebuild the model
-      # training state (epoch checkpoints): "optimizer", "scaler", "train_state", "csr", "rng"
-      # best.pt: "epoch", "tag" (student or ensemble_k), "val_mean_f1"
+      # epoch and stop checkpoints (checkpoints/epoch_*.pt), what a resume reads:
+      "optimizer": state_dict, "scaler": GradScaler state_dict,
+      "train_state": {"epoch", "step", "batches_done", "best_score", "best_mean_f1", "best_epoch", "epoch_sums"},
+      "csr": {"best_state", "phase1_best", "teacher_state", "running_sum": {"count", "sums", "last"}},
+      "rng": {"torch", "numpy", "cuda" (where CUDA is)},   # for the record: nothing restores them
+      # best.pt: the epoch (from 1) and model it holds, "student" or "ensemble_<k>", and its validation scores
+      "epoch": int, "tag": str, "select_metric": "mean_f1"|"overall_f1"|"miou", "val_score": float,
+      "val_mean_f1": float,
+      # scripts/convert_official.py: the authors' file it was converted from
+      "source_file": str,
     }
 
 The metadata alone is enough for prediction: class names and the input convention travel with the weights.
 
 A run directory ``runs/<name>/`` holds ``config.yaml``, ``metrics.jsonl``, ``tb/``, ``checkpoints/epoch_NNNN.pt`` (after
 N epochs), ``checkpoints/epoch_NNNN_batch_MMMMMM.pt`` (a stop M batches into epoch N + 1) and ``best.pt``.
+
+``load_model(path)`` rebuilds the network of a checkpoint in this schema, of an authors' released DML-CSR file (a
+raw state_dict: their architecture and their input convention, BGR images normalised with the RGB ImageNet mean and
+std at 473x473, both the config's defaults, :func:`official_config`; the class count from ``layer6.conv4.weight``),
+or of a weights registry name (:mod:`dml_csr.hub`).
 """
 from __future__ import annotations
 
+import copy
 import glob
+import logging
 import os
 import re
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import torch
+from torch import nn
 
-from .data.labels import get_spec
+from .config import Config, DataConfig, ModelConfig, config_from_dict
+from .data.labels import LabelSpec, get_spec, label_spec, spec_meta
 from .files import atomic_write, remove_partial_writes
+from .hub import get_weights, is_name, resolve
+from .models import build_model
+from .models.official import (StateDictMismatch, convert_official_state_dict, is_official_state_dict,
+                              load_state_dict_strict, official_num_classes, ours_to_official, unwrap_state_dict)
 
 __all__ = ["FORMAT", "CheckpointError", "make_meta", "save_checkpoint", "load_checkpoint", "atomic_torch_save",
-           "RunPaths", "find_resume_checkpoint"]
+           "RunPaths", "find_resume_checkpoint", "load_model", "official_meta", "official_config", "build_from_official",
+           "OFFICIAL_DATASETS"]
+
+log = logging.getLogger(__name__)
 
 FORMAT = "dml_csr/1"
 
@@ -41,9 +71,13 @@ class CheckpointError(RuntimeError):
     """A checkpoint file that cannot be used; the message names the file and what is wrong."""
 
 
-def make_meta(cfg) -> dict:
-    """Checkpoint metadata from a :class:`dml_csr.config.Config`."""
-    spec = get_spec(cfg.data.dataset)
+def make_meta(cfg: Config, spec: Optional[LabelSpec] = None, **extra: Any) -> dict:
+    """Checkpoint metadata: the class layout ``spec`` (default: :func:`dml_csr.data.labels.label_spec` of ``cfg``) and the
+    input convention and model of ``cfg``; ``extra`` adds the optional keys of the schema (``crop``, ``source``).
+
+    The one builder of a meta: the authors' files get theirs from a config of the defaults, whose input convention is
+    theirs (:mod:`dml_csr.conventions`; :func:`dml_csr.checkpoint.official_meta`)."""
+    spec = label_spec(cfg) if spec is None else spec
     return {
         "classes": list(spec.classes),
         "dataset": spec.name,
@@ -53,6 +87,8 @@ def make_meta(cfg) -> dict:
         "std": list(cfg.model.std),
         "input_size": list(cfg.data.input_size),
         "model_name": cfg.model.name,
+        **spec_meta(spec),  # nothing for a registry entry: its name finds it
+        **extra,
     }
 
 
@@ -141,3 +177,116 @@ def find_resume_checkpoint(target: str) -> str:
             return ckpts[-1]
         raise CheckpointError(f"run directory '{target}' has no checkpoints/epoch_*.pt to resume from")
     raise CheckpointError(f"--resume '{target}' is neither a checkpoint file nor a run directory")
+
+
+# the authors' class count -> our label registry entry (Helen and LaPa share the 11-class layout)
+OFFICIAL_DATASETS = {11: "helen", 19: "celebamask_hq"}
+
+
+def official_config(dataset: str, edge_heads: bool = False) -> Config:
+    """The config of an authors' model for the class layout ``dataset``: the defaults, which are their architecture
+    and their input convention (:mod:`dml_csr.conventions`)."""
+    return Config(name=f"official_{dataset}", data=DataConfig(dataset=dataset, root=""),
+                  model=ModelConfig(edge_heads=edge_heads))
+
+
+def official_meta(num_classes: int, dataset: Optional[str] = None) -> dict:
+    """Metadata of an authors' file (:func:`dml_csr.checkpoint.make_meta` of :func:`official_config`): the classes of
+    ``dataset``, by default the layout of their class count (``class_<i>`` for an unknown one), their input
+    convention, and ``source: official``."""
+    dataset = dataset or OFFICIAL_DATASETS.get(num_classes)
+    if dataset is not None:
+        spec = get_spec(dataset)
+    else:
+        log.warning("authors' file with %d classes: no known class names, using class_<i>", num_classes)
+        spec = LabelSpec("unknown", tuple(f"class_{i}" for i in range(num_classes)))
+    return make_meta(official_config(spec.name), spec, source="official")
+
+
+def build_from_official(sd: dict, source: str, edge_heads: bool = False, norm: str = "abn") -> nn.Module:
+    """Build the authors' architecture for ``sd``'s class count and load ``sd`` (their names) strictly."""
+    sd = unwrap_state_dict(sd, source)
+    num_classes = official_num_classes(sd, source)
+    cfg = ModelConfig(edge_heads=edge_heads, norm=norm)
+    with torch.device("meta"):
+        model = build_model(cfg, num_classes)
+    model = model.to_empty(device="cpu")
+    _reset_counters(model)
+    ours = convert_official_state_dict(sd, source)
+    load_state_dict_strict(model, ours, source, display=_official_name)
+    return model
+
+
+def _official_name(ours: str) -> str:
+    try:
+        return ours_to_official(ours)
+    except KeyError:
+        return ours
+
+
+def _reset_counters(model: nn.Module) -> None:
+    """Buffers that a file may omit (num_batches_tracked) must not hold uninitialised memory after to_empty."""
+    for name, buf in model.named_buffers():
+        if name.endswith("num_batches_tracked"):
+            buf.zero_()
+
+
+def _build_ours(ckpt: dict, source: str, edge_heads: bool) -> tuple[nn.Module, dict]:
+    meta = dict(ckpt.get("meta") or {})
+    if not ckpt.get("config"):
+        raise CheckpointError(f"{source}: checkpoint has no 'config'; it cannot rebuild its model")
+    cfg = config_from_dict(ckpt["config"])
+    mcfg = copy.deepcopy(cfg.model)
+    mcfg.pretrained = ""  # the checkpoint's weights replace any ImageNet initialisation
+    mcfg.edge_heads = edge_heads
+    state = ckpt["model"]
+    num_classes = meta.get("num_classes")
+    if num_classes is None:
+        raise CheckpointError(f"{source}: checkpoint meta has no 'num_classes'")
+    file_classes = state.get("decoder.conv4.weight")
+    if file_classes is not None and file_classes.shape[0] != num_classes:
+        raise StateDictMismatch(f"{source}: meta says {num_classes} classes but 'decoder.conv4.weight' has "
+                                f"{file_classes.shape[0]}")
+    if "classes" in meta and len(meta["classes"]) != num_classes:
+        raise StateDictMismatch(f"{source}: meta lists {len(meta['classes'])} class names for {num_classes} classes")
+    with torch.device("meta"):
+        model = build_model(mcfg, num_classes, meta.get("classes"))
+    model = model.to_empty(device="cpu")
+    _reset_counters(model)
+    load_state_dict_strict(model, state, source)
+    return model, meta
+
+
+def load_model(path: str, device: Union[str, torch.device] = "cpu", edge_heads: bool = False
+               ) -> tuple[nn.Module, dict]:
+    """Load a model from our checkpoint or an authors' DML-CSR file; returns (model in eval mode, meta).
+
+    Args:
+        path: a checkpoint in our format (``{"format": "dml_csr/1", ...}``), an authors' state_dict (raw, in a
+            ``state_dict`` wrapper, with or without ``module.``/``edge_layer.*``/``num_batches_tracked``), or a
+            :mod:`dml_csr.hub` registry name (``dml_csr_helen``: fetched into the cache and verified first).
+        device: where the model goes.
+        edge_heads: keep the edge heads (training model); the file must then contain them.
+
+    ``meta`` holds ``classes``, ``num_classes``, ``channel_order``, ``mean``, ``std``, ``input_size``: what every
+    consumer needs to feed the model. Mismatching names, shapes or class counts raise an error naming them.
+    """
+    entry = get_weights(path) if is_name(path) else None
+    if entry is not None:
+        path = resolve(path, kind="dml_csr")
+    obj = load_checkpoint(path)
+    if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        model, meta = _build_ours(obj, path, edge_heads)
+    elif isinstance(obj, dict) and obj.get("format") is not None:
+        raise CheckpointError(f"{path}: checkpoint format '{obj.get('format')}' is not supported; expected {FORMAT}")
+    else:
+        sd = unwrap_state_dict(obj, path)
+        if not is_official_state_dict(sd):
+            raise CheckpointError(f"{path}: neither a dml_csr checkpoint (no 'format' key) nor an authors' DML-CSR "
+                                  "state_dict (no 'layer6.conv4.weight')")
+        model = build_from_official(sd, path, edge_heads=edge_heads)
+        # Helen and LaPa share a class count: a registry entry names which of them the file is
+        named = entry is not None and entry.dataset and len(entry.classes) == model.num_classes
+        meta = official_meta(model.num_classes, entry.dataset if named else None)
+    model.to(device).eval()
+    return model, meta

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import os
 import re
 from dataclasses import dataclass, field
@@ -16,25 +17,37 @@ from typing import Any, Literal, Optional, Union
 import yaml
 
 from ._typed import ConfigError, build_dataclass, source
-from .conventions import IMAGENET_MEAN, IMAGENET_STD
+from .conventions import CHANNEL_ORDER, IMAGENET_MEAN, IMAGENET_STD, INPUT_SIZE
 from .files import write_bytes
 
 __all__ = [
-    "Config", "ConfigError", "DataConfig", "ModelConfig", "TrainConfig", "LossConfig", "EvalConfig",
-    "load_config", "config_to_dict", "config_from_dict", "save_config", "parse_override",
+    "Config", "ConfigError", "DataConfig", "RootConfig", "ModelConfig", "TrainConfig", "LossConfig", "EvalConfig",
+    "load_config", "config_to_dict", "config_from_dict", "save_config", "parse_override", "read_yaml_mapping",
+    "total_epochs", "cycle_position", "epoch_position",
 ]
 
 MISSING = dataclasses.MISSING
-# model.backbone's names (dml_csr.models.backbone builds them), beside timm/<name>
 BACKBONES = ("resnet101_deepstem", "resnet18", "resnet34", "resnet50", "resnet101", "farl_vit_b16")
+
+
+@dataclass
+class RootConfig:
+    """One training root of several (``data.roots``): its samples, in the model's classes, drawn in proportion to
+    ``weight``."""
+    root: str = MISSING  # a prepared root with data.train_split
+    dataset: str = ""  # its label registry key or custom ("": data.dataset)
+    class_map: Optional[Union[str, dict[str, str]]] = None  # its classes -> the model's (default: by name)
+    weight: float = 1.0
 
 
 @dataclass
 class DataConfig:
     """Where the data is and how samples are made from it."""
-    dataset: str = MISSING  # key of dml_csr.data.labels.DATASETS: helen, lapa, celebamask_hq, lfw_pl, synthetic, ...
+    # key of dml_csr.data.labels.DATASETS (helen, lapa, celebamask_hq, lfw_pl, facesynthetics, synthetic, ...), or
+    # custom: the classes of <root>/label_names.txt and <root>/dataset.yaml (dml_csr.data.custom)
+    dataset: str = MISSING
     root: str = MISSING  # a prepared root: <root>/{split}_list.txt, <root>/{split}/images, <root>/{split}/labels
-    input_size: tuple[int, int] = (473, 473)  # (height, width) fed to the network
+    input_size: tuple[int, int] = INPUT_SIZE  # (height, width) fed to the network (the authors': 473x473)
     train_split: str = "train"
     val_split: str = "val"
     test_split: str = "test"
@@ -52,31 +65,33 @@ class DataConfig:
     # how the random scale/rotation are drawn: "uniform" in the ranges (paper), or "normal" as the official code
     # (scale clip(N(1, .25), range), rotation clip(N(0, rotation), +-2*rotation)); official preset: rotation_prob .6
     aug_sampling: Literal["uniform", "normal"] = "uniform"
+    # the root's classes -> the model's (dml_csr.data.class_map): a registry key whose class order the model uses
+    # (matched by name), a mapping {root class: model class or ignore}, or a YAML file holding one; null: none
+    class_map: Optional[Union[str, dict[str, str]]] = None
+    # several training roots, each {root, dataset, class_map, weight}, sampled in proportion to weight
+    # (dml_csr.data.mixture); data.root then is the root validated on (data.val_split) and its classes the model's
+    roots: list[RootConfig] = field(default_factory=list)
 
 
 @dataclass
 class ModelConfig:
     """Which network to build. Channel order, mean and std are the input convention every consumer reads."""
     name: Literal["dml_csr", "rnn_g"] = "dml_csr"
-    # one of BACKBONES, or timm/<name>: any timm model with features_only (pip install 'dml_csr[timm]')
-    backbone: str = "resnet101_deepstem"
+    backbone: str = "resnet101_deepstem"  # one of BACKBONES, or timm/<name>: any timm model (.[timm] extra)
     output_stride: Literal[8, 16, 32] = 8
-    # DDGCN, the ablation baseline (a 3x3 conv + norm, Table 4), or Table 5's PSP and DGCNet, with or without pooling
+    # DDGCN, Table 4's baseline (a 3x3 conv + norm), or Table 5's PSP and DGCNet, with or without their pooling
     context: Literal["ddgcn", "conv", "psp", "psp_nopool", "dgcnet", "dgcnet_nopool"] = "ddgcn"
     edge_branches: list[Literal["binary", "category"]] = field(default_factory=lambda: ["binary", "category"])
-    # "" (random init), "imagenet" (torchvision download), a path, or a dml_csr.hub backbone name; for timm/<name>
-    # also "timm" (the model's default pretrained tag) or "timm:<tag>", downloaded by timm
+    # "" (random init), "imagenet" (torchvision's), a path, a dml_csr.hub name; timm/<name>: "timm" or "timm:<tag>"
     pretrained: str = ""
-    # the (height, width) a size-dependent backbone is laid out for (Swin's windows, FaRL's position embeddings);
-    # [0, 0]: data.input_size for timm and FaRL backbones (filled in when the config is validated)
-    input_size: tuple[int, int] = (0, 0)
+    input_size: tuple[int, int] = (0, 0)  # (H, W) Swin's windows, FaRL's positions are laid out for; 0: data's
     norm: Literal["abn", "inplace_abn"] = "abn"  # pure-PyTorch ABN, or the inplace_abn kernels when installed
     sync_bn: bool = True  # synchronise norm statistics across processes under DDP
     context_channels: int = 512  # DDGCN head width (authors: 512)
     decoder_channels: int = 256  # parsing decoder width (authors: 256)
     edge_channels: int = 256  # edge module width (authors: 256)
     edge_heads: bool = True  # build the binary and category edge heads (training only)
-    channel_order: Literal["BGR", "RGB"] = "BGR"  # the authors feed BGR...
+    channel_order: Literal["BGR", "RGB"] = CHANNEL_ORDER  # the authors feed BGR...
     mean: tuple[float, float, float] = IMAGENET_MEAN  # ...normalised with the RGB ImageNet mean and std
     std: tuple[float, float, float] = IMAGENET_STD
     # recurrent-propagation model (Liu et al. 2017)
@@ -97,7 +112,8 @@ class LossConfig:
     lambdas: tuple[float, float, float, float, float] = (1.0, 1.0, 1.0, 4.0, 1.0)
     alphas: tuple[float, float, float] = (1.0, 1.0, 0.1)
     # w_j of the paper's category-edge attention: a list of C values, "inverse_frequency" (from the train split's
-    # class histogram in info.json, normalised to mean 1; the paper gives no values) or null (all ones)
+    # class histogram in info.json, normalised to mean 1; the paper gives no values) or null (all ones); resolved into
+    # numbers by dml_csr.training.trainer.resolve_class_weights, the one reader of this field
     class_weights: Optional[Union[list[float], Literal["inverse_frequency"]]] = None
     lovasz: bool = True
     lovasz_per_image: bool = False  # Lovasz-softmax per image (True) or over the batch as one set (False, authors')
@@ -130,6 +146,32 @@ class TrainConfig:
     dist_timeout_s: float = 600.0  # a collective waiting longer fails (a dead rank stops the others)
     log_every: int = 10
     image_log_every: int = 1  # epochs between TensorBoard image grids (0 disables)
+    init_from: str = ""  # a checkpoint of ours whose weights start the run (fine-tuning); a resume does not read it
+
+
+# The schedule (epochs 0-based): the first phase is epochs 0 .. E-1 (E = train.epochs); cycle k (1-based, as in the
+# paper) is epochs E + (k-1) N .. E + k N - 1 (N = train.cycle_epochs), for k = 1 .. K (K = train.cycles). These
+# functions are the one statement of it: whatever places an epoch in the schedule calls them. ``train`` is a
+# TrainConfig or anything with its ``epochs``, ``cycles`` and ``cycle_epochs``.
+def total_epochs(train) -> int:
+    """E + K N: the epochs of the whole run."""
+    return train.epochs + train.cycles * train.cycle_epochs
+
+
+def cycle_position(epoch: int, first_phase_epochs: int, cycle_epochs: int) -> tuple[int, int]:
+    """``(k, epoch_in_cycle)`` of a 0-based epoch: ``k = 0`` in the first phase (epoch_in_cycle = epoch), else the
+    1-based cycle index. The cycle ends (self-ensemble time) after the epoch with ``epoch_in_cycle == cycle_epochs-1``."""
+    if epoch < first_phase_epochs:
+        return 0, epoch
+    if cycle_epochs < 1:
+        raise ValueError(f"cycle_position: cycle_epochs = {cycle_epochs}; expected >= 1")
+    k, e = divmod(epoch - first_phase_epochs, cycle_epochs)
+    return k + 1, e
+
+
+def epoch_position(train, epoch: int) -> tuple[int, int]:
+    """:func:`cycle_position` of ``epoch`` in the schedule of ``train``."""
+    return cycle_position(epoch, train.epochs, train.cycle_epochs)
 
 
 @dataclass
@@ -253,9 +295,8 @@ def config_from_dict(raw: dict, origin: Optional[dict] = None) -> Config:
 RANGES = {
     "data.batch_size": (1, None), "data.workers": (0, None), "data.max_samples": (0, None),
     "data.rotation": (0, None), "data.rotation_prob": (0, 1), "data.color_jitter": (0, 1), "data.edge_width": (1, None),
-    "train.epochs": (0, None), "train.cycles": (0, None), "train.cycle_epochs": (1, None),
-    "train.grad_accum": (1, None),
-    "train.iters_per_epoch": (0, None), "train.val_every": (0, None), "train.keep_last": (1, None),
+    "train.epochs": (0, None), "train.cycles": (0, None), "train.cycle_epochs": (1, None), "train.keep_last": (1, None),
+    "train.iters_per_epoch": (0, None), "train.val_every": (0, None), "train.grad_accum": (1, None),
     "train.lr": (0, None), "train.cycle_lr": (0, None), "train.cycle_lr_min": (0, None), "train.momentum": (0, 1),
     "train.weight_decay": (0, None), "train.poly_power": (0, None), "train.warmup_epochs": (0, None),
     "train.dist_timeout_s": (1, None), "train.log_every": (1, None), "train.image_log_every": (0, None),
@@ -264,10 +305,7 @@ RANGES = {
 
 
 def _get(cfg: Config, key: str) -> Any:
-    value = cfg
-    for part in key.split("."):
-        value = getattr(value, part)
-    return value
+    return functools.reduce(getattr, key.split("."), cfg)
 
 
 def _check_ranges(cfg: Config, origin: dict) -> None:
@@ -283,29 +321,39 @@ def _check_ranges(cfg: Config, origin: dict) -> None:
         raise ConfigError(f"{source(origin, 'data.scale_range')}: 'data.scale_range' = {list(cfg.data.scale_range)}; "
                           f"expected [low, high] with low <= high")
     t = cfg.train
-    if t.epochs + t.cycles * t.cycle_epochs < 1:
+    if total_epochs(t) < 1:
         raise ConfigError(f"{source(origin, 'train.epochs')}: train.epochs = {t.epochs} and train.cycles = {t.cycles} "
                           f"train nothing; expected at least one epoch")
+    _check_roots(cfg, origin)
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", t.device):
         raise ConfigError(f"{source(origin, 'train.device')}: 'train.device' = {t.device!r}; expected auto, cpu, cuda, "
                           f"cuda:N or mps")
 
 
 def _check_model(cfg: Config, origin: dict) -> None:
-    """The backbone's name and what goes with it; fills a timm or FaRL backbone's ``model.input_size`` from
-    ``data.input_size`` when unset."""
-    m = cfg.model
-    if m.backbone not in BACKBONES and not (m.backbone.startswith("timm/") and len(m.backbone) > len("timm/")):
+    """The backbone's name and its weights; a timm or FaRL backbone's unset ``model.input_size``: data.input_size."""
+    m, timm = cfg.model, cfg.model.backbone.startswith("timm/")
+    if m.backbone not in BACKBONES and not (timm and len(m.backbone) > len("timm/")):
         raise ConfigError(f"{source(origin, 'model.backbone')}: 'model.backbone' = {m.backbone!r} is invalid; expected "
                           f"one of {', '.join(map(repr, BACKBONES))} or 'timm/<name>' (any timm model)")
-    if (m.pretrained == "timm" or m.pretrained.startswith("timm:")) and not m.backbone.startswith("timm/"):
+    if m.pretrained.split(":")[0] == "timm" and not timm:
         raise ConfigError(f"{source(origin, 'model.pretrained')}: model.pretrained = {m.pretrained!r} is for timm "
                           f"backbones; model.backbone is {m.backbone!r} (a path or a weights name is expected)")
-    if tuple(m.input_size) == (0, 0) and (m.backbone.startswith("timm/") or m.backbone == "farl_vit_b16"):
+    if tuple(m.input_size) == (0, 0) and (timm or m.backbone == "farl_vit_b16"):
         m.input_size = tuple(cfg.data.input_size)
     if tuple(m.input_size) != (0, 0) and min(m.input_size) <= 0:
         raise ConfigError(f"{source(origin, 'model.input_size')}: 'model.input_size' = {list(m.input_size)}; expected "
                           "positive values, or [0, 0] for data.input_size")
+
+
+def _check_roots(cfg: Config, origin: dict) -> None:
+    """Each ``data.roots`` entry names a root and draws with a positive, finite weight."""
+    for i, r in enumerate(cfg.data.roots):
+        key = f"data.roots[{i}]"
+        if not r.root:
+            raise ConfigError(f"{source(origin, key)}: '{key}.root' is empty; expected a prepared root")
+        if not (0 < r.weight < float("inf")):
+            raise ConfigError(f"{source(origin, key)}: '{key}.weight' = {r.weight!r}; expected a positive number")
 
 
 def _check_together(cfg: Config, origin: dict) -> None:
@@ -334,3 +382,19 @@ def config_to_dict(cfg: Config) -> dict:
 def save_config(cfg: Config, path: str) -> None:
     """Write the resolved config as YAML, atomically."""
     write_bytes(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False).encode())
+
+
+def read_yaml_mapping(path: str, what: str = "file") -> dict:
+    """A YAML file holding a mapping (a dataset's ``dataset.yaml``, a class-map file), as a dict; anything else is
+    a :class:`ConfigError` naming the file."""
+    try:
+        with open(path) as f:
+            raw = yaml.safe_load(f)
+    except OSError as e:
+        raise ConfigError(f"{what} '{path}' cannot be read ({e.strerror or e})") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{what} '{path}': not valid YAML ({str(e).splitlines()[0]})") from None
+    raw = {} if raw is None else raw
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{what} '{path}': expected a mapping at the top level, got {type(raw).__name__}")
+    return raw

@@ -1,8 +1,9 @@
-"""The conventions every layer shares, each written once: what label marks an ignored pixel, how maps are resized,
-and the authors' input convention.
+"""The conventions every layer shares: what label marks an ignored pixel, how maps are resized, the face keypoints'
+order, and the authors' input convention (BGR images normalised with the RGB ImageNet mean and std, 473x473).
 
-Data, models, losses, metrics and the tools above them import these names instead of repeating the numbers; this
-module imports nothing of the package.
+The input convention is the config's default (``model.channel_order``, ``model.mean``, ``model.std``,
+``data.input_size``): a checkpoint's meta (:func:`dml_csr.checkpoint.make_meta`) has it unless the config sets
+another, and the meta of the authors' files always. This module imports nothing of the package.
 """
 from __future__ import annotations
 
@@ -11,13 +12,16 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["IGNORE_INDEX", "IMAGENET_MEAN", "IMAGENET_STD", "KEYPOINTS", "KEYPOINTS_MIRRORED", "resize_bilinear"]
+__all__ = ["IGNORE_INDEX", "CHANNEL_ORDER", "IMAGENET_MEAN", "IMAGENET_STD", "INPUT_SIZE", "KEYPOINTS",
+           "KEYPOINTS_MIRRORED", "resize_bilinear"]
 
 IGNORE_INDEX = 255  # label value of pixels that no loss and no metric counts (padding, unlabelled)
 
-# the authors feed BGR images normalised with the RGB ImageNet statistics (see README, "input convention")
+# the authors feed BGR images normalised with the RGB ImageNet statistics, at 473x473 (see README, "input convention")
+CHANNEL_ORDER = "BGR"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+INPUT_SIZE = (473, 473)  # (height, width)
 
 # the 5 face keypoints, in the order of the landmark files (landmarks/NAME.txt) and of every (B, 5, 2) keypoint
 # tensor; "left" is the subject's left, on the image's right in a frontal picture

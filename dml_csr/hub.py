@@ -35,7 +35,6 @@ from typing import Any, Optional
 
 import torch
 
-from .conventions import IMAGENET_MEAN, IMAGENET_STD
 from .data.labels import get_spec
 
 __all__ = ["Weights", "WEIGHTS", "HubError", "KINDS", "cache_dir", "weights_path", "fetch", "is_name", "resolve",
@@ -70,7 +69,8 @@ class Weights:
             the file by hand or through ``DML_CSR_MIRROR``).
         size, sha256: the file's bytes and hash, None where unknown.
         structure: required state_dict entries ``((key, shape), ...)``; checked where ``sha256`` is unknown.
-        dataset, classes, channel_order, mean, std, input_size: a parsing model's labels and input convention.
+        dataset, classes: a parsing model's class layout (:func:`dml_csr.checkpoint.load_model` names an authors' file's
+            classes by it; their input convention is the config's default, :func:`dml_csr.checkpoint.official_meta`).
     """
     name: str
     filename: str
@@ -85,10 +85,6 @@ class Weights:
     structure: tuple[tuple[str, Shape], ...] = ()
     dataset: str = ""
     classes: tuple[str, ...] = ()
-    channel_order: str = ""
-    mean: tuple[float, ...] = ()
-    std: tuple[float, ...] = ()
-    input_size: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         where = f"weights entry '{self.name}'"
@@ -114,11 +110,10 @@ class Weights:
 
 
 def _parsing(dataset: str, num_classes: int, **kw: Any) -> dict:
-    """Labels and input convention of the authors' files: BGR images, RGB ImageNet mean/std, 473x473."""
+    """The class layout of an authors' file."""
     classes = get_spec(dataset).classes
     assert len(classes) == num_classes
-    return dict(kind="dml_csr", source="gdrive", dataset=dataset, classes=classes, channel_order="BGR",
-                mean=tuple(IMAGENET_MEAN), std=tuple(IMAGENET_STD), input_size=(473, 473), **kw)
+    return dict(kind="dml_csr", source="gdrive", dataset=dataset, classes=classes, **kw)
 
 
 # the authors' released models on Google Drive (their README links this id as drive.google.com/file/d/<id>/view);

@@ -1,19 +1,75 @@
-"""Prediction shared by evaluation, the inference API, the predict CLI and export checks.
+"""Prediction, shared by evaluation, FaceParser, video, the web demo, export checks and quantization.
 
-``predict_probs`` runs a model over a batch at one or several scales, optionally with horizontal-flip testing, and
-returns class probabilities at a requested size. Flip testing mirrors the prediction back and swaps left/right
-channels with the label registry's permutation.
+Three steps, one function each:
+
+- :func:`input_transform`: the transform that turns an image into a model's input, built from the model's
+  metadata (input size, channel order, mean, std; see :mod:`dml_csr.checkpoint`). :func:`network_input` applies it
+  to a batch of images (each whole, or warped by a given affine) and normalises the batch on the device.
+- :func:`predict_probs`: the model over a batch at one or several scales, optionally with horizontal-flip testing,
+  as class probabilities. Flip testing mirrors the prediction back and swaps left/right channels with the label
+  registry's permutation.
+- :func:`paste_back`: network-space labels or probabilities back onto the image they came from, through the inverse
+  of the affine that made the input, with the interpolation and the border as arguments. The evaluation protocol
+  (the authors') is ``mode="nearest", border="constant"`` with fill 0 (background) on the argmax.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
+import cv2
+import numpy as np
 import torch
 
 from .conventions import KEYPOINTS_MIRRORED, resize_bilinear
+from .data.loader import collate_samples
+from .data.transforms import EvalTransform, batch_input, sample_affine
 from .models.precision import autocast_context, to_model_input
 
-__all__ = ["predict_probs"]
+__all__ = ["input_transform", "network_input", "predict_probs", "paste_back", "inverse_of", "MODES", "BORDERS"]
+
+MODES = ("nearest", "bilinear")
+BORDERS = ("constant", "replicate")
+_CV2_MODE = {"nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR}
+_CV2_BORDER = {"constant": cv2.BORDER_CONSTANT, "replicate": cv2.BORDER_REPLICATE}
+
+
+def input_transform(meta: dict, edge_width: int = 1) -> EvalTransform:
+    """The evaluation transform of a model: the whole-image crop (or a given affine, :meth:`EvalTransform.warp`) to
+    ``meta["input_size"]``, with the channel order, mean and std the model was trained with.
+
+    Raises:
+        KeyError naming the missing key when ``meta`` lacks one of them.
+    """
+    missing = [k for k in ("input_size", "channel_order", "mean", "std") if k not in meta]
+    if missing:
+        raise KeyError(f"model metadata lacks {', '.join(repr(k) for k in missing)}; expected the input convention a "
+                       "checkpoint records (dml_csr.checkpoint.make_meta)")
+    return EvalTransform(tuple(meta["input_size"]), meta["channel_order"], meta["mean"], meta["std"], edge_width)
+
+
+def network_input(images: Sequence[np.ndarray], transform: EvalTransform,
+                  affines: Optional[Sequence[np.ndarray]] = None, device: Optional[torch.device] = None
+                  ) -> tuple[torch.Tensor, list[np.ndarray]]:
+    """The normalised network input of (H, W, 3) uint8 BGR ``images``, each through the whole-image crop or, with
+    ``affines``, warped by its own image -> input affine (several affines of one image: pass the image once per
+    affine).
+
+    Returns:
+        (B, 3, h, w) float32 on ``device``, and each sample's inverse affine (input pixels -> image pixels), what
+        :func:`paste_back` takes.
+    """
+    if affines is None:
+        samples = [transform(im) for im in images]
+    else:
+        samples = [transform.warp(im, m) for im, m in zip(images, affines)]
+    x = batch_input(collate_samples(samples), device)
+    return x, [inverse_of(s["meta"]) for s in samples]
+
+
+def inverse_of(meta: dict) -> np.ndarray:
+    """The input -> image affine of a sample (its ``meta``): the authors' inverse matrix for the whole-image crop, as
+    their evaluation warps with it, or the inverse of a sample's own affine."""
+    return sample_affine(meta, inv=True)
 
 
 @torch.no_grad()
@@ -63,3 +119,53 @@ def _move_keypoints(kp: torch.Tensor, src: Sequence[int], dst: Sequence[int], fl
     if flipped:
         out = torch.stack([(dst[1] - 1) - out[..., 0], out[..., 1]], -1)[:, list(KEYPOINTS_MIRRORED)]
     return out
+
+
+def paste_back(pred: Union[np.ndarray, torch.Tensor], inverse: np.ndarray, size: Sequence[int], *,
+               mode: str = "bilinear", border: str = "constant", fill: float = 0.0,
+               window: Optional[Sequence[int]] = None) -> np.ndarray:
+    """Labels or scores at the network input back onto the image grid.
+
+    Each image pixel ``p`` takes the prediction at the input point the forward warp sends it to (``inverse``
+    inverted), by ``mode``; a pixel whose point lies outside the input takes ``fill`` (``border="constant"``) or the
+    nearest edge value (``"replicate"``).
+
+    Args:
+        pred: (h, w) labels or (C, h, w) scores: a numpy array, or a tensor on any device (copied to the CPU).
+        inverse: 2x3 affine from input pixels to image pixels (the inverse of the warp that made the input; for the
+            whole-image crop the authors' own inverse matrix, :func:`inverse_of`).
+        size: (H, W) of the image.
+        mode: "nearest" (labels) or "bilinear" (scores).
+        border: "constant" or "replicate".
+        fill: the value outside the input with ``border="constant"``.
+        window: (x0, y0, x1, y1), exclusive ends: only these image pixels (default: the whole image).
+    Returns:
+        numpy (H, W) or (C, H, W) (the window's height and width with ``window``), of ``pred``'s dtype (float32 for
+        half-precision tensors).
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if border not in BORDERS:
+        raise ValueError(f"border must be one of {', '.join(BORDERS)}, got {border!r}")
+    if isinstance(pred, torch.Tensor):
+        pred = pred.detach().float().cpu().numpy() if pred.dtype in (torch.float16, torch.bfloat16) \
+            else pred.detach().cpu().numpy()
+    if pred.ndim not in (2, 3):
+        raise ValueError(f"pred must be (h, w) labels or (C, h, w) scores, got shape {pred.shape}")
+    x0, y0, x1, y1 = window if window is not None else (0, 0, int(size[1]), int(size[0]))
+    m = np.asarray(inverse, np.float64)
+    if x0 or y0:  # the window's pixel (0, 0) is the image's (x0, y0)
+        m = m.copy()
+        m[:, 2] -= (x0, y0)
+    src, shift = pred, 0.0
+    if pred.ndim == 3:  # (h, w, C): OpenCV warps any number of channels, but fills only the first with a scalar
+        src, shift = np.ascontiguousarray(pred.transpose(1, 2, 0)), fill
+        if shift:
+            src = src.astype(np.float32) - shift
+    if src.dtype in (np.int64, np.bool_):  # OpenCV warps 8, 16 and 32-bit maps
+        src = src.astype(np.int32 if src.dtype == np.int64 else np.uint8)
+    out = cv2.warpAffine(src, m, (x1 - x0, y1 - y0), flags=_CV2_MODE[mode], borderMode=_CV2_BORDER[border],
+                         borderValue=fill - shift)
+    if pred.ndim == 3:
+        out = np.ascontiguousarray(out.reshape(y1 - y0, x1 - x0, -1).transpose(2, 0, 1)) + shift
+    return out.astype(pred.dtype, copy=False)

@@ -14,9 +14,9 @@ from typing import Optional
 from _common import run_main, setup_logging
 
 from dml_csr.checkpoint import load_checkpoint, save_checkpoint
-from dml_csr.config import Config, DataConfig, ModelConfig, config_to_dict
+from dml_csr.config import config_to_dict
 from dml_csr.data.labels import get_spec
-from dml_csr.loading import OFFICIAL_DATASETS, build_from_official, official_meta
+from dml_csr.checkpoint import OFFICIAL_DATASETS, build_from_official, official_config, official_meta
 from dml_csr.models.official import official_num_classes, unwrap_state_dict
 
 log = logging.getLogger("convert_official")
@@ -36,11 +36,9 @@ def convert(src: str, dst: str, dataset: Optional[str] = None, keep_edges: bool 
     if keep_edges and not has_edges:
         raise ValueError(f"{src}: --keep-edges given but the file has no edge_layer.* entries")
     model = build_from_official(sd, src, edge_heads=keep_edges)
-    cfg = Config(name=f"official_{dataset}", data=DataConfig(dataset=dataset, root=""),
-                 model=ModelConfig(edge_heads=keep_edges))
-    meta = official_meta(num_classes)
-    meta.update(classes=list(spec.classes), dataset=spec.name)
-    save_checkpoint(dst, model.state_dict(), meta, config_to_dict(cfg), source_file=src)
+    meta = official_meta(num_classes, dataset)
+    save_checkpoint(dst, model.state_dict(), meta, config_to_dict(official_config(dataset, keep_edges)),
+                    source_file=src)
     log.info("wrote %s (%d classes, %s, edge heads: %s)", dst, num_classes, dataset, keep_edges)
     return meta
 

@@ -18,3 +18,11 @@ echo "run directory:      $RUN  (config.yaml, metrics.jsonl, tb/, checkpoints/, 
 echo "test metrics:       $RUN/eval_test/metrics.json"
 echo "prediction images:  $RUN/eval_test/colour/ (colourised), $RUN/eval_test/labels/ (label PNGs)"
 echo "TensorBoard:        $PY -m tensorboard.main --logdir $RUN/tb"
+echo
+echo "next, with the interpreter this demo used ($PY):"
+echo "  $PY scripts/predict.py photos/ --checkpoint $RUN/best.pt --out preds --detect"
+echo "  $PY -m dml_csr.app --checkpoint $RUN/best.pt"
+echo "  $PY -c 'from dml_csr import FaceParser; print(FaceParser.from_checkpoint(\"$RUN/best.pt\"))'"
+case "$PY" in
+    .venv/*|./.venv/*) echo "  (or activate it first: source .venv/bin/activate, then python ... as in the README)";;
+esac

@@ -67,7 +67,7 @@ def main(argv=None) -> int:
     import torch
 
     from dml_csr.photos.export import export_onnx, export_torchscript
-    from dml_csr.loading import load_model
+    from dml_csr.checkpoint import load_model
 
     model, meta = load_model(args.checkpoint, device="cpu")
     if args.input_size:
@@ -77,7 +77,7 @@ def main(argv=None) -> int:
         except (ValueError, AssertionError):
             raise ValueError(f"--input-size '{args.input_size}': expected H,W (each >= 8), e.g. 473,473") from None
     else:
-        size = tuple(meta.get("input_size", (473, 473)))
+        size = tuple(meta["input_size"])
     meta = dict(meta, input_size=list(size), exported_from=args.checkpoint)
     torch.manual_seed(0)
     if args.format == "onnx":

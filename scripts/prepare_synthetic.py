@@ -32,7 +32,7 @@ def main(argv=None) -> int:
                          progress=True)
     print(f"wrote {sum(info['counts'].values())} samples ({info['counts']}) to {args.out}")
     if args.train:  # the faces' own landmarks give the template that aligned parsing of photos uses
-        path = write_template(args.out, measure_split(args.out, "train", (473, 473)))
+        path = write_template(args.out, measure_split(args.out, "train"))
         print(f"wrote {path}")
     return 0
 

@@ -131,8 +131,7 @@ def test_the_registry_holds_what_the_authors_and_opencv_release():
                              ("dml_csr_celebamask_hq", "celebamask_hq", 19)):
         w = hub.WEIGHTS[name]
         assert (w.kind, w.dataset, w.classes) == ("dml_csr", dataset, get_spec(dataset).classes)
-        assert (w.channel_order, w.input_size, len(w.classes)) == ("BGR", (473, 473), n)
-        assert w.mean == pytest.approx((0.485, 0.456, 0.406)) and w.std == pytest.approx((0.229, 0.224, 0.225))
+        assert len(w.classes) == n  # the input convention is not the entry's: load_model's meta has it (test_checkpoint)
         assert w.drive_folder == "1-PjUts1AMzXNyvw3VaJQmg43GJbfEpEQ" and not w.drive_id and w.sha256 is None
         assert dict(w.structure)["layer6.conv4.weight"] == (n, 256, 1, 1)
     for epochs in (16, 64):  # FaRL's releases, unhashed: checked by structure (tests/models/test_farl.py)

@@ -9,16 +9,19 @@ from helpers import ROOT
 PACKAGE = os.path.join(ROOT, "dml_csr")
 # importer (a subpackage or module of dml_csr) -> what it must never import, lazily inside a function included.
 # The rooms, bottom up: the foundation at the root; data/, models/, losses/; evaluation/; training/ and photos/
-# (the web demo's command, dml_csr.app, stands at the root and imports its code from photos/).
-ROOMS_ABOVE = ("dml_csr.evaluation", "dml_csr.training", "dml_csr.photos")
+# (the web demo's command, dml_csr.app, stands at the root and imports its code from photos/); benchmarks/, which
+# measures the code of training/ and photos/ and which nothing in the package imports.
+BENCHMARKS = "dml_csr.benchmarks"
+ROOMS_ABOVE = ("dml_csr.evaluation", "dml_csr.training", "dml_csr.photos", BENCHMARKS)
 FOUNDATION = ("dml_csr._typed", "dml_csr.config", "dml_csr.conventions", "dml_csr.distributed", "dml_csr.files",
-              "dml_csr.checkpoint", "dml_csr.loading", "dml_csr.hub", "dml_csr.inference", "dml_csr.face_parts")
+              "dml_csr.checkpoint", "dml_csr.hub", "dml_csr.inference", "dml_csr.face_parts")
 FORBIDDEN = {
-    "dml_csr.models": ("dml_csr.data", "dml_csr.config", "dml_csr.checkpoint", "dml_csr.loading") + ROOMS_ABOVE,
+    "dml_csr.models": ("dml_csr.data", "dml_csr.config", "dml_csr.checkpoint") + ROOMS_ABOVE,
     "dml_csr.losses": ("dml_csr.data", "dml_csr.config", "dml_csr.checkpoint", "dml_csr.models") + ROOMS_ABOVE,
     "dml_csr.data": ("dml_csr.models", "dml_csr.losses") + ROOMS_ABOVE,
-    "dml_csr.evaluation": ("dml_csr.training", "dml_csr.photos"),
-    "dml_csr.training": ("dml_csr.photos",),
+    "dml_csr.evaluation": ("dml_csr.training", "dml_csr.photos", BENCHMARKS),
+    "dml_csr.training": ("dml_csr.photos", BENCHMARKS),
+    "dml_csr.photos": (BENCHMARKS,),
     "dml_csr.conventions": ("dml_csr.",),
     "dml_csr.files": ("dml_csr.",),
     **{name: ROOMS_ABOVE for name in FOUNDATION},
@@ -64,6 +67,16 @@ def test_the_layers_import_only_downwards():
     assert not broken, "\n".join(sorted(broken))
 
 
+def test_nothing_in_the_package_imports_the_benchmarks():
+    """The top room: the scripts call it; no module outside it (the web demo's command included) imports it."""
+    inside = BENCHMARKS + "."
+    broken = [f"{name} imports {imported}" for name, path in _modules()
+              if name != BENCHMARKS and not name.startswith(inside)
+              for imported in _imports(name, path) if imported == BENCHMARKS or imported.startswith(inside)]
+    assert not broken, "\n".join(sorted(broken))
+    assert any(name.startswith(inside) for name, _ in _modules())  # the room is there: the check sees its modules
+
+
 def test_the_package_root_holds_the_foundation_only():
     """At most 12 modules beside the subpackages (the rooms): a newcomer sees which modules belong together."""
     modules = sorted(f for f in os.listdir(PACKAGE) if f.endswith(".py"))
@@ -86,3 +99,23 @@ def test_files_and_functions_stay_small(name, path):
     long = [f"{n.name} ({n.end_lineno - n.lineno + 1} lines)" for n in ast.walk(ast.parse(source))
             if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > 80]
     assert not long, f"{path}: {', '.join(long)} (at most 80 lines a function)"
+
+
+def test_the_parser_is_a_facade():
+    """FaceParser stands in front of the model, the pipeline, the detector and the colours (about 120 lines)."""
+    path = os.path.join(PACKAGE, "photos", "parser.py")
+    (cls,) = [n for n in ast.parse(open(path).read()).body if isinstance(n, ast.ClassDef) and n.name == "FaceParser"]
+    assert cls.end_lineno - cls.lineno + 1 <= 150
+
+
+def test_the_lazy_exports_are_listed():
+    import dml_csr
+
+    assert {"FaceParser", "load_model"} <= set(dir(dml_csr))
+
+
+@pytest.mark.parametrize("script", sorted(f for f in os.listdir(os.path.join(ROOT, "scripts")) if f.endswith(".py")))
+def test_scripts_parse_arguments_and_call_the_package(script):
+    """A script is its command line: at most about 150 lines, the work is in the package."""
+    lines = len(open(os.path.join(ROOT, "scripts", script)).read().splitlines())
+    assert lines <= 150, f"scripts/{script} has {lines} lines (at most about 150)"

@@ -1,4 +1,5 @@
-"""Reading image files with errors that name the file (no torch import: the prepare scripts use it too)."""
+"""Reading image files with errors that name the file, and any image a user hands over (a path, a PIL image, an
+array) as BGR (no torch import: the prepare scripts use it too)."""
 from __future__ import annotations
 
 import os
@@ -8,7 +9,7 @@ from typing import Optional
 import cv2
 import numpy as np
 
-__all__ = ["imread_checked", "truncation", "image_size"]
+__all__ = ["imread_checked", "truncation", "image_size", "to_bgr"]
 
 _JPEG, _PNG = b"\xff\xd8", b"\x89PNG\r\n\x1a\n"
 
@@ -75,3 +76,37 @@ def imread_checked(path: str, flags: int = cv2.IMREAD_COLOR, error: type[Excepti
     if img is None or img.size == 0:
         raise error(f"{what} '{path}' cannot be decoded (corrupt or not an image)")
     return img
+
+
+def to_bgr(image, channel_order: str = "RGB") -> np.ndarray:
+    """Any supported image as (H, W, 3) uint8 BGR.
+
+    Args:
+        image: a file path (read with OpenCV; an error names a missing, truncated or undecodable file); a PIL image
+            (any mode; turned by its EXIF orientation, as OpenCV turns a file); or a numpy array (H, W) grey, (H, W, 3) or (H, W, 4) uint8 whose colour order is
+            ``channel_order`` (alpha is dropped).
+        channel_order: order of a numpy array's channels: "RGB" (PIL, matplotlib, imageio) or "BGR" (cv2.imread).
+    """
+    if isinstance(image, (str, os.PathLike)):
+        path = os.fspath(image)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"image '{path}' does not exist")
+        return imread_checked(path, cv2.IMREAD_COLOR, ValueError, "image")
+    if type(image).__module__.startswith("PIL."):  # turned as its EXIF orientation says, as OpenCV reads a file
+        from PIL import ImageOps
+
+        return np.ascontiguousarray(np.asarray(ImageOps.exif_transpose(image).convert("RGB"))[..., ::-1])
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"expected a path, a numpy array or a PIL image, got {type(image).__name__}")
+    if channel_order not in ("RGB", "BGR"):
+        raise ValueError(f"channel_order must be 'RGB' or 'BGR', got {channel_order!r}")
+    if image.dtype != np.uint8:
+        raise ValueError(f"image array is {image.dtype}; expected uint8 (0..255)")
+    if image.size == 0:
+        raise ValueError(f"image array has shape {image.shape}; expected a non-empty image")
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise ValueError(f"image array has shape {image.shape}; expected (H, W), (H, W, 3) or (H, W, 4)")
+    img = image[..., :3]
+    return np.ascontiguousarray(img[..., ::-1] if channel_order == "RGB" else img)

@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from ..files import write_bytes, write_image, write_json
+from ..progress import progress as progress_display
 from .labels import get_spec
 
 __all__ = ["SyntheticFace", "render_face", "write_dataset", "KEEP"]
@@ -234,9 +235,7 @@ def write_dataset(root: str, splits: dict[str, int], seed: int = 0, size: tuple[
     os.makedirs(root, exist_ok=True)
     hists = {s: np.zeros(spec.num_classes, np.int64) for s in splits}
     iterator = [(s, i) for s, n in splits.items() for i in range(n)]
-    if progress:
-        from tqdm import tqdm
-        iterator = tqdm(iterator, desc=f"synthetic faces -> {root}", unit="img")
+    bar = progress_display(len(iterator), f"synthetic faces -> {root}", "img", enabled=progress)
     lists: dict[str, list[str]] = {s: [] for s in splits}
     for split, i in iterator:
         name = f"{split}_{i:05d}"
@@ -254,6 +253,7 @@ def write_dataset(root: str, splits: dict[str, int], seed: int = 0, size: tuple[
             write_bytes(paths["landmarks"], (f"{len(kps)}\n" + "".join(f"{x:.2f} {y:.2f}\n" for x, y in kps)).encode())
         hists[split] += np.bincount(label.ravel(), minlength=spec.num_classes)[: spec.num_classes]
         lists[split].append(f"images/{name}.jpg labels/{name}.png")
+        bar.update()
     for split, lines in lists.items():
         write_bytes(os.path.join(root, f"{split}_list.txt"), ("\n".join(lines) + "\n").encode())
     write_bytes(os.path.join(root, "label_names.txt"), ("\n".join(["bg"] + list(spec.classes[1:])) + "\n").encode())
@@ -262,5 +262,6 @@ def write_dataset(root: str, splits: dict[str, int], seed: int = 0, size: tuple[
             "class_names": list(spec.classes),
             "pixel_histogram": {c: int(n) for c, n in zip(spec.classes, sum(hists.values()))},
             "pixel_histogram_by_split": {s: {c: int(n) for c, n in zip(spec.classes, h)} for s, h in hists.items()}}
+    bar.close()
     write_json(os.path.join(root, "info.json"), info)
     return info

@@ -5,7 +5,7 @@ Geometry (the authors' ``get_affine_transform``, checked against their matrices)
 multiplies ``scale`` by a random factor and rotates around the centre. One similarity transform maps the (scaled,
 rotated) box onto the input grid -- its width onto the full output width ``W``, its centre onto ``(W/2, H/2)`` -- image
 with linear interpolation and border 0, label with nearest and border 255 (ignore). Evaluation maps predictions back
-with the inverse from the same function. The horizontal flip is folded into the same warp (no extra pass) and is
+with the inverse from the same function (:func:`dml_csr.inference.paste_back`). The horizontal flip is folded into the same warp (no extra pass) and is
 followed by swapping the registry's left/right classes.
 
 Images leave the transforms as uint8: ``image`` is the warped crop as OpenCV decodes it, BGR, (3, h, w) with
@@ -26,14 +26,14 @@ from typing import Any, Optional, Sequence
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from ..conventions import CHANNEL_ORDER, IMAGENET_MEAN, IMAGENET_STD, INPUT_SIZE
 from ..conventions import IGNORE_INDEX as IGNORE
 from ..conventions import KEYPOINTS_MIRRORED as _MIRRORED
 from .edges import edge_targets
 from .labels import LabelSpec, flip_permutation
 
-__all__ = ["get_affine_transform", "box_to_center_scale", "sample_affine", "warp_keypoints", "inverse_affine",
+__all__ = ["get_affine_transform", "box_to_center_scale", "sample_affine", "warp_keypoints",
            "TrainTransform", "EvalTransform", "normalize_images", "batch_input"]
 
 
@@ -110,8 +110,8 @@ def warp_keypoints(points: np.ndarray, meta: dict) -> np.ndarray:
     return out[list(_MIRRORED)] if meta.get("flip") else out
 
 
-def normalize_images(images: torch.Tensor, channel_order: str = "BGR",
-                     mean: Sequence[float] = (0.485, 0.456, 0.406), std: Sequence[float] = (0.229, 0.224, 0.225),
+def normalize_images(images: torch.Tensor, channel_order: str = CHANNEL_ORDER,
+                     mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                      channels_last: bool = False) -> torch.Tensor:
     """uint8 BGR images -> float32 network input, ``(x/255 - mean) / std`` per channel in ``channel_order``.
 
@@ -210,14 +210,15 @@ class _Base:
 
 
 class EvalTransform(_Base):
-    """Deterministic affine to ``input_size``; the meta carries what :func:`inverse_affine` needs.
+    """Deterministic affine to ``input_size``; the meta carries what maps a prediction back
+    (:func:`sample_affine` with ``inv=True``, :func:`dml_csr.inference.paste_back`).
 
     ``__call__(image (H, W, 3) uint8 BGR, label (H, W) uint8 or None)`` returns ``image`` (3, h, w) uint8 BGR and
     ``meta``, plus ``label``, ``edge``, ``semantic_edge`` (h, w) uint8 (255 = ignore) when a label is given.
     """
 
-    def __init__(self, input_size: Sequence[int] = (473, 473), channel_order: str = "BGR",
-                 mean: Sequence[float] = (0.485, 0.456, 0.406), std: Sequence[float] = (0.229, 0.224, 0.225),
+    def __init__(self, input_size: Sequence[int] = INPUT_SIZE, channel_order: str = CHANNEL_ORDER,
+                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                  edge_width: int = 1):
         super().__init__(input_size, channel_order, mean, std, edge_width)
 
@@ -230,13 +231,14 @@ class EvalTransform(_Base):
         img, lab = self._warp(image, label, sample_affine(meta))
         return self._finish(img, lab, meta)
 
-    def warp(self, image: np.ndarray, affine: np.ndarray) -> dict[str, Any]:
-        """A sample of ``image`` warped to the input by a given 2x3 ``affine`` (image -> input pixels, e.g. a face
-        aligned to a landmark template); its meta keeps the affine as ``"affine"``."""
+    def warp(self, image: np.ndarray, affine: np.ndarray, label: Optional[np.ndarray] = None) -> dict[str, Any]:
+        """A sample of ``image`` (and ``label``, nearest, outside the image ignored) warped to the input by a given
+        2x3 ``affine`` (image -> input pixels, e.g. a face aligned to a landmark template); its meta keeps the affine
+        as ``"affine"``."""
         h, w = image.shape[:2]
-        img, _ = self._warp(image, None, np.asarray(affine, np.float64))
-        return self._finish(img, None, {"affine": np.asarray(affine).tolist(), "size": (h, w),
-                                        "input_size": self.input_size})
+        img, lab = self._warp(image, label, np.asarray(affine, np.float64))
+        return self._finish(img, lab, {"affine": np.asarray(affine).tolist(), "size": (h, w),
+                                       "input_size": self.input_size})
 
 
 class TrainTransform(_Base):
@@ -256,8 +258,8 @@ class TrainTransform(_Base):
             ``clip(N(0, rotation), +-2*rotation)``).
     """
 
-    def __init__(self, input_size: Sequence[int], spec: LabelSpec, channel_order: str = "BGR",
-                 mean: Sequence[float] = (0.485, 0.456, 0.406), std: Sequence[float] = (0.229, 0.224, 0.225),
+    def __init__(self, input_size: Sequence[int], spec: LabelSpec, channel_order: str = CHANNEL_ORDER,
+                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                  scale_range: Sequence[float] = (0.75, 1.25), rotation: float = 30.0, rotation_prob: float = 1.0,
                  flip: bool = True, color_jitter: float = 0.0, edge_width: int = 1, sampling: str = "uniform"):
         super().__init__(input_size, channel_order, mean, std, edge_width)
@@ -304,51 +306,3 @@ class TrainTransform(_Base):
         if self.color_jitter > 0:
             img = _color_jitter(img, self.color_jitter, rng)
         return self._finish(img, lab, meta)
-
-
-def inverse_affine(pred, meta: dict, mode: str = "nearest", fill: float = 0, border: str = "constant"):
-    """Map a network-resolution prediction back onto the original image grid.
-
-    Args:
-        pred: labels or logits at ``meta["input_size"]``: numpy (h, w) or (h, w, C), or a torch tensor (h, w) or
-            (C, h, w) on any device.
-        meta: a sample's meta (center, scale, rotation, size, and flip for training samples).
-        mode: "nearest" for labels, "bilinear" for logits/probabilities.
-        fill: value outside the warped region (0 = background, as the official test code).
-        border: "constant" (``fill``: the evaluation protocol) or "replicate" (the nearest edge value). The whole-image
-            crop maps the image's last column (or row) just outside the network input, so "constant" gives it the
-            fill; the inference API replicates instead.
-    Returns:
-        the same kind and layout at ``meta["size"]`` (H, W).
-    """
-    if mode not in ("nearest", "bilinear"):
-        raise ValueError(f"mode must be 'nearest' or 'bilinear', got {mode!r}")
-    if border not in ("constant", "replicate"):
-        raise ValueError(f"border must be 'constant' or 'replicate', got {border!r}")
-    H, W = meta["size"]
-    if isinstance(pred, np.ndarray):  # as the authors' evaluation: a warp with the inverse affine
-        flags = cv2.INTER_NEAREST if mode == "nearest" else cv2.INTER_LINEAR
-        if pred.ndim == 3 and pred.shape[2] > 4:  # OpenCV warps at most 4 channels at a time
-            return np.stack([inverse_affine(pred[..., c], meta, mode, fill, border) for c in range(pred.shape[2])],
-                            -1)
-        return cv2.warpAffine(pred, sample_affine(meta, inv=True), (W, H), flags=flags,
-                              borderMode=cv2.BORDER_CONSTANT if border == "constant" else cv2.BORDER_REPLICATE,
-                              borderValue=fill)
-    m = sample_affine(meta)  # the torch path samples the prediction at the forward image of each output pixel
-    if not isinstance(pred, torch.Tensor):
-        raise TypeError(f"pred must be a numpy array or a torch tensor, got {type(pred).__name__}")
-    squeeze = pred.dim() == 2
-    x = pred[None, None] if squeeze else pred[None]
-    h, w = x.shape[-2:]
-    # output pixel (X, Y) samples the prediction at m @ (X, Y, 1); normalise for align_corners=True
-    ys, xs = torch.meshgrid(torch.arange(H, device=x.device, dtype=torch.float32),
-                            torch.arange(W, device=x.device, dtype=torch.float32), indexing="ij")
-    mt = torch.as_tensor(m, dtype=torch.float32, device=x.device)
-    sx = mt[0, 0] * xs + mt[0, 1] * ys + mt[0, 2]
-    sy = mt[1, 0] * xs + mt[1, 1] * ys + mt[1, 2]
-    grid = torch.stack([sx * (2.0 / (w - 1)) - 1, sy * (2.0 / (h - 1)) - 1], -1)[None]
-    xf = x.float()
-    out = F.grid_sample(xf - fill, grid, mode=mode, padding_mode="zeros" if border == "constant" else "border",
-                        align_corners=True) + fill
-    out = out.to(pred.dtype) if not pred.is_floating_point() else out
-    return out[0, 0] if squeeze else out[0]

@@ -1,8 +1,10 @@
 """Losses: parsing (CE + Lovasz-softmax), edges, dual edge attention, self-distillation and their totals for DML-CSR
 (:class:`MultiTaskLoss`); the three losses of RNN-G (:class:`RNNGLoss`).
 
-Losses take tensors. ``build_criterion(cfg, class_names)`` picks the criterion of ``cfg.model.name`` from
-:data:`CRITERIA`, as :func:`dml_csr.models.build_model` picks the model, and configures it from ``cfg.loss``.
+Losses take tensors and numbers. ``build_criterion(cfg, class_names, class_weights)`` picks the criterion of
+``cfg.model.name`` from :data:`CRITERIA`, as :func:`dml_csr.models.build_model` picks the model, and configures it from
+``cfg.loss`` and the class weights resolved from ``loss.class_weights`` by the caller
+(:func:`dml_csr.training.trainer.resolve_class_weights`).
 """
 from __future__ import annotations
 
@@ -30,9 +32,6 @@ __all__ = [
 
 
 def _dml_csr_criterion(cfg, class_names: Sequence[str], class_weights: Optional[Sequence[float]]) -> MultiTaskLoss:
-    if cfg.loss.class_weights == "inverse_frequency" and class_weights is None:
-        raise ValueError("loss.class_weights = inverse_frequency: pass the weights resolved from the train split's "
-                         "histogram (dml_csr.data.dataset.inverse_frequency_weights) as class_weights")
     return MultiTaskLoss.from_config(cfg.loss, len(class_names), class_weights)
 
 
@@ -59,7 +58,8 @@ CRITERIA: dict[str, Callable[..., Callable]] = {
 def build_criterion(cfg, class_names: Sequence[str], class_weights: Optional[Sequence[float]] = None) -> Callable:
     """The training criterion of ``cfg.model.name`` configured by ``cfg.loss`` (a :class:`dml_csr.config.Config`):
     ``criterion(outputs, batch, teacher_outputs=None, cycle=0) -> {term: scalar, ..., "total": scalar}``.
-    ``class_weights``: the w_j a named ``loss.class_weights`` stands for, resolved by the caller from the data."""
+    ``class_weights``: the w_j, numbers (None: all ones), resolved by the caller from ``loss.class_weights`` (a list,
+    or ``inverse_frequency`` from the data); this function does not read that setting."""
     try:
         builder = CRITERIA[cfg.model.name]
     except KeyError:

@@ -112,6 +112,9 @@ class MultiTaskLoss:
                  class_weights: Optional[Sequence[float]] = None, lovasz: bool = True, lovasz_per_image: bool = False,
                  temperature: float = 1.0, ignore_index: int = IGNORE_INDEX) -> None:
         self.phase1_weights, self.cycle_weights = multipliers(preset, lambdas, alphas, lovasz)
+        if isinstance(class_weights, str):
+            raise ValueError(f"class_weights = {class_weights!r} names a weighting of the data (loss.class_weights); "
+                             f"pass the values it stands for (dml_csr.training.trainer.resolve_class_weights)")
         if class_weights is not None:
             if len(class_weights) != num_classes:
                 raise ValueError(f"loss.class_weights has {len(class_weights)} values; expected {num_classes} "
@@ -128,14 +131,10 @@ class MultiTaskLoss:
 
     @classmethod
     def from_config(cls, loss, num_classes: int, class_weights: Optional[Sequence[float]] = None) -> "MultiTaskLoss":
-        """Built from a :class:`dml_csr.config.LossConfig`; ``class_weights`` stands in for a named weighting
-        (``inverse_frequency``) that the data layer resolved."""
-        weights = class_weights if class_weights is not None else loss.class_weights
-        if isinstance(weights, str):
-            raise ValueError(f"loss.class_weights = {weights!r} names a weighting of the data: pass the values it "
-                             f"stands for as class_weights")
+        """Built from a :class:`dml_csr.config.LossConfig` and the class weights (numbers, or None for all ones)
+        that ``loss.class_weights`` stands for, resolved by the caller (the setting itself is not read here)."""
         return cls(num_classes, preset=loss.preset, lambdas=loss.lambdas, alphas=loss.alphas,
-                   class_weights=weights, lovasz=loss.lovasz, lovasz_per_image=loss.lovasz_per_image,
+                   class_weights=class_weights, lovasz=loss.lovasz, lovasz_per_image=loss.lovasz_per_image,
                    temperature=loss.temperature)
 
     def __call__(self, outputs: Mapping[str, Tensor], batch: Mapping[str, Tensor],

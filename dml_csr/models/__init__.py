@@ -1,7 +1,7 @@
 """Models: ``build_model(cfg, num_classes, class_names=...)`` picks the builder by ``cfg.name`` from an explicit dict.
 
 A model knows no dataset: it gets a class count (and, where it needs them, class names) and returns a dict of
-logits. Loading a model from a checkpoint file is :func:`dml_csr.loading.load_model`.
+logits. Loading a model from a checkpoint file is :func:`dml_csr.checkpoint.load_model`.
 """
 from __future__ import annotations
 
@@ -24,10 +24,12 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 
 
 def build_model(cfg, num_classes: int, class_names: Optional[Sequence[str]] = None) -> nn.Module:
-    """Build the network named by ``cfg.name`` (a :class:`dml_csr.config.ModelConfig`) for ``num_classes``.
+    """Build the network that ``cfg`` names for ``num_classes``: a whole :class:`dml_csr.config.Config` (what
+    ``load_config`` returns) or its model section (a :class:`dml_csr.config.ModelConfig`).
 
     ``class_names`` (the dataset's, in index order) are needed by models that find classes by name (the two-stage
     RNN-G); the others ignore them."""
+    cfg = getattr(cfg, "model", cfg)
     try:
         builder = MODELS[cfg.name]
     except KeyError:

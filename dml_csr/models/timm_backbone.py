@@ -61,7 +61,7 @@ class TimmBackbone(nn.Module):
         self.channels = tuple(channels)
         self.nhwc = nhwc
         # buffers timm computes instead of saving (Swin's relative position index): a model built on the meta device
-        # and filled from a checkpoint (dml_csr.loading) would keep them uninitialised
+        # and filled from a checkpoint (dml_csr.checkpoint.load_model) would keep them uninitialised
         self.register_load_state_dict_post_hook(_init_computed_buffers)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:

@@ -1,19 +1,19 @@
-"""Faces framed as the training images were, and their class probabilities pasted back smoothly.
+"""Faces framed as the training images were, and the compositing of their class probabilities.
 
 A checkpoint's ``meta["crop"]`` records how its training images framed a face:
 
 - ``{"kind": "template", "points": [[x, y] * 5], "input_size": [h, w], "faces": N}``: the mean position of the
   five landmarks (:data:`~dml_csr.conventions.KEYPOINTS` order) in the network input, as fractions of its width and
-  height, measured over the training split by :func:`measure_template` (``scripts/measure_template.py``; the
-  synthetic faces' prepare step writes it). A detected face with landmarks is warped onto it by the least-squares
-  similarity (rotation, uniform scale, translation) of its five points.
+  height, measured over the training split by :func:`dml_csr.data.face_template.measure_split`
+  (``scripts/measure_template.py``; the synthetic faces' prepare step writes it). A detected face with landmarks is
+  warped onto it by the least-squares similarity (rotation, uniform scale, translation) of its five points.
 - ``{"kind": "whole_image"}`` (the authors' checkpoints, and ours without a template): the training images were
   whole, roughly centred faces; a detected face is cropped as a square around its box, grown by a margin.
 
-Paste-back: each face's probabilities (C, h, w) go back through the inverse of its warp, bilinear, with the share of
-each photo pixel the crop covers; overlapping faces are averaged with weights ``coverage * (1 - p_background)`` (a
-face that claims a pixel outweighs one that sees background there), uncovered pixels are background, and the labels
-are the argmax at the photo's own resolution.
+Paste-back (:func:`dml_csr.photos.pipeline.paste_faces`): each face's probabilities (C, h, w) go back through the
+inverse of its warp, bilinear, with the share of each photo pixel the crop covers; :func:`composite` averages
+overlapping faces with weights ``coverage * (1 - p_background)`` (a face that claims a pixel outweighs one that sees
+background there), uncovered pixels are background, and the labels are the argmax at the photo's own resolution.
 """
 from __future__ import annotations
 
@@ -22,27 +22,9 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
-from ..data.face_template import WHOLE_IMAGE, check_crop
+from ..data.face_template import similarity_transform, template_points
 
-__all__ = ["WHOLE_IMAGE", "check_crop", "similarity_transform", "box_affine", "template_points", "face_affine",
-           "crop_region", "paste_probs", "composite"]
-
-def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """The 2x3 similarity (no reflection) mapping ``src`` (N, 2) closest to ``dst`` (N, 2) in least squares."""
-    src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
-    ms, md = src.mean(0), dst.mean(0)
-    s, d = src - ms, dst - md
-    var = (s ** 2).sum() / len(src)
-    if var <= 1e-12:
-        raise ValueError("landmarks coincide; a similarity transform needs at least two distinct points")
-    u, sig, vt = np.linalg.svd(d.T @ s / len(src))
-    sign = np.array([1.0, np.sign(np.linalg.det(u @ vt)) or 1.0])
-    rot = u @ np.diag(sign) @ vt
-    scale = (sig * sign).sum() / var
-    m = np.zeros((2, 3))
-    m[:, :2] = scale * rot
-    m[:, 2] = md - m[:, :2] @ ms
-    return m
+__all__ = ["similarity_transform", "box_affine", "template_points", "face_affine", "crop_region", "composite"]
 
 
 def box_affine(box: Sequence[float], input_size: Sequence[int], margin: float) -> np.ndarray:
@@ -53,11 +35,6 @@ def box_affine(box: Sequence[float], input_size: Sequence[int], margin: float) -
     in_h, in_w = input_size
     k = min(in_h, in_w) / side
     return np.array([[k, 0, in_w / 2 - k * (x + w / 2)], [0, k, in_h / 2 - k * (y + h / 2)]])
-
-
-def template_points(crop: dict, input_size: Sequence[int]) -> np.ndarray:
-    """The template's five points in pixels of an input of ``input_size`` (h, w)."""
-    return np.asarray(crop["points"], np.float64) * [input_size[1], input_size[0]]
 
 
 def face_affine(face, crop: dict, input_size: Sequence[int], margin: float = 0.5) -> np.ndarray:
@@ -79,24 +56,6 @@ def crop_region(affine: np.ndarray, input_size: Sequence[int], size: Sequence[in
     x1, y1 = np.ceil(corners.max(0)).astype(int) + 2
     x0, y0, x1, y1 = max(0, x0), max(0, y0), min(int(size[1]), x1), min(int(size[0]), y1)
     return (int(x0), int(y0), int(x1), int(y1)) if x1 > x0 and y1 > y0 else None
-
-
-def paste_probs(probs: np.ndarray, affine: np.ndarray, region: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    """(C, h, w) probabilities of a crop taken with ``affine`` (image -> crop) back onto the image pixels of
-    ``region`` (x0, y0, x1, y1), bilinear. Returns the probabilities (C, y1 - y0, x1 - x0) float32 and the coverage
-    in [0, 1] (how much of each pixel the crop saw; fractional along its edges)."""
-    x0, y0, x1, y1 = region
-    m = np.asarray(affine, np.float64).copy()
-    m[:, 2] += m[:, :2] @ [x0, y0]  # the region's pixel (0, 0) is the image's (x0, y0)
-    W, H = x1 - x0, y1 - y0
-    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-    hwc = np.asarray(probs, np.float32).transpose(1, 2, 0)
-    parts = [cv2.warpAffine(np.ascontiguousarray(hwc[..., c:c + 4]), m, (W, H), flags=flags,
-                            borderMode=cv2.BORDER_REPLICATE).reshape(H, W, -1) for c in range(0, hwc.shape[2], 4)]
-    out = np.ascontiguousarray(np.concatenate(parts, 2).transpose(2, 0, 1))
-    coverage = cv2.warpAffine(np.ones(hwc.shape[:2], np.float32), m, (W, H), flags=flags,
-                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    return out, coverage
 
 
 def composite(pasted: Sequence[tuple[np.ndarray, np.ndarray, Sequence[int]]], num_classes: int

@@ -13,90 +13,30 @@ Detectors, best first:
 - ``yunet``: the same network through OpenCV's ``cv2.FaceDetectorYN`` and the ONNX file of the weights registry
   (``yunet_2023mar``, fetched once into the cache).
 - ``haar``: OpenCV's frontal-face Haar cascade. Boxes only, no landmarks: faces are then framed from the box.
-- ``given_faces(...)`` / ``faces_from_json(path)``: boxes or landmarks the user already has.
+- a JSON file of faces (:func:`dml_csr.photos.faces.faces_from_json`): boxes or landmarks the user already has.
 
 Landmarks are in :data:`dml_csr.conventions.KEYPOINTS` order (the subject's left eye first, on the image's right);
 both YuNet flavours list the image-left eye first, so their points are reordered.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
-from dataclasses import dataclass
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Optional
 
 import cv2
 import numpy as np
 
-from ..conventions import KEYPOINTS, KEYPOINTS_MIRRORED
+from ..conventions import KEYPOINTS_MIRRORED
+from .faces import Detector, Face, faces_from_json
 
-__all__ = ["Face", "Detector", "DETECTORS", "build_detector", "yuface_detector", "yunet_detector", "haar_detector",
-           "given_faces", "faces_from_json", "as_faces"]
+__all__ = ["Detector", "DETECTORS", "build_detector", "yuface_detector", "yunet_detector", "haar_detector",
+           "any_rotation", "plausible", "CONFIDENT"]
 
 log = logging.getLogger(__name__)
 
-Detector = Callable[[np.ndarray], list["Face"]]  # (H, W, 3) uint8 BGR -> faces
 _YUNET_ORDER = list(KEYPOINTS_MIRRORED)  # YuNet: image-left eye, image-right eye, nose, image-left mouth, ...
 _YUFACE_MAX_SIDE = 960  # yuface warns that detection degrades past this; larger images are detected downscaled
-
-
-@dataclass(frozen=True, eq=False)
-class Face:
-    """One detected face: ``box`` (x, y, w, h) in pixels, ``points`` (5, 2) float32 in KEYPOINTS order or None
-    (read-only), ``score`` in [0, 1]."""
-
-    box: tuple[float, float, float, float]
-    points: Optional[np.ndarray] = None
-    score: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.points is not None:
-            pts = np.array(self.points, np.float32).reshape(5, 2)
-            pts.setflags(write=False)
-            object.__setattr__(self, "points", pts)
-
-    def to_dict(self) -> dict:
-        out = {"box": [round(float(v), 2) for v in self.box], "score": round(float(self.score), 4)}
-        if self.points is not None:
-            out["landmarks"] = {k: [round(float(x), 2), round(float(y), 2)] for k, (x, y) in zip(KEYPOINTS, self.points)}
-        return out
-
-
-def _face(box: Sequence[float], points: Optional[Sequence] = None, score: float = 1.0, where: str = "face") -> Face:
-    try:
-        box = tuple(float(v) for v in box)
-        pts = np.asarray(points, np.float32) if points is not None and np.size(points) else None
-        score = float(score)
-    except (TypeError, ValueError):
-        raise ValueError(f"{where}: expected a box of 4 numbers (x, y, width, height), optional landmarks of 5 "
-                         f"[x, y] numbers and a numeric score; got box {box!r}, landmarks {points!r}") from None
-    if len(box) != 4 or box[2] <= 0 or box[3] <= 0 or not np.isfinite(box).all():
-        raise ValueError(f"{where}: box {list(box)} is not (x, y, width, height) with a positive width and height")
-    if pts is not None:
-        if pts.size != 10 or not np.isfinite(pts).all():
-            raise ValueError(f"{where}: landmarks have {pts.size} numbers; expected 5 (x, y) points in the order "
-                             f"{', '.join(KEYPOINTS)}")
-        pts = pts.reshape(5, 2)
-        if _mirrored(pts):
-            raise ValueError(f"{where}: landmarks are mirrored (the first eye is on the image's left of the second); "
-                             f"expected the order {', '.join(KEYPOINTS)}, the subject's left eye first (on the image's "
-                             f"right); YuNet, insightface and dlib list the image-left eye first: reorder them "
-                             f"{list(KEYPOINTS_MIRRORED)}")
-    return Face(box, pts, score)
-
-
-def _mirrored(pts: np.ndarray) -> bool:
-    """Whether five points are in the mirrored order: in our order the eye-to-eye vector (subject's right to left)
-    turns clockwise on screen (y down) into the eyes-to-mouth vector, whatever the face's rotation."""
-    eye = pts[0] - pts[1]
-    down = (pts[3] + pts[4]) / 2 - (pts[0] + pts[1]) / 2
-    return float(eye[0] * down[1] - eye[1] * down[0]) < 0
-
-
-def as_faces(found: Iterable) -> list[Face]:
-    """Faces from what a detector returned: :class:`Face` objects, or (x, y, w, h) boxes (older detectors)."""
-    return [f if isinstance(f, Face) else _face(f, where="detector output") for f in found]
 
 
 def yuface_detector(threshold: float = 0.5) -> Detector:
@@ -161,67 +101,25 @@ def haar_detector(scale_factor: float = 1.1, min_neighbors: int = 5, min_size: i
     return detect
 
 
-def given_faces(faces: Sequence) -> Detector:
-    """A detector that returns the faces the user gives: :class:`Face` objects, (x, y, w, h) boxes, or dicts with
-    ``box`` and optional ``landmarks`` (5 [x, y] pairs, or a dict by KEYPOINTS name) and ``score``."""
-    parsed = [_parse_given(f, f"face {i}") for i, f in enumerate(faces)]
-    return lambda image: list(parsed)
-
-
-def _parse_given(f, where: str) -> Face:
-    if isinstance(f, Face):
-        return f
-    if not isinstance(f, dict):
-        return _face(f, where=where)
-    if "box" not in f:
-        raise ValueError(f"{where}: has no 'box' (x, y, width, height)")
-    pts = f.get("landmarks")
-    if isinstance(pts, dict):
-        missing = [k for k in KEYPOINTS if k not in pts]
-        if missing:
-            raise ValueError(f"{where}: landmarks lack {', '.join(missing)}")
-        pts = [pts[k] for k in KEYPOINTS]
-    return _face(f["box"], pts, f.get("score", 1.0), where)
-
-
-def faces_from_json(path: str) -> Detector:
-    """``given_faces`` read from a JSON file: a list of faces, or ``{"faces": [...]}`` as predict.py writes."""
-    try:
-        with open(path) as fh:
-            data = json.load(fh)
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"faces file '{path}' cannot be read as JSON: {e}") from None
-    faces = data.get("faces") if isinstance(data, dict) else data
-    if not isinstance(faces, list):
-        raise ValueError(f"faces file '{path}': expected a list of faces or {{\"faces\": [...]}}")
-    try:
-        given = given_faces(faces)
-    except ValueError as e:
-        raise ValueError(f"faces file '{path}': {e}") from None
-    size = (data.get("height"), data.get("width")) if isinstance(data, dict) else (None, None)
-
-    def detect(image: Optional[np.ndarray]) -> list[Face]:
-        if image is not None and None not in size and tuple(image.shape[:2]) != size:
-            raise ValueError(f"faces file '{path}' describes a {size[1]}x{size[0]} image; this one is "
-                             f"{image.shape[1]}x{image.shape[0]}")
-        return given(image)
-
-    return detect
-
-
 DETECTORS = {"yuface": yuface_detector, "yunet": yunet_detector, "haar": haar_detector}
 
 
-def build_detector(name: str = "auto", threshold: Optional[float] = None) -> Detector:
+def build_detector(name: str = "auto", threshold: Optional[float] = None, rotations: bool = True) -> Detector:
     """A detector by name: ``auto`` (the first of yuface, yunet, haar that can be built here), one of
-    :data:`DETECTORS`, or a JSON file of given faces. ``threshold`` is the score a face needs (not for haar)."""
+    :data:`DETECTORS`, or a JSON file of given faces. ``threshold`` is the score a face needs (not for haar).
+    ``rotations``: a named detector also looks at the photo turned by 90, 180 and 270 degrees when it finds no
+    confident face upright (:func:`any_rotation`); given faces are used as they are."""
     if name not in DETECTORS and name != "auto":
         if name.endswith(".json"):
             if not os.path.isfile(name):
                 raise ValueError(f"faces file '{name}' does not exist")
             return faces_from_json(name)
         raise ValueError(f"detector '{name}' is unknown; expected auto, {', '.join(DETECTORS)} or a .json file of faces")
-    kwargs = {} if threshold is None else {"threshold": float(threshold)}
+    det = _named_detector(name, {} if threshold is None else {"threshold": float(threshold)})
+    return any_rotation(det) if rotations else det
+
+
+def _named_detector(name: str, kwargs: dict) -> Detector:
     if name == "haar":
         return haar_detector()
     if name != "auto":
@@ -237,3 +135,62 @@ def build_detector(name: str = "auto", threshold: Optional[float] = None) -> Det
     log.warning("no landmark detector available (%s); using the Haar cascade, which finds boxes only",
                 "; ".join(reasons))
     return haar_detector()
+
+
+CONFIDENT = 0.9  # a face that scores this upright is taken as it is: no turned photo is tried
+
+
+def any_rotation(detect: Detector, confident: float = CONFIDENT) -> Detector:
+    """``detect`` made to find faces at any multiple of 90 degrees: when the photo as it is yields no plausible face
+    scoring ``confident`` or more, the photo turned by 90, 180 and 270 degrees is searched too, and the turn whose
+    best plausible face scores highest wins (the detectors are trained on upright faces: a turned face scores
+    lower than the same face upright, and its landmarks are often placed as if it were upright, on the hair or the
+    forehead). Faces and landmarks are mapped back onto the photo. Faces whose landmarks cannot be a face
+    (:func:`plausible`) are dropped. Costs up to four detections on photos without a confident upright face."""
+    def run(image: np.ndarray) -> list[Face]:
+        best: tuple[float, list[Face]] = (-1.0, [])
+        for k in range(4):
+            if k and best[0] >= confident:
+                break
+            turned = image if k == 0 else np.ascontiguousarray(np.rot90(image, k))
+            found = [f for f in (_turn_back(f, k, image.shape) for f in detect(turned)) if plausible(f)]
+            top = max((f.score for f in found), default=-1.0)
+            if top > best[0]:
+                best = (top, found)
+        return best[1]
+
+    return run
+
+
+def _turn_back(face: Face, k: int, shape: tuple) -> Face:
+    """A face found in ``np.rot90(image, k)`` in the coordinates of ``image`` (of ``shape``)."""
+    if k == 0:
+        return face
+    h, w = shape[:2]
+    # np.rot90 by k quarter turns counter-clockwise sends image pixel (x, y) to (y, w-1-x), (w-1-x, h-1-y) and
+    # (h-1-y, x) for k = 1, 2, 3; these are the way back
+    back = {1: lambda x, y: (w - 1 - y, x), 2: lambda x, y: (w - 1 - x, h - 1 - y), 3: lambda x, y: (y, h - 1 - x)}[k]
+    x, y, bw, bh = face.box
+    corners = np.array([back(x, y), back(x + bw - 1, y + bh - 1)])
+    x0, y0 = corners.min(0)
+    x1, y1 = corners.max(0) + 1
+    points = None if face.points is None else np.array([back(px, py) for px, py in face.points], np.float32)
+    return Face((float(x0), float(y0), float(x1 - x0), float(y1 - y0)), points, face.score)
+
+
+def plausible(face: Face) -> bool:
+    """Whether five landmarks can be a face: in the frame of the eyes (subject's right eye -> left eye), the mouth
+    lies below them at 0.4 to 2.5 eye distances, the nose between the eyes' line and the mouth's, and the mouth is
+    0.3 to 2.5 eye distances wide; a box without landmarks is kept."""
+    if face.points is None:
+        return True
+    right_eye_to_left = face.points[0] - face.points[1]
+    eyes = float(np.hypot(*right_eye_to_left))
+    if eyes < 2.0:
+        return False
+    down = np.array([-right_eye_to_left[1], right_eye_to_left[0]]) / eyes  # the eye axis turned clockwise on screen
+    centre = (face.points[0] + face.points[1]) / 2
+    mouth = float(((face.points[3] + face.points[4]) / 2 - centre) @ down)
+    nose = float((face.points[2] - centre) @ down)
+    width = float(np.hypot(*(face.points[3] - face.points[4])))
+    return 0.4 * eyes <= mouth <= 2.5 * eyes and 0.0 < nose < mouth * 1.2 and 0.3 * eyes <= width <= 2.5 * eyes

@@ -28,12 +28,10 @@ def to_network_input(images_bgr: Sequence[np.ndarray], meta: dict) -> np.ndarray
     """(N, 3, h, w) float32 network input of BGR images, by the evaluation crop and the checkpoint's convention."""
     import torch
 
-    from ..data.loader import collate_samples
-    from ..data.transforms import EvalTransform, batch_input
+    from .. import inference
 
-    t = EvalTransform(tuple(meta["input_size"]), meta.get("channel_order", "BGR"), meta["mean"], meta["std"])
     with torch.no_grad():
-        return batch_input(collate_samples([t(im) for im in images_bgr])).numpy()
+        return inference.network_input(images_bgr, inference.input_transform(meta))[0].numpy()
 
 
 def calibration_batch(root: str, split: str, meta: dict, count: int = 16, seed: int = 1000) -> np.ndarray:
@@ -61,7 +59,8 @@ def quantize_onnx_int8(src: str, dst: str, calibration: np.ndarray, per_channel:
         calibration: (N, 3, h, w) float32 network inputs whose activation ranges set the scales.
     """
     try:
-        from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_static)
+        from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+        from onnxruntime.quantization.shape_inference import quant_pre_process
     except ImportError:
         raise ImportError("int8 quantization needs onnxruntime: pip install 'dml_csr[onnx]'") from None
     if calibration.ndim != 4 or len(calibration) == 0:
@@ -76,8 +75,11 @@ def quantize_onnx_int8(src: str, dst: str, calibration: np.ndarray, per_channel:
             return None if x is None else {"image": x}
 
     with tempfile.TemporaryDirectory() as tmp:  # the quantizer writes to a path: made whole there, then moved
-        out = os.path.join(tmp, "model.int8.onnx")
-        quantize_static(src, out, Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
+        ready, out = os.path.join(tmp, "model.prep.onnx"), os.path.join(tmp, "model.int8.onnx")
+        # the pre-processing ONNX Runtime asks for (shape inference, constant folding: biases become initializers);
+        # without it, it warns once per convolution and once more about the missing step
+        quant_pre_process(src, ready, skip_symbolic_shape=True)
+        quantize_static(ready, out, Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
         with open(out, "rb") as f:
             write_bytes(dst, f.read())

@@ -27,7 +27,6 @@ import argparse
 import base64
 import json
 import logging
-import os
 import sys
 import threading
 import time
@@ -114,13 +113,9 @@ class DemoServer(ThreadingHTTPServer):
     def parse(self, img: np.ndarray) -> dict:
         """Parse a BGR image; the JSON answer of ``POST /parse``."""
         start = time.perf_counter()
-        faces = None
         with self.lock:
-            if self.detect:  # detect once: report the faces and parse those
-                faces = self.parser.detect_faces(img, "BGR")
-                labels = self.parser.parse_faces(img, faces, channel_order="BGR")
-            else:
-                labels = self.parser(img, channel_order="BGR")
+            result = self.parser.parse(img, channel_order="BGR", detect=self.detect)
+        labels, faces = result.labels, result.faces
         h, w = labels.shape
         counts = np.bincount(labels.ravel(), minlength=self.parser.num_classes)
         names = list(self.parser.classes)
@@ -230,6 +225,8 @@ def _args(argv: Optional[list[str]]) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=7860, help="port to listen on (0: any free port)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--detect", action="store_true", help="find faces first and parse a crop around each")
+    p.add_argument("--no-rotations", action="store_true", help="with --detect: take faces as upright only (by "
+                   "default a photo without a confident upright face is searched turned by 90, 180, 270 degrees)")
     p.add_argument("--max-upload-mb", type=float, default=MAX_UPLOAD_BYTES / 2**20, help="largest upload, MiB")
     p.add_argument("--max-megapixels", type=float, default=MAX_PIXELS / 1e6, help="largest image, megapixels")
     return p.parse_args(argv)
@@ -238,7 +235,8 @@ def _args(argv: Optional[list[str]]) -> argparse.Namespace:
 def _load(args: argparse.Namespace):
     from .parser import FaceParser
 
-    parser = FaceParser.from_checkpoint(args.checkpoint, device=args.device)  # a registry name is fetched there
+    # a registry name is fetched there
+    parser = FaceParser.from_checkpoint(args.checkpoint, device=args.device, rotations=not args.no_rotations)
     if args.detect:
         parser.detect_faces(np.zeros((32, 32, 3), np.uint8), "BGR")  # no detector (OpenCV 5): fail now, not later
     return parser

@@ -22,14 +22,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
-from typing import Optional
+from typing import Iterator, Optional
 
 import cv2
 import numpy as np
 
-from .detection import Face
+from . import pipeline
+from .faces import Face
 
-__all__ = ["VideoParser", "OverlayVideoWriter", "box_iou"]
+__all__ = ["VideoParser", "OverlayVideoWriter", "box_iou", "read_frames", "frame_count", "video_fps"]
 
 
 def box_iou(a: tuple, b: tuple) -> float:
@@ -112,21 +113,23 @@ class VideoParser:
     def __call__(self, frame: np.ndarray, faces: Optional[list] = None) -> tuple[np.ndarray, list[tuple[int, Face]]]:
         """Labels (H, W) uint8 of one BGR frame and its tracked faces; ``faces`` (given for this frame) replace the
         detector's."""
+        p = self.parser
         if not self.detect:
-            return self.parser.parse_bgr([frame])[0], []
-        found = self.parser.detect_faces(frame, "BGR") if faces is None else list(faces)
+            return pipeline.parse_whole(p.predictor, [frame], p.paste)[0].labels, []
+        found = p.detect_faces(frame, "BGR") if faces is None else list(faces)
         tracked = self.update_tracks(found)
-        affines = self.parser.face_affines([f for _, f in tracked])
-        crops = self.parser.crop_probs(frame, affines)
+        input_size = p.transform.input_size
+        affines = pipeline.face_affines([f for _, f in tracked], p.crop, input_size, p.margin)
+        crops = [probs.cpu().numpy() for probs, _ in p.predictor.predict([frame] * len(affines), affines)]
         # each face's probabilities are averaged in its own aligned crop, which follows the face: the average
         # does not smear a moving face or a shaking camera, as an average over the frame's pixels would
         live = {t.id for t in self.tracks}
-        self._crops = {tid: p for tid, p in self._crops.items() if tid in live}
-        for i, ((tid, _), p) in enumerate(zip(tracked, crops)):
+        self._crops = {tid: c for tid, c in self._crops.items() if tid in live}
+        for i, ((tid, _), c) in enumerate(zip(tracked, crops)):
             if tid in self._crops and self.smooth > 0:
-                crops[i] = self._ema(self._crops[tid], p).astype(np.float32)
+                crops[i] = self._ema(self._crops[tid], c).astype(np.float32)
             self._crops[tid] = crops[i]
-        return self.parser.paste_crops(frame.shape[:2], affines, crops), tracked
+        return pipeline.paste_faces(frame.shape[:2], affines, crops, p.num_classes, input_size)[0], tracked
 
 
 class OverlayVideoWriter:
@@ -142,6 +145,7 @@ class OverlayVideoWriter:
     def write(self, frame_bgr: np.ndarray) -> None:
         if self._writer is None:
             h, w = frame_bgr.shape[:2]
+            os.makedirs(os.path.dirname(os.path.abspath(self.tmp)), exist_ok=True)
             self._writer = cv2.VideoWriter(self.tmp, cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
             if not self._writer.isOpened():
                 raise OSError(f"cannot write video '{self.tmp}' (no mp4v encoder in this OpenCV build?)")
@@ -156,3 +160,46 @@ class OverlayVideoWriter:
             self._writer.release()
             self._writer = None
             os.replace(self.tmp, self.path)
+
+
+def read_frames(path: str, every: int = 1) -> Iterator[tuple[int, np.ndarray]]:
+    """(frame index, BGR frame) of every ``every``-th frame of a video; raises ValueError when OpenCV cannot open it,
+    or, after the frames it could read, when the video ends before the frame count its header states (a truncated
+    file)."""
+    cap = cv2.VideoCapture(path)
+    if not cap.isOpened():
+        raise ValueError("cannot be opened as a video")
+    try:
+        stated = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        i, n = 0, 0
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            if i % every == 0:
+                n += 1
+                yield i, frame
+            i += 1
+        if n == 0:
+            raise ValueError("video has no readable frame")
+        if 0 < i < stated:
+            raise ValueError(f"video ends after {i} of the {stated} frames its header states (truncated?); the "
+                             f"frames read were parsed")
+    finally:
+        cap.release()
+
+
+def frame_count(path: str, every: int = 1) -> int:
+    """How many of a video's frames :func:`read_frames` selects, by the frame count its header states."""
+    cap = cv2.VideoCapture(path)
+    n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    cap.release()
+    return -(-n // every)
+
+
+def video_fps(path: str) -> float:
+    """The frame rate a video's header states (25 when it states none)."""
+    cap = cv2.VideoCapture(path)
+    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    cap.release()
+    return float(fps)

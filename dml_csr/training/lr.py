@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import math
 
+from ..config import epoch_position, total_epochs
+
 __all__ = ["learning_rate", "poly_lr", "cosine_lr"]
 
 
@@ -26,15 +28,16 @@ def learning_rate(step: int, train, steps_per_epoch: int) -> float:
         train: a :class:`dml_csr.config.TrainConfig` (``epochs``, ``lr``, ``poly_power``, ``poly_over``,
             ``warmup_epochs``, ``cycles``, ``cycle_epochs``, ``cycle_lr``, ``cycle_lr_min``).
         steps_per_epoch: optimiser steps in one epoch (batches per process // ``grad_accum``).
+
+    The step's epoch is placed in the schedule by :func:`dml_csr.config.epoch_position`.
     """
     if steps_per_epoch < 1:
         raise ValueError(f"learning_rate: steps_per_epoch = {steps_per_epoch}; expected >= 1")
-    first_phase = train.epochs * steps_per_epoch
-    if step < first_phase:
-        epochs = train.epochs if train.poly_over == "first_phase" else train.epochs + train.cycles * train.cycle_epochs
+    cycle, epoch_in_cycle = epoch_position(train, step // steps_per_epoch)
+    if cycle == 0:
+        epochs = train.epochs if train.poly_over == "first_phase" else total_epochs(train)
         return poly_lr(step, epochs * steps_per_epoch, train.lr, train.poly_power,
                        int(train.warmup_epochs * steps_per_epoch))
-    epoch_in_cycle = (step // steps_per_epoch - train.epochs) % train.cycle_epochs
     return cosine_lr(epoch_in_cycle, train.cycle_epochs, train.cycle_lr, train.cycle_lr_min)
 
 

@@ -15,6 +15,7 @@ import torch
 
 from ..checkpoint import RunPaths
 from ..conventions import IGNORE_INDEX, resize_bilinear
+from ..data.drawing import colorize
 from ..data.labels import LabelSpec
 from ..data.loader import collate_samples
 from ..data.transforms import batch_input
@@ -121,16 +122,18 @@ def image_grid(model: torch.nn.Module, dataset, spec: LabelSpec, device: torch.d
     up = {k: resize_bilinear(v.float(), size).cpu() for k, v in out.items()
           if k in ("parsing", "edge", "semantic_edge") and isinstance(v, torch.Tensor) and v.dim() == 4
           and v.shape[1] >= 2}
-    pal = torch.from_numpy(spec.palette).float() / 255
+    def colour(labels: torch.Tensor) -> torch.Tensor:  # (H, W) class indices -> (3, H, W) RGB in [0, 1]
+        return torch.from_numpy(colorize(labels.numpy(), spec.palette)).permute(2, 0, 1).float() / 255
+
     tiles = []
     for j in range(batch["image"].shape[0]):
         img = batch["image"][j].flip(0).float() / 255  # the loader's uint8 BGR crop, shown in RGB
-        gt = batch["label"][j].long()  # uint8 indices would be read as a mask
+        gt = batch["label"][j].clone()
         gt[gt == IGNORE_INDEX] = 0
-        tiles += [img, pal[gt].permute(2, 0, 1), pal[up["parsing"][j].argmax(0)].permute(2, 0, 1)]
+        tiles += [img, colour(gt), colour(up["parsing"][j].argmax(0))]
         for key in ("edge", "semantic_edge"):
             if key in up:
                 e = up[key][j].softmax(0)
-                tiles.append((1 - e[0]).expand(3, -1, -1) if key == "edge" else pal[e.argmax(0)].permute(2, 0, 1))
+                tiles.append((1 - e[0]).expand(3, -1, -1) if key == "edge" else colour(e.argmax(0)))
     cols = len(tiles) // batch["image"].shape[0]
     return make_grid(tiles, nrow=cols, padding=2)

@@ -8,7 +8,8 @@ weights throughout.
 
 Index conventions:
     * Epochs are 0-based. The first phase is epochs ``0 .. E-1``; cycle ``k`` (1-based, as in the paper,
-      ``1 <= k <= K``) is epochs ``E + (k-1) L .. E + k L - 1`` with L epochs per cycle (:func:`cycle_position`).
+      ``1 <= k <= K``) is epochs ``E + (k-1) N .. E + k N - 1`` with N epochs per cycle
+      (:func:`dml_csr.config.cycle_position`, the schedule's one statement).
     * :func:`self_ensemble` at the end of cycle k uses that same k: ``M = k/(k+1) M_best + 1/((k+1) N) sum_n M_n``,
       with the N epoch-end models of cycle k accumulated in a :class:`RunningSum`. So after the first cycle the best
       model and the cycle's mean weigh 1/2 each, after the fifth 5/6 and 1/6.
@@ -22,6 +23,7 @@ from typing import Any, Callable, Mapping, Optional
 import torch
 from torch import Tensor, nn
 
+from ..config import cycle_position
 from ..distributed import unwrap_model
 
 __all__ = ["SelfRegulation", "RunningSum", "self_ensemble", "cycle_position"]
@@ -78,12 +80,6 @@ class RunningSum:
         self.sums = {}
         self.last = {}
 
-    def mean(self) -> dict[str, Tensor]:
-        """The plain average of the added models (floating tensors), latest value of the others."""
-        if not self.count:
-            raise ValueError("RunningSum.mean: no model was added")
-        return {**{k: v / self.count for k, v in self.sums.items()}, **self.last}
-
     def state_dict(self) -> dict[str, Any]:
         """Checkpointable state (tensors and an int; loads with ``torch.load(weights_only=True)``)."""
         return {"count": self.count, "sums": dict(self.sums), "last": dict(self.last)}
@@ -100,28 +96,21 @@ class RunningSum:
         self.last = {k: v.to(dev) if dev is not None else v for k, v in last.items()}
 
 
-def self_ensemble(best_state: Mapping[str, Tensor], running_sum: RunningSum | Mapping[str, Tensor],
-                  n_models: Optional[int], k: int) -> dict[str, Tensor]:
+def self_ensemble(best_state: Mapping[str, Tensor], running_sum: RunningSum, k: int) -> dict[str, Tensor]:
     """Eq. 6: ``M = k/(k+1) * M_best + 1/((k+1) N) * sum_n M_n``.
 
     Args:
         best_state: state dict of the best model so far.
-        running_sum: a :class:`RunningSum` of the cycle's N models, or a mapping of already-summed tensors.
-        n_models: N; None takes ``running_sum.count``.
+        running_sum: the :class:`RunningSum` of the cycle's N models (N = its ``count``).
         k: the 1-based index of the cycle that just ended (``k = 0`` gives the plain mean of the cycle's models).
     Returns:
         a new state dict with ``best_state``'s keys, dtypes and devices. Integer tensors (``num_batches_tracked``)
-        come from the latest model of the running sum when it has them, else from ``best_state``; batch-norm
-        statistics are averaged like weights and should be re-estimated afterwards (:func:`reestimate_bn`).
+        come from the latest model of the running sum; batch-norm statistics are averaged like weights and should be
+        re-estimated afterwards (:func:`reestimate_bn`).
     """
-    if isinstance(running_sum, RunningSum):
-        sums, last = running_sum.sums, running_sum.last
-        n = running_sum.count if n_models is None else n_models
-    else:
-        sums, last = running_sum, {}
-        n = n_models
-    if n is None or n < 1:
-        raise ValueError(f"self_ensemble: n_models = {n}; expected the number of models summed (>= 1)")
+    n, sums, last = running_sum.count, running_sum.sums, running_sum.last
+    if n < 1:
+        raise ValueError("self_ensemble: the running sum holds no model; expected the cycle's models (>= 1)")
     if k < 0:
         raise ValueError(f"self_ensemble: k = {k}; expected the 1-based cycle index (>= 0)")
     missing = [name for name, t in best_state.items() if t.is_floating_point() and name not in sums]
@@ -138,17 +127,6 @@ def self_ensemble(best_state: Mapping[str, Tensor], running_sum: RunningSum | Ma
         else:
             out[name] = last.get(name, best).to(best.device).clone()
     return out
-
-
-def cycle_position(epoch: int, first_phase_epochs: int, cycle_epochs: int) -> tuple[int, int]:
-    """``(k, epoch_in_cycle)`` of a 0-based epoch: ``k = 0`` in the first phase (epoch_in_cycle = epoch), else the
-    1-based cycle index. The cycle ends (self-ensemble time) after the epoch with ``epoch_in_cycle == cycle_epochs-1``."""
-    if epoch < first_phase_epochs:
-        return 0, epoch
-    if cycle_epochs < 1:
-        raise ValueError(f"cycle_position: cycle_epochs = {cycle_epochs}; expected >= 1")
-    k, e = divmod(epoch - first_phase_epochs, cycle_epochs)
-    return k + 1, e
 
 
 # ------------------------------------------------------------------------------------------------ the run's state
@@ -187,6 +165,11 @@ class SelfRegulation:
         """``(cycle k, epoch within it)`` of a 0-based epoch (k = 0: the first phase); see :func:`cycle_position`."""
         return cycle_position(epoch, self.first_phase_epochs, self.cycle_epochs)
 
+    def ends_cycle(self, epoch: int) -> bool:
+        """Whether ``epoch`` is the last of a cycle (the self-ensemble follows it)."""
+        k, e = self.position(epoch)
+        return k > 0 and e == self.cycle_epochs - 1
+
     def observe(self, epoch: int, score: float, student: nn.Module) -> None:
         """A validation score of the student after ``epoch``: the first phase's best is kept (ties keep the first)."""
         if self.position(epoch)[0] == 0 and score > (-float("inf") if self.phase1_best is None else self.phase1_best):
@@ -212,11 +195,11 @@ class SelfRegulation:
                      reestimate: Callable[[nn.Module], Any]) -> Optional[nn.Module]:
         """After the last epoch of cycle k: ``M_k`` of eq. 6 (``M_best`` or ``M_{k-1}`` with this cycle's sum),
         with norm statistics from ``reestimate(model)``, becomes the teacher; returns it (None on other epochs)."""
-        k, e = self.position(epoch)
-        if k == 0 or e != self.cycle_epochs - 1:
+        if not self.ends_cycle(epoch):
             return None
+        k = self.position(epoch)[0]
         base = self.teacher_state if self.teacher_state is not None else model_state(student)
-        teacher = self._frozen(student, self_ensemble(base, self.running, None, k))
+        teacher = self._frozen(student, self_ensemble(base, self.running, k))
         reestimate(teacher)
         teacher.eval().requires_grad_(False)
         self.teacher_state = model_state(teacher)

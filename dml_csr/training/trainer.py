@@ -11,10 +11,12 @@ afterwards (so ``M_k`` is a cumulative average, as in SCHP). Its norm statistics
 training set, and it becomes the next teacher. The student itself keeps training from its own weights. The teacher
 of cycle 1 is ``M_best``. The checkpoint chosen for evaluation is the best on the *validation* split.
 
-:func:`train` is the recipe, one named step a line. The parts live in their own modules: the learning rate of every
-step (:mod:`dml_csr.training.lr`), the self-regulation state (:mod:`dml_csr.training.self_correction`), the loaders
-(:mod:`dml_csr.data.loader`), the metrics (:mod:`dml_csr.training.run_log`), the checkpoint format and the run directory
-(:mod:`dml_csr.checkpoint`), one epoch and one evaluation pass (:mod:`dml_csr.training.engine`).
+:func:`train` is the recipe, one named step a line. The parts live in their own modules: the schedule's epochs
+(:func:`dml_csr.config.epoch_position`), the learning rate of every step (:mod:`dml_csr.training.lr`), the
+self-regulation state (:mod:`dml_csr.training.self_correction`), the loaders (:mod:`dml_csr.data.loader`), the metrics
+log (:mod:`dml_csr.training.run_log`), the checkpoint format and the run directory (:mod:`dml_csr.checkpoint`), one
+epoch of steps (:mod:`dml_csr.training.engine`: a :class:`StepContext` built once, an :class:`EpochPlan` an epoch) and
+the evaluation pass (:mod:`dml_csr.evaluation.protocol`).
 """
 from __future__ import annotations
 
@@ -22,34 +24,37 @@ import dataclasses
 import functools
 import logging
 import os
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import torch
 from torch import nn
 
 from .. import distributed as du
 from ..checkpoint import CheckpointError, RunPaths, find_resume_checkpoint, load_checkpoint, make_meta, save_checkpoint
-from ..config import Config, ModelConfig, config_to_dict, save_config
-from ..data.dataset import FaceParsingDataset, build_dataset, inverse_frequency_weights, split_histogram
+from ..config import Config, ModelConfig, config_to_dict, epoch_position, save_config, total_epochs
+from ..data.dataset import FaceParsingDataset, build_dataset, inverse_frequency_weights
 from ..data.face_template import crop_for_training
-from ..data.labels import LabelSpec, get_spec
+from ..data.labels import LabelSpec, label_spec
 from ..data.loader import build_loader
+from ..data.mixture import build_training_set, training_histogram
 from ..evaluation.metrics import selection_score
 from ..evaluation.protocol import evaluate
 from ..hub import HubError, resolve
 from ..losses import build_criterion
 from ..models import build_model, convert_sync_abn
-from .engine import train_one_epoch
+from ..progress import progress
+from .engine import EpochPlan, StepContext, grad_scaler, train_one_epoch
 from .faults import StopSignal, check_weights
 from .lr import learning_rate
 from .norm_stats import reestimate_bn
 from .run_log import RunLog
 from .seeding import rng_state, seed_batch, seed_epoch
 from .self_correction import SelfRegulation, model_state
+from .warm_start import load_initial_weights
 
 log = logging.getLogger(__name__)
 
-__all__ = ["train", "TrainState"]
+__all__ = ["train", "TrainState", "resolve_class_weights", "resolve_pretrained"]
 
 
 def train(cfg: Config, *, resume: Optional[str] = None, max_epochs: Optional[int] = None,
@@ -67,7 +72,7 @@ def train(cfg: Config, *, resume: Optional[str] = None, max_epochs: Optional[int
     summary: dict[str, Any] = {"run_dir": run.paths.root, "stopped": False}
     with StopSignal() as stop:
         for epoch in range(run.state.epoch, end):
-            cycle, _ = run.csr.position(epoch)
+            cycle, _ = epoch_position(run.cfg.train, epoch)
             teacher = run.csr.teacher_for_epoch(epoch, run.model)
             result = _train_epoch(run, epoch, teacher, stop, progress)
             if result["stopped"]:
@@ -76,7 +81,7 @@ def train(cfg: Config, *, resume: Optional[str] = None, max_epochs: Optional[int
                 _report_stop(summary, run, stop.signal, epoch, result["batches"])
                 break
             run.state.epoch_sums = None
-            run.log.epoch(epoch, cycle=cycle, step=run.state.step, lr=run.optimizer.param_groups[0]["lr"],
+            run.log.epoch(epoch, cycle=cycle, step=run.state.step, lr=run.steps.optimizer.param_groups[0]["lr"],
                           loss=result["loss"], seconds=result["seconds"])
             run.csr.after_epoch(epoch, run.model)
             if _validation_due(run, epoch):
@@ -127,9 +132,7 @@ class _Run:
     spec: LabelSpec
     model: nn.Module  # the bare network: what checkpoints hold and evaluation runs
     net: nn.Module  # what a training step calls: the model, or its DDP / compiled wrapper
-    optimizer: torch.optim.Optimizer
-    scaler: torch.amp.GradScaler
-    criterion: Callable[..., dict]
+    steps: StepContext  # the criterion, optimiser, gradient scaler and learning rate of every step
     train_ds: FaceParsingDataset
     val_ds: FaceParsingDataset
     val_loader: Any
@@ -141,12 +144,7 @@ class _Run:
 
     @property
     def total_epochs(self) -> int:
-        t = self.cfg.train
-        return t.epochs + t.cycles * t.cycle_epochs
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return self.batches_per_epoch // self.cfg.train.grad_accum
+        return total_epochs(self.cfg.train)
 
 
 def _start(cfg: Config, resume: Optional[str]) -> _Run:
@@ -156,48 +154,52 @@ def _start(cfg: Config, resume: Optional[str]) -> _Run:
     device = du.resolve_device(t.device, dist.local_rank)
     paths = RunPaths(cfg.run_dir)
     ckpt = _resume_checkpoint(cfg, paths, resume)
-    spec = get_spec(cfg.data.dataset)
+    spec = label_spec(cfg)
     if cfg.eval.select_metric == "overall_f1" and "overall" not in spec.groups:
         raise ValueError(f"eval.select_metric = overall_f1, but data.dataset '{spec.name}' has no 'overall' group; "
                          f"use mean_f1 or miou")
     model = _build_model(cfg, spec, device, dist, ckpt)
     optimizer = _sgd(model, cfg, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
+    scaler = grad_scaler(device, t.precision)
     state, csr = TrainState(), SelfRegulation(t.epochs, t.cycle_epochs)
     if ckpt is not None:
         optimizer.load_state_dict(ckpt["optimizer"])
         scaler.load_state_dict(ckpt["scaler"])
         state = TrainState.from_dict(ckpt["train_state"])
         csr.load_state_dict(ckpt["csr"])
-    train_ds = build_dataset(cfg, cfg.data.train_split, train=True)
-    val_ds = build_dataset(cfg, cfg.data.val_split, train=False)
+    train_ds = build_training_set(cfg, spec)  # data.root's train split, or every root of data.roots
+    val_ds = build_dataset(cfg, cfg.data.val_split, train=False, spec=spec)
     val_loader = build_loader(val_ds, batch_size=cfg.eval.batch_size, workers=cfg.data.workers, seed=cfg.seed,
                               train=False, rank=dist.rank, world=dist.world_size)
     if dist.is_main:
         os.makedirs(paths.ckpt_dir, exist_ok=True)
         paths.remove_partial_writes()  # what a killed checkpoint write left behind
         save_config(cfg, paths.config)
+    batches = _batches_per_epoch(cfg, len(train_ds), dist.world_size)
+    steps = StepContext(criterion=build_criterion(cfg, spec.classes, resolve_class_weights(cfg, spec)),
+                        optimizer=optimizer, scaler=scaler, device=device,
+                        lr_at=functools.partial(learning_rate, train=t, steps_per_epoch=batches // t.grad_accum),
+                        precision=t.precision, channels_last=t.channels_last, grad_accum=t.grad_accum)
     return _Run(cfg=cfg, dist=dist, device=device, paths=paths, spec=spec, model=model,
-                net=_wrap(model, cfg, dist, device), optimizer=optimizer, scaler=scaler,
-                criterion=build_criterion(cfg, spec.classes, _class_weights(cfg, spec)), train_ds=train_ds,
-                val_ds=val_ds, val_loader=val_loader,
+                net=_wrap(model, cfg, dist, device), steps=steps, train_ds=train_ds, val_ds=val_ds,
+                val_loader=val_loader,
                 log=RunLog(paths, enabled=dist.is_main, log_every=t.log_every, image_every=t.image_log_every,
                            resume=(state.epoch, state.step) if ckpt is not None else None),
-                state=state, csr=csr, meta=_meta(cfg),
-                batches_per_epoch=_batches_per_epoch(cfg, len(train_ds), dist.world_size))
+                state=state, csr=csr, meta=_meta(cfg, spec), batches_per_epoch=batches)
 
 
-def _meta(cfg: Config) -> dict:
-    """Checkpoint metadata: the label and input conventions, and the crop convention of the training faces."""
-    return {**make_meta(cfg), "crop": crop_for_training(cfg.data.root, cfg.data.input_size)}
+def _meta(cfg: Config, spec: Optional[LabelSpec] = None) -> dict:
+    """Checkpoint metadata (:func:`dml_csr.checkpoint.make_meta`) with the crop convention of the training faces."""
+    return make_meta(cfg, spec, crop=crop_for_training(cfg.data.root, cfg.data.input_size))
 
 
-def _class_weights(cfg: Config, spec: LabelSpec) -> Optional[list[float]]:
-    """``loss.class_weights: inverse_frequency`` from the train split's class histogram; None otherwise (the loss
-    reads a list, or all ones, from the config itself)."""
-    if cfg.loss.class_weights != "inverse_frequency":
-        return None
-    weights = inverse_frequency_weights(split_histogram(cfg.data.root, cfg.data.train_split, spec))
+def resolve_class_weights(cfg: Config, spec: LabelSpec) -> Optional[list[float]]:
+    """``loss.class_weights`` -> the values the loss takes (its one reader): a list as it is, ``inverse_frequency``
+    from the train split's class histogram (``info.json``), null -> None (all ones)."""
+    setting = cfg.loss.class_weights
+    if setting != "inverse_frequency":
+        return None if setting is None else [float(w) for w in setting]
+    weights = inverse_frequency_weights(training_histogram(cfg, spec))
     log.info("loss.class_weights (inverse frequency): %s", ", ".join(f"{c} {w:.3g}" for c, w in
                                                                      zip(spec.classes, weights)))
     return weights
@@ -244,7 +246,7 @@ def _sgd(model: nn.Module, cfg: Config, device: torch.device) -> torch.optim.SGD
 def _build_model(cfg: Config, spec: LabelSpec, device: torch.device, dist: du.DistInfo,
                  ckpt: Optional[dict]) -> nn.Module:
     torch.manual_seed(cfg.seed)
-    if (ckpt is None and cfg.model.name == "dml_csr" and cfg.model.pretrained == ""
+    if (ckpt is None and cfg.model.name == "dml_csr" and cfg.model.pretrained == "" and not cfg.train.init_from
             and cfg.model.backbone.startswith("resnet101")):  # RNN-G has no backbone to initialise
         log.warning("%s\nmodel.pretrained is unset: the %s starts from RANDOM weights. The paper's numbers need the "
                     "ImageNet initialisation: model.pretrained: resnet101_deepstem_imagenet (README, 'Weights by "
@@ -258,6 +260,8 @@ def _build_model(cfg: Config, spec: LabelSpec, device: torch.device, dist: du.Di
         if dist.enabled and dist.is_main:
             du.barrier()
     model = build_model(mcfg, spec.num_classes, spec.classes)
+    if ckpt is None and cfg.train.init_from:
+        load_initial_weights(model, cfg.train.init_from, spec.classes)
     if cfg.train.precision == "fp64":  # numerical checks: float64 weights (before a resume loads float64 values)
         model.double()
         model.register_forward_pre_hook(_inputs_to_double)  # inputs cast on the way in
@@ -308,23 +312,20 @@ def _batches_per_epoch(cfg: Config, n_train: int, world: int) -> int:
 
 def _train_epoch(run: _Run, epoch: int, teacher: Optional[nn.Module], stop: "StopSignal", progress: bool) -> dict:
     """One epoch of training, or what remains of it after a resume part-way; see :func:`train_one_epoch`."""
-    cfg, t, dist = run.cfg, run.cfg.train, run.dist
-    cycle, _ = run.csr.position(epoch)
+    cfg, dist = run.cfg, run.dist
+    cycle, _ = epoch_position(cfg.train, epoch)
     skip = run.state.batches_done
     seed_epoch(cfg.seed, epoch, dist.rank)  # the draws outside the steps (a step reseeds from its own position)
     loader = build_loader(run.train_ds, batch_size=cfg.data.batch_size, workers=cfg.data.workers, seed=cfg.seed,
                           train=True, epoch=epoch, rank=dist.rank, world=dist.world_size, skip_batches=skip,
                           limit_batches=run.batches_per_epoch)
     bar = _progress_bar(run, epoch, cycle, skip) if progress and dist.is_main else None
-    result = train_one_epoch(
-        run.net, loader, functools.partial(run.criterion, cycle=cycle), run.optimizer, device=run.device,
-        lr_at=functools.partial(learning_rate, train=t, steps_per_epoch=run.steps_per_epoch),
-        start_step=run.state.step, precision=t.precision, scaler=run.scaler if t.precision == "fp16" else None,
-        channels_last=t.channels_last, grad_accum=t.grad_accum, teacher=teacher,
-        on_step=lambda step, terms: run.log.step(step, terms, run.optimizer.param_groups[0]["lr"]),
-        should_stop=lambda: du.any_rank(stop()), skip_batches=skip,
-        seed_batch=functools.partial(seed_batch, cfg.seed, epoch, dist.rank),
-        sums=run.state.epoch_sums if skip else None, progress=bar)
+    plan = EpochPlan(start_step=run.state.step, cycle=cycle, teacher=teacher, skip_batches=skip,
+                     sums=run.state.epoch_sums if skip else None,
+                     seed_batch=functools.partial(seed_batch, cfg.seed, epoch, dist.rank),
+                     on_step=lambda step, terms: run.log.step(step, terms, run.steps.optimizer.param_groups[0]["lr"]),
+                     should_stop=lambda: du.any_rank(stop()), progress=bar)
+    result = train_one_epoch(run.net, loader, run.steps, plan)
     if bar is not None:
         bar.close()
     run.state.step = result["step"]
@@ -332,27 +333,25 @@ def _train_epoch(run: _Run, epoch: int, teacher: Optional[nn.Module], stop: "Sto
 
 
 def _progress_bar(run: _Run, epoch: int, cycle: int, skip: int):
-    from tqdm import tqdm
-
+    """A bar on a terminal; in a log, one line when the epoch ends (:mod:`dml_csr.progress`)."""
     ga = run.cfg.train.grad_accum
     phase = f"cycle {cycle}/{run.cfg.train.cycles}" if cycle else "phase 1"
-    return tqdm(total=run.batches_per_epoch // ga, initial=skip // ga, unit="it", dynamic_ncols=True,
-                desc=f"epoch {epoch + 1}/{run.total_epochs} ({phase})")
+    return progress(run.batches_per_epoch // ga, f"epoch {epoch + 1}/{run.total_epochs} ({phase})", "it",
+                    initial=skip // ga, every=1.0)
 
 
 def _validation_due(run: _Run, epoch: int) -> bool:
     """Every ``train.val_every`` epochs, and after the first phase, every cycle and the run."""
     t = run.cfg.train
-    cycle, in_cycle = run.csr.position(epoch)
-    return ((epoch + 1) % max(t.val_every, 1) == 0 or epoch == t.epochs - 1
-            or (cycle > 0 and in_cycle == t.cycle_epochs - 1) or epoch == run.total_epochs - 1)
+    return ((epoch + 1) % max(t.val_every, 1) == 0 or epoch == t.epochs - 1 or run.csr.ends_cycle(epoch)
+            or epoch == run.total_epochs - 1)
 
 
 def _validate(run: _Run, model: nn.Module, tag: str, epoch: int) -> dict:
     """Score ``model`` on the validation split and log it as ``tag``; returns the scores."""
     cm = evaluate(du.unwrap_model(model), run.val_loader, run.val_ds, run.spec.num_classes, device=run.device,
                   precision=run.cfg.eval.precision, channels_last=run.cfg.eval.channels_last)
-    scores = cm.compute(run.spec.classes, run.spec.groups)
+    scores = cm.compute(run.spec.classes, run.spec.groups, run.spec.mean_f1_indices)
     run.log.validation(tag, epoch, scores)
     log.info("epoch %d %s: val mean F1 %.4f, mIoU %.4f", epoch + 1, tag, scores["mean_f1"], scores["miou"])
     return scores
@@ -387,7 +386,7 @@ def _save(run: _Run, epoch_done: int, batches_done: int) -> None:
     if run.dist.is_main:
         path = run.paths.stop_ckpt(epoch_done, batches_done) if batches_done else run.paths.epoch_ckpt(epoch_done)
         save_checkpoint(path, model_state(run.model), run.meta, config_to_dict(run.cfg),
-                        optimizer=run.optimizer.state_dict(), scaler=run.scaler.state_dict(),
+                        optimizer=run.steps.optimizer.state_dict(), scaler=run.steps.scaler.state_dict(),
                         train_state=dataclasses.asdict(run.state), csr=run.csr.state_dict(), rng=rng_state())
         run.paths.prune(run.cfg.train.keep_last)
     du.barrier()

@@ -11,7 +11,7 @@ import pytest
 from helpers.scripts import run_script
 
 from dml_csr.data.synthetic import write_dataset
-from dml_csr.photos.detection import Face
+from dml_csr.photos.faces import Face
 from dml_csr.data.face_template import (WHOLE_IMAGE, check_crop, crop_for_training, measure_split, read_template,
                                        write_template)
 

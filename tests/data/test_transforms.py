@@ -9,7 +9,8 @@ from helpers import FIXTURES
 from dml_csr.data.labels import flip_permutation, get_spec
 from dml_csr.data.loader import collate_samples
 from dml_csr.data.transforms import (EvalTransform, TrainTransform, batch_input, box_to_center_scale,
-                                     get_affine_transform, inverse_affine, normalize_images, sample_affine)
+                                     get_affine_transform, normalize_images, sample_affine)
+from dml_csr.inference import inverse_of, paste_back
 
 SPEC = get_spec("helen")
 
@@ -107,38 +108,39 @@ def _within_one_pixel(back, lab):
 
 
 @pytest.mark.parametrize("params", [(1.0, 0.0, False), (0.8, 23.0, True), (1.2, -17.0, False)])
-def test_train_inverse_affine_lands_within_one_pixel(params):
+def test_train_samples_map_back_within_one_pixel(params):
     lab = _square_label()
     t = _force(TrainTransform((240, 240), SPEC, flip=True), *params)
     s = t(np.zeros(lab.shape + (3,), np.uint8), lab)
     pred = s["label"].numpy().astype(np.uint8)
     if params[2]:  # a prediction of the flipped sample names left/right as seen: swap back to compare with the GT
         pred = np.where(pred == 255, 255, flip_permutation(SPEC)[np.minimum(pred, 10)]).astype(np.uint8)
-    back = inverse_affine(pred, s["meta"], fill=254)
+    back = paste_back(pred, inverse_of(s["meta"]), s["meta"]["size"], mode="nearest", fill=254)
     seen = back != 254  # zooming in (scale < 1) leaves the original's margins outside the crop
     assert seen.mean() > (0.6 if params[0] < 1 else 0.99)
     assert _within_one_pixel(back, lab)[seen].all()
     assert (back[seen] != 255).all()
 
 
-def test_eval_inverse_affine_numpy_and_torch_agree():
+def test_eval_paste_back_numpy_and_torch_agree():
     lab = _square_label()
     s = EvalTransform((200, 200))(np.zeros(lab.shape + (3,), np.uint8), lab)
-    back_np = inverse_affine(s["label"].numpy().astype(np.uint8), s["meta"])
-    back_t = inverse_affine(s["label"].long(), s["meta"])  # e.g. a prediction on the device, int64
-    assert back_np.shape == lab.shape and back_t.shape == lab.shape and back_t.dtype == torch.int64
+    inv, size = inverse_of(s["meta"]), s["meta"]["size"]
+    back_np = paste_back(s["label"].numpy().astype(np.uint8), inv, size, mode="nearest")
+    back_t = paste_back(s["label"].long(), inv, size, mode="nearest")  # e.g. a prediction on the device, int64
+    assert back_np.shape == lab.shape and back_t.shape == lab.shape and back_t.dtype == np.int64
     # the authors' crop maps the box [0, w-1] onto [0, W]: the image's last column lands just outside the W network
     # pixels and maps back to the fill (background), as in their evaluation; every other pixel within one pixel
     assert (back_np[:, -1] == 0).all() and _within_one_pixel(back_np, lab)[:, :-1].all()
-    assert _within_one_pixel(back_t.numpy(), lab)[:, :-1].all()
+    assert _within_one_pixel(back_t, lab)[:, :-1].all()
     # logits (C, h, w) bilinear: argmax after mapping back reproduces the map
     logits = torch.nn.functional.one_hot(s["label"].long().clamp(max=10), 11).permute(2, 0, 1).float()
-    back_l = inverse_affine(logits, s["meta"], mode="bilinear")
+    back_l = paste_back(logits, inv, size, mode="bilinear")
     assert back_l.shape == (11,) + lab.shape
-    assert _within_one_pixel(back_l.argmax(0).numpy(), lab).mean() > 0.995
-    # numpy many-channel logits (h, w, C) too
-    back_ln = inverse_affine(logits.permute(1, 2, 0).numpy(), s["meta"], mode="bilinear")
-    np.testing.assert_allclose(back_ln, back_l.permute(1, 2, 0).numpy(), atol=2e-2)
+    assert _within_one_pixel(back_l.argmax(0), lab).mean() > 0.995
+    # numpy many-channel logits too
+    back_ln = paste_back(logits.numpy(), inv, size, mode="bilinear")
+    np.testing.assert_allclose(back_ln, back_l, atol=2e-2)
 
 
 def test_eval_transform_outputs_and_ignore_border():

@@ -167,9 +167,9 @@ def test_errors_name_the_fix():
     with pytest.raises(KeyError, match="parsing"):
         multitask_loss({"out": outputs["parsing"]}, batch, LossConfig())
     with pytest.raises(ValueError, match="class_weights"):
-        MultiTaskLoss.from_config(LossConfig(class_weights=[1.0, 2.0]), C)
+        MultiTaskLoss.from_config(LossConfig(), C, class_weights=[1.0, 2.0])
     with pytest.raises(ValueError, match="names a weighting of the data"):
-        MultiTaskLoss.from_config(LossConfig(class_weights="inverse_frequency"), C)
+        MultiTaskLoss.from_config(LossConfig(), C, class_weights="inverse_frequency")
     with pytest.raises(ValueError, match="temperature"):
         MultiTaskLoss.from_config(LossConfig(temperature=0.0), C)
     with pytest.raises(ValueError, match="preset"):
@@ -177,21 +177,24 @@ def test_errors_name_the_fix():
 
 
 def test_build_criterion_call_convention_and_class_weights():
+    """The criterion takes the class weights as numbers (resolved from loss.class_weights by the trainer); it does
+    not read that setting itself."""
     outputs, batch = _data(8)
     teacher, _ = _data(9, with_grad=False)
-    cfg = LossConfig(class_weights=[1.0, 1.0, 2.0, 5.0])
+    weights = [1.0, 1.0, 2.0, 5.0]
     names = [f"c{i}" for i in range(C)]
-    criterion = build_criterion(SimpleNamespace(model=ModelConfig(), loss=cfg), names)
+    criterion = build_criterion(SimpleNamespace(model=ModelConfig(), loss=LossConfig()), names, class_weights=weights)
     terms = criterion(outputs, batch, teacher)  # positional teacher, as the engine calls it
-    ref = multitask_loss(outputs, batch, cfg, teacher)
+    ref = MultiTaskLoss.from_config(LossConfig(), C, weights)(outputs, batch, teacher)
     assert {k: v.item() for k, v in terms.items()} == {k: v.item() for k, v in ref.items()}
     weighted = criterion(outputs, batch)["semantic_edge_attention"].item()
-    assert weighted != multitask_loss(outputs, batch, LossConfig())["semantic_edge_attention"].item()
+    plain = multitask_loss(outputs, batch, LossConfig())["semantic_edge_attention"].item()
+    assert weighted != plain
     named = build_criterion(SimpleNamespace(model=ModelConfig(), loss=LossConfig(class_weights="inverse_frequency")),
-                            names, class_weights=[1.0, 1.0, 2.0, 5.0])  # resolved from the data by the trainer
+                            names, class_weights=weights)  # resolved from the data by the trainer
     assert named(outputs, batch)["semantic_edge_attention"].item() == pytest.approx(weighted, rel=1e-7)
-    with pytest.raises(ValueError, match="inverse_frequency"):
-        build_criterion(SimpleNamespace(model=ModelConfig(), loss=LossConfig(class_weights="inverse_frequency")), names)
+    unresolved = build_criterion(SimpleNamespace(model=ModelConfig(), loss=LossConfig(class_weights=weights)), names)
+    assert unresolved(outputs, batch)["semantic_edge_attention"].item() == pytest.approx(plain, rel=1e-7)
 
 
 def test_criteria_are_picked_by_model_name_and_rnn_g_refuses_loss_settings_it_ignores():

@@ -132,3 +132,16 @@ def test_unknown_model_and_backbone_names():
     cfg.backbone = "vgg16"
     with pytest.raises(ValueError, match="unknown model.backbone 'vgg16'"):
         build_model(cfg, 5)
+
+
+def test_build_model_takes_a_whole_config_or_its_model_section():
+    """What load_config returns goes straight in (a README snippet does it); so does cfg.model, to the same model."""
+    from dml_csr.config import load_config
+
+    cfg = load_config(None, ["data.dataset=helen", "data.root=x", "model.backbone=resnet18"])
+    torch.manual_seed(0)
+    whole = build_model(cfg, 11)
+    torch.manual_seed(0)
+    section = build_model(cfg.model, 11)
+    a, b = whole.state_dict(), section.state_dict()
+    assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)

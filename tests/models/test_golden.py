@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dml_csr.loading import build_from_official
+from dml_csr.checkpoint import build_from_official
 from dml_csr.models.backbone import Bottleneck
 from dml_csr.models.context import DDualGCNHead
 from dml_csr.models.heads import EdgeModule, ParsingDecoder

@@ -6,7 +6,7 @@ import torch
 from helpers.official_weights import check_same_tensors, official_entries, official_state_dict
 
 from dml_csr.config import ModelConfig
-from dml_csr.loading import build_from_official
+from dml_csr.checkpoint import build_from_official
 from dml_csr.models import build_model
 from dml_csr.models.official import StateDictMismatch, official_to_ours, ours_to_official
 

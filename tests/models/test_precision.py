@@ -4,7 +4,7 @@ import contextlib
 import pytest
 import torch
 
-from dml_csr.loading import build_from_official
+from dml_csr.checkpoint import build_from_official
 from dml_csr.models import autocast_context, prepare_for_inference, to_model_input
 
 

@@ -151,8 +151,9 @@ def test_a_local_file_of_another_convention_warns_in_one_line(tmp_path, caplog):
 
 
 def test_a_swin_built_on_meta_and_filled_from_a_state_dict_equals_the_original():
-    """dml_csr.loading builds on the meta device, moves to real memory and loads the checkpoint: Swin's relative
-    position index (a buffer timm computes, never saves) must be computed again, or the attention reads garbage."""
+    """dml_csr.checkpoint.load_model builds on the meta device, moves to real memory and loads the checkpoint:
+    Swin's relative position index (a buffer timm computes, never saves) must be computed again, or the attention
+    reads garbage."""
     torch.manual_seed(0)
     net = build_timm_backbone("timm/swin_tiny_patch4_window7_224", 32, input_size=(128, 128)).eval()
     with torch.device("meta"):

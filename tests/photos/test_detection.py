@@ -1,9 +1,8 @@
-"""Detectors: a real photo's faces found one by one with their five landmarks in our keypoint order, the fallback
-order, and faces a user gives."""
+"""Detectors: a real photo's faces found one by one with their five landmarks in our keypoint order, and the
+fallback order."""
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 
 import cv2
@@ -12,7 +11,8 @@ import pytest
 from helpers.photos import PLACEMENTS, astronaut, group_photo
 
 from dml_csr.photos import detection
-from dml_csr.photos.detection import Face, as_faces, build_detector, faces_from_json, given_faces
+from dml_csr.photos.detection import build_detector
+from dml_csr.photos.faces import Face
 
 HAS_YUFACE = importlib.util.find_spec("yuface") is not None
 needs_yuface = pytest.mark.skipif(not HAS_YUFACE, reason="yuface is not installed (CPython 3.10/3.11 wheels)")
@@ -80,58 +80,6 @@ def test_unknown_detector_names_the_choices():
         build_detector("missing.json")
 
 
-def test_given_faces_and_their_errors(tmp_path):
-    pts = [[60, 40], [40, 40], [50, 50], [58, 60], [42, 60]]
-    named = dict(zip(("subject_left_eye", "subject_right_eye", "nose_tip", "subject_left_mouth_corner",
-                      "subject_right_mouth_corner"), pts))
-    det = given_faces([(10, 20, 30, 40), {"box": [1, 2, 3, 4], "landmarks": pts, "score": 0.5},
-                       {"box": [1, 2, 3, 4], "landmarks": named}])
-    a, b, c = det(np.zeros((8, 8, 3), np.uint8))
-    assert a.box == (10, 20, 30, 40) and a.points is None and a.score == 1.0
-    assert np.array_equal(b.points, pts) and b.score == 0.5 and np.array_equal(c.points, pts)
-    with pytest.raises(ValueError, match=r"face 0: landmarks have 4 numbers; expected 5 \(x, y\) points"):
-        given_faces([{"box": [1, 2, 3, 4], "landmarks": [[1, 2], [3, 4]]}])
-    with pytest.raises(ValueError, match=r"face 1: box \[1.0, 2.0, 0.0, 4.0\] is not \(x, y, width, height\)"):
-        given_faces([(1, 2, 3, 4), (1, 2, 0, 4)])
-    with pytest.raises(ValueError, match="face 0: has no 'box'"):
-        given_faces([{"landmarks": pts}])
-    path = tmp_path / "faces.json"
-    path.write_text(json.dumps({"faces": [b.to_dict()]}))
-    (back,) = faces_from_json(str(path))(None)
-    assert back.box == b.box and np.allclose(back.points, pts) and back.score == 0.5
-    assert build_detector(str(path))(None)[0].box == b.box
-    path.write_text("{")
-    with pytest.raises(ValueError, match="faces file '.*faces.json' cannot be read as JSON"):
-        faces_from_json(str(path))
-    assert as_faces([(1, 2, 3, 4)])[0].box == (1.0, 2.0, 3.0, 4.0)
-    with pytest.raises(ValueError, match="face 0: expected a box of 4 numbers"):
-        given_faces([{"box": [1, 2, "a", 4]}])
-    with pytest.raises(ValueError, match="faces file .* face 0: expected a box of 4 numbers"):
-        path.write_text('{"faces": [5]}')
-        faces_from_json(str(path))
-    # a file that records its image's size refuses another image
-    path.write_text(json.dumps({"height": 8, "width": 6, "faces": [b.to_dict()]}))
-    with pytest.raises(ValueError, match="describes a 6x8 image; this one is 8x8"):
-        faces_from_json(str(path))(np.zeros((8, 8, 3), np.uint8))
-    assert len(faces_from_json(str(path))(np.zeros((8, 6, 3), np.uint8))) == 1
-    assert not b.points.flags.writeable  # a face's landmarks cannot be changed under it
-
-
-def test_mirrored_landmarks_are_refused_at_any_rotation():
-    """The common mistake: the image-left eye first (YuNet's, insightface's, dlib's order). Our order turns the
-    eye-to-eye vector clockwise into the eyes-to-mouth one at any rotation; the mirrored order turns it the other
-    way."""
-    _, face = astronaut()
-    ours = face["landmarks"]
-    for angle in (0, 30, 90, 170, -120):
-        a = np.deg2rad(angle)
-        rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
-        turned = ours @ rot.T
-        given_faces([{"box": [0, 0, 10, 10], "landmarks": turned.tolist()}])  # accepted
-        with pytest.raises(ValueError, match=r"landmarks are mirrored .* reorder them \[1, 0, 2, 4, 3\]"):
-            given_faces([{"box": [0, 0, 10, 10], "landmarks": turned[[1, 0, 2, 4, 3]].tolist()}])
-
-
 def test_yunet_rows_become_faces_in_our_order(monkeypatch, tmp_path):
     """cv2.FaceDetectorYN gives rows (x, y, w, h, 5 x (x, y) image-left eye first, score); a stand-in net with a
     known row shows the reordering, the score and the input size set to the image's."""
@@ -150,3 +98,78 @@ def test_yunet_rows_become_faces_in_our_order(monkeypatch, tmp_path):
     (face,) = detection.yunet_detector(model_path=str(tmp_path / "m.onnx"))(np.zeros((60, 80, 3), np.uint8))
     assert calls == [(80, 60)] and face.box == (10, 20, 30, 40) and face.score == pytest.approx(0.87)
     np.testing.assert_array_equal(face.points, [[35, 30], [15, 30], [25, 40], [33, 50], [17, 50]])
+
+
+def _turned(points: np.ndarray, k: int, h: int, w: int) -> np.ndarray:
+    """Pixel coordinates of ``points`` of an (h, w) image in ``np.rot90(image, k)``: each quarter turn
+    counter-clockwise sends (x, y) to (y, width - 1 - x) of the image as it stands then."""
+    for _ in range(k):
+        points = np.stack([points[:, 1], w - 1 - points[:, 0]], 1)
+        h, w = w, h
+    return points
+
+
+@needs_yuface
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_a_turned_portrait_is_found_with_its_landmarks_on_its_face(k):
+    """The portrait turned by 90, 180 and 270 degrees: upright yuface finds nothing or puts the five points as if the
+    face were upright (on the hair and forehead); searching the turned photo finds it with its landmarks where the
+    turned portrait has them."""
+    img, face = astronaut()
+    turned = np.ascontiguousarray(np.rot90(img, k))
+    truth = _turned(face["landmarks"], k, *img.shape[:2])
+    upright_only = build_detector("yuface", rotations=False)(turned)
+    assert not upright_only or np.linalg.norm(upright_only[0].points - truth, axis=1).max() > 10
+    (found,) = build_detector("yuface")(turned)
+    eyes = np.linalg.norm(truth[0] - truth[1])
+    assert np.linalg.norm(found.points - truth, axis=1).max() < 0.1 * eyes
+    x, y, w, h = found.box
+    assert (x < truth[:, 0]).all() and (truth[:, 0] < x + w).all() and (y < truth[:, 1]).all() \
+        and (truth[:, 1] < y + h).all()
+
+
+def test_the_turned_photo_is_searched_only_without_a_confident_upright_face():
+    """A stand-in detector that sees a face confidently only with the bright corner top left: it is asked once when
+    the upright photo has a confident face, else turn after turn until one has, and that turn's face comes back in
+    the photo's coordinates; without a confident turn every turn is tried and the best face wins."""
+    from dml_csr.photos.detection import any_rotation
+
+    calls = []
+    pts = np.array([[30.0, 20.0], [20.0, 20.0], [25.0, 25.0], [29.0, 31.0], [21.0, 31.0]])
+
+    def detect(image):
+        calls.append(image.shape)
+        top_left = image[:5, :5].mean() > 100
+        return [Face((15.0, 12.0, 20.0, 25.0), pts, 0.95 if top_left else 0.6)]
+
+    image = np.zeros((60, 80, 3), np.uint8)
+    image[:5, :5] = 255
+    assert [f.score for f in any_rotation(detect)(image)] == [0.95] and len(calls) == 1
+    for k in (1, 2, 3):  # the corner turned away: found again after turning it back, mapped onto the photo
+        calls.clear()
+        turned = np.ascontiguousarray(np.rot90(image, k))
+        (face,) = any_rotation(detect)(turned)
+        assert face.score == 0.95 and len(calls) == 1 + (4 - k)  # turned back by 4 - k quarter turns
+        np.testing.assert_allclose(face.points, _turned(pts, k, 60, 80), atol=1e-6)
+        corners = _turned(np.array([[15.0, 12.0], [34.0, 36.0]]), k, 60, 80)
+        np.testing.assert_allclose(face.box[:2], corners.min(0), atol=1e-6)
+        np.testing.assert_allclose(np.add(face.box[:2], face.box[2:]), corners.max(0) + 1, atol=1e-6)
+    calls.clear()
+    (face,) = any_rotation(detect, confident=0.99)(np.ascontiguousarray(np.rot90(image, 1)))
+    assert len(calls) == 4 and face.score == 0.95
+
+
+def test_landmarks_that_cannot_be_a_face_are_refused():
+    from dml_csr.photos.detection import plausible
+
+    _, face = astronaut()
+    ours = face["landmarks"]
+    assert plausible(Face((0, 0, 1, 1), ours)) and plausible(Face((0, 0, 1, 1)))  # a box alone is kept
+    # what upright yuface gives for the portrait turned by 90 degrees: eyes 10 px apart, the mouth 32 px below
+    assert not plausible(Face((0, 0, 1, 1), [[140, 275], [130, 275], [145, 290], [139, 306], [131, 308]]))
+    assert not plausible(Face((0, 0, 1, 1), np.repeat(ours[:1], 5, 0)))  # all five on one point
+    assert not plausible(Face((0, 0, 1, 1), ours[[1, 0, 2, 4, 3]]))  # mirrored: the mouth above the eyes
+    upside_down = ours.copy()
+    upside_down[3:, 1] = 2 * ours[:2, 1].mean() - ours[3:, 1]  # mouth as far above the eyes as it was below
+    upside_down[2, 1] = 2 * ours[:2, 1].mean() - ours[2, 1]
+    assert not plausible(Face((0, 0, 1, 1), upside_down))

@@ -2,6 +2,8 @@
 crop-and-paste-back of detected faces, and the authors' checkpoint convention."""
 from __future__ import annotations
 
+import importlib.util
+
 import cv2
 import numpy as np
 import pytest
@@ -10,7 +12,8 @@ from helpers.tiny_checkpoint import one_thread  # noqa: F401 (fixture)
 
 from dml_csr import FaceParser
 from dml_csr.photos.alignment import box_affine, crop_region
-from dml_csr.photos.detection import Face, haar_detector
+from dml_csr.photos.detection import haar_detector
+from dml_csr.photos.faces import Face
 from dml_csr.data.labels import flip_permutation, get_spec
 from dml_csr.data.synthetic import render_face
 
@@ -56,20 +59,38 @@ def test_list_input_and_batching_agree_with_single_calls(ckpt, face_bgr):
         assert (a == b).mean() > 0.999  # batched convolutions may differ in the last bits
 
 
-def test_nearest_paste_is_the_inverse_mapped_network_argmax(ckpt, face_bgr):
-    """paste="nearest": the authors' evaluation protocol."""
-    from dml_csr.data.loader import collate_samples
-    from dml_csr.data.transforms import batch_input, inverse_affine
+class _Stripes(torch.nn.Module):
+    """A stand-in network whose answer depends only on the input pixel: class 1 + (column // 6) % 10, sure."""
 
-    parser = FaceParser.from_checkpoint(ckpt, paste="nearest")
-    s = parser.transform(face_bgr)
-    with torch.no_grad():
-        logits = parser.model(batch_input(collate_samples([s])))["parsing"]
-        logits = torch.nn.functional.interpolate(logits, size=(64, 64), mode="bilinear", align_corners=True)
-    # the API replicates the border: the whole-image crop maps the last row just outside the network input
-    expect = inverse_affine(logits.argmax(1)[0].to(torch.uint8).numpy(), s["meta"], mode="nearest",
-                            border="replicate")
-    assert np.array_equal(parser(face_bgr, channel_order="BGR"), expect)
+    def forward(self, x):
+        cols = torch.arange(x.shape[3]) // 6 % 10 + 1
+        logits = torch.nn.functional.one_hot(cols, 11).T.float()[None, :, None, :] * 30.0
+        return {"parsing": logits.expand(x.shape[0], 11, x.shape[2], x.shape[3])}
+
+
+def _meta(input_size=(64, 64)) -> dict:
+    return {"classes": list(get_spec("synthetic").classes), "dataset": "synthetic", "channel_order": "BGR",
+            "mean": [0.0] * 3, "std": [1.0] * 3, "input_size": list(input_size)}
+
+
+def test_nearest_paste_is_the_authors_protocol():
+    """paste="nearest": each photo pixel takes the network's answer at the input pixel nearest to where the
+    whole-image crop (the authors' matrix) sends it, and background where that lies outside the input -- the padding
+    and the photo's last column -- as the evaluation scores; computed here pixel by pixel."""
+    from dml_csr.data.transforms import box_to_center_scale, get_affine_transform
+
+    h, w = 50, 90  # wider than tall: the crop pads above and below
+    labels = FaceParser(_Stripes(), _meta(), paste="nearest")(np.zeros((h, w, 3), np.uint8), channel_order="BGR")
+    center, scale = box_to_center_scale(h, w, (64, 64))
+    fwd = get_affine_transform(center, scale, 0, (64, 64))
+    ys, xs = np.mgrid[0:h, 0:w]
+    u, v = fwd[0, 0] * xs + fwd[0, 1] * ys + fwd[0, 2], fwd[1, 0] * xs + fwd[1, 1] * ys + fwd[1, 2]
+    ui, vi = np.floor(u + 0.5).astype(int), np.floor(v + 0.5).astype(int)
+    inside = (ui >= 0) & (ui < 64) & (vi >= 0) & (vi < 64)
+    expected = np.where(inside, 1 + ui.clip(0, 63) // 6 % 10, 0)
+    clear = (np.abs(u - np.floor(u) - 0.5) > 0.01) & (np.abs(v - np.floor(v) - 0.5) > 0.01)  # not on a tie
+    assert clear.mean() > 0.9 and (labels[clear] == expected[clear]).all()
+    assert (labels[:, -1] == 0).all() and (expected[:, :-1] != 0).all()  # only the last column is outside
 
 
 def test_probabilities_and_smooth_labels(parser, ckpt, face_bgr):
@@ -92,27 +113,44 @@ def test_probabilities_and_smooth_labels(parser, ckpt, face_bgr):
     assert rows_with_a_boundary(smooth) > 1.5 * rows_with_a_boundary(steps)
 
 
-def test_flip_testing_averages_the_mirrored_input(ckpt, face_bgr):
-    """flip=True: the mean of the probabilities of the network input and of its mirror, mirrored back with the
-    left/right classes swapped, then mapped back onto the image."""
-    from dml_csr.data.loader import collate_samples
-    from dml_csr.data.transforms import batch_input, inverse_affine
+class _Ramp(torch.nn.Module):
+    """A stand-in network whose probabilities are a known smooth function of the input column u:
+    softmax(slope * u / (W - 1) + offset), whatever the pixels."""
 
-    p = FaceParser.from_checkpoint(ckpt, flip=True)
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.slope, self.offset = torch.randn(11, generator=g) * 2, torch.randn(11, generator=g)
+
+    def probs(self, u: np.ndarray, width: int) -> np.ndarray:
+        z = self.slope.numpy()[:, None, None] * (u / (width - 1))[None] + self.offset.numpy()[:, None, None]
+        e = np.exp(z - z.max(0))
+        return e / e.sum(0)
+
+    def forward(self, x):
+        u = torch.arange(x.shape[3], dtype=torch.float32) / (x.shape[3] - 1)
+        logits = self.slope[:, None] * u[None] + self.offset[:, None]
+        return {"parsing": logits[None, :, None, :].expand(x.shape[0], 11, x.shape[2], x.shape[3])}
+
+
+def test_flip_testing_averages_the_mirrored_input(face_bgr):
+    """flip=True: the mean of the probabilities of the network input and of its mirror, mirrored back with the
+    left/right classes swapped, then mapped back onto the image: at photo pixel p, whose input column is u,
+    (P(u) + P(W - 1 - u)[perm]) / 2 for the stand-in network's P, computed here from its formula."""
+    from dml_csr.data.transforms import box_to_center_scale, get_affine_transform
+
+    net, (h, w) = _Ramp(), face_bgr.shape[:2]
+    _, got = FaceParser(net, _meta(), flip=True)(face_bgr, channel_order="BGR", return_probs=True)
     perm = flip_permutation(get_spec("synthetic"))
-    _, a = p(face_bgr, channel_order="BGR", return_probs=True)
-    s = p.transform(face_bgr)
-    x = batch_input(collate_samples([s]))
-    with torch.no_grad():
-        def probs(inp):
-            logits = p.model(inp)["parsing"]
-            return torch.nn.functional.interpolate(logits, size=(64, 64), mode="bilinear",
-                                                   align_corners=True).softmax(1)
-        mean = (probs(x) + probs(x.flip(3)).flip(3)[:, torch.as_tensor(perm)]) / 2
-    expected = inverse_affine(mean[0], s["meta"], mode="bilinear", border="replicate").numpy()
-    np.testing.assert_allclose(a, expected, atol=1e-5)
-    _, plain = FaceParser.from_checkpoint(ckpt)(face_bgr, channel_order="BGR", return_probs=True)
-    assert np.abs(plain - a).max() > 1e-2  # the mirrored pass changes the answer
+    center, scale = box_to_center_scale(h, w, (64, 64))
+    fwd = get_affine_transform(center, scale, 0, (64, 64))
+    ys, xs = np.mgrid[0:h, 0:w]
+    u = np.clip(fwd[0, 0] * xs + fwd[0, 1] * ys + fwd[0, 2], 0, 63)  # edges replicated
+    expected = (net.probs(u, 64) + net.probs(63 - u, 64)[perm]) / 2
+    np.testing.assert_allclose(got, expected, atol=5e-4)
+    _, plain = FaceParser(net, _meta())(face_bgr, channel_order="BGR", return_probs=True)
+    np.testing.assert_allclose(plain, net.probs(u, 64), atol=5e-4)
+    assert np.abs(plain - got).max() > 5e-2  # the mirrored pass changes the answer
 
 
 def test_colorize_and_overlay(parser):
@@ -237,7 +275,7 @@ def test_haar_detector_finds_synthetic_faces(ckpt):
 def test_authors_metadata_sets_the_input_convention(parser):
     # the authors' files carry no metadata; load_model gives them official_meta (their model at 473, BGR input,
     # RGB ImageNet statistics). The parser must take its transform from it (loading itself: tests/models).
-    from dml_csr.loading import official_meta
+    from dml_csr.checkpoint import official_meta
 
     meta = official_meta(11)
     p = FaceParser(parser.model, meta)
@@ -246,3 +284,36 @@ def test_authors_metadata_sets_the_input_convention(parser):
     assert np.array_equal(p.palette, get_spec("helen").palette)
     with pytest.raises(ValueError, match="registry"):
         FaceParser(parser.model, dict(meta, dataset="unknown"), flip=True)
+
+
+class _Pattern(torch.nn.Module):
+    """A stand-in network whose answer depends on where a pixel lies in the aligned crop, not on the photo: class
+    1 + (column // 8) % 5 + 5 * ((row // 12) % 2). A face aligned otherwise (turned, shifted) gets other labels."""
+
+    def forward(self, x):
+        rows = torch.arange(x.shape[2])[:, None] // 12 % 2 * 5
+        cols = torch.arange(x.shape[3])[None, :] // 8 % 5 + 1
+        labels = torch.nn.functional.one_hot(rows + cols, 11).permute(2, 0, 1).float() * 30.0
+        return {"parsing": labels[None].expand(x.shape[0], 11, x.shape[2], x.shape[3])}
+
+
+@pytest.mark.skipif(importlib.util.find_spec("yuface") is None, reason="yuface is not installed")
+def test_a_turned_portrait_parses_as_the_upright_one():
+    """The portrait turned by 90, 180 and 270 degrees: its face is found each time and aligned as upright, so the
+    labels, turned back, agree with the upright parse on the face's pixels."""
+    from helpers.photos import astronaut
+
+    from dml_csr.data.face_template import landmarks_in_input, measure_template
+
+    img, face = astronaut()
+    crop = measure_template(landmarks_in_input(face["landmarks"], img.shape[:2], (96, 96))[None], (96, 96))
+    parser = FaceParser(_Pattern(), _meta((96, 96)), crop=crop, detector="yuface")
+    x, y, w, h = face["box"]
+    upright = parser.parse(img, channel_order="BGR", detect=True)
+    assert len(upright.faces) == 1 and (upright.labels[y:y + h, x:x + w] > 0).all()
+    for k in (1, 2, 3):
+        turned = parser.parse(np.ascontiguousarray(np.rot90(img, k)), channel_order="BGR", detect=True)
+        back = np.rot90(turned.labels, -k)
+        agree = (back[y:y + h, x:x + w] == upright.labels[y:y + h, x:x + w]).mean()
+        print(f"turned by {90 * k} degrees: {100 * agree:.2f} % of the face's labels as upright")
+        assert len(turned.faces) == 1 and agree >= 0.95

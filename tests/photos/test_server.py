@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import sys
 import threading
 import types
 import urllib.error
@@ -187,8 +186,8 @@ def test_names_go_through_the_hub(ckpt, monkeypatch):
     seen = []
     monkeypatch.setitem(hub.WEIGHTS, "helen-resnet101", hub.Weights("helen-resnet101", "x.pt", "dml_csr", "test",
                                                                              url="http://127.0.0.1:9/x.pt", sha256="0" * 64))
-    monkeypatch.setattr("dml_csr.loading.resolve", lambda name, kind=None: seen.append((name, kind)) or ckpt)
-    parser = _load(types.SimpleNamespace(checkpoint="helen-resnet101", device="cpu", detect=False))
+    monkeypatch.setattr("dml_csr.checkpoint.resolve", lambda name, kind=None: seen.append((name, kind)) or ckpt)
+    parser = _load(types.SimpleNamespace(checkpoint="helen-resnet101", device="cpu", detect=False, no_rotations=False))
     assert seen == [("helen-resnet101", "dml_csr")] and parser.num_classes == 11
-    _load(types.SimpleNamespace(checkpoint=ckpt, device="cpu", detect=False))
+    _load(types.SimpleNamespace(checkpoint=ckpt, device="cpu", detect=False, no_rotations=False))
     assert len(seen) == 1  # an existing file is used as it is

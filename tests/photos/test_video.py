@@ -14,7 +14,7 @@ from helpers.tiny_checkpoint import one_thread, write_tiny_checkpoint  # noqa: F
 
 from dml_csr import FaceParser
 from dml_csr.data.labels import get_spec
-from dml_csr.photos.detection import Face
+from dml_csr.photos.faces import Face
 from dml_csr.photos.video import VideoParser, box_iou
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -312,3 +312,24 @@ def test_a_registry_name_as_checkpoint(setup, tmp_path, monkeypatch):
     assert r.returncode == 0, r.stderr
     proto = json.load(open(tmp_path / "runs" / "tiny_eval" / "eval_test" / "metrics.json"))["protocol"]
     assert proto["checkpoint_name"] == "tiny_eval" and proto["checkpoint_sha256"] == hashlib.sha256(body).hexdigest()
+
+
+def test_evaluations_with_other_options_never_replace_each_other(setup):
+    """Without --out the folder is named after the split and the options that change the numbers; an existing
+    metrics.json is replaced only with --overwrite."""
+    tmp, root, cfg, ckpt = setup
+    base = ["--config", cfg, "--checkpoint", ckpt, "--split", "test"]
+    first = run(*base)
+    second = run(*base, "--flip", "--scales", "0.75,1,1.25", "--paste", "smooth")
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    folder = os.path.dirname(ckpt)
+    plain = os.path.join(folder, "eval_test", "metrics.json")
+    tested = os.path.join(folder, "eval_test_flip_scales0.75-1-1.25_smooth", "metrics.json")
+    assert json.load(open(plain))["protocol"]["flip"] is False
+    assert json.load(open(tested))["protocol"]["scales"] == [0.75, 1.0, 1.25]
+    before = os.stat(plain).st_mtime_ns
+    again = run(*base)
+    assert again.returncode == 2 and again.stderr.strip() == (
+        f"error: '{plain}' exists (an earlier evaluation); pass --overwrite to replace it, or --out to write elsewhere")
+    assert os.stat(plain).st_mtime_ns == before
+    assert run(*base, "--overwrite").returncode == 0 and os.stat(plain).st_mtime_ns > before

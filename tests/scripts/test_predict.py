@@ -124,7 +124,7 @@ def test_detect_writes_the_faces_and_counts_photos_without_one(tmp_path):
     from helpers.photos import group_photo
 
     from dml_csr import FaceParser
-    from dml_csr.photos.detection import Face
+    from dml_csr.photos.faces import Face
 
     ckpt = write_tiny_checkpoint(str(tmp_path / "tiny.pt"))
     canvas, _, points = group_photo()

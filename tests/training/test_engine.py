@@ -1,4 +1,5 @@
-"""The training step's view of a model: which models get the batch's targets as keyword arguments."""
+"""The training step's view of a model (which models get the batch's targets as keyword arguments), one epoch of steps
+against a loop written out, the gradient scaler, and the evaluation pass's paste."""
 import torch
 
 from dml_csr.data.labels import get_spec
@@ -88,3 +89,68 @@ def test_evaluate_refuses_an_unknown_paste():
 
     with pytest.raises(ValueError, match="'nearest' or 'smooth', got 'cubic'"):
         _paste_case("cubic")
+
+
+class _Linear(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 2, 1)
+
+    def forward(self, x):
+        return {"parsing": self.conv(x)}
+
+
+def _squared_error(outputs, batch, teacher_outputs=None, cycle=0):
+    err = ((outputs["parsing"] - batch["y"]) ** 2).mean()
+    return {"err": err, "total": err * (1 + cycle)}
+
+
+def test_an_epoch_steps_as_a_hand_written_loop_with_accumulation_and_its_watchers():
+    """Two batches a step, the rate of each step from lr_at, the cycle handed to the criterion: the same weights as
+    the loop written out here, bit for bit; the step callback sees each step, a stop request ends the epoch."""
+    import copy
+
+    from dml_csr.training.engine import EpochPlan, StepContext, grad_scaler, train_one_epoch
+
+    g = torch.Generator().manual_seed(0)
+    batches = [{"image": torch.randn(2, 3, 4, 4, generator=g), "y": torch.randn(2, 2, 4, 4, generator=g)}
+               for _ in range(4)]
+    torch.manual_seed(0)
+    model = _Linear()
+    ref = copy.deepcopy(model)
+    opt = torch.optim.SGD(model.parameters(), lr=1.0, momentum=0.9)
+    ctx = StepContext(criterion=_squared_error, optimizer=opt, scaler=grad_scaler(torch.device("cpu"), "fp32"),
+                      device=torch.device("cpu"), lr_at=lambda s: 0.01 * (s + 1), grad_accum=2)
+    seen = []
+    out = train_one_epoch(model, batches, ctx, EpochPlan(start_step=5, cycle=2,
+                                                         on_step=lambda s, terms: seen.append((s, terms["total"]))))
+    ref_opt = torch.optim.SGD(ref.parameters(), lr=1.0, momentum=0.9)
+    totals = []
+    for step, pair in ((5, batches[:2]), (6, batches[2:])):
+        ref_opt.zero_grad()
+        for b in pair:
+            loss = 3 * ((ref(b["image"])["parsing"] - b["y"]) ** 2).mean()  # cycle 2: (1 + 2) times the error
+            (loss / 2).backward()
+        for group in ref_opt.param_groups:
+            group["lr"] = 0.01 * (step + 1)
+        ref_opt.step()
+        totals.append(float(loss.detach()))
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), ref.parameters()))
+    assert out["step"] == 7 and out["batches"] == 4 and not out["stopped"] and opt.param_groups[0]["lr"] == 0.01 * 7
+    assert seen == [(6, totals[0]), (7, totals[1])]  # the last batch of each step is the one reported
+    assert out["loss"]["total"] == (totals[0] + totals[1]) / 2
+    stopped = train_one_epoch(_Linear(), batches, StepContext(
+        _squared_error, torch.optim.SGD(_Linear().parameters(), lr=0.1), grad_scaler(torch.device("cpu"), "bf16"),
+        torch.device("cpu"), lambda s: 0.1), EpochPlan(should_stop=lambda: True))
+    assert stopped["stopped"] and stopped["step"] == 1 and stopped["batches"] == 1
+
+
+def test_the_gradient_scaler_scales_under_fp16_only():
+    from dml_csr.training.engine import grad_scaler
+
+    cpu = torch.device("cpu")
+    assert grad_scaler(cpu, "fp16").is_enabled()
+    loss = torch.tensor(2.0)
+    for precision in ("fp32", "bf16", "fp64"):
+        scaler = grad_scaler(cpu, precision)
+        assert not scaler.is_enabled() and scaler.scale(loss) is loss

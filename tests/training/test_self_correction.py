@@ -27,7 +27,7 @@ def test_self_ensemble_matches_eq6():
     for s in cycle:
         rs.add(s)
     for k in (1, 2, 5):
-        out = self_ensemble(best, rs, None, k)
+        out = self_ensemble(best, rs, k)
         for name, b in best.items():
             if b.is_floating_point():
                 expected = k / (k + 1) * b.double() + sum(s[name].double() for s in cycle) / ((k + 1) * len(cycle))
@@ -36,21 +36,25 @@ def test_self_ensemble_matches_eq6():
             else:  # integer buffers: the latest model's value
                 assert out[name].item() == cycle[-1][name].item()
     # k = 1 weighs the best model and the cycle's mean equally
-    half = self_ensemble(best, rs, 3, 1)
+    half = self_ensemble(best, rs, 1)
     w = "0.weight"
-    assert torch.allclose(half[w], 0.5 * best[w] + 0.5 * rs.mean()[w].float(), atol=1e-7)
+    assert torch.allclose(half[w], 0.5 * best[w] + 0.5 * sum(s[w] for s in cycle) / 3, atol=1e-7)
 
 
-def test_self_ensemble_with_plain_sum_mapping_and_errors():
+def test_self_ensemble_of_two_models_and_errors():
     best, a, b = _toy_states(3, seed=1)
-    sums = {k: a[k] + b[k] for k in a if a[k].is_floating_point()}
-    out = self_ensemble(best, sums, 2, 2)
+    rs = RunningSum()
+    rs.add(a)
+    rs.add(b)
+    out = self_ensemble(best, rs, 2)
     assert torch.allclose(out["0.bias"], 2 / 3 * best["0.bias"] + (a["0.bias"] + b["0.bias"]) / 6, atol=1e-7)
-    assert out["1.num_batches_tracked"].item() == best["1.num_batches_tracked"].item()
-    with pytest.raises(ValueError, match="n_models"):
-        self_ensemble(best, sums, None, 1)
+    assert out["1.num_batches_tracked"].item() == b["1.num_batches_tracked"].item()
+    with pytest.raises(ValueError, match="holds no model"):
+        self_ensemble(best, RunningSum(), 1)
+    partial = RunningSum()
+    partial.add({"0.weight": a["0.weight"]})
     with pytest.raises(KeyError, match="lacks"):
-        self_ensemble(best, {"0.weight": sums["0.weight"]}, 2, 1)
+        self_ensemble(best, partial, 1)
 
 
 def test_running_sum_state_roundtrip_and_key_check():
@@ -68,12 +72,13 @@ def test_running_sum_state_roundtrip_and_key_check():
     assert restored.count == 3
     for k in rs.sums:
         assert torch.equal(restored.sums[k], rs.sums[k])
-    assert torch.allclose(restored.mean()["0.weight"], sum(s["0.weight"] for s in states) / 3, atol=1e-7)
+    mean = self_ensemble(states[0], restored, 0)  # k = 0: the plain mean of the summed models
+    assert torch.allclose(mean["0.weight"], sum(s["0.weight"] for s in states) / 3, atol=1e-7)
     with pytest.raises(KeyError, match="same architecture"):
         rs.add({"0.weight": states[0]["0.weight"]})
     rs.reset()
     with pytest.raises(ValueError, match="no model"):
-        rs.mean()
+        self_ensemble(states[0], rs, 0)
 
 
 def test_cycle_position():

@@ -25,7 +25,7 @@ from dml_csr.data.synthetic import write_dataset
 from dml_csr.evaluation.protocol import evaluate
 from dml_csr.training.engine import NonFiniteLossError
 from dml_csr.training.faults import DivergedError
-from dml_csr.loading import load_model
+from dml_csr.checkpoint import load_model
 from dml_csr.models import build_model
 from dml_csr.models.norm import inplace_abn_available
 from dml_csr.models.two_stage import PaperTwoStageRNNG, TwoStageRNNG
@@ -327,6 +327,15 @@ def test_inverse_frequency_class_weights_come_from_the_train_split(micro_cfg, mo
     assert seen["weights"] == pytest.approx(expected)
 
 
+def test_class_weights_are_resolved_into_numbers_in_one_place(micro_cfg):
+    """A list is taken as it is, null means all ones (None); inverse_frequency is the test above."""
+    spec = get_spec("synthetic")
+    assert trainer_mod.resolve_class_weights(micro_cfg(), spec) is None
+    listed = [0.5, 1, 2, 0, 1, 1, 1, 1, 1, 1, 3]
+    assert trainer_mod.resolve_class_weights(micro_cfg(f"loss.class_weights={listed}"), spec) == [float(w) for w in
+                                                                                                   listed]
+
+
 MID = ("train.epochs=2", "train.cycles=1", "train.cycle_epochs=2", "train.val_every=1", "train.cycle_lr=0.01",
        "data.workers=1", "train.keep_last=100")
 
@@ -441,7 +450,7 @@ def test_a_resnet101_without_pretrained_weights_warns_loudly(micro_cfg, caplog, 
 
     monkeypatch.setattr(trainer_module, "build_model", lambda *a, **k: torch.nn.Linear(1, 1))
     cfg = micro_cfg("model.backbone=resnet101_deepstem")
-    spec = trainer_module.get_spec(cfg.data.dataset)
+    spec = trainer_module.label_spec(cfg)
     dist = trainer_module.du.DistInfo()
     with caplog.at_level(logging.WARNING):
         trainer_module._build_model(cfg, spec, torch.device("cpu"), dist, None)

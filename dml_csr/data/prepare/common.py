@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from ...files import atomic_write, write_bytes, write_image
+from ...progress import progress as progress_display
 from ..imageio import imread_checked
 from ..labels import LabelSpec
 
@@ -124,7 +125,8 @@ def _work(args) -> tuple[str, str, Optional[np.ndarray], Optional[str]]:
 
 def run_prepare(out_root: str, jobs: Sequence[Job], convert: Callable[[Job, dict], np.ndarray], spec: LabelSpec,
                 *, kinds: Sequence[str] = ("images", "labels"), workers: int = 4, progress: bool = True,
-                source: str = "", extra_info: Optional[dict] = None) -> dict:
+                source: str = "", extra_info: Optional[dict] = None,
+                label_names: Optional[Sequence[str]] = None) -> dict:
     """Convert every job into ``out_root`` and write the lists, ``label_names.txt`` and ``info.json``.
 
     Args:
@@ -134,9 +136,10 @@ def run_prepare(out_root: str, jobs: Sequence[Job], convert: Callable[[Job, dict
         spec: label registry entry; its class count validates the labels and names the histogram.
         kinds: output files per sample; a sample is complete (and skipped on a rerun) when all exist.
         workers: processes (0 or 1: in this process).
-        progress: show a tqdm bar.
+        progress: show progress (a bar on a terminal, lines in a log).
         source: raw root, recorded in info.json.
         extra_info: more info.json entries.
+        label_names: the lines of ``label_names.txt`` (default: ``bg``, then the spec's other class names).
     Returns:
         the info.json contents. Raises :class:`PrepareError` listing every failed sample (nothing but the converted
         samples is written then, so a rerun after fixing the files resumes).
@@ -154,8 +157,7 @@ def run_prepare(out_root: str, jobs: Sequence[Job], convert: Callable[[Job, dict
     args = [(convert, j, out_root, tuple(kinds), spec.num_classes) for j in jobs]
     bar = None
     if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=len(args), desc=f"{spec.name} -> {out_root}", unit="img")
+        bar = progress_display(len(args), f"{spec.name} -> {out_root}", "img")
     results = {}
     if workers > 1:
         with mp.get_context("spawn" if os.name == "nt" else "fork").Pool(workers) as pool:
@@ -187,7 +189,8 @@ def run_prepare(out_root: str, jobs: Sequence[Job], convert: Callable[[Job, dict
     for split, lines in lists.items():
         write_bytes(os.path.join(out_root, f"{split}_list.txt"), ("\n".join(lines) + "\n").encode())
     _remove_stale(out_root, {(j.split, j.name) for j in jobs})
-    write_bytes(os.path.join(out_root, "label_names.txt"), ("\n".join(("bg",) + spec.classes[1:]) + "\n").encode())
+    names = ("bg",) + spec.classes[1:] if label_names is None else tuple(label_names)
+    write_bytes(os.path.join(out_root, "label_names.txt"), ("\n".join(names) + "\n").encode())
     info = {"dataset": spec.name, "source": os.path.abspath(source) if source else "",
             "counts": {s: len(v) for s, v in lists.items()}, "class_names": list(spec.classes),
             "pixel_histogram": {c: int(n) for c, n in zip(spec.classes, hist)},
