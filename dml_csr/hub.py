@@ -21,12 +21,16 @@ mirror instead: a plain URL keeps its path with the scheme and host replaced by 
 (``https://github.com/a/b.onnx`` -> ``<base>/a/b.onnx``), a Google Drive file is read from
 ``<base>/gdrive/<file or folder id>/<filename>``. ``fetch(name, url=...)`` overrides the source of one call.
 Offline, put the file at the path the error names (``<cache>/weights/<filename>``); it is verified like a download.
+The authors' checkpoints, without per-file ids, come from their whole share (:mod:`dml_csr.sharing.drive`). Hub names,
+``hf://OWNER/REPO[@REVISION]``, are model folders in the Hub's cache (:mod:`dml_csr.sharing.hf`); an entry with
+``source="hf"`` names one in its ``url`` and may pin the sha256 of its ``model.safetensors``.
 """
 from __future__ import annotations
 
 import hashlib
 import logging
 import os
+import shutil
 import urllib.error
 import urllib.parse
 import uuid
@@ -62,8 +66,8 @@ class Weights:
         filename: the file's name in the cache (``<cache>/weights/<filename>``).
         kind: "dml_csr" (a parsing checkpoint), "backbone" (an ImageNet initialisation) or "detector".
         description: one line for listings.
-        url: a plain http(s) URL (``source="url"``).
-        source: "url" or "gdrive".
+        url: a plain http(s) URL (``source="url"``), or a Hub name ``hf://OWNER/REPO[@REVISION]`` (``source="hf"``).
+        source: "url", "gdrive" or "hf".
         drive_id: the Google Drive file id (``source="gdrive"``).
         drive_folder: the Google Drive folder holding the file, when no per-file id is known (then the user fetches
             the file by hand or through ``DML_CSR_MIRROR``).
@@ -90,15 +94,17 @@ class Weights:
         where = f"weights entry '{self.name}'"
         if self.kind not in KINDS:
             raise ValueError(f"{where}: kind '{self.kind}'; expected one of {', '.join(KINDS)}")
-        if self.source not in ("url", "gdrive"):
-            raise ValueError(f"{where}: source '{self.source}'; expected url or gdrive")
+        if self.source not in ("url", "gdrive", "hf"):
+            raise ValueError(f"{where}: source '{self.source}'; expected url, gdrive or hf")
         if self.source == "url" and not self.url:
             raise ValueError(f"{where}: source url needs a url")
+        if self.source == "hf" and not self.url.startswith("hf://"):
+            raise ValueError(f"{where}: source hf needs a url hf://OWNER/REPO[@REVISION]")
         if self.source == "gdrive" and not (self.drive_id or self.drive_folder):
             raise ValueError(f"{where}: source gdrive needs a drive_id or a drive_folder")
         if self.sha256 is not None and (len(self.sha256) != 64 or self.sha256.strip("0123456789abcdef")):
             raise ValueError(f"{where}: sha256 '{self.sha256}' is not 64 lowercase hex digits")
-        if self.sha256 is None and not self.structure:
+        if self.sha256 is None and not self.structure and self.source != "hf":  # a Hub folder records its hash
             raise ValueError(f"{where}: give a sha256 or a structure; an entry must be verifiable")
 
     @property
@@ -185,9 +191,14 @@ def get_weights(name: str) -> Weights:
 
 
 def resolve(name_or_path: str, *, kind: Optional[str] = None) -> str:
-    """An existing path as is; a registry name -> its fetched file (of ``kind``, if given); else an error."""
+    """An existing path as is; a registry name -> its fetched file (of ``kind``, if given); a Hub name -> its model
+    folder (a backbone: its weights file); else an error."""
     if os.path.exists(name_or_path):
         return name_or_path
+    if name_or_path.startswith("hf://"):
+        from .sharing import hf
+
+        return hf.resolve(name_or_path, kind)
     if not is_name(name_or_path):
         names = [w.name for w in WEIGHTS.values() if kind is None or w.kind == kind]
         raise HubError(f"'{name_or_path}' is neither an existing file nor a weights name; expected a path or one of "
@@ -217,6 +228,10 @@ def fetch(name: str, *, progress: bool = True, force: bool = False, url: Optiona
     downloaded or fails its check.
     """
     w = get_weights(name)
+    if w.source == "hf":  # the Hub's cache, not ours
+        from .sharing import hf
+
+        return hf.resolve(w.url, w.kind, sha256=w.sha256)
     path = weights_path(name)
     if os.path.exists(path) and not force:
         problem = _check(w, path, path, fresh=False)

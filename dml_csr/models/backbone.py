@@ -184,6 +184,8 @@ class TorchvisionResNet(nn.Module):
 def _read_state_dict(path: str) -> dict:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"model.pretrained: weights file '{path}' does not exist")
+    if path.endswith(".safetensors"):
+        return _read_safetensors(path)
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # corrupt, truncated, not a torch file, or pickled objects
@@ -194,6 +196,21 @@ def _read_state_dict(path: str) -> dict:
     if "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
     return {(k[7:] if k.startswith("module.") else k): v for k, v in sd.items()}
+
+
+def _read_safetensors(path: str) -> dict:
+    """A safetensors file's tensors, read without pickle (``model.pretrained: hf://OWNER/REPO`` names one); of a
+    whole parsing model (a model folder's), the backbone's."""
+    try:
+        from safetensors.torch import load_file
+    except ImportError:
+        raise ValueError(f"model.pretrained: '{path}' is a safetensors file: pip install safetensors") from None
+    try:
+        sd = load_file(path, device="cpu")
+    except Exception as e:  # safetensors' own error: not a safetensors file, or a header that lies
+        raise ValueError(f"model.pretrained: '{path}' cannot be read as safetensors: {str(e)[:200]}") from None
+    inner = {k[len("backbone."):]: v for k, v in sd.items() if k.startswith("backbone.")}
+    return inner or sd
 
 
 def _load_strict(module: nn.Module, sd: dict, path: str, optional_suffixes: tuple[str, ...] = ()) -> None:
