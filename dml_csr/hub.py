@@ -283,10 +283,8 @@ def _download(w: Weights, src: str, tmp: str, path: str, progress: bool) -> None
                            f"'{path}', or set DML_CSR_MIRROR") from None
         return
     if not w.drive_id:
-        raise HubError(f"{w.name}: no per-file Google Drive id is known for {w.filename} (the authors share a "
-                       f"folder: {w.page}); download it by hand (gdown --folder {w.drive_folder}, or gdown "
-                       f"{w.drive_folder} should the id be a single archive) and put the "
-                       f"{w.dataset or w.kind} file at '{path}', or set DML_CSR_MIRROR")
+        _from_share(w, tmp, path, progress)
+        return
     try:
         import gdown
     except ImportError:
@@ -300,6 +298,33 @@ def _download(w: Weights, src: str, tmp: str, path: str, progress: bool) -> None
         why = "gdown returned no file"
     if out is None or not os.path.isfile(tmp):
         raise HubError(f"{w.name}: cannot download {w.page} ({why}); download it by hand and put it at '{path}'")
+
+
+def _from_share(w: Weights, tmp: str, path: str, progress: bool) -> None:
+    """An entry of the authors' share (no per-file id) into ``tmp``, through gdown (:mod:`dml_csr.sharing.drive`);
+    the share's other checkpoints that come with it (an archive) are checked and cached where missing."""
+    from .sharing import drive
+
+    others = [v for v in WEIGHTS.values() if v.drive_folder == w.drive_folder and not v.drive_id and v is not w
+              and not os.path.exists(weights_path(v.name))]
+    work = f"{tmp}.share"
+    os.makedirs(work)
+    try:
+        try:
+            got = drive.fetch_share(w.drive_folder, {v.name: v.dataset for v in [w] + others}, work, not progress)
+        except OSError as e:
+            raise HubError(f"{w.name}: no per-file Google Drive id is known for {w.filename} (the authors share one "
+                           f"id: {w.page}); {e}; or download it by hand (gdown --folder {w.drive_folder}, or gdown "
+                           f"{w.drive_folder} should the id be a single archive) and put the "
+                           f"{w.dataset or w.kind} file at '{path}', or set DML_CSR_MIRROR") from None
+        os.replace(got.pop(w.name), tmp)
+        for name, f in got.items():
+            problem = _check(WEIGHTS[name], f, weights_path(name), fresh=True)
+            if problem is None:
+                os.replace(f, weights_path(name))
+            log.warning("%s: the share's file %s", name, f"{problem}; not cached" if problem else "is cached too")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _reason(e: BaseException) -> str:
