@@ -91,14 +91,18 @@ def _metrics(records: Sequence[dict]) -> list[str]:
                 "again to list them here)."]
     lines = ["Scored by `scripts/evaluate.py` (the authors' protocol: one confusion matrix pooled over the split, "
              "label 255 ignored; mean F1 over the foreground classes, mIoU with background):", "",
-             "| split | images | flip | scales | paste | mean F1 | mIoU | mIoU fg | pixel acc | overall F1 |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| split | images | flip | scales | paste | score at | align | mean F1 | mIoU | mIoU fg | pixel acc | "
+             "overall F1 |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in records:
         p, s = r["protocol"], r["scores"]
         overall = s.get("groups", {}).get("overall")
         lines.append(f"| {p.get('split')} | {p.get('num_samples')} | {p.get('flip')} | {p.get('scales')} | "
-                     f"{p.get('paste')} | {_pct(s['mean_f1'])} | {_pct(s['miou'])} | {_pct(s['miou_fg'])} | "
+                     f"{p.get('paste')} | {p.get('score_at', 'original')} | {p.get('align', 'whole')} | "
+                     f"{_pct(s['mean_f1'])} | {_pct(s['miou'])} | {_pct(s['miou_fg'])} | "
                      f"{_pct(s['pixel_accuracy'])} | {_pct(overall)} |")
+    declared = [r["protocol"]["mean_f1_classes"] for r in records if r["protocol"].get("mean_f1_classes")]
+    if declared:
+        lines += ["", "Mean F1 over the classes declared for it: " + ", ".join(declared[0])]
     first = records[0]["scores"]["per_class"]
     lines += ["", "Per-class F1 (first row's scoring): " + ", ".join(f"{c} {_pct(v['f1'])}" for c, v in first.items())]
     return lines
