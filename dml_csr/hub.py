@@ -27,7 +27,6 @@ The authors' checkpoints, without per-file ids, come from their whole share (:mo
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -212,12 +211,10 @@ def resolve(name_or_path: str, *, kind: Optional[str] = None) -> str:
 
 
 def sha256_of(path: str) -> str:
-    """The file's sha256, hex."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """The file's sha256, hex (:func:`dml_csr.sharing.folder.sha256_of_file`, which model folders check with)."""
+    from .sharing.folder import sha256_of_file
+
+    return sha256_of_file(path)
 
 
 def fetch(name: str, *, progress: bool = True, force: bool = False, url: Optional[str] = None) -> str:
