@@ -4,7 +4,8 @@
     labels = parser(image_rgb)
 
 Names are the parsing entries of :data:`dml_csr.hub.WEIGHTS` (fetched into ``$DML_CSR_HOME``, default
-``~/.cache/dml_csr``, and verified first); a path to one of our checkpoints or an authors' file works as well.
+``~/.cache/dml_csr``, and verified first); a path to one of our checkpoints or an authors' file works as well, and so
+do a model folder of ``scripts/export.py --format hf`` and a Hub name, ``hf://OWNER/REPO[@REVISION]``.
 """
 dependencies = ["torch", "torchvision", "numpy", "cv2", "yaml"]
 
@@ -13,7 +14,8 @@ from dml_csr.photos.parser import FaceParser as _FaceParser  # noqa: E402 (torch
 
 
 def dml_csr(name: str = "dml_csr_helen", device: str = "cpu", **kwargs) -> "_FaceParser":
-    """A FaceParser for weights ``name`` (a registry name or a checkpoint path); ``kwargs`` go to FaceParser."""
+    """A FaceParser for weights ``name`` (a registry name, a checkpoint path, a model folder or ``hf://OWNER/REPO``);
+    ``kwargs`` go to FaceParser."""
     return _FaceParser.from_checkpoint(name, device=device, **kwargs)  # a name keeps its registry metadata
 
 

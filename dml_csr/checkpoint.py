@@ -36,7 +36,8 @@ N epochs), ``checkpoints/epoch_NNNN_batch_MMMMMM.pt`` (a stop M batches into epo
 ``load_model(path)`` rebuilds the network of a checkpoint in this schema, of an authors' released DML-CSR file (a
 raw state_dict: their architecture and their input convention, BGR images normalised with the RGB ImageNet mean and
 std at 473x473, both the config's defaults, :func:`official_config`; the class count from ``layer6.conv4.weight``),
-or of a weights registry name (:mod:`dml_csr.hub`).
+of a weights registry name (:mod:`dml_csr.hub`), or of a model folder (``model.safetensors`` and ``config.json``,
+:mod:`dml_csr.sharing.folder`) on disk or on the Hugging Face Hub (``hf://OWNER/REPO[@REVISION]``).
 """
 from __future__ import annotations
 
@@ -257,14 +258,26 @@ def _build_ours(ckpt: dict, source: str, edge_heads: bool) -> tuple[nn.Module, d
     return model, meta
 
 
+def _read_weights(path: str) -> Any:
+    """A checkpoint file's content, or a model folder's (or its ``model.safetensors``'s) as a checkpoint in our
+    schema, read without pickle (:func:`dml_csr.sharing.folder.read_folder`)."""
+    from .sharing import folder
+
+    if str(path).endswith(".safetensors") or folder.is_model_folder(path):
+        return folder.read_folder(path)
+    return load_checkpoint(path)
+
+
 def load_model(path: str, device: Union[str, torch.device] = "cpu", edge_heads: bool = False
                ) -> tuple[nn.Module, dict]:
     """Load a model from our checkpoint or an authors' DML-CSR file; returns (model in eval mode, meta).
 
     Args:
         path: a checkpoint in our format (``{"format": "dml_csr/1", ...}``), an authors' state_dict (raw, in a
-            ``state_dict`` wrapper, with or without ``module.``/``edge_layer.*``/``num_batches_tracked``), or a
-            :mod:`dml_csr.hub` registry name (``dml_csr_helen``: fetched into the cache and verified first).
+            ``state_dict`` wrapper, with or without ``module.``/``edge_layer.*``/``num_batches_tracked``), a
+            :mod:`dml_csr.hub` registry name (``dml_csr_helen``: fetched into the cache and verified first), a model
+            folder written by ``scripts/export.py --format hf`` (or its ``model.safetensors``), or a Hub name
+            ``hf://OWNER/REPO[@REVISION]`` of one.
         device: where the model goes.
         edge_heads: keep the edge heads (training model); the file must then contain them.
 
@@ -272,9 +285,9 @@ def load_model(path: str, device: Union[str, torch.device] = "cpu", edge_heads: 
     consumer needs to feed the model. Mismatching names, shapes or class counts raise an error naming them.
     """
     entry = get_weights(path) if is_name(path) else None
-    if entry is not None:
+    if entry is not None or str(path).startswith("hf://"):
         path = resolve(path, kind="dml_csr")
-    obj = load_checkpoint(path)
+    obj = _read_weights(path)
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         model, meta = _build_ours(obj, path, edge_heads)
     elif isinstance(obj, dict) and obj.get("format") is not None:

@@ -21,12 +21,15 @@ mirror instead: a plain URL keeps its path with the scheme and host replaced by 
 (``https://github.com/a/b.onnx`` -> ``<base>/a/b.onnx``), a Google Drive file is read from
 ``<base>/gdrive/<file or folder id>/<filename>``. ``fetch(name, url=...)`` overrides the source of one call.
 Offline, put the file at the path the error names (``<cache>/weights/<filename>``); it is verified like a download.
+The authors' checkpoints, without per-file ids, come from their whole share (:mod:`dml_csr.sharing.drive`). Hub names,
+``hf://OWNER/REPO[@REVISION]``, are model folders in the Hub's cache (:mod:`dml_csr.sharing.hf`); an entry with
+``source="hf"`` names one in its ``url`` and may pin the sha256 of its ``model.safetensors``.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
+import shutil
 import urllib.error
 import urllib.parse
 import uuid
@@ -62,8 +65,8 @@ class Weights:
         filename: the file's name in the cache (``<cache>/weights/<filename>``).
         kind: "dml_csr" (a parsing checkpoint), "backbone" (an ImageNet initialisation) or "detector".
         description: one line for listings.
-        url: a plain http(s) URL (``source="url"``).
-        source: "url" or "gdrive".
+        url: a plain http(s) URL (``source="url"``), or a Hub name ``hf://OWNER/REPO[@REVISION]`` (``source="hf"``).
+        source: "url", "gdrive" or "hf".
         drive_id: the Google Drive file id (``source="gdrive"``).
         drive_folder: the Google Drive folder holding the file, when no per-file id is known (then the user fetches
             the file by hand or through ``DML_CSR_MIRROR``).
@@ -90,15 +93,17 @@ class Weights:
         where = f"weights entry '{self.name}'"
         if self.kind not in KINDS:
             raise ValueError(f"{where}: kind '{self.kind}'; expected one of {', '.join(KINDS)}")
-        if self.source not in ("url", "gdrive"):
-            raise ValueError(f"{where}: source '{self.source}'; expected url or gdrive")
+        if self.source not in ("url", "gdrive", "hf"):
+            raise ValueError(f"{where}: source '{self.source}'; expected url, gdrive or hf")
         if self.source == "url" and not self.url:
             raise ValueError(f"{where}: source url needs a url")
+        if self.source == "hf" and not self.url.startswith("hf://"):
+            raise ValueError(f"{where}: source hf needs a url hf://OWNER/REPO[@REVISION]")
         if self.source == "gdrive" and not (self.drive_id or self.drive_folder):
             raise ValueError(f"{where}: source gdrive needs a drive_id or a drive_folder")
         if self.sha256 is not None and (len(self.sha256) != 64 or self.sha256.strip("0123456789abcdef")):
             raise ValueError(f"{where}: sha256 '{self.sha256}' is not 64 lowercase hex digits")
-        if self.sha256 is None and not self.structure:
+        if self.sha256 is None and not self.structure and self.source != "hf":  # a Hub folder records its hash
             raise ValueError(f"{where}: give a sha256 or a structure; an entry must be verifiable")
 
     @property
@@ -196,9 +201,14 @@ def get_weights(name: str) -> Weights:
 
 
 def resolve(name_or_path: str, *, kind: Optional[str] = None) -> str:
-    """An existing path as is; a registry name -> its fetched file (of ``kind``, if given); else an error."""
+    """An existing path as is; a registry name -> its fetched file (of ``kind``, if given); a Hub name -> its model
+    folder (a backbone: its weights file); else an error."""
     if os.path.exists(name_or_path):
         return name_or_path
+    if name_or_path.startswith("hf://"):
+        from .sharing import hf
+
+        return hf.resolve(name_or_path, kind)
     if not is_name(name_or_path):
         names = [w.name for w in WEIGHTS.values() if kind is None or w.kind == kind]
         raise HubError(f"'{name_or_path}' is neither an existing file nor a weights name; expected a path or one of "
@@ -212,12 +222,10 @@ def resolve(name_or_path: str, *, kind: Optional[str] = None) -> str:
 
 
 def sha256_of(path: str) -> str:
-    """The file's sha256, hex."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """The file's sha256, hex (:func:`dml_csr.sharing.folder.sha256_of_file`, which model folders check with)."""
+    from .sharing.folder import sha256_of_file
+
+    return sha256_of_file(path)
 
 
 def fetch(name: str, *, progress: bool = True, force: bool = False, url: Optional[str] = None) -> str:
@@ -228,6 +236,10 @@ def fetch(name: str, *, progress: bool = True, force: bool = False, url: Optiona
     downloaded or fails its check.
     """
     w = get_weights(name)
+    if w.source == "hf":  # the Hub's cache, not ours
+        from .sharing import hf
+
+        return hf.resolve(w.url, w.kind, sha256=w.sha256)
     path = weights_path(name)
     if os.path.exists(path) and not force:
         problem = _check(w, path, path, fresh=False)
@@ -279,10 +291,8 @@ def _download(w: Weights, src: str, tmp: str, path: str, progress: bool) -> None
                            f"'{path}', or set DML_CSR_MIRROR") from None
         return
     if not w.drive_id:
-        raise HubError(f"{w.name}: no per-file Google Drive id is known for {w.filename} (the authors share a "
-                       f"folder: {w.page}); download it by hand (gdown --folder {w.drive_folder}, or gdown "
-                       f"{w.drive_folder} should the id be a single archive) and put the "
-                       f"{w.dataset or w.kind} file at '{path}', or set DML_CSR_MIRROR")
+        _from_share(w, tmp, path, progress)
+        return
     try:
         import gdown
     except ImportError:
@@ -296,6 +306,33 @@ def _download(w: Weights, src: str, tmp: str, path: str, progress: bool) -> None
         why = "gdown returned no file"
     if out is None or not os.path.isfile(tmp):
         raise HubError(f"{w.name}: cannot download {w.page} ({why}); download it by hand and put it at '{path}'")
+
+
+def _from_share(w: Weights, tmp: str, path: str, progress: bool) -> None:
+    """An entry of the authors' share (no per-file id) into ``tmp``, through gdown (:mod:`dml_csr.sharing.drive`);
+    the share's other checkpoints that come with it (an archive) are checked and cached where missing."""
+    from .sharing import drive
+
+    others = [v for v in WEIGHTS.values() if v.drive_folder == w.drive_folder and not v.drive_id and v is not w
+              and not os.path.exists(weights_path(v.name))]
+    work = f"{tmp}.share"
+    os.makedirs(work)
+    try:
+        try:
+            got = drive.fetch_share(w.drive_folder, {v.name: v.dataset for v in [w] + others}, work, not progress)
+        except OSError as e:
+            raise HubError(f"{w.name}: no per-file Google Drive id is known for {w.filename} (the authors share one "
+                           f"id: {w.page}); {e}; or download it by hand (gdown --folder {w.drive_folder}, or gdown "
+                           f"{w.drive_folder} should the id be a single archive) and put the "
+                           f"{w.dataset or w.kind} file at '{path}', or set DML_CSR_MIRROR") from None
+        os.replace(got.pop(w.name), tmp)
+        for name, f in got.items():
+            problem = _check(WEIGHTS[name], f, weights_path(name), fresh=True)
+            if problem is None:
+                os.replace(f, weights_path(name))
+            log.warning("%s: the share's file %s", name, f"{problem}; not cached" if problem else "is cached too")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _reason(e: BaseException) -> str:

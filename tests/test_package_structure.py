@@ -25,6 +25,8 @@ FORBIDDEN = {
     "dml_csr.conventions": ("dml_csr.",),
     "dml_csr.files": ("dml_csr.",),
     **{name: ROOMS_ABOVE for name in FOUNDATION},
+    # files and names of shared models: below the checkpoint schema and the registry, which call it
+    "dml_csr.sharing": ("dml_csr.checkpoint", "dml_csr.hub", "dml_csr.models", "dml_csr.data") + ROOMS_ABOVE,
     "dml_csr": ("scripts",),
 }
 

@@ -1,10 +1,19 @@
-"""CPU deployment paths on face images: bf16 + channels_last, ONNX Runtime fp32 and ONNX Runtime static int8, each
-with its share of labels equal to fp32 eager's on the same faces (``scripts/benchmark.py --deploy``)."""
+"""CPU deployment paths on face images: bf16 + channels_last, ONNX Runtime fp32 and static int8, OpenVINO fp32 and
+int8 (NNCF), each with its share of labels equal to fp32 eager's (``scripts/benchmark.py --deploy``).
+
+The latency of every path is the timed model's (``--config``/``--size``/``--weights``, often the authors'
+architecture with random weights); random weights give near-constant labels, so the labels are compared on a
+trained model when one is given (``--agreement-weights``, e.g. the demo's checkpoint at its own size): each path
+is then built a second time from it, calibrated and scored the same way, and the row says on what it was scored.
+int8 paths are calibrated on ``2 * count`` images of the root's train split and scored on ``count`` of its test split.
+"""
 from __future__ import annotations
 
 import copy
+import importlib.util
 import os
 import tempfile
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -12,47 +21,68 @@ import torch
 from ..models import autocast_context, prepare_for_inference, to_model_input
 from ..photos.export import InferenceWrapper, export_onnx
 from ..photos.quantize import calibration_batch, quantize_onnx_int8
+from ..photos.runtime import label_agreement, reference_labels, runner
 from .timing import result_row, time_fn
 
-__all__ = ["benchmark_deploy"]
+__all__ = ["benchmark_deploy", "deploy_paths"]
+
+Run = Callable[[np.ndarray], np.ndarray]
+
+
+def _bf16(model) -> Run:
+    fast = InferenceWrapper(prepare_for_inference(copy.deepcopy(model), "bf16", True))
+
+    def run(x):
+        with torch.inference_mode(), autocast_context(torch.device("cpu"), "bf16"):
+            return fast(to_model_input(torch.from_numpy(x), True)).float().numpy()
+    return run
+
+
+def deploy_paths(model, meta: dict, folder: str, calibration: np.ndarray) -> list[tuple[str, str, Run]]:
+    """(label, precision, run) of every deployment path of ``model`` at ``meta``'s input size, its files written in
+    ``folder``; the int8 paths calibrated on ``calibration``. OpenVINO's rows need openvino and nncf (skipped with a
+    line saying so when they are missing)."""
+    os.makedirs(folder, exist_ok=True)
+    size, threads = tuple(meta["input_size"]), torch.get_num_threads()
+    fp32 = os.path.join(folder, "model.onnx")
+    export_onnx(copy.deepcopy(model).float(), fp32, size, dynamic_size=False)
+    int8 = quantize_onnx_int8(fp32, os.path.join(folder, "model.int8.onnx"), calibration)
+    paths = [("bf16 + channels_last (faces)", "bf16", _bf16(model)),
+             ("onnxruntime fp32", "fp32", runner(fp32, threads)),
+             ("onnxruntime int8 (static QDQ)", "int8", runner(int8, threads))]
+    if importlib.util.find_spec("openvino") is None or importlib.util.find_spec("nncf") is None:
+        print("openvino rows skipped: pip install 'dml_csr[openvino]'")
+        return paths
+    from ..photos.openvino import compile_ir, export_openvino, quantize_int8
+
+    ir = export_openvino(copy.deepcopy(model).float(), os.path.join(folder, "model.xml"), size, meta,
+                         dynamic_size=False)
+    return paths + [("openvino fp32", "fp32", compile_ir(ir, threads, precision="f32")),
+                    ("openvino int8 (NNCF)", "int8", compile_ir(quantize_int8(ir, calibration), threads, None))]
 
 
 def benchmark_deploy(model, meta: dict, base_latency: float, warmup: int, repeats: int, calib: str,
-                     count: int = 8) -> list[dict]:
-    """The three paths on ``count`` face images (synthetic faces, or a prepared root's test images) made with
-    ``meta``'s input convention and size; int8 is calibrated on other images (the root's train split). Ratios are
-    against ``base_latency`` (fp32 eager of this run)."""
-    import onnxruntime as ort
-
-    faces = calibration_batch(calib, "test", meta, count, seed=2000)  # scored; calibrated on others
-    calibration = calibration_batch(calib, "train", meta, 2 * count, seed=1000)
-    # every path answers at the input's resolution, as the exported graph does (InferenceWrapper)
-    eager = InferenceWrapper(prepare_for_inference(copy.deepcopy(model), "fp32"))
-    with torch.inference_mode():
-        ref = [eager(torch.from_numpy(f[None])).argmax(1).numpy() for f in faces]
-    fast = InferenceWrapper(prepare_for_inference(copy.deepcopy(model), "bf16", True))
-
-    def run_bf16(x):
-        with torch.inference_mode(), autocast_context(torch.device("cpu"), "bf16"):
-            return fast(to_model_input(torch.from_numpy(x), True)).float().numpy()
-    rows = [_deploy_row("bf16 + channels_last (faces)", "bf16", run_bf16, faces, ref, base_latency, warmup, repeats)]
+                     count: int = 8, trained: Optional[tuple] = None) -> list[dict]:
+    """Every path of :func:`deploy_paths` timed at batch 1 on a face image of ``calib`` (a prepared root's test split
+    or "synthetic") made with ``meta``'s input convention and size, against ``base_latency`` (fp32 eager of this
+    run); its labels compared with fp32 eager's on ``count`` test faces, of ``trained`` = (model, meta, name) when
+    given, else of ``model``."""
+    faces = calibration_batch(calib, "test", meta, count, seed=2000)
     with tempfile.TemporaryDirectory() as tmp:
-        fp32 = os.path.join(tmp, "model.onnx")
-        export_onnx(copy.deepcopy(model).float(), fp32, tuple(meta["input_size"]), dynamic_size=False)
-        int8 = quantize_onnx_int8(fp32, os.path.join(tmp, "model.int8.onnx"), calibration)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = torch.get_num_threads()
-        for label, path, precision in (("onnxruntime fp32", fp32, "fp32"), ("onnxruntime int8 (static QDQ)", int8,
-                                                                              "int8")):
-            sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-            rows.append(_deploy_row(label, precision, lambda x, sess=sess: sess.run(None, {"image": x})[0], faces, ref,
-                                    base_latency, warmup, repeats))
+        timed = deploy_paths(model, meta, os.path.join(tmp, "timed"),
+                             calibration_batch(calib, "train", meta, 2 * count, seed=1000))
+        scored, on = timed, f"{count} face images"
+        check_model, check_faces = model, faces
+        if trained is not None:
+            check_model, check_meta, name = trained
+            check_faces = calibration_batch(calib, "test", check_meta, count, seed=2000)
+            scored = deploy_paths(check_model, check_meta, os.path.join(tmp, "scored"),
+                                  calibration_batch(calib, "train", check_meta, 2 * count, seed=1000))
+            on = f"{count} face images, {name} at {'x'.join(map(str, check_meta['input_size']))}"
+        ref = reference_labels(check_model, check_faces)
+        rows = []
+        for (label, precision, run), (_, _, check) in zip(timed, scored):
+            latency, peak, _ = time_fn(lambda run=run: run(faces[:1]), torch.device("cpu"), warmup, repeats)
+            rows.append(result_row(label, precision, False, 1, latency, base_latency, peak,
+                                   label_agreement(check, check_faces, ref), label_agreement_on=on))
     return rows
-
-
-def _deploy_row(label, precision, run, faces, ref, base_latency, warmup, repeats) -> dict:
-    """Latency on the first face (batch 1) and the share of labels equal to ``ref`` over all faces."""
-    latency, peak, _ = time_fn(lambda: run(faces[:1]), torch.device("cpu"), warmup, repeats)
-    same = [float((np.asarray(run(f[None])).argmax(1) == r).mean()) for f, r in zip(faces, ref)]
-    return result_row(label, precision, False, 1, latency, base_latency, peak, float(np.mean(same)),
-                      label_agreement_on=f"{len(faces)} face images")

@@ -113,6 +113,35 @@ def _dummy_loss(v: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.cross_entropy(v, target)
 
 
+def _variant_rows(config_path: str, overrides: list, variant: list, weights_of, meta: dict, base: float, how: tuple,
+                  trained) -> list[dict]:
+    """fp32 eager and the deployment paths of the model ``variant`` describes (the timed model's weights loaded into
+    it when ``weights_of`` is given: output stride 16 keeps every parameter), against ``base``; each row names the
+    variant. Labels are compared as for the timed model's rows (on ``trained`` when given)."""
+    from ..photos.export import InferenceWrapper
+    from ..photos.quantize import calibration_batch
+    from .deploy import benchmark_deploy
+
+    num_classes, classes, warmup, repeats, calib = how
+    name = " ".join(variant)
+    cfg = load_benchmark_config(config_path, overrides + variant)
+    torch.manual_seed(0)
+    model = build_model(_with(cfg.model, False), num_classes, classes).eval()
+    if weights_of is not None:
+        model.load_state_dict(weights_of.state_dict())
+    print(f"variant {name}, against the fp32 eager above:")
+    eager = InferenceWrapper(prepare_for_inference(copy.deepcopy(model), "fp32"))
+    x = torch.from_numpy(calibration_batch(calib, "test", meta, 1, seed=2000))
+
+    def run_once():
+        with torch.inference_mode():
+            return eager(x)
+    latency, peak, _ = time_fn(run_once, torch.device("cpu"), warmup, repeats)
+    rows = [result_row("fp32 eager", "fp32", False, 1, latency, base, peak, None)]
+    rows += benchmark_deploy(model, meta, base, warmup, repeats, calib, trained=trained)
+    return [dict(r, variant=name) for r in rows]
+
+
 def _with(mcfg: ModelConfig, edge_heads: bool) -> ModelConfig:
     return dataclasses.replace(mcfg, pretrained="", edge_heads=edge_heads)
 
@@ -147,8 +176,11 @@ def _describe(cfg: Config, config_path: str, num_classes: int, classes, size: in
 
 def run(config_path: str, overrides: Sequence[str] = (), *, size: int = 473, batch: int = 1, repeats: int = 5,
         warmup: int = 2, device: str = "cpu", num_classes: Optional[int] = None, weights: Optional[str] = None,
-        train: bool = False, deploy: bool = False, calib: str = "synthetic") -> dict:
-    """The whole benchmark of ``scripts/benchmark.py``, printed as it goes; returns what its ``--json`` holds."""
+        train: bool = False, deploy: bool = False, calib: str = "synthetic", agreement_weights: Optional[str] = None,
+        profile: bool = False, variant: Sequence[str] = ()) -> dict:
+    """The whole benchmark of ``scripts/benchmark.py``, printed as it goes; returns what its ``--json`` holds.
+    ``variant``: config overrides (e.g. ``model.output_stride=16``) of a second model whose fp32 eager and deployment
+    paths are timed against this run's fp32 eager, in rows that name the variant."""
     dev = torch.device(device)
     cfg = load_benchmark_config(config_path, overrides)
     spec = label_spec(cfg)
@@ -161,13 +193,23 @@ def run(config_path: str, overrides: Sequence[str] = (), *, size: int = 473, bat
         torch.manual_seed(0)
         model = build_model(_with(cfg.model, False), num_classes, classes).to(dev).eval()
     rows = benchmark_inference(model, dev, size, sorted({1, batch}), warmup, repeats)
+    at_size = make_meta(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, input_size=(size, size))), spec)
     if deploy:
         from .deploy import benchmark_deploy
 
         base = next(r["latency_ms"] / 1e3 for r in rows if r["path"] == "fp32 eager" and r["batch"] == 1)
-        print(f"CPU deployment, batch 1, labels compared with fp32 eager on face images ({calib}):")
-        at_size = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, input_size=(size, size)))
-        rows += benchmark_deploy(model, make_meta(at_size, spec), base, warmup, repeats, calib)
+        print(f"CPU deployment, batch 1, labels compared with fp32 eager on face images ({calib}"
+              f"{', of ' + agreement_weights if agreement_weights else ''}):")
+        trained = (*load_model(agreement_weights), agreement_weights) if agreement_weights else None
+        rows += benchmark_deploy(model, at_size, base, warmup, repeats, calib, trained=trained)
+        if variant:
+            rows += _variant_rows(config_path, [*overrides], list(variant), model if weights else None, at_size,
+                                  base, (num_classes, classes, warmup, repeats, calib), trained)
+    if profile:
+        from .profile import profile_stages
+
+        print(f"where the time of one image goes ({size}x{size}, batch 1):")
+        result["profile"] = profile_stages(model, at_size, warmup, repeats, calib)
     if train:
         rows += benchmark_train(_with(cfg.model, True), classes, dev, size, max(2, batch), warmup, repeats)
     return {**result, "rows": rows}

@@ -183,12 +183,13 @@ def score_checkpoint(cfg, checkpoint: str, *, split: Optional[str] = None, flip:
     from ..distributed import resolve_device
     from ..hub import is_name, resolve, sha256_of
     from ..checkpoint import load_model
+    from ..sharing.folder import weights_file
 
     check_switches(score_at, align)
     spec = label_spec(cfg)
     dev = resolve_device(device or cfg.train.device)
-    path = resolve(checkpoint, kind="dml_csr") if not os.path.exists(checkpoint) and is_name(checkpoint) \
-        else checkpoint  # a registry name: its cached, verified file from here on
+    named = not os.path.exists(checkpoint) and (is_name(checkpoint) or checkpoint.startswith("hf://"))
+    path = resolve(checkpoint, kind="dml_csr") if named else checkpoint  # a name: its cached, verified file or folder
     model, meta = load_model(checkpoint, device=dev)
     _check_classes(meta, spec, path, config_path)
     flip = cfg.eval.flip if flip is None else flip
@@ -196,7 +197,8 @@ def score_checkpoint(cfg, checkpoint: str, *, split: Optional[str] = None, flip:
     save = cfg.eval.save_predictions if save_predictions is None else save_predictions
     ds, conv = _scored_split(cfg, split, meta, path, align)
     loader = build_loader(ds, batch_size=cfg.eval.batch_size, workers=cfg.data.workers, seed=cfg.seed, train=False)
-    beside = os.path.join("runs", checkpoint) if checkpoint != path else os.path.dirname(os.path.abspath(path))
+    beside = os.path.join("runs", checkpoint.replace("://", "_")) if checkpoint != path else \
+        os.path.dirname(os.path.abspath(weights_file(path)))
     out = output_folder(out or os.path.join(beside, default_folder(ds.split, flip, scales, paste, score_at, align)),
                         overwrite)
     log.info("scoring '%s' on %d images of '%s' split '%s' (input %s, flip %s, scales %s, paste %s, score at %s, "
@@ -212,7 +214,7 @@ def score_checkpoint(cfg, checkpoint: str, *, split: Optional[str] = None, flip:
     record.update({
         "source": "checkpoint", "checkpoint": os.path.abspath(path),
         **({"checkpoint_name": checkpoint} if checkpoint != path else {}),
-        "checkpoint_sha256": sha256_of(path), "checkpoint_kind": meta.get("source", "dml_csr"),
+        "checkpoint_sha256": sha256_of(weights_file(path)), "checkpoint_kind": meta.get("source", "dml_csr"),
         "config": os.path.abspath(config_path) if config_path else None, "model": meta.get("model_name", "dml_csr"),
         "resolution": {"network_input": list(cfg.data.input_size), "scored_at": describe(score_at, align, paste)},
         "input_convention": {"channel_order": conv["channel_order"], "mean": list(conv["mean"]),

@@ -43,6 +43,8 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
         except Exception as e:  # truncated or not a safetensors file
             raise ValueError(f"model.pretrained: '{path}' is not a readable safetensors file: {_first_line(e)}"
                              ) from None
+        # a whole parsing model's file (a shared model folder's model.safetensors): its backbone
+        sd = {k[len("backbone."):]: v for k, v in sd.items() if k.startswith("backbone.")} or sd
     else:
         try:
             sd = torch.load(path, map_location="cpu", weights_only=True)

@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
-EXPORTED = {".onnx": "an ONNX model", ".ts": "a TorchScript model", ".pt2": "an exported program"}
+EXPORTED = {".onnx": "an ONNX model", ".xml": "an OpenVINO model", ".ts": "a TorchScript model",
+            ".pt2": "an exported program"}
 
 
 @dataclass
@@ -58,11 +59,15 @@ class Summary:
 
 
 def check_checkpoint_arg(path: str) -> None:
-    """Exported models hold no metadata (classes, input convention): refuse them in one line saying what to pass."""
+    """An exported model runs when it carries our metadata (an ONNX or OpenVINO file of ``scripts/export.py``:
+    classes, input convention); any other exported file is refused in one line saying what to pass."""
+    from .runtime import carries_meta, is_exported
+
     kind = EXPORTED.get(os.path.splitext(path)[1].lower())
-    if kind:
-        raise ValueError(f"--checkpoint '{path}' is {kind} (scripts/export.py writes those for deployment); pass the "
-                         "checkpoint it was exported from (e.g. runs/NAME/best.pt) or a registry name")
+    if kind and not (is_exported(path) and carries_meta(path)):
+        raise ValueError(f"--checkpoint '{path}' is {kind} without dml_csr metadata (the ONNX and OpenVINO files of "
+                         "scripts/export.py carry it and run as they are); pass the checkpoint it was exported from "
+                         "(e.g. runs/NAME/best.pt) or a registry name")
 
 
 def expand_inputs(inputs: list[str], failures: list[tuple[str, str]]) -> list[str]:

@@ -5,6 +5,8 @@ Usage::
     from dml_csr import FaceParser
     parser = FaceParser.from_checkpoint("runs/demo/best.pt", device="cuda")    # ours or the authors' file
     parser = FaceParser.from_pretrained("dml_csr_helen")                      # by name, downloaded once
+    parser = FaceParser.from_pretrained("hf://OWNER/REPO")                    # a model on the Hugging Face Hub
+    parser = FaceParser.from_checkpoint("model.int8.xml")                     # exported: OpenVINO IR or ONNX
     labels = parser("face.jpg")                  # (H, W) uint8 class indices at the image's own size (EXIF turns
                                                  # applied, for a path and a PIL image alike)
     labels, probs = parser(img_rgb, return_probs=True)                          # probs (C, H, W) float32
@@ -102,16 +104,16 @@ class FaceParser:
 
     @classmethod
     def from_checkpoint(cls, path: str, device: str = "cpu", **kwargs) -> "FaceParser":
-        """Load our checkpoint, an authors' file or a registry name (see :func:`dml_csr.checkpoint.load_model`, which
-        fetches names and keeps their registry metadata); ``kwargs`` go to the constructor."""
+        """Load our checkpoint, an authors' file, a registry name, a model folder or a Hub name (see
+        :func:`dml_csr.checkpoint.load_model`, which fetches names and keeps their registry metadata), or an exported
+        ONNX or OpenVINO model (:mod:`dml_csr.photos.runtime`); ``kwargs`` go to the constructor."""
         from ..distributed import resolve_device
-        from ..checkpoint import load_model
 
         dev = resolve_device(device)
-        model, meta = load_model(path, device=dev)
+        model, meta = _load(path, dev, kwargs.get("precision", "fp32"))
         return cls(model, meta, dev, **kwargs)
 
-    from_pretrained = from_checkpoint  # a registry name (README, "Weights by name") or a path
+    from_pretrained = from_checkpoint  # a registry name (README, "Weights by name"), a Hub name or a path
 
     # ------------------------------------------------------------------------------------------------ parsing
     def __call__(self, images: Union[ImageLike, list], *, channel_order: str = "RGB", detect: bool = False,
@@ -176,3 +178,17 @@ class FaceParser:
         t = self.transform
         return (f"FaceParser({self.meta.get('model_name', 'model')}, {self.num_classes} classes of "
                 f"'{self.meta.get('dataset')}', input {tuple(t.input_size)} {t.channel_order}, device {self.device})")
+
+
+def _load(path: str, device, precision: str) -> tuple[torch.nn.Module, dict]:
+    """(model, meta) of a checkpoint or, through its runtime, of an exported model (which runs at the precision it
+    was exported with)."""
+    from ..checkpoint import load_model
+    from . import runtime
+
+    if not runtime.is_exported(path):
+        return load_model(path, device=device)
+    if precision != "fp32":
+        raise ValueError(f"'{path}' is an exported model, which runs at the precision it was exported with; "
+                         f"precision '{precision}' applies to PyTorch checkpoints")
+    return runtime.load_exported(path)

@@ -26,3 +26,21 @@ def rnn_g_run(tmp_path_factory):
     summary = json.loads(r.stdout[r.stdout.index("{"):])
     assert summary["epochs_done"] == 1 and os.path.isfile(summary["best"])
     return tmp, root, sets, summary["best"]
+
+
+@pytest.fixture(scope="session")
+def demo_trained(tmp_path_factory):
+    """The demo's model (configs/synthetic_dml_csr_tiny.yaml: ResNet-18 DML-CSR at 128x128) trained for 64 steps on
+    faces prepared as `make demo` prepares them (256x256, the demo's face sizes): enough for labels of every class
+    with trained margins, where random weights give near-constant labels. Returns (data root, best.pt)."""
+    from dml_csr.config import load_config
+    from dml_csr.training.trainer import train
+
+    tmp = tmp_path_factory.mktemp("demo_trained")
+    root = str(tmp / "data")
+    write_dataset(root, {"train": 32, "val": 4, "test": 16}, seed=3, size=(256, 256))
+    cfg = load_config(os.path.join(ROOT, "configs", "synthetic_dml_csr_tiny.yaml"), [
+        f"data.root={root}", f"output_dir={tmp / 'runs'}", "name=demo", "train.epochs=16", "train.cycles=0",
+        "train.warmup_epochs=0", "train.val_every=0", "train.image_log_every=0"])
+    summary = train(cfg, progress=False)
+    return root, summary["best"]

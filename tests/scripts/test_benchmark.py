@@ -2,8 +2,11 @@
 import json
 import os
 
+import pytest
+
 from helpers import ROOT
 from helpers.scripts import run_script
+from helpers.tiny_checkpoint import write_tiny_checkpoint
 
 CONFIG = os.path.join(ROOT, "configs", "synthetic_rnn_g.yaml")
 
@@ -50,3 +53,36 @@ def test_the_papers_figures_stand_beside_the_papers_model_only(tmp_path):
         rec = json.load(open(out))
         assert (rec["paper"] is not None) == paper and ("paper: 59.67M" in r.stdout) == paper
         assert rec["params_train"] == 68_544_242  # stride 16 keeps every parameter of the authors' model
+
+
+def test_deploy_adds_openvino_rows_scored_on_a_given_model_and_profiles_the_stages(tiny_synthetic, tmp_path):
+    """--deploy --calib ROOT --agreement-weights CKPT --profile --variant: OpenVINO fp32 and int8 rows beside ONNX
+    Runtime's, their labels compared on the given checkpoint at its own size (the row says so); the milliseconds of
+    each stage of the network in fp32 eager and OpenVINO fp32 and int8; and a variant's paths (here output stride 8
+    of the stride-16 demo model) timed against the same fp32 eager, in rows that name it."""
+    ckpt = write_tiny_checkpoint(str(tmp_path / "tiny.pt"))
+    out = tmp_path / "bench.json"
+    cfg = os.path.join(ROOT, "configs", "synthetic_dml_csr_tiny.yaml")
+    r = run_script("benchmark", "--config", cfg, "--set", "data.root=unused", "--size", "64", "--repeats", "1",
+                   "--warmup", "0", "--threads", "1", "--deploy", "--calib", tiny_synthetic, "--agreement-weights",
+                   ckpt, "--profile", "--variant", "model.output_stride=8", "--json", str(out))
+    assert r.returncode == 0, r.stderr
+    rec = json.load(open(out))
+    rows = {row["path"]: row for row in rec["rows"] if "variant" not in row}
+    assert {"openvino fp32", "openvino int8 (NNCF)", "onnxruntime int8 (static QDQ)"} <= set(rows)
+    assert "openvino int8 (NNCF)" in r.stdout
+    assert rows["openvino fp32"]["label_agreement"] > 0.999 and rows["onnxruntime fp32"]["label_agreement"] > 0.999
+    assert 0.5 < rows["openvino int8 (NNCF)"]["label_agreement"] <= 1.0
+    assert rows["openvino int8 (NNCF)"]["label_agreement_on"] == f"8 face images, {ckpt} at 64x64"
+    assert rows["openvino int8 (NNCF)"]["latency_ms"] > 0 and rows["openvino int8 (NNCF)"]["precision"] == "int8"
+    variant = {row["path"]: row for row in rec["rows"] if row.get("variant") == "model.output_stride=8"}
+    assert {"fp32 eager", "onnxruntime int8 (static QDQ)", "openvino int8 (NNCF)"} <= set(variant)
+    base = next(row for row in rec["rows"] if row["path"] == "fp32 eager" and "variant" not in row)
+    eager8 = variant["fp32 eager"]
+    assert eager8["ratio_vs_fp32_eager"] == pytest.approx(eager8["latency_ms"] / base["latency_ms"])
+    assert "variant model.output_stride=8, against the fp32 eager above:" in r.stdout
+    assert variant["openvino int8 (NNCF)"]["label_agreement_on"] == f"8 face images, {ckpt} at 64x64"
+    profile = rec["profile"]
+    assert {"stem", "layer1", "layer2", "layer3", "layer4", "other"} <= set(profile["stages"])
+    for key in ("eager_ms", "openvino_fp32_ms", "openvino_int8_ms"):
+        assert sum(profile[key][s] for s in ("layer1", "layer2", "layer3", "layer4")) > 0, key

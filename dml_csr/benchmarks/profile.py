@@ -1,0 +1,109 @@
+"""Where the time of one image goes, stage by stage (``scripts/benchmark.py --deploy --profile``): the backbone's stem
+and its four stages, the context head, the decoder and the rest, in fp32 eager (forward hooks), OpenVINO fp32 and
+OpenVINO int8 (its own per-operator counters, grouped by the stage in each operator's name).
+
+A path whose total misses its goal shows here which stage to work on: the stage that keeps its time under int8
+(operators OpenVINO leaves in floating point: the ``kernels`` column names what each stage ran) or the one that
+dominates whatever the precision (a lever for the architecture: output stride 16, the head's width).
+"""
+from __future__ import annotations
+
+import copy
+import os
+import re
+import statistics
+import tempfile
+import time
+from collections import defaultdict
+
+import numpy as np
+import torch
+
+from ..photos.export import InferenceWrapper
+from ..photos.quantize import calibration_batch
+
+__all__ = ["profile_stages", "stage_of"]
+
+LAYER = re.compile(r"layer\d+$")
+
+
+def stage_of(name: str) -> str:
+    """The stage of an exported operator's name (``/model/backbone/layer3/...`` -> ``layer3``; the backbone's other
+    operators -> ``stem``; ``/model/context/...`` -> ``context``), ``other`` for names without one."""
+    m = re.search(r"/model/([^/]+)(?:/([^/]+))?", name)
+    if m is None:
+        return "other"
+    if m.group(1) == "backbone":
+        return m.group(2) if m.group(2) and LAYER.match(m.group(2)) else "stem"
+    return m.group(1)
+
+
+def _eager(model, x: torch.Tensor, warmup: int, repeats: int) -> dict:
+    """Median seconds a stage in fp32 eager, from forward hooks (the stem: the backbone less its stages)."""
+    wrapper = InferenceWrapper(copy.deepcopy(model)).eval()
+    modules = {}
+    for name, child in wrapper.model.named_children():
+        modules[name] = child
+        modules.update({n: c for n, c in child.named_children() if LAYER.match(n)})
+    times, start = defaultdict(list), {}
+    for name, mod in modules.items():
+        mod.register_forward_pre_hook(lambda m, a, name=name: start.__setitem__(name, time.perf_counter()))
+        mod.register_forward_hook(lambda m, a, o, name=name: times[name].append(time.perf_counter() - start[name]))
+    totals = []
+    with torch.inference_mode():
+        for i in range(warmup + repeats):
+            t0 = time.perf_counter()
+            wrapper(x)
+            totals.append(time.perf_counter() - t0)
+    out = {k: statistics.median(v[warmup:]) for k, v in times.items()}
+    if "backbone" in out:
+        out["stem"] = out.pop("backbone") - sum(v for k, v in out.items() if LAYER.match(k))
+    out["other"] = statistics.median(totals[warmup:]) - sum(out.values())
+    return out
+
+
+def _openvino(ir, x: np.ndarray, warmup: int, repeats: int, precision) -> tuple[dict, dict]:
+    """Seconds a stage (the median run's counters) and the kernels each stage ran, from OpenVINO's counters."""
+    import openvino as ov
+
+    config = {"PERF_COUNT": True, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": torch.get_num_threads()}
+    if precision:
+        config["INFERENCE_PRECISION_HINT"] = precision
+    request = ov.Core().compile_model(ir, "CPU", config).create_infer_request()
+    runs = []
+    for i in range(warmup + repeats):
+        request.infer({0: x})
+        if i >= warmup:
+            stages, kernels = defaultdict(float), defaultdict(set)
+            for p in request.get_profiling_info():
+                if p.status.name == "EXECUTED":
+                    stages[stage_of(p.node_name)] += p.real_time.total_seconds()
+                    kernels[stage_of(p.node_name)].add(p.exec_type)
+            runs.append((sum(stages.values()), stages, kernels))
+    runs.sort(key=lambda r: r[0])
+    return dict(runs[len(runs) // 2][1]), {k: sorted(v) for k, v in runs[len(runs) // 2][2].items()}
+
+
+def profile_stages(model, meta: dict, warmup: int, repeats: int, calib: str) -> dict:
+    """Per stage, milliseconds of one image in fp32 eager, OpenVINO fp32 and OpenVINO int8 (calibrated on 16 train
+    images of ``calib``), printed as a table; returns {"stages", "eager_ms", "openvino_fp32_ms", "openvino_int8_ms",
+    "int8_kernels"}."""
+    from ..photos.openvino import export_openvino, quantize_int8
+
+    face = calibration_batch(calib, "test", meta, 1, seed=2000)
+    eager = _eager(model, torch.from_numpy(face), warmup, repeats)
+    with tempfile.TemporaryDirectory() as tmp:
+        ir = export_openvino(copy.deepcopy(model).float(), os.path.join(tmp, "model.xml"), meta["input_size"], meta,
+                             dynamic_size=False)
+        fp32, _ = _openvino(ir, face, warmup, repeats, "f32")
+        int8, kernels = _openvino(quantize_int8(ir, calibration_batch(calib, "train", meta, 16, seed=1000)), face,
+                                  warmup, repeats, None)
+    stages = [s for s in ("stem", "layer1", "layer2", "layer3", "layer4") if s in eager or s in fp32]
+    stages += sorted((set(eager) | set(fp32) | set(int8)) - set(stages) - {"other"}) + ["other"]
+    ms = {k: {s: 1e3 * d.get(s, 0.0) for s in stages} for k, d in (("eager", eager), ("fp32", fp32), ("int8", int8))}
+    print(f"{'stage':<10}{'eager fp32 ms':>15}{'openvino fp32 ms':>18}{'openvino int8 ms':>18}  int8 kernels")
+    for s in stages + ["total"]:
+        row = [sum(ms[k].values()) if s == "total" else ms[k][s] for k in ("eager", "fp32", "int8")]
+        print(f"{s:<10}{row[0]:>15.1f}{row[1]:>18.1f}{row[2]:>18.1f}  {', '.join(kernels.get(s, []))[:60]}")
+    return {"stages": stages, "eager_ms": ms["eager"], "openvino_fp32_ms": ms["fp32"], "openvino_int8_ms": ms["int8"],
+            "int8_kernels": kernels}
