@@ -52,6 +52,7 @@ from .config import Config, DataConfig, ModelConfig, config_from_dict
 from .data.labels import LabelSpec, get_spec, label_spec
 from .files import atomic_write, remove_partial_writes
 from .hub import get_weights, is_name, resolve
+from .inference import check_convention
 from .models import build_model
 from .models.official import (StateDictMismatch, convert_official_state_dict, is_official_state_dict,
                               load_state_dict_strict, official_num_classes, ours_to_official, unwrap_state_dict)
@@ -266,12 +267,14 @@ def load_model(path: str, device: Union[str, torch.device] = "cpu", edge_heads: 
         edge_heads: keep the edge heads (training model); the file must then contain them.
 
     ``meta`` holds ``classes``, ``num_classes``, ``channel_order``, ``mean``, ``std``, ``input_size``: what every
-    consumer needs to feed the model. Mismatching names, shapes or class counts raise an error naming them.
+    consumer needs to feed the model. Mismatching names, shapes or class counts, a weight that is not finite (the
+    first named) and a meta whose mean, std or input size is not finite or out of range raise an error naming them.
     """
     entry = get_weights(path) if is_name(path) else None
     if entry is not None:
         path = resolve(path, kind="dml_csr")
     obj = load_checkpoint(path)
+    _check_finite_weights(obj, path)
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         model, meta = _build_ours(obj, path, edge_heads)
     elif isinstance(obj, dict) and obj.get("format") is not None:
@@ -285,5 +288,22 @@ def load_model(path: str, device: Union[str, torch.device] = "cpu", edge_heads: 
         # Helen and LaPa share a class count: a registry entry names which of them the file is
         named = entry is not None and entry.dataset and len(entry.classes) == model.num_classes
         meta = official_meta(model.num_classes, entry.dataset if named else None)
+    try:
+        check_convention(meta, f"{path}: meta")
+    except ValueError as e:
+        raise CheckpointError(str(e)) from None
     model.to(device).eval()
     return model, meta
+
+
+def _check_finite_weights(obj: Any, path: str) -> None:
+    """Refuse a file whose weights hold NaN or infinity (a diverged or damaged run), naming the first such tensor:
+    loaded, it would predict one class everywhere without a word."""
+    state = obj.get("model") if isinstance(obj, dict) and obj.get("format") == FORMAT else obj
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    for name, t in (state.items() if isinstance(state, dict) else ()):
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise CheckpointError(f"{path}: weight '{name}' holds {bad} of {t.numel()} values that are not finite "
+                                  "(NaN or infinity); the file is damaged or from a run that diverged")

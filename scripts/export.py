@@ -27,13 +27,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--input-size", default=None, help="H,W of the tracing input (default: the checkpoint's)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17)")
     p.add_argument("--static-size", action="store_true", help="ONNX: fixed height and width (batch stays dynamic)")
-    p.add_argument("--tolerance", type=float, default=1e-4, help="parity check: max |export - PyTorch| allowed")
+    p.add_argument("--tolerance", default="1e-4", help="parity check: max |export - PyTorch| allowed (finite, >= 0)")
     p.add_argument("--no-check", action="store_true", help="skip the parity check")
     return p.parse_args(argv)
 
 
 def parity(fmt: str, path: str, model, size: tuple[int, int]) -> float:
-    """Max |export - PyTorch| on a random batch of 2 at ``size`` (and, for dynamic exports, a different size)."""
+    """Max |export - PyTorch| on a random batch of 2 at ``size`` (and, for dynamic exports, a different size); a
+    ValueError when either output holds NaN or infinity (max() would skip a NaN difference and pass)."""
     import numpy as np
     import torch
 
@@ -57,6 +58,10 @@ def parity(fmt: str, path: str, model, size: tuple[int, int]) -> float:
             module, _ = read_torchscript_meta(path)
             with torch.no_grad():
                 got = module(x).numpy()
+        for what, out in (("the export", got), ("PyTorch", ref)):
+            if not np.isfinite(out).all():
+                raise ValueError(f"{path}: {what}'s output at {h}x{w} holds {int((~np.isfinite(out)).sum())} values "
+                                 "that are not finite (NaN or infinity); parity cannot hold")
         worst = max(worst, float(np.abs(got - ref).max()))
     return worst
 
@@ -64,6 +69,10 @@ def parity(fmt: str, path: str, model, size: tuple[int, int]) -> float:
 def main(argv=None) -> int:
     setup_logging()
     args = parse_args(argv)
+    from dml_csr._typed import number
+
+    args.tolerance = number(args.tolerance, "--tolerance", 0, 1e6)
+    number(args.opset, "--opset", 17, 100, integer=True)
     import torch
 
     from dml_csr.photos.export import export_onnx, export_torchscript
@@ -73,9 +82,9 @@ def main(argv=None) -> int:
     if args.input_size:
         try:
             size = tuple(int(v) for v in args.input_size.split(","))
-            assert len(size) == 2 and min(size) >= 8
+            assert len(size) == 2 and 8 <= min(size) and max(size) <= 4096
         except (ValueError, AssertionError):
-            raise ValueError(f"--input-size '{args.input_size}': expected H,W (each >= 8), e.g. 473,473") from None
+            raise ValueError(f"--input-size '{args.input_size}': expected H,W (each 8 to 4096), e.g. 473,473") from None
     else:
         size = tuple(meta["input_size"])
     meta = dict(meta, input_size=list(size), exported_from=args.checkpoint)
