@@ -51,7 +51,7 @@ from torch import nn
 from .config import Config, DataConfig, ModelConfig, config_from_dict
 from .data.labels import LabelSpec, get_spec, label_spec
 from .files import atomic_write, remove_partial_writes
-from .hub import get_weights, is_name, resolve
+from .hub import check_local, get_weights, is_name, resolve
 from .inference import check_convention
 from .models import build_model
 from .models.official import (StateDictMismatch, convert_official_state_dict, is_official_state_dict,
@@ -269,10 +269,15 @@ def load_model(path: str, device: Union[str, torch.device] = "cpu", edge_heads: 
     ``meta`` holds ``classes``, ``num_classes``, ``channel_order``, ``mean``, ``std``, ``input_size``: what every
     consumer needs to feed the model. Mismatching names, shapes or class counts, a weight that is not finite (the
     first named) and a meta whose mean, std or input size is not finite or out of range raise an error naming them.
+    A registry name is the registry's file even where a local file has that name; a local file is loaded only from
+    a path-like argument (``./name``, an absolute path, one with an extension: :func:`dml_csr.hub.is_path_like`).
     """
     entry = get_weights(path) if is_name(path) else None
     if entry is not None:
         path = resolve(path, kind="dml_csr")
+    else:
+        check_local(path)
+        log.info("weights: the local file '%s'", path)
     obj = load_checkpoint(path)
     _check_finite_weights(obj, path)
     if isinstance(obj, dict) and obj.get("format") == FORMAT:

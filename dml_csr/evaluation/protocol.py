@@ -176,8 +176,8 @@ def score_checkpoint(cfg, checkpoint: str, *, split: Optional[str] = None, flip:
 
     spec = label_spec(cfg)
     dev = resolve_device(device or cfg.train.device)
-    path = resolve(checkpoint, kind="dml_csr") if not os.path.exists(checkpoint) and is_name(checkpoint) \
-        else checkpoint  # a registry name: its cached, verified file from here on
+    path = resolve(checkpoint, kind="dml_csr") if is_name(checkpoint) \
+        else checkpoint  # a registry name: its cached, verified file from here on (a local file of that name is not)
     model, meta = load_model(checkpoint, device=dev)
     _check_classes(meta, spec, path, config_path)
     flip = cfg.eval.flip if flip is None else flip
