@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 import types
 import typing
@@ -16,7 +17,8 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
-__all__ = ["ConfigError", "build_dataclass", "source", "shown", "number", "numbers", "safe_yaml", "MAX_YAML_BYTES"]
+__all__ = ["ConfigError", "build_dataclass", "source", "shown", "number", "numbers", "safe_yaml", "read_yaml_text",
+           "yaml_bases", "MAX_YAML_BYTES"]
 
 MISSING = dataclasses.MISSING
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
@@ -147,6 +149,10 @@ def _type_name(tp) -> str:
         return " or ".join(_type_name(a) for a in typing.get_args(tp))
     if tp is type(None):
         return "null"
+    if origin is dict:
+        return f"a mapping of {_type_name(typing.get_args(tp)[0])} to {_type_name(typing.get_args(tp)[1])}"
+    if dataclasses.is_dataclass(tp):
+        return f"a mapping with keys {', '.join(f.name for f in dataclasses.fields(tp))}"
     if origin in (list, tuple):
         args = typing.get_args(tp)
         if origin is tuple and args and args[-1] is not Ellipsis:
@@ -188,6 +194,8 @@ def _coerce(value: Any, tp, key: str, src: str):
         inner = args[0] if args else Any
         out = [_coerce(v, inner, f"{key}[{i}]", src) for i, v in enumerate(value)]
         return tuple(out) if origin is tuple else out
+    if origin is dict or dataclasses.is_dataclass(tp):
+        return _coerce_mapping(value, tp, key, src, fail)
     if tp is Any:
         return value
     if tp is bool:
@@ -213,6 +221,17 @@ def _coerce(value: Any, tp, key: str, src: str):
             fail()
         return value
     raise TypeError(f"config field '{key}' has unsupported type {tp}")  # internal: a new field needs support here
+
+
+def _coerce_mapping(value: Any, tp, key: str, src: str, fail):
+    """A ``dict[K, V]`` (each key and value coerced) or a dataclass inside a list (``data.roots[0]``), from a
+    mapping; its errors name the inner key (``data.roots[1].weight``) and where it was set."""
+    if not isinstance(value, dict):
+        fail()
+    if dataclasses.is_dataclass(tp):
+        return build_dataclass(tp, value, key + ".", {key: src})
+    kt, vt = typing.get_args(tp)
+    return {_coerce(k, kt, f"{key} key {k!r}", src): _coerce(v, vt, f"{key}.{k}", src) for k, v in value.items()}
 
 
 MAX_YAML_BYTES = 1 << 20  # a config is a few KiB: the most a config file or a --set value may hold
@@ -243,3 +262,24 @@ def safe_yaml(text: str, where: str) -> Any:
         if isinstance(e, ConfigError):
             raise
         raise ConfigError(f"{where}: a value cannot be read ({shown(str(e))[1:-1]})") from None
+
+
+def read_yaml_text(path: str) -> str:
+    """A config file's text: at most :data:`MAX_YAML_BYTES`, UTF-8; else a one-line :class:`ConfigError`."""
+    size = os.path.getsize(path)
+    if size > MAX_YAML_BYTES:
+        raise ConfigError(f"config file '{path}' is {size} bytes; expected at most {MAX_YAML_BYTES} (1 MiB)")
+    try:
+        with open(path, "rb") as f:
+            return f.read(MAX_YAML_BYTES + 1).decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file '{path}' is not UTF-8 text (byte {e.start}); expected a YAML file") from None
+
+
+def yaml_bases(raw: dict, path: str) -> list[str]:
+    """The ``_base_`` files a config names (popped from ``raw``): a name or a list of names."""
+    bases = raw.pop("_base_", [])
+    bases = [bases] if isinstance(bases, str) else bases
+    if not isinstance(bases, list) or not all(isinstance(b, str) and b for b in bases):
+        raise ConfigError(f"{path}: '_base_' = {shown(bases)}; expected a file name or a list of them")
+    return bases

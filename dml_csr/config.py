@@ -21,12 +21,14 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
-from ._typed import MAX_YAML_BYTES, ConfigError, build_dataclass, safe_yaml, shown, source
+from ._typed import (MAX_YAML_BYTES, ConfigError, build_dataclass, read_yaml_text, safe_yaml, shown, source,
+                     yaml_bases)
 from .conventions import CHANNEL_ORDER, IMAGENET_MEAN, IMAGENET_STD, INPUT_SIZE
 from .files import write_bytes
 
 __all__ = [
-    "Config", "ConfigError", "DataConfig", "ModelConfig", "TrainConfig", "LossConfig", "EvalConfig",
+    "Config", "ConfigError", "DataConfig", "RootConfig", "read_yaml_mapping", "ModelConfig", "TrainConfig",
+    "LossConfig", "EvalConfig",
     "load_config", "config_to_dict", "config_from_dict", "save_config", "parse_override",
     "total_epochs", "cycle_position", "epoch_position",
 ]
@@ -35,9 +37,21 @@ MISSING = dataclasses.MISSING
 
 
 @dataclass
+class RootConfig:
+    """One training root of several (``data.roots``): its samples, in the model's classes, drawn in proportion to
+    ``weight``."""
+    root: str = MISSING  # a prepared root with data.train_split
+    dataset: str = ""  # its label registry key or custom ("": data.dataset)
+    class_map: Optional[Union[str, dict[str, str]]] = None  # its classes -> the model's (default: by name)
+    weight: float = 1.0
+
+
+@dataclass
 class DataConfig:
     """Where the data is and how samples are made from it."""
-    dataset: str = MISSING  # key of dml_csr.data.labels.DATASETS: helen, lapa, celebamask_hq, lfw_pl, synthetic, ...
+    # key of dml_csr.data.labels.DATASETS (helen, lapa, celebamask_hq, lfw_pl, facesynthetics, synthetic, ...), or
+    # custom: the classes of <root>/label_names.txt and <root>/dataset.yaml (dml_csr.data.custom)
+    dataset: str = MISSING
     root: str = MISSING  # a prepared root: <root>/{split}_list.txt, <root>/{split}/images, <root>/{split}/labels
     input_size: tuple[int, int] = INPUT_SIZE  # (height, width) fed to the network (the authors': 473x473)
     train_split: str = "train"
@@ -57,6 +71,12 @@ class DataConfig:
     # how the random scale/rotation are drawn: "uniform" in the ranges (paper), or "normal" as the official code
     # (scale clip(N(1, .25), range), rotation clip(N(0, rotation), +-2*rotation)); official preset: rotation_prob .6
     aug_sampling: Literal["uniform", "normal"] = "uniform"
+    # the root's classes -> the model's (dml_csr.data.class_map): a registry key whose class order the model uses
+    # (matched by name), a mapping {root class: model class or ignore}, or a YAML file holding one; null: none
+    class_map: Optional[Union[str, dict[str, str]]] = None
+    # several training roots, each {root, dataset, class_map, weight}, sampled in proportion to weight
+    # (dml_csr.data.mixture); data.root then is the root validated on (data.val_split) and its classes the model's
+    roots: list[RootConfig] = field(default_factory=list)
 
 
 @dataclass
@@ -129,6 +149,7 @@ class TrainConfig:
     dist_timeout_s: float = 600.0  # a collective waiting longer fails (a dead rank stops the others)
     log_every: int = 10
     image_log_every: int = 1  # epochs between TensorBoard image grids (0 disables)
+    init_from: str = ""  # a checkpoint of ours whose weights start the run (fine-tuning); a resume does not read it
 
 
 # The schedule (epochs 0-based): the first phase is epochs 0 .. E-1 (E = train.epochs); cycle k (1-based, as in the
@@ -209,25 +230,6 @@ def _walk_keys(d: dict, prefix: str):
             yield from _walk_keys(v, f"{prefix}{k}.")
 
 
-def _read_text(path: str) -> str:
-    size = os.path.getsize(path)
-    if size > MAX_YAML_BYTES:
-        raise ConfigError(f"config file '{path}' is {size} bytes; expected at most {MAX_YAML_BYTES} (1 MiB)")
-    try:
-        with open(path, "rb") as f:
-            return f.read(MAX_YAML_BYTES + 1).decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"config file '{path}' is not UTF-8 text (byte {e.start}); expected a YAML file") from None
-
-
-def _bases(raw: dict, path: str) -> list[str]:
-    bases = raw.pop("_base_", [])
-    bases = [bases] if isinstance(bases, str) else bases
-    if not isinstance(bases, list) or not all(isinstance(b, str) and b for b in bases):
-        raise ConfigError(f"{path}: '_base_' = {shown(bases)}; expected a file name or a list of them")
-    return bases
-
-
 def _read_yaml(path: str, origin: dict, chain: tuple[str, ...] = ()) -> dict:
     path = os.path.abspath(path)
     if path in chain:
@@ -235,12 +237,12 @@ def _read_yaml(path: str, origin: dict, chain: tuple[str, ...] = ()) -> dict:
     if not os.path.isfile(path):
         where = f"{chain[-1]}: _base_ file" if chain else "config file"
         raise ConfigError(f"{where} '{path}' does not exist")
-    raw = safe_yaml(_read_text(path), path)
+    raw = safe_yaml(read_yaml_text(path), path)
     raw = raw or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
     merged: dict = {}
-    for b in _bases(raw, path):
+    for b in yaml_bases(raw, path):
         bpath = b if os.path.isabs(b) else os.path.join(os.path.dirname(path), b)
         _merge(merged, _read_yaml(bpath, origin, chain + (path,)), {}, "")
     # origins of the bases were recorded by the recursive calls; this file's own keys override them
@@ -337,9 +339,20 @@ def _check_ranges(cfg: Config, origin: dict) -> None:
     if total_epochs(t) < 1:
         raise ConfigError(f"{source(origin, 'train.epochs')}: train.epochs = {t.epochs} and train.cycles = {t.cycles} "
                           f"train nothing; expected at least one epoch")
+    _check_roots(cfg, origin)
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", t.device):
         raise ConfigError(f"{source(origin, 'train.device')}: 'train.device' = {shown(t.device)}; expected auto, cpu, "
                           f"cuda, cuda:N or mps")
+
+
+def _check_roots(cfg: Config, origin: dict) -> None:
+    """Each ``data.roots`` entry names a root and draws with a positive, finite weight."""
+    for i, r in enumerate(cfg.data.roots):
+        key = f"data.roots[{i}]"
+        if not r.root:
+            raise ConfigError(f"{source(origin, key)}: '{key}.root' is empty; expected a prepared root")
+        if not (0 < r.weight < float("inf")):
+            raise ConfigError(f"{source(origin, key)}: '{key}.weight' = {r.weight!r}; expected a positive number")
 
 
 def _check_together(cfg: Config, origin: dict) -> None:
@@ -367,3 +380,19 @@ def config_to_dict(cfg: Config) -> dict:
 def save_config(cfg: Config, path: str) -> None:
     """Write the resolved config as YAML, atomically."""
     write_bytes(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False).encode())
+
+
+def read_yaml_mapping(path: str, what: str = "file") -> dict:
+    """A YAML file holding a mapping (a dataset's ``dataset.yaml``, a class-map file), as a dict; anything else is
+    a :class:`ConfigError` naming the file."""
+    try:
+        with open(path) as f:
+            raw = yaml.safe_load(f)
+    except OSError as e:
+        raise ConfigError(f"{what} '{path}' cannot be read ({e.strerror or e})") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{what} '{path}': not valid YAML ({str(e).splitlines()[0]})") from None
+    raw = {} if raw is None else raw
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{what} '{path}': expected a mapping at the top level, got {type(raw).__name__}")
+    return raw
