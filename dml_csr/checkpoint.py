@@ -61,7 +61,7 @@ from .models.official import (StateDictMismatch, convert_official_state_dict, is
 
 __all__ = ["FORMAT", "CheckpointError", "make_meta", "save_checkpoint", "load_checkpoint", "atomic_torch_save",
            "RunPaths", "find_resume_checkpoint", "load_model", "official_meta", "official_config", "build_from_official",
-           "OFFICIAL_DATASETS"]
+           "OFFICIAL_DATASETS", "check_finite_weights"]
 
 log = logging.getLogger(__name__)
 
@@ -282,7 +282,7 @@ def load_model(path: str, device: Union[str, torch.device] = "cpu", edge_heads: 
         check_local(path)
         log.info("weights: the local file '%s'", path)
     obj = load_checkpoint(path)
-    _check_finite_weights(obj, path)
+    check_finite_weights(obj, path)
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         model, meta = _build_ours(obj, path, edge_heads)
     elif isinstance(obj, dict) and obj.get("format") is not None:
@@ -304,7 +304,7 @@ def load_model(path: str, device: Union[str, torch.device] = "cpu", edge_heads: 
     return model, meta
 
 
-def _check_finite_weights(obj: Any, path: str) -> None:
+def check_finite_weights(obj: Any, path: str) -> None:
     """Refuse a file whose weights hold NaN or infinity (a diverged or damaged run), naming the first such tensor:
     loaded, it would predict one class everywhere without a word."""
     state = obj.get("model") if isinstance(obj, dict) and obj.get("format") == FORMAT else obj

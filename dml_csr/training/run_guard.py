@@ -36,8 +36,9 @@ log = logging.getLogger(__name__)
 
 LOCK_FILE = ".lock"
 # settings a resume may change freely: where and how the same computation runs, and what it reports
+# (and init_from, read only when a run starts: a resume takes the weights from its checkpoint)
 FREE_TO_CHANGE = {"data": ("workers",), "train": ("device", "log_every", "image_log_every", "keep_last",
-                                                  "dist_timeout_s", "compile")}
+                                                  "dist_timeout_s", "compile", "init_from")}
 
 
 @contextlib.contextmanager

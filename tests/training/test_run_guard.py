@@ -18,9 +18,9 @@ from helpers.tiny_checkpoint import subprocess_env
 
 from dml_csr._typed import shown
 from dml_csr.checkpoint import CheckpointError, RunPaths
-from dml_csr.config import save_config
+from dml_csr.config import config_to_dict, save_config
 from dml_csr.data.synthetic import write_dataset
-from dml_csr.training.run_guard import LOCK_FILE
+from dml_csr.training.run_guard import LOCK_FILE, config_changes
 from dml_csr.training.trainer import train
 
 TRAIN = os.path.join(ROOT, "scripts", "train.py")
@@ -108,3 +108,15 @@ def test_a_resume_with_another_label_set_is_one_line_even_with_allow_changes(mic
     assert "\n" not in text and "was trained on 11 classes (background, " in text
     assert "data.dataset 'celebamask_hq' has 19 (background, " in text and text.endswith(
         "resume with the dataset it was trained on")
+
+
+def test_only_where_and_how_a_run_computes_may_change_without_allow_changes(micro_cfg):
+    """The device, worker count, logging, compile switch and train.init_from (read only when a run starts) change
+    freely; a changed lr, batch size or seed is a change the resume must allow."""
+    cfg = micro_cfg("train.lr=0.01", "data.batch_size=4")
+    free = micro_cfg("train.lr=0.01", "data.batch_size=4", "data.workers=2", "train.log_every=7", "train.keep_last=9",
+                     "train.init_from=elsewhere.pt")
+    assert config_changes(free, {"config": config_to_dict(cfg)}) == []
+    changed = micro_cfg("train.lr=0.02", "data.batch_size=2", "seed=5")
+    assert config_changes(changed, {"config": config_to_dict(cfg)}) == [
+        f"seed: {cfg.seed} -> 5", "data.batch_size: 4 -> 2", "train.lr: 0.01 -> 0.02"]
