@@ -236,7 +236,7 @@ def _read_yaml(path: str, origin: dict, chain: tuple[str, ...] = ()) -> dict:
         raise ConfigError(f"{chain[-1]}: _base_ cycle through {path}")
     if not os.path.isfile(path):
         where = f"{chain[-1]}: _base_ file" if chain else "config file"
-        raise ConfigError(f"{where} '{path}' does not exist")
+        raise ConfigError(f"{where} {shown(path)} does not exist")  # a mutated _base_ may name 100 KB
     raw = safe_yaml(read_yaml_text(path), path)
     raw = raw or {}
     if not isinstance(raw, dict):

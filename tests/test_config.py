@@ -283,6 +283,10 @@ def test_hostile_yaml_is_one_short_line(tree):
         load_config(str(latin))
     with pytest.raises(ConfigError, match=r"bases.yaml: '_base_' = \[1, 2\]; expected a file name or a list of them"):
         load_config(write(tree / "bases.yaml", "_base_: [1, 2]\n"))
+    with pytest.raises(ConfigError) as e:  # found by tests/helpers/fuzz.py: the missing file's name was the message
+        load_config(write(tree / "far.yaml", "_base_: " + "x" * 100000 + "\n"))
+    assert str(e.value).startswith(f"{tree / 'far.yaml'}: _base_ file '{tree}/xxx") and len(str(e.value)) < 600
+    assert str(e.value).endswith("(str, cut) does not exist")
 
 
 def test_a_value_in_a_message_is_cut_to_about_200_characters():
