@@ -3,6 +3,7 @@ is capped (``RLIMIT_AS``: what it holds after its imports, plus 1 GiB) and whose
 
     python tests/helpers/fuzz.py reader --seconds 20 --seed 0      # prints one JSON line of figures
     python tests/helpers/fuzz.py config --seconds 20 --seed 0
+    python tests/helpers/fuzz.py config --case 51708748         # one recorded input again, its traceback printed
 
 The reader gets valid PNG, JPEG, WebP, TIFF, GIF, BMP and PPM files (made here, several variants each) and the
 bombs of :mod:`helpers.bombs` at a smaller declared size, mutated: random bytes, truncations, bit flips, byte runs
@@ -25,6 +26,7 @@ import sys
 import tempfile
 import time
 import traceback
+from typing import Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -106,10 +108,12 @@ def mutate_bytes(data: bytes, rng: random.Random) -> bytes:
     return bytes(b)
 
 
-def drive(kind: str, seconds: float, seed: int, try_one) -> dict:
-    """Call ``try_one(rng, n)`` with a fresh seeded generator per input for ``seconds``, the address space capped;
+def drive(kind: str, seconds: float, seed: int, try_one, case: Optional[int] = None) -> dict:
+    """Call ``try_one(rng)`` with a fresh seeded generator per input for ``seconds``, the address space capped;
     it returns the outcome's name (the project's own error included) and raises anything else, which is recorded
-    with the seed of its input. Returns the figures."""
+    with the seed of its input (``case``: that one input alone, its exception raised). Returns the figures."""
+    if case is not None:
+        return {"kind": kind, "case": case, "outcome": try_one(random.Random(case))}
     cap = _cap_memory()
     rng = random.Random(seed)
     counts: dict[str, int] = {}
@@ -117,7 +121,7 @@ def drive(kind: str, seconds: float, seed: int, try_one) -> dict:
     while time.time() - start < seconds:
         case = rng.randrange(1 << 30)
         try:
-            outcome = try_one(random.Random(case), n)
+            outcome = try_one(random.Random(case))
             counts[outcome] = counts.get(outcome, 0) + 1
         except Exception as e:  # anything else escaped: a finding
             escaped.append({"case": case, "error": f"{type(e).__name__}: {e}"[:300],
@@ -128,7 +132,7 @@ def drive(kind: str, seconds: float, seed: int, try_one) -> dict:
             "escaped": escaped}
 
 
-def fuzz_reader(seconds: float, seed: int) -> dict:
+def fuzz_reader(seconds: float, seed: int, case: Optional[int] = None) -> dict:
     """Feed mutated images to :func:`dml_csr.data.imageio.decode_image` (and one in 16 to ``imread_checked``
     through a file) for ``seconds``; the figures and every escaped exception."""
     import cv2
@@ -141,10 +145,10 @@ def fuzz_reader(seconds: float, seed: int) -> dict:
     flags = (cv2.IMREAD_COLOR, cv2.IMREAD_UNCHANGED, cv2.IMREAD_GRAYSCALE)
     tmp = tempfile.mkdtemp(prefix="fuzz-reader-")
 
-    def try_one(r: random.Random, n: int) -> str:
+    def try_one(r: random.Random) -> str:
         data = mutate_bytes(r.choice(seeds), r)
         try:
-            if n % 16 == 0:  # the file path too: the same checks, plus the file system's
+            if r.random() < 1 / 16:  # the file path too: the same checks, plus the file system's
                 path = os.path.join(tmp, "x.img")
                 with open(path, "wb") as f:
                     f.write(data)
@@ -156,7 +160,7 @@ def fuzz_reader(seconds: float, seed: int) -> dict:
             return getattr(e, "kind", "file")
 
     try:
-        return drive("reader", seconds, seed, try_one)
+        return drive("reader", seconds, seed, try_one, case)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -193,7 +197,7 @@ def mutate_text(text: str, rng: random.Random) -> str:
     return "\n".join(lines) + "\n"
 
 
-def fuzz_config(seconds: float, seed: int) -> dict:
+def fuzz_config(seconds: float, seed: int, case: Optional[int] = None) -> dict:
     """Feed mutated shipped configs (and ``--set`` overrides) to :func:`dml_csr.config.load_config` for
     ``seconds``; the figures and every escaped exception (a refusal of more than one line or 2000 characters too)."""
     from dml_csr.config import ConfigError, load_config
@@ -205,7 +209,7 @@ def fuzz_config(seconds: float, seed: int) -> dict:
     originals = {p: open(p, encoding="utf-8").read() for p in files}
     tops = [p for p in files if "_base_" not in p]
 
-    def try_one(r: random.Random, n: int) -> str:
+    def try_one(r: random.Random) -> str:
         target = r.choice(files)  # a top-level config, or one of the bases it reads
         top = target if target in tops else r.choice(tops)
         try:
@@ -224,7 +228,7 @@ def fuzz_config(seconds: float, seed: int) -> dict:
                 f.write(originals[target])
 
     try:
-        return drive("config", seconds, seed, try_one)
+        return drive("config", seconds, seed, try_one, case)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -234,10 +238,11 @@ def main(argv=None) -> int:
     p.add_argument("kind", choices=["reader", "config"])
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--case", type=int, default=None, help="run one recorded input (an escaped one's 'case') alone")
     args = p.parse_args(argv)
     sys.path[:0] = [ROOT, HERE]
     run = fuzz_reader if args.kind == "reader" else fuzz_config
-    print(json.dumps(run(args.seconds, args.seed)))
+    print(json.dumps(run(args.seconds, args.seed, args.case)))
     return 0
 
 
