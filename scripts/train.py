@@ -24,14 +24,18 @@ def main(argv=None) -> int:
     add_config_args(p)
     p.add_argument("--resume", nargs="?", const="", default=None, metavar="CKPT_OR_RUN_DIR",
                    help="continue from a checkpoint or run directory (default: this config's run directory)")
-    p.add_argument("--max-epochs", type=int, default=None, help="stop after this many epochs of this call")
+    p.add_argument("--max-epochs", default=None, help="stop after this many epochs of this call (a whole number >= 1)")
     p.add_argument("--allow-changes", action="store_true", help="with --resume: go on with data or schedule "
                    "settings other than the checkpoint's (the difference goes to metrics.jsonl, the earlier config "
                    "is kept as config_until_epoch_NNNN.yaml)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
-    cfg = load_cfg(args)  # every config error stops here, before any work
+    from dml_csr._typed import number
     from dml_csr.distributed import env_int
+
+    if args.max_epochs is not None:  # -1 or nan trained nothing, or was a traceback
+        args.max_epochs = number(args.max_epochs, "--max-epochs", 1, None, integer=True)
+    cfg = load_cfg(args)  # every config error stops here, before any work
 
     setup_logging(env_int("RANK", 0))
     from dml_csr.checkpoint import RunPaths
