@@ -97,6 +97,20 @@ def truncation(data: bytes) -> Optional[str]:
         return "is truncated (no JPEG end-of-image marker)"
     if head == _PNG and b"IEND" not in tail[-16:]:
         return "is truncated (no PNG IEND chunk)"
+    return _png_chunk_past_end(data) if head == _PNG else None
+
+
+def _png_chunk_past_end(data: bytes) -> Optional[str]:
+    """Why a PNG's chunks do not fit in its bytes, or None: OpenCV allocates the length a chunk declares before
+    reading it, so a 2 KB file whose chunk declares 4 GB took 4 GB (found by fuzzing)."""
+    pos, end = 8, len(data)
+    while pos + 8 <= end:
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        if pos + 12 + length > end:
+            return f"is truncated (a PNG chunk at byte {pos} declares {length} bytes; {end - pos - 12} remain)"
+        if bytes(data[pos + 4:pos + 8]) == b"IEND":
+            return None
+        pos += 12 + length
     return None
 
 

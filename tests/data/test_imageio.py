@@ -162,3 +162,27 @@ def test_bytes_that_are_not_an_image_are_refused_with_the_reason(data, kind, rea
     with pytest.raises(ImageError) as e:
         decode_image(data)
     assert e.value.kind == kind and str(e.value).startswith(reason), str(e.value)
+
+
+def test_a_png_chunk_declaring_more_bytes_than_the_file_holds_is_refused_before_opencv(tmp_path):
+    """Found by tests/helpers/fuzz.py: a 2 KB PNG of 31 x 23 whose IDAT chunk declares 4 GB made OpenCV allocate
+    them (4.1 GB resident) before failing. The chunks are walked first: one line naming the chunk, and the child
+    process that reads the file stays under 1 GB resident."""
+    data = bytearray(cv2.imencode(".png", np.zeros((23, 31, 3), np.uint8))[1].tobytes())
+    at = data.index(b"IDAT") - 4
+    data[at:at + 4] = (0xFF7F087D).to_bytes(4, "big")
+    path = tmp_path / "chunk.png"
+    path.write_bytes(bytes(data))
+    code = ("import json, resource, sys\n"
+            "from dml_csr.data.imageio import imread_checked\n"
+            "try:\n"
+            "    imread_checked(sys.argv[1]); err = None\n"
+            "except ValueError as e:\n"
+            "    err = str(e)\n"
+            "print(json.dumps({'error': err, 'peak_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))")
+    r = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, cwd=ROOT,
+                       env=dict(subprocess_env(), PYTHONPATH=ROOT), timeout=120)
+    out = json.loads(r.stdout)
+    assert out["error"] == (f"image file '{path}' is truncated (a PNG chunk at byte {at} declares {0xFF7F087D} "
+                            f"bytes; {len(data) - at - 12} remain)")
+    assert out["peak_mb"] < 1024, out
