@@ -54,14 +54,15 @@ from torch import nn
 from .config import Config, DataConfig, ModelConfig, config_from_dict
 from .data.labels import LabelSpec, get_spec, label_spec, spec_meta
 from .files import atomic_write, remove_partial_writes
-from .hub import get_weights, is_name, resolve
+from .hub import check_local, get_weights, is_name, resolve
+from .inference import check_convention
 from .models import build_model
 from .models.official import (StateDictMismatch, convert_official_state_dict, is_official_state_dict,
                               load_state_dict_strict, official_num_classes, ours_to_official, unwrap_state_dict)
 
 __all__ = ["FORMAT", "CheckpointError", "make_meta", "save_checkpoint", "load_checkpoint", "atomic_torch_save",
            "RunPaths", "find_resume_checkpoint", "load_model", "official_meta", "official_config", "build_from_official",
-           "OFFICIAL_DATASETS"]
+           "OFFICIAL_DATASETS", "check_finite_weights"]
 
 log = logging.getLogger(__name__)
 
@@ -282,12 +283,19 @@ def load_model(path: str, device: Union[str, torch.device] = "cpu", edge_heads: 
         edge_heads: keep the edge heads (training model); the file must then contain them.
 
     ``meta`` holds ``classes``, ``num_classes``, ``channel_order``, ``mean``, ``std``, ``input_size``: what every
-    consumer needs to feed the model. Mismatching names, shapes or class counts raise an error naming them.
+    consumer needs to feed the model. Mismatching names, shapes or class counts, a weight that is not finite (the
+    first named) and a meta whose mean, std or input size is not finite or out of range raise an error naming them.
+    A registry name is the registry's file even where a local file has that name; a local file is loaded only from
+    a path-like argument (``./name``, an absolute path, one with an extension: :func:`dml_csr.hub.is_path_like`).
     """
     entry = get_weights(path) if is_name(path) else None
     if entry is not None or str(path).startswith("hf://"):
         path = resolve(path, kind="dml_csr")
+    else:
+        check_local(path)
+        log.info("weights: the local file '%s'", path)
     obj = _read_weights(path)
+    check_finite_weights(obj, path)
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         model, meta = _build_ours(obj, path, edge_heads)
     elif isinstance(obj, dict) and obj.get("format") is not None:
@@ -301,5 +309,22 @@ def load_model(path: str, device: Union[str, torch.device] = "cpu", edge_heads: 
         # Helen and LaPa share a class count: a registry entry names which of them the file is
         named = entry is not None and entry.dataset and len(entry.classes) == model.num_classes
         meta = official_meta(model.num_classes, entry.dataset if named else None)
+    try:
+        check_convention(meta, f"{path}: meta")
+    except ValueError as e:
+        raise CheckpointError(str(e)) from None
     model.to(device).eval()
     return model, meta
+
+
+def check_finite_weights(obj: Any, path: str) -> None:
+    """Refuse a file whose weights hold NaN or infinity (a diverged or damaged run), naming the first such tensor:
+    loaded, it would predict one class everywhere without a word."""
+    state = obj.get("model") if isinstance(obj, dict) and obj.get("format") == FORMAT else obj
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    for name, t in (state.items() if isinstance(state, dict) else ()):
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise CheckpointError(f"{path}: weight '{name}' holds {bad} of {t.numel()} values that are not finite "
+                                  "(NaN or infinity); the file is damaged or from a run that diverged")

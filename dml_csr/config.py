@@ -1,14 +1,19 @@
 """Typed configuration: dataclass defaults, then YAML files (with ``_base_`` inheritance), then ``--set`` overrides.
 
-This is the only module that reads YAML. ``load_config(path, overrides)`` returns a validated :class:`Config`; any
-problem (unknown key, wrong type, value outside its choices, missing required value, missing ``_base_`` file) raises
+This is the only module that reads YAML files (through :func:`dml_csr._typed.safe_yaml`). ``load_config(path,
+overrides)`` returns a validated :class:`Config`; any problem (unknown key, wrong type, a number that is not finite
+or out of range, value outside its choices, missing required value, missing ``_base_`` file) raises
 :class:`ConfigError` whose one-line message names the key, the file it came from and what was expected.
+
+The YAML is read defensively, before anything else is done with it: a file over 1 MiB, an alias (``*name``: a few
+hundred bytes of aliases expand to gigabytes) and nesting deeper than 64 levels are refused, and a value is shown in
+a message cut to about 200 characters.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import functools
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -16,7 +21,8 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
-from ._typed import ConfigError, build_dataclass, source
+from ._typed import (MAX_YAML_BYTES, ConfigError, build_dataclass, merge_into, read_yaml_mapping, read_yaml_text,
+                     safe_yaml, shown, source, yaml_bases)
 from .conventions import CHANNEL_ORDER, IMAGENET_MEAN, IMAGENET_STD, INPUT_SIZE
 from .files import write_bytes
 
@@ -206,62 +212,39 @@ class Config:
 
 
 # ----------------------------------------------------------------------------------------------------------- loading
-def _merge(base: dict, new: dict, origin: dict, src: str, prefix: str = "") -> None:
-    """Deep-merge ``new`` into ``base`` in place; ``origin`` records which file set each dotted key."""
-    for k, v in new.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and isinstance(base.get(k), dict):
-            _merge(base[k], v, origin, src, key + ".")
-        else:
-            base[k] = copy.deepcopy(v)
-            origin[key] = src
-            if isinstance(v, dict):
-                for sub in _walk_keys(v, key + "."):
-                    origin[sub] = src
-
-
-def _walk_keys(d: dict, prefix: str):
-    for k, v in d.items():
-        yield prefix + str(k)
-        if isinstance(v, dict):
-            yield from _walk_keys(v, f"{prefix}{k}.")
-
-
 def _read_yaml(path: str, origin: dict, chain: tuple[str, ...] = ()) -> dict:
     path = os.path.abspath(path)
     if path in chain:
         raise ConfigError(f"{chain[-1]}: _base_ cycle through {path}")
     if not os.path.isfile(path):
         where = f"{chain[-1]}: _base_ file" if chain else "config file"
-        raise ConfigError(f"{where} '{path}' does not exist")
-    try:
-        with open(path) as f:
-            raw = yaml.safe_load(f)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        raise ConfigError(f"{where} {shown(path)} does not exist")  # a mutated _base_ may name 100 KB
+    raw = safe_yaml(read_yaml_text(path), path)
     raw = raw or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
-    bases = raw.pop("_base_", [])
-    if isinstance(bases, str):
-        bases = [bases]
     merged: dict = {}
-    for b in bases:
+    for b in yaml_bases(raw, path):
         bpath = b if os.path.isabs(b) else os.path.join(os.path.dirname(path), b)
-        _merge(merged, _read_yaml(bpath, origin, chain + (path,)), {}, "")
+        merge_into(merged, _read_yaml(bpath, origin, chain + (path,)), {}, "")
     # origins of the bases were recorded by the recursive calls; this file's own keys override them
-    _merge(merged, raw, origin, path)
+    merge_into(merged, raw, origin, path)
     return merged
 
 
 def parse_override(item: str) -> tuple[str, Any]:
-    """``"train.epochs=2"`` -> ``("train.epochs", 2)``; the value is parsed as YAML."""
+    """``"train.epochs=2"`` -> ``("train.epochs", 2)``; the value is parsed as YAML (without aliases)."""
     if "=" not in item:
-        raise ConfigError(f"--set '{item}': expected KEY=VALUE, e.g. train.epochs=2")
+        raise ConfigError(f"--set {shown(item)}: expected KEY=VALUE, e.g. train.epochs=2")
     key, value = item.split("=", 1)
+    if len(value) > MAX_YAML_BYTES:
+        raise ConfigError(f"--set {shown(key.strip())}: the value is {len(value)} characters; expected at most "
+                          f"{MAX_YAML_BYTES}")
     try:
-        parsed = yaml.safe_load(value) if value != "" else ""
-    except yaml.YAMLError:
+        parsed = safe_yaml(value, f"--set {shown(key.strip())[1:-1]}") if value != "" else ""
+    except ConfigError as e:
+        if "not valid YAML" not in str(e):
+            raise
         parsed = value
     return key.strip(), parsed
 
@@ -302,6 +285,12 @@ RANGES = {
     "train.dist_timeout_s": (1, None), "train.log_every": (1, None), "train.image_log_every": (0, None),
     "eval.batch_size": (1, None), "loss.temperature": (1e-6, None),
 }
+# list keys: every value in (low, high]
+LIST_RANGES = {
+    "data.input_size": (0, 4096), "data.scale_range": (0, math.inf), "eval.scales": (0, 8),
+    "model.rnn_stage1_size": (0, 4096), "model.std": (0, math.inf), "loss.lambdas": (-1, math.inf),
+    "loss.alphas": (-1, math.inf),
+}
 
 
 def _get(cfg: Config, key: str) -> Any:
@@ -313,10 +302,14 @@ def _check_ranges(cfg: Config, origin: dict) -> None:
         value = _get(cfg, key)
         if (lo is not None and value < lo) or (hi is not None and value > hi):
             expected = f"between {lo} and {hi}" if hi is not None else f">= {lo}"
-            raise ConfigError(f"{source(origin, key)}: '{key}' = {value!r} is out of range; expected {expected}")
-    for key in ("data.input_size", "data.scale_range", "eval.scales"):
-        if any(v <= 0 for v in _get(cfg, key)):
-            raise ConfigError(f"{source(origin, key)}: '{key}' = {list(_get(cfg, key))}; expected positive values")
+            raise ConfigError(f"{source(origin, key)}: '{key}' = {shown(value)} is out of range; expected {expected}")
+    for key, (lo, hi) in LIST_RANGES.items():  # lo < 0: values >= 0, else > lo
+        values = list(_get(cfg, key) or ())
+        if not values and key == "eval.scales":
+            raise ConfigError(f"{source(origin, key)}: '{key}' = []; expected one scale or more, e.g. [1.0]")
+        if any((v < 0 if lo < 0 else v <= lo) or v > hi for v in values):
+            raise ConfigError(f"{source(origin, key)}: '{key}' = {shown(values)}; expected "
+                              f"{'values >= 0' if lo < 0 else 'positive values'}{f' up to {hi:g}' * (hi < math.inf)}")
     if cfg.data.scale_range[0] > cfg.data.scale_range[1]:
         raise ConfigError(f"{source(origin, 'data.scale_range')}: 'data.scale_range' = {list(cfg.data.scale_range)}; "
                           f"expected [low, high] with low <= high")
@@ -326,19 +319,19 @@ def _check_ranges(cfg: Config, origin: dict) -> None:
                           f"train nothing; expected at least one epoch")
     _check_roots(cfg, origin)
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", t.device):
-        raise ConfigError(f"{source(origin, 'train.device')}: 'train.device' = {t.device!r}; expected auto, cpu, cuda, "
-                          f"cuda:N or mps")
+        raise ConfigError(f"{source(origin, 'train.device')}: 'train.device' = {shown(t.device)}; expected auto, cpu, "
+                          f"cuda, cuda:N or mps")
 
 
 def _check_model(cfg: Config, origin: dict) -> None:
     """The backbone's name and its weights; a timm or FaRL backbone's unset ``model.input_size``: data.input_size."""
     m, timm = cfg.model, cfg.model.backbone.startswith("timm/")
     if m.backbone not in BACKBONES and not (timm and len(m.backbone) > len("timm/")):
-        raise ConfigError(f"{source(origin, 'model.backbone')}: 'model.backbone' = {m.backbone!r} is invalid; expected "
+        raise ConfigError(f"{source(origin, 'model.backbone')}: 'model.backbone' = {shown(m.backbone)} is invalid; expected "
                           f"one of {', '.join(map(repr, BACKBONES))} or 'timm/<name>' (any timm model)")
     if m.pretrained.split(":")[0] == "timm" and not timm:
-        raise ConfigError(f"{source(origin, 'model.pretrained')}: model.pretrained = {m.pretrained!r} is for timm "
-                          f"backbones; model.backbone is {m.backbone!r} (a path or a weights name is expected)")
+        raise ConfigError(f"{source(origin, 'model.pretrained')}: model.pretrained = {shown(m.pretrained)} is for timm "
+                          f"backbones; model.backbone is {shown(m.backbone)} (a path or a weights name is expected)")
     if tuple(m.input_size) == (0, 0) and (timm or m.backbone == "farl_vit_b16"):
         m.input_size = tuple(cfg.data.input_size)
     if tuple(m.input_size) != (0, 0) and min(m.input_size) <= 0:
@@ -382,19 +375,3 @@ def config_to_dict(cfg: Config) -> dict:
 def save_config(cfg: Config, path: str) -> None:
     """Write the resolved config as YAML, atomically."""
     write_bytes(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False).encode())
-
-
-def read_yaml_mapping(path: str, what: str = "file") -> dict:
-    """A YAML file holding a mapping (a dataset's ``dataset.yaml``, a class-map file), as a dict; anything else is
-    a :class:`ConfigError` naming the file."""
-    try:
-        with open(path) as f:
-            raw = yaml.safe_load(f)
-    except OSError as e:
-        raise ConfigError(f"{what} '{path}' cannot be read ({e.strerror or e})") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{what} '{path}': not valid YAML ({str(e).splitlines()[0]})") from None
-    raw = {} if raw is None else raw
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{what} '{path}': expected a mapping at the top level, got {type(raw).__name__}")
-    return raw

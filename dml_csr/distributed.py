@@ -8,11 +8,13 @@ from __future__ import annotations
 import datetime
 import os
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "init_distributed", "barrier", "any_rank", "cleanup", "resolve_device", "unwrap_model"]
+__all__ = ["DistInfo", "init_distributed", "barrier", "any_rank", "cleanup", "resolve_device", "unwrap_model",
+           "env_int"]
 
 
 @dataclass(frozen=True)
@@ -36,10 +38,12 @@ def init_distributed(device_type: str = "cpu", timeout_s: float = 600.0) -> Dist
     ``timeout_s`` bounds every collective: if one rank dies, the others fail with an error instead of hanging
     (torchrun then stops the whole group).
     """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = env_int("WORLD_SIZE", 1)
     if world <= 1:
         return DistInfo()
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    rank, local = env_int("RANK"), env_int("LOCAL_RANK", 0)
+    if rank >= world:
+        raise ValueError(f"RANK={rank} with WORLD_SIZE={world}; expected a rank below the world size")
     if not dist.is_initialized():
         backend = "nccl" if device_type == "cuda" else "gloo"
         os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
@@ -47,6 +51,24 @@ def init_distributed(device_type: str = "cpu", timeout_s: float = 600.0) -> Dist
             torch.cuda.set_device(local)
         dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
     return DistInfo(rank, local, world)
+
+
+def env_int(name: str, default: Optional[int] = None) -> int:
+    """A process-group variable of the environment (RANK, LOCAL_RANK, WORLD_SIZE) as a whole number >= 0; a
+    ValueError of one line when it is missing (without ``default``) or not such a number."""
+    raw = os.environ.get(name)
+    if raw is None:
+        if default is None:
+            raise ValueError(f"{name} is not set but WORLD_SIZE={os.environ.get('WORLD_SIZE')} is; launch with "
+                             "torchrun (it sets RANK, LOCAL_RANK and WORLD_SIZE) or unset WORLD_SIZE")
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ValueError(f"environment variable {name}={raw[:40]!r}; expected a whole number >= 0")
+    return value
 
 
 def barrier() -> None:

@@ -41,7 +41,7 @@ import torch
 from .data.labels import get_spec
 
 __all__ = ["Weights", "WEIGHTS", "HubError", "KINDS", "cache_dir", "weights_path", "fetch", "is_name", "resolve",
-           "get_weights", "list_weights", "register", "sha256_of"]
+           "is_path_like", "check_local", "get_weights", "list_weights", "register", "sha256_of"]
 
 log = logging.getLogger(__name__)
 
@@ -200,25 +200,51 @@ def get_weights(name: str) -> Weights:
     return WEIGHTS[name]
 
 
+def is_path_like(s: Any) -> bool:
+    """Whether ``s`` names a local file as a path does: ``./name``, ``../name``, ``~/name``, an absolute path, one
+    with a folder in it, or a name with an extension. Only such an argument loads a local file (:func:`resolve`): a
+    bare word is a registry name, so a file called like an entry never replaces the registry's checked file."""
+    if not isinstance(s, (str, os.PathLike)):
+        return False
+    s = os.fspath(s)
+    return (os.path.isabs(s) or s.startswith(("~", ".")) or "/" in s or os.sep in s
+            or bool(os.path.splitext(s)[1]))
+
+
+def check_local(path: str) -> None:
+    """Refuse, in one line, an existing local file named by a bare word (neither a registry name nor path-like)."""
+    if not is_path_like(path) and os.path.exists(path):
+        raise HubError(f"'{path}' is not a weights name (expected one of {', '.join(WEIGHTS)}); to load the local "
+                       f"file of that name, pass it as a path: ./{path}")
+
+
 def resolve(name_or_path: str, *, kind: Optional[str] = None) -> str:
-    """An existing path as is; a registry name -> its fetched file (of ``kind``, if given); a Hub name -> its model
-    folder (a backbone: its weights file); else an error."""
-    if os.path.exists(name_or_path):
-        return name_or_path
-    if name_or_path.startswith("hf://"):
+    """A registry name -> its fetched file (of ``kind``, if given), even where a local file has that name; a Hub name
+    (``hf://OWNER/REPO[@REVISION]``) -> its model folder (a backbone: its weights file); a path-like argument
+    (:func:`is_path_like`) of an existing file or folder as is; else an error. The log says which."""
+    if str(name_or_path).startswith("hf://"):
         from .sharing import hf
 
         return hf.resolve(name_or_path, kind)
     if not is_name(name_or_path):
+        check_local(name_or_path)
+        if is_path_like(name_or_path) and os.path.exists(name_or_path):
+            log.info("weights: the local file '%s'", name_or_path)
+            return name_or_path
         names = [w.name for w in WEIGHTS.values() if kind is None or w.kind == kind]
         raise HubError(f"'{name_or_path}' is neither an existing file nor a weights name; expected a path or one of "
                        f"{', '.join(names)}")
+    if os.path.exists(name_or_path):
+        log.warning("'%s' is a weights name: the registry's checked file is used, not the local file of that name "
+                    "(pass ./%s to load that one)", name_or_path, name_or_path)
     w = WEIGHTS[name_or_path]
     if kind is not None and w.kind != kind:
         names = [v.name for v in WEIGHTS.values() if v.kind == kind]
         raise HubError(f"weights '{w.name}' is a {w.kind} file; expected a {kind} file: one of "
                        f"{', '.join(names) or '(none registered)'}")
-    return fetch(name_or_path)
+    path = fetch(name_or_path)
+    log.info("weights: '%s' from the registry (%s)", name_or_path, path)
+    return path
 
 
 def sha256_of(path: str) -> str:

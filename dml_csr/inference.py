@@ -14,23 +14,57 @@ Three steps, one function each:
 """
 from __future__ import annotations
 
+import math
 from typing import Optional, Sequence, Union
 
 import cv2
 import numpy as np
 import torch
 
+from ._typed import shown
 from .conventions import KEYPOINTS_MIRRORED, resize_bilinear
 from .data.loader import collate_samples
 from .data.transforms import EvalTransform, batch_input, sample_affine
 from .models.precision import autocast_context, to_model_input
 
-__all__ = ["input_transform", "network_input", "predict_probs", "paste_back", "inverse_of", "MODES", "BORDERS"]
+__all__ = ["input_transform", "check_convention", "network_input", "predict_probs", "paste_back", "inverse_of",
+           "MODES", "BORDERS", "MAX_INPUT_SIDE"]
 
 MODES = ("nearest", "bilinear")
 BORDERS = ("constant", "replicate")
 _CV2_MODE = {"nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR}
 _CV2_BORDER = {"constant": cv2.BORDER_CONSTANT, "replicate": cv2.BORDER_REPLICATE}
+MAX_INPUT_SIDE = 4096  # the largest network input side a checkpoint may state (the authors': 473)
+
+
+def check_convention(meta: dict, where: str = "model metadata") -> None:
+    """A model's input convention checked before any image meets it: ``input_size`` two whole numbers in
+    [8, 4096], ``mean`` three finite numbers, ``std`` three finite numbers > 0, ``channel_order`` BGR or RGB.
+
+    Raises:
+        ValueError naming ``where``, the key, its value and what was expected.
+    """
+    def bad(key: str, expected: str) -> ValueError:
+        return ValueError(f"{where}: '{key}' = {shown(meta.get(key))}; expected {expected}")
+
+    size = meta.get("input_size")
+    try:
+        ok = len(size) == 2 and all(not isinstance(v, bool) and int(v) == v and 8 <= v <= MAX_INPUT_SIDE for v in size)
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise bad("input_size", f"[height, width], whole numbers from 8 to {MAX_INPUT_SIDE}")
+    for key, low in (("mean", None), ("std", 0.0)):
+        values = meta.get(key)
+        ok = isinstance(values, (list, tuple)) and len(values) == 3
+        try:
+            ok = ok and all(math.isfinite(float(v)) and (low is None or float(v) > low) for v in values)
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise bad(key, "3 finite numbers" + (" > 0" if low is not None else ""))
+    if meta.get("channel_order") not in ("BGR", "RGB"):
+        raise bad("channel_order", "'BGR' or 'RGB'")
 
 
 def input_transform(meta: dict, edge_width: int = 1) -> EvalTransform:
@@ -38,12 +72,14 @@ def input_transform(meta: dict, edge_width: int = 1) -> EvalTransform:
     ``meta["input_size"]``, with the channel order, mean and std the model was trained with.
 
     Raises:
-        KeyError naming the missing key when ``meta`` lacks one of them.
+        KeyError naming the missing key when ``meta`` lacks one of them; ValueError naming a value out of range
+        (:func:`check_convention`).
     """
     missing = [k for k in ("input_size", "channel_order", "mean", "std") if k not in meta]
     if missing:
         raise KeyError(f"model metadata lacks {', '.join(repr(k) for k in missing)}; expected the input convention a "
                        "checkpoint records (dml_csr.checkpoint.make_meta)")
+    check_convention(meta)
     return EvalTransform(tuple(meta["input_size"]), meta["channel_order"], meta["mean"], meta["std"], edge_width)
 
 

@@ -15,6 +15,27 @@ def add_config_args(p: argparse.ArgumentParser, required: bool = True) -> None:
                    help="override config values, e.g. --set train.epochs=2 model.backbone=resnet18")
 
 
+def add_image_limit_args(p: argparse.ArgumentParser) -> None:
+    """The image reader's limits (dml_csr.data.imageio): the most bytes a file may hold, the most pixels an image may
+    have (read from its header before decoding)."""
+    p.add_argument("--max-image-mb", default=None, help="largest image file read, MiB (default 256, or "
+                                                        "$DML_CSR_MAX_IMAGE_MB)")
+    p.add_argument("--max-megapixels", default=None, help="largest image, megapixels, read from its header before "
+                                                          "decoding (default 100, or $DML_CSR_MAX_MEGAPIXELS)")
+
+
+def apply_image_limits(args) -> None:
+    """The limits given on the command line, checked, into the environment, where the reader finds them (worker
+    processes too)."""
+    from dml_csr._typed import number
+    from dml_csr.data.imageio import ENV_BYTES, ENV_PIXELS
+
+    for flag, env, value in (("--max-image-mb", ENV_BYTES, args.max_image_mb),
+                             ("--max-megapixels", ENV_PIXELS, args.max_megapixels)):
+        if value is not None:
+            os.environ[env] = repr(number(value, flag, 0, 1e6, lo_open=True))
+
+
 def load_cfg(args):
     from dml_csr.config import load_config
     return load_config(args.config, args.set)

@@ -16,15 +16,18 @@ IoU, mean F1 over foreground classes, mIoU with and without background, pixel ac
         [--pred-dataset helen]
 
 Predicted PNGs hold one class index a pixel in [0, C) of their dataset; any other value, 255 included, is refused
-(a prediction labels every pixel; only the ground truth may mark pixels to ignore).
+(a prediction labels every pixel; only the ground truth may mark pixels to ignore). A prediction, mask or image file
+that cannot be read (empty, undecodable, over a limit, a link loop) is named and left out, the others are scored,
+and the exit status is 1.
 
 Writes ``<out>/metrics.json`` (scores, confusion matrix and the protocol record) and prints a table.
 """
 from __future__ import annotations
 
 import argparse
+import sys
 
-from _common import add_config_args, load_cfg, run_main, setup_logging
+from _common import add_config_args, add_image_limit_args, apply_image_limits, load_cfg, run_main, setup_logging
 
 from dml_csr.evaluation.protocol import ALIGNS, PASTES, SCORE_AT
 
@@ -60,6 +63,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--overwrite", action="store_true", help="replace an existing <out>/metrics.json (by default "
                                                             "an evaluation never replaces another's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_image_limit_args(p)
     g = p.add_argument_group("scoring predictions written by any method (no model)")
     g.add_argument("--predictions", help="folder with one NAME.png of class indices per sample, at the original "
                                          "resolution; values outside [0, C) of the predictions' dataset, 255 "
@@ -96,24 +100,28 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def parse_scales(text: str) -> list[float]:
-    try:
-        scales = [float(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise ValueError(f"--scales '{text}': expected comma-separated numbers, e.g. 0.75,1,1.25") from None
-    if not scales or min(scales) <= 0:
-        raise ValueError(f"--scales '{text}': expected positive numbers")
-    return scales
+    """Comma-separated scales, each finite, > 0 and <= 8 (as eval.scales)."""
+    from dml_csr._typed import numbers
+
+    return numbers(text, "--scales", 0, 8, lo_open=True)
 
 
 def main(argv=None) -> int:
     setup_logging()
     args = parse_args(argv)
+    apply_image_limits(args)
     if args.predictions:
         from dml_csr.evaluation.predictions import score_predictions
 
-        score_predictions(args.predictions, args.dataset, data=args.data, masks=args.masks, images=args.images,
-                          pred_dataset=args.pred_dataset, split=args.split, out=args.out,
-                          progress=not args.no_progress, overwrite=args.overwrite)
+        record = score_predictions(args.predictions, args.dataset, data=args.data, masks=args.masks,
+                                   images=args.images, pred_dataset=args.pred_dataset, split=args.split, out=args.out,
+                                   progress=not args.no_progress, overwrite=args.overwrite)
+        skipped = record["protocol"]["skipped"]
+        if skipped:  # scored without them, and said so
+            print(f"{len(skipped)} sample(s) could not be read and were left out of the scores:", file=sys.stderr)
+            for s in skipped:
+                print(f"  {s['reason']}", file=sys.stderr)
+            return 1
     else:
         from dml_csr.evaluation.protocol import score_checkpoint
 

@@ -35,7 +35,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17)")
     p.add_argument("--static-size", action="store_true", help="ONNX, OpenVINO: fixed height and width (batch stays "
                                                               "dynamic)")
-    p.add_argument("--tolerance", type=float, default=1e-4, help="parity check: max |export - PyTorch| allowed")
+    p.add_argument("--tolerance", default="1e-4", help="parity check: max |export - PyTorch| allowed (finite, >= 0)")
     p.add_argument("--no-check", action="store_true", help="skip the parity check")
     p.add_argument("--int8", action="store_true", help="openvino: also write NAME.int8.xml (NNCF, needs --calib)")
     p.add_argument("--calib", default=None, help="with --int8: a prepared root (calibrated on its train split, "
@@ -61,9 +61,9 @@ def input_size(args, meta) -> tuple[int, int]:
         return tuple(meta["input_size"])
     try:
         size = tuple(int(v) for v in args.input_size.split(","))
-        assert len(size) == 2 and min(size) >= 8
+        assert len(size) == 2 and 8 <= min(size) and max(size) <= 4096
     except (ValueError, AssertionError):
-        raise ValueError(f"--input-size '{args.input_size}': expected H,W (each >= 8), e.g. 473,473") from None
+        raise ValueError(f"--input-size '{args.input_size}': expected H,W (each 8 to 4096), e.g. 473,473") from None
     return size
 
 
@@ -82,6 +82,11 @@ def share(args) -> int:
 def main(argv=None) -> int:
     setup_logging()
     args = parse_args(argv)
+    from dml_csr._typed import number
+
+    args.tolerance = number(args.tolerance, "--tolerance", 0, 1e6)
+    number(args.opset, "--opset", 17, 100, integer=True)
+    args.min_agreement = number(args.min_agreement, "--min-agreement", 0, 1)
     if args.format == "hf":
         return share(args)
     import torch

@@ -20,7 +20,7 @@ import logging
 import os
 import sys
 
-from _common import run_main, setup_logging
+from _common import add_image_limit_args, apply_image_limits, run_main, setup_logging
 
 log = logging.getLogger("predict")
 
@@ -54,7 +54,25 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--alpha", type=float, default=0.6, help="overlay opacity")
     p.add_argument("--no-overlay", action="store_true", help="write label PNGs only")
     p.add_argument("--no-progress", action="store_true")
+    add_image_limit_args(p)
     return p.parse_args(argv)
+
+
+def check_numbers(args: argparse.Namespace) -> list[float]:
+    """Every number of the command line finite and in range (one line naming the flag), the image limits applied;
+    returns the scales."""
+    from dml_csr._typed import number, numbers
+
+    number(args.batch_size, "--batch-size", 1, 4096, integer=True)
+    number(args.every, "--every", 1, None, integer=True)
+    if not 0 <= args.smooth < 1:  # NaN included
+        raise ValueError(f"--smooth must be in [0, 1), got {args.smooth}")
+    number(args.alpha, "--alpha", 0, 1)
+    number(args.margin, "--margin", 0, 10)
+    if args.threshold is not None:
+        number(args.threshold, "--threshold", 0, 1)
+    apply_image_limits(args)
+    return numbers(args.scales, "--scales", 0, 8, lo_open=True)
 
 
 def main(argv=None) -> int:
@@ -65,12 +83,8 @@ def main(argv=None) -> int:
     from dml_csr.photos.parser import FaceParser
     from dml_csr.progress import progress
 
-    if args.batch_size < 1 or args.every < 1:
-        raise ValueError("--batch-size and --every must be at least 1")
-    if not 0 <= args.smooth < 1:
-        raise ValueError(f"--smooth must be in [0, 1), got {args.smooth}")
+    scales = check_numbers(args)
     batch.check_checkpoint_arg(args.checkpoint)
-    scales = [float(s) for s in args.scales.split(",")]
     faces_dir = args.detector if args.detect and os.path.isdir(args.detector) else None
     detector = args.detector
     if args.detect and faces_dir is None:

@@ -9,10 +9,11 @@ Several GPUs on one node, or several nodes:
 Continue an interrupted run (exactly where its last checkpoint left it):
     python scripts/train.py --config ... --resume            # the run directory runs/<name>/
     python scripts/train.py --config ... --resume runs/x/checkpoints/epoch_0042.pt
+A resume with other data or schedule settings than the checkpoint's is refused unless --allow-changes; one training
+at a time holds a run directory (a second one stops with one line).
 """
 import argparse
 import json
-import os
 import sys
 
 from _common import add_config_args, load_cfg, run_main, setup_logging
@@ -23,11 +24,20 @@ def main(argv=None) -> int:
     add_config_args(p)
     p.add_argument("--resume", nargs="?", const="", default=None, metavar="CKPT_OR_RUN_DIR",
                    help="continue from a checkpoint or run directory (default: this config's run directory)")
-    p.add_argument("--max-epochs", type=int, default=None, help="stop after this many epochs of this call")
+    p.add_argument("--max-epochs", default=None, help="stop after this many epochs of this call (a whole number >= 1)")
+    p.add_argument("--allow-changes", action="store_true", help="with --resume: go on with data or schedule "
+                   "settings other than the checkpoint's (the difference goes to metrics.jsonl, the earlier config "
+                   "is kept as config_until_epoch_NNNN.yaml)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
+    from dml_csr._typed import number
+    from dml_csr.distributed import env_int
+
+    if args.max_epochs is not None:  # -1 or nan trained nothing, or was a traceback
+        args.max_epochs = number(args.max_epochs, "--max-epochs", 1, None, integer=True)
     cfg = load_cfg(args)  # every config error stops here, before any work
-    setup_logging(int(os.environ.get("RANK", "0")))
+
+    setup_logging(env_int("RANK", 0))
     from dml_csr.checkpoint import RunPaths
     from dml_csr.distributed import cleanup
     from dml_csr.training.engine import NonFiniteLossError
@@ -35,7 +45,8 @@ def main(argv=None) -> int:
     from dml_csr.training.trainer import train
     resume = None if args.resume is None else (args.resume or cfg.run_dir)
     try:
-        summary = train(cfg, resume=resume, max_epochs=args.max_epochs, progress=not args.no_progress)
+        summary = train(cfg, resume=resume, max_epochs=args.max_epochs, progress=not args.no_progress,
+                        allow_changes=args.allow_changes)
     except DivergedError as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
@@ -46,7 +57,7 @@ def main(argv=None) -> int:
         return 3
     finally:
         cleanup()  # leave the process group (under torchrun)
-    if int(os.environ.get("RANK", "0")) == 0:
+    if env_int("RANK", 0) == 0:
         print(json.dumps(summary, indent=2, default=str))
     if summary.get("stopped"):
         return 128 + int(summary.get("signal") or 0)

@@ -136,3 +136,37 @@ def test_our_checkpoint_round_trip_and_class_count_error(tmp_path):
     torch.save({"foo": torch.zeros(1)}, tmp_path / "c.pt")
     with pytest.raises(Exception, match="neither a dml_csr checkpoint"):
         load_model(str(tmp_path / "c.pt"))
+
+
+def test_weights_that_are_not_finite_are_refused_naming_the_first(tmp_path):
+    """A state dict holding NaN loaded silently and predicted background everywhere: it is refused, naming the
+    first tensor (in the file's order) that holds a value that is not finite and how many it holds."""
+    path = tmp_path / "nan.pt"
+    _tiny_checkpoint(path)
+    obj = torch.load(path, weights_only=True)
+    names = [k for k, t in obj["model"].items() if t.is_floating_point()]
+    first, later = names[3], names[-1]
+    obj["model"][first].view(-1)[:2] = float("nan")
+    obj["model"][later].view(-1)[0] = float("inf")
+    torch.save(obj, path)
+    with pytest.raises(CheckpointError) as e:
+        load_model(str(path))
+    assert str(e.value) == (f"{path}: weight '{first}' holds 2 of {obj['model'][first].numel()} values that are not "
+                            "finite (NaN or infinity); the file is damaged or from a run that diverged")
+
+
+@pytest.mark.parametrize("key,value,expected", [
+    ("std", [0, 0, 0], "'std' = [0, 0, 0]; expected 3 finite numbers > 0"),
+    ("mean", [0.5, float("inf"), 0.5], "'mean' = [0.5, inf, 0.5]; expected 3 finite numbers"),
+    ("input_size", [100000, 100000], "'input_size' = [100000, 100000]; expected [height, width], whole numbers from 8 "
+                                     "to 4096"),
+])
+def test_meta_that_is_not_finite_or_out_of_range_is_refused_on_load(tmp_path, key, value, expected):
+    path = tmp_path / "m.pt"
+    _tiny_checkpoint(path)
+    obj = torch.load(path, weights_only=True)
+    obj["meta"][key] = value
+    torch.save(obj, path)
+    with pytest.raises(CheckpointError) as e:
+        load_model(str(path))
+    assert str(e.value) == f"{path}: meta: {expected}"

@@ -234,3 +234,104 @@ def test_backbones_timm_names_and_their_pretrained_options():
         with pytest.raises(ConfigError, match=message) as e:
             load_config(None, base + [bad])
         assert "--set" in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("key,value", [
+    ("train.lr", ".nan"), ("train.momentum", ".nan"), ("data.rotation_prob", ".nan"), ("train.dist_timeout_s", ".nan"),
+    ("train.warmup_epochs", ".nan"), ("train.lr", ".inf"), ("loss.temperature", "-.inf"), ("train.cycle_lr", "1e999"),
+    ("eval.scales", "[1.0, .nan]"), ("model.mean", "[0.4, .inf, 0.4]"), ("loss.lambdas", "[1, 1, 1, .nan, 1]"),
+])
+def test_a_float_that_is_not_finite_is_named(tree, key, value):
+    """NaN compares false with every bound, so a range check alone lets it through: every float is checked finite."""
+    section, name = key.split(".")
+    path = write(tree / "nan.yaml", f"_base_: _base_/datasets/d.yaml\n{section}:\n  {name}: {value}\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    msg = str(e.value)
+    assert msg.startswith(f"{path}: '{key}") and "is not a finite number; expected a finite float" in msg, msg
+    assert "\n" not in msg
+
+
+@pytest.mark.parametrize("override,message", [
+    ("data.input_size=[100000, 100000]", r"'data.input_size' = \[100000, 100000\]; expected positive values up to "
+                                         r"4096"),
+    ("model.std=[0, 0, 0]", r"'model.std' = \[0.0, 0.0, 0.0\]; expected positive values$"),
+    ("eval.scales=[]", r"'eval.scales' = \[\]; expected one scale or more"),
+    ("eval.scales=[0.5, 100]", r"'eval.scales' = \[0.5, 100.0\]; expected positive values up to 8"),
+    ("loss.alphas=[1, -1, 1]", r"'loss.alphas' = \[1.0, -1.0, 1.0\]; expected values >= 0"),
+])
+def test_lists_of_numbers_are_checked_in_range(override, message):
+    with pytest.raises(ConfigError, match=message) as e:
+        load_config(None, ["data.dataset=helen", "data.root=x", override])
+    assert "\n" not in str(e.value)
+
+
+BOMB = """\
+data: {dataset: helen, root: x, nosuch: 1}
+a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]
+b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]
+c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]
+d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]
+e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]
+f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]
+g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]
+eval: {scales: *g}
+"""
+
+
+def test_yaml_aliases_are_refused_before_anything_is_built(tree):
+    """A 400-byte nested alias bomb (9^7 = 4.8 million strings once expanded) is refused from the parser's events,
+    before the unknown key of its first line is even looked at; an alias in a --set value too."""
+    path = write(tree / "bomb.yaml", BOMB)
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert str(e.value) == (f"{path}: line 3: YAML alias '*a' is not accepted (aliases can expand to gigabytes); "
+                            "write the value out")
+    with pytest.raises(ConfigError, match=r"^--set eval.scales: line 1: YAML alias '\*s' is not accepted"):
+        load_config(None, ["data.dataset=helen", "data.root=x", "eval.scales=[&s 1.0, *s]"])
+    merge = write(tree / "merge.yaml", "base: &b {lr: 0.1}\ntrain:\n  <<: *b\n")
+    with pytest.raises(ConfigError, match="line 3: YAML alias '\\*b' is not accepted"):
+        load_config(merge)
+
+
+def test_hostile_yaml_is_one_short_line(tree):
+    """Deep nesting, huge values and keys, a huge file, bytes that are not UTF-8 and a _base_ of the wrong kind: each
+    one line of at most a few hundred characters naming the file."""
+    deep = write(tree / "deep.yaml", "data: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ConfigError, match=r"deep.yaml: line 1: nested more than 64 levels deep"):
+        load_config(deep)
+    long_value = write(tree / "long.yaml", "_base_: _base_/datasets/d.yaml\neval:\n  scales: [" +
+                       ", ".join(["'x'"] * 200000) + "]\n")
+    long_key = write(tree / "key.yaml", "_base_: _base_/datasets/d.yaml\ntrain:\n  " + "k" * 1000 + ": 1\n")
+    digits = write(tree / "digits.yaml", "_base_: _base_/datasets/d.yaml\ntrain:\n  epochs: " + "9" * 5000 + "\n")
+    for path, start in ((long_value, "'eval.scales[0]' = 'x' is invalid"), (long_key, "unknown key 'train.kkkk"),
+                        (digits, "a value cannot be read (Exceeds the limit")):
+        with pytest.raises(ConfigError) as e:
+            load_config(path)
+        assert start in str(e.value) and len(str(e.value)) < 600 and "\n" not in str(e.value), str(e.value)[:300]
+    big = tree / "big.yaml"
+    big.write_text("# " + "x" * (1 << 20) + "\n")
+    with pytest.raises(ConfigError, match=r"big.yaml' is 1048579 bytes; expected at most 1048576 \(1 MiB\)"):
+        load_config(str(big))
+    latin = tree / "latin.yaml"
+    latin.write_bytes(b"name: caf\xe9\n")
+    with pytest.raises(ConfigError, match=r"latin.yaml' is not UTF-8 text \(byte 9\)"):
+        load_config(str(latin))
+    with pytest.raises(ConfigError, match=r"bases.yaml: '_base_' = \[1, 2\]; expected a file name or a list of them"):
+        load_config(write(tree / "bases.yaml", "_base_: [1, 2]\n"))
+    with pytest.raises(ConfigError) as e:  # found by tests/helpers/fuzz.py: the missing file's name was the message
+        load_config(write(tree / "far.yaml", "_base_: " + "x" * 100000 + "\n"))
+    assert str(e.value).startswith(f"{tree / 'far.yaml'}: _base_ file '{tree}/xxx") and len(str(e.value)) < 600
+    assert str(e.value).endswith("(str, cut) does not exist")
+
+
+def test_a_value_in_a_message_is_cut_to_about_200_characters():
+    from dml_csr._typed import shown
+
+    assert shown(list(range(10))) == repr(list(range(10)))
+    cut = shown(list(range(10 ** 6)))  # built only as far as shown
+    assert len(cut) < 240 and cut.startswith("[0, 1, 2") and cut.endswith("... (list, cut)")
+    assert len(shown("x" * 10 ** 6)) < 240 and len(shown({"k": ["v" * 1000] * 1000})) < 240
+    with pytest.raises(ConfigError) as e:
+        load_config(None, ["data.dataset=helen", "data.root=x", "train.device=" + "g" * 10000])
+    assert len(str(e.value)) < 400 and "expected auto, cpu, cuda, cuda:N or mps" in str(e.value)

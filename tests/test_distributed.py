@@ -202,3 +202,21 @@ def test_one_process_needs_no_group():
     assert du.any_rank(True) and not du.any_rank(False)
     du.barrier()
     du.cleanup()  # nothing to leave
+
+
+@pytest.mark.parametrize("env,expected", [
+    ({"WORLD_SIZE": "2"}, "RANK is not set but WORLD_SIZE=2 is; launch with torchrun (it sets RANK, LOCAL_RANK and "
+                          "WORLD_SIZE) or unset WORLD_SIZE"),
+    ({"WORLD_SIZE": "2", "RANK": "one"}, "environment variable RANK='one'; expected a whole number >= 0"),
+    ({"WORLD_SIZE": "-3"}, "environment variable WORLD_SIZE='-3'; expected a whole number >= 0"),
+    ({"WORLD_SIZE": "2", "RANK": "2"}, "RANK=2 with WORLD_SIZE=2; expected a rank below the world size"),
+])
+def test_a_process_group_environment_that_is_incomplete_is_one_line(monkeypatch, env, expected):
+    """WORLD_SIZE=2 without RANK was a bare KeyError."""
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError) as e:
+        du.init_distributed()
+    assert str(e.value) == expected

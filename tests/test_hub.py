@@ -444,3 +444,40 @@ def test_torch_hub_load_gives_a_face_parser(server, monkeypatch, tiny):
     spec.loader.exec_module(module)
     entry_points = {n for n in dir(module) if callable(getattr(module, n)) and not n.startswith("_")}  # as hub.list
     assert entry_points == {"dml_csr", "dml_csr_helen", "dml_csr_lapa", "dml_csr_celebamask_hq"}
+
+
+def test_a_local_file_named_like_an_entry_never_replaces_the_registry(server, monkeypatch, tiny, tmp_path, caplog):
+    """./test_parser (another model) lies in the working folder: the bare name still loads the registry's checked
+    file and says so; the local file loads only as a path (./test_parser), and the log says which was used."""
+    _entry(monkeypatch, tiny[1], name="test_parser", kind="dml_csr", url=server.add("/tiny2.pt", tiny[1]))
+    monkeypatch.chdir(tmp_path)
+    write_tiny_checkpoint(str(tmp_path / "test_parser"), seed=1)
+    other = torch.load(str(tmp_path / "test_parser"), weights_only=True)["model"]
+    registry = torch.load(tiny[0], weights_only=True)["model"]
+    key = "decoder.conv4.weight"
+    assert not torch.equal(other[key], registry[key])
+    with caplog.at_level(logging.INFO, logger="dml_csr.hub"):
+        model, _ = load_model("test_parser")
+    assert torch.equal(model.state_dict()[key], registry[key])
+    assert ("'test_parser' is a weights name: the registry's checked file is used, not the local file of that name "
+            "(pass ./test_parser to load that one)") in caplog.text
+    assert "weights: 'test_parser' from the registry" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        model, _ = load_model("./test_parser")
+    assert torch.equal(model.state_dict()[key], other[key])
+    assert "weights: the local file './test_parser'" in caplog.text
+
+
+def test_a_bare_word_is_a_registry_name_never_a_local_file(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine").write_bytes(b"x")
+    (tmp_path / "mine.pt").write_bytes(b"x")
+    with pytest.raises(HubError) as e:
+        hub.resolve("mine")
+    assert str(e.value) == ("'mine' is not a weights name (expected one of " + ", ".join(hub.WEIGHTS) + "); to load "
+                            "the local file of that name, pass it as a path: ./mine")
+    assert hub.resolve("./mine") == "./mine" and hub.resolve("mine.pt") == "mine.pt"
+    assert hub.resolve(str(tmp_path / "mine")) == str(tmp_path / "mine")
+    assert [hub.is_path_like(s) for s in ("mine", "./mine", "../mine", "~/mine", "a/mine", "/abs", "m.pt", None)] == \
+        [False, True, True, True, True, True, True, False]

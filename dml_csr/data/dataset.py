@@ -30,8 +30,8 @@ from .imageio import imread_checked
 from .labels import LabelSpec, label_spec
 from .transforms import EvalTransform, TrainTransform, warp_keypoints
 
-__all__ = ["FaceParsingDataset", "BadSampleError", "resolve_split", "read_split_list", "read_image", "read_label",
-           "read_keypoints", "read_landmark_file", "evenly_spaced",
+__all__ = ["FaceParsingDataset", "BadSampleError", "UnreadableFileError", "resolve_split", "read_split_list",
+           "read_image", "read_label", "read_keypoints", "read_landmark_file", "evenly_spaced",
            "build_transform", "build_dataset", "split_histogram", "inverse_frequency_weights"]
 
 logger = logging.getLogger(__name__)
@@ -40,6 +40,11 @@ _ALIASES = {"val": "valid", "valid": "val"}
 
 class BadSampleError(ValueError):
     """A sample that cannot be used: missing or undecodable file, size mismatch, label values out of range."""
+
+
+class UnreadableFileError(BadSampleError):
+    """A sample's image or label file the reader refuses (:mod:`dml_csr.data.imageio`): missing, empty, a link loop,
+    over the byte or pixel limit, truncated, undecodable."""
 
 
 def resolve_split(root: str, split: str) -> str:
@@ -86,14 +91,14 @@ def evenly_spaced(n: int, count: int) -> np.ndarray:
 
 
 def read_image(path: str) -> np.ndarray:
-    """(H, W, 3) uint8 BGR; :class:`BadSampleError` naming the file when missing or undecodable."""
-    return imread_checked(path, cv2.IMREAD_COLOR, BadSampleError, "image file")
+    """(H, W, 3) uint8 BGR; :class:`UnreadableFileError` naming the file when the reader refuses it."""
+    return imread_checked(path, cv2.IMREAD_COLOR, UnreadableFileError, "image file")
 
 
 def read_label(path: str, num_classes: Optional[int] = None) -> np.ndarray:
     """(H, W) uint8 label map; raises :class:`BadSampleError` naming the file when missing, undecodable, not
     single-channel, or (given ``num_classes``) holding values outside [0, num_classes) and 255."""
-    lab = imread_checked(path, cv2.IMREAD_UNCHANGED, BadSampleError, "label file")
+    lab = imread_checked(path, cv2.IMREAD_UNCHANGED, UnreadableFileError, "label file")
     if lab.ndim == 3:
         if lab.shape[2] >= 3 and (np.array_equal(lab[..., 0], lab[..., 1]) and np.array_equal(lab[..., 0], lab[..., 2])):
             lab = np.ascontiguousarray(lab[..., 0])

@@ -13,13 +13,12 @@ import logging
 import os
 from typing import Callable, Optional, Sequence
 
-import cv2
 import numpy as np
 
 from ..conventions import INPUT_SIZE
 from ..files import write_json
-from .dataset import BadSampleError, evenly_spaced, read_keypoints, read_landmark_file, read_split_list
-from .imageio import image_size
+from .dataset import BadSampleError, evenly_spaced, read_image, read_keypoints, read_landmark_file, read_split_list
+from .imageio import ImageError, image_size, read_file
 from .transforms import box_to_center_scale, get_affine_transform
 
 __all__ = ["TEMPLATE_FILE", "WHOLE_IMAGE", "check_crop", "landmarks_in_input", "measure_template", "measure_split",
@@ -85,9 +84,8 @@ def _five_points(path: str) -> Optional[np.ndarray]:
 def _size(image_path: str) -> Optional[tuple[int, int]]:
     """(height, width) from the image file's header, None when it is unreadable there (then it is decoded)."""
     try:
-        with open(image_path, "rb") as f:
-            wh = image_size(f.read())
-    except OSError:
+        wh = image_size(read_file(image_path))
+    except ImageError:
         return None
     return None if wh is None else (wh[1], wh[0])
 
@@ -104,8 +102,9 @@ def measure_split(root: str, split: str = "train", input_size: Sequence[int] = I
         from_file = pts is not None
         size = _size(image_path) if from_file else None  # landmarks from a file need no decoded pixels
         if size is None:
-            image = cv2.imread(image_path, cv2.IMREAD_COLOR)
-            if image is None:
+            try:
+                image = read_image(image_path)
+            except BadSampleError:
                 continue
             size = image.shape[:2]
             if not from_file and detector is not None:

@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .dataset import BadSampleError
+
 __all__ = ["build_loader", "EpochSampler", "ShardSampler", "collate_samples", "seed_worker", "SkipCountingLoader"]
 
 logger = logging.getLogger(__name__)
@@ -131,7 +133,7 @@ class SkipCountingLoader(DataLoader):
         with _stop_signals_blocked():  # the workers start now: see seed_worker
             batches = super().__iter__()
         count = 0
-        for batch in batches:
+        for batch in _one_line_errors(batches):
             names = batch.pop("skipped", None) if isinstance(batch, dict) else None
             if names:
                 self.dataset._skipped.extend(names)
@@ -141,6 +143,19 @@ class SkipCountingLoader(DataLoader):
         if count or pending:
             logger.warning("data pass over '%s' finished with %d unusable sample(s) skipped (data.skip_bad); "
                            "run scripts/check_dataset.py on the root to list them", self.dataset.split, pending)
+
+
+def _one_line_errors(batches):
+    """The batches; a bad sample raised in a worker process comes back as the worker's one-line message, not
+    wrapped in "Caught ... in DataLoader worker process N" and the worker's traceback."""
+    try:
+        yield from batches
+    except BadSampleError as e:
+        text = str(e)
+        if "\nOriginal Traceback" not in text:
+            raise
+        last = text.strip().splitlines()[-1]
+        raise type(e)(last.split(": ", 1)[1] if ": " in last else last) from None
 
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)

@@ -11,15 +11,16 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def files_by_stem(folder: str, exts: tuple, what: str) -> dict:
-    """``{stem: path}`` of the files of ``folder`` ending in one of ``exts`` (hidden files skipped); a missing or
-    empty folder, or two files of one stem, raise naming them."""
+    """``{stem: path}`` of the files of ``folder`` ending in one of ``exts`` (hidden files and folders skipped; a
+    broken link or a link loop is kept, so that reading it names it); a missing or empty folder, or two files of one
+    stem, raise naming them."""
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"{what} folder '{folder}' does not exist")
     found = {}
     for f in sorted(os.listdir(folder)):
         stem, ext = os.path.splitext(f)
         path = os.path.join(folder, f)
-        if f.startswith(".") or ext.lower() not in exts or not os.path.isfile(path):
+        if f.startswith(".") or ext.lower() not in exts or os.path.isdir(path):  # a link loop stays: reading names it
             continue
         if stem in found:
             raise ValueError(f"{what} '{path}' and '{found[stem]}' share the stem '{stem}'; expected one file a "

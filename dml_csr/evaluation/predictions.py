@@ -3,16 +3,19 @@ resolution) against a prepared root's split or a folder of label maps, with the 
 model (:mod:`dml_csr.evaluation.protocol`). Predictions in another dataset's class order are matched by class name.
 
 A prediction labels every pixel: values outside the class indices of its dataset, 255 included, are refused (only
-the ground truth may mark pixels to ignore).
+the ground truth may mark pixels to ignore). A file that cannot be read (missing, empty, a link loop, over a limit,
+undecodable) costs only its own sample: it is named in a warning, left out of the score and listed in
+``metrics.json`` under ``protocol.skipped``.
 """
 from __future__ import annotations
 
+import logging
 import os
 from typing import Optional
 
 import numpy as np
 
-from ..data.dataset import read_image, read_label, read_split_list, resolve_split
+from ..data.dataset import UnreadableFileError, read_image, read_label, read_split_list, resolve_split
 from ..data.labels import class_mapping, dataset_spec, get_spec
 from ..data.pairing import IMAGE_EXTS, LABEL_EXTS, check_paired, files_by_stem
 from .metrics import ConfusionMatrix
@@ -20,6 +23,8 @@ from .protocol import output_folder, progress_bar, protocol_record, report
 
 __all__ = ["score_predictions", "score_pairs", "folder_pairs", "root_pairs", "class_luts", "read_prediction",
            "LABEL_EXTS", "IMAGE_EXTS"]
+
+log = logging.getLogger(__name__)
 
 
 def score_predictions(predictions: str, dataset: str, *, data: Optional[str] = None, masks: Optional[str] = None,
@@ -37,15 +42,18 @@ def score_predictions(predictions: str, dataset: str, *, data: Optional[str] = N
         pairs, split = root_pairs(predictions, data, split or "test")
     suffix = f"_eval_{split}" if split else "_eval"
     out = output_folder(out or f"{predictions.rstrip(os.sep)}{suffix}", overwrite)
-    cm = score_pairs(pairs, spec, pred_spec, progress=progress)
-    protocol = protocol_record(spec, data, split, len(pairs))
+    skipped: list[dict] = []
+    cm = score_pairs(pairs, spec, pred_spec, progress=progress, skipped=skipped)
+    if len(skipped) == len(pairs):
+        raise ValueError(f"none of the {len(pairs)} samples could be read; first: {skipped[0]['reason']}")
+    protocol = protocol_record(spec, data, split, len(pairs) - len(skipped))
     protocol.update({"source": "predictions", "predictions": os.path.abspath(predictions),
                      "masks": os.path.abspath(masks) if masks else None,
                      "images": os.path.abspath(images) if images else None,
                      "class_mapping": class_luts(spec, pred_spec)[2] if pred_spec.name != spec.name else None,
                      "resolution": {"network_input": None, "scored_at": "original label resolution (as written)"},
                      "paste": None, "score_at": None, "align": None, "flip": None, "scales": None, "checkpoint": None,
-                     "checkpoint_sha256": None})
+                     "checkpoint_sha256": None, "skipped": skipped})
     return report(cm, spec, protocol, out)
 
 
@@ -68,9 +76,11 @@ def root_pairs(predictions: str, root: str, split: str = "test") -> tuple[list[t
     ``predictions``; and the split's name as the root spells it."""
     split = resolve_split(root, split)
     items = read_split_list(root, split)
+    if not items:
+        raise ValueError(f"split '{split}' of '{root}' lists no sample ({split}_list.txt is empty); nothing to score")
     if not os.path.isdir(predictions):
         raise FileNotFoundError(f"predictions folder '{predictions}' does not exist")
-    missing = [name for name, _, _ in items if not os.path.isfile(os.path.join(predictions, f"{name}.png"))]
+    missing = [name for name, _, _ in items if not os.path.lexists(os.path.join(predictions, f"{name}.png"))]
     if missing:
         raise FileNotFoundError(f"{len(missing)} of {len(items)} samples of '{split}' have no prediction in "
                                 f"'{predictions}' (expected NAME.png), e.g. {', '.join(missing[:5])}")
@@ -104,21 +114,31 @@ def read_prediction(path: str, pred_spec) -> np.ndarray:
     return pred
 
 
-def score_pairs(pairs, spec, pred_spec, progress: bool = False) -> ConfusionMatrix:
-    """One confusion matrix (``spec``'s classes) over ``(name, prediction, mask, image or None)`` files."""
+def score_pairs(pairs, spec, pred_spec, progress: bool = False, skipped: Optional[list] = None) -> ConfusionMatrix:
+    """One confusion matrix (``spec``'s classes) over ``(name, prediction, mask, image or None)`` files. With a
+    ``skipped`` list, a sample with a file that cannot be read is named in a warning, appended to it (``{"name",
+    "reason"}``) and left out; without one, it stops the scoring."""
     pred_lut = gt_lut = None
     if pred_spec.name != spec.name:
         pred_lut, gt_lut, _ = class_luts(spec, pred_spec)
     cm = ConfusionMatrix(spec.num_classes)
     with progress_bar(len(pairs), "scoring", not progress) as bar:
-        for _, pred_path, label_path, image_path in pairs:
-            pred = read_prediction(pred_path, pred_spec)
-            gt = read_label(label_path, spec.num_classes)
+        for name, pred_path, label_path, image_path in pairs:
+            try:
+                pred = read_prediction(pred_path, pred_spec)
+                gt = read_label(label_path, spec.num_classes)
+                size = read_image(image_path).shape[:2] if image_path else gt.shape
+            except UnreadableFileError as e:
+                if skipped is None:
+                    raise
+                log.warning("sample '%s' left out: %s", name, e)
+                skipped.append({"name": name, "reason": str(e)})
+                bar.update(1)
+                continue
             if pred.shape != gt.shape:
                 raise ValueError(f"prediction '{pred_path}' is {pred.shape[1]}x{pred.shape[0]} (WxH) but label "
                                  f"'{label_path}' is {gt.shape[1]}x{gt.shape[0]}; predictions must be at the "
                                  "original resolution")
-            size = read_image(image_path).shape[:2] if image_path else gt.shape
             if size != gt.shape:
                 raise ValueError(f"image '{image_path}' is {size[1]}x{size[0]} (WxH) but its mask '{label_path}' is "
                                  f"{gt.shape[1]}x{gt.shape[0]}; expected the same size")

@@ -188,7 +188,7 @@ def score_checkpoint(cfg, checkpoint: str, *, split: Optional[str] = None, flip:
     check_switches(score_at, align)
     spec = label_spec(cfg)
     dev = resolve_device(device or cfg.train.device)
-    named = not os.path.exists(checkpoint) and (is_name(checkpoint) or checkpoint.startswith("hf://"))
+    named = is_name(checkpoint) or checkpoint.startswith("hf://")  # a registry name wins over a local file of it
     path = resolve(checkpoint, kind="dml_csr") if named else checkpoint  # a name: its cached, verified file or folder
     model, meta = load_model(checkpoint, device=dev)
     _check_classes(meta, spec, path, config_path)

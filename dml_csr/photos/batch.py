@@ -27,7 +27,7 @@ __all__ = ["Options", "Summary", "expand_inputs", "count_units", "check_checkpoi
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
 EXPORTED = {".onnx": "an ONNX model", ".xml": "an OpenVINO model", ".ts": "a TorchScript model",
             ".pt2": "an exported program"}
@@ -72,20 +72,21 @@ def check_checkpoint_arg(path: str) -> None:
 
 def expand_inputs(inputs: list[str], failures: list[tuple[str, str]]) -> list[str]:
     """Files named by ``inputs`` (folders: their image and video files, sorted; patterns: their matches).
-    Inputs naming nothing are appended to ``failures``."""
+    Inputs naming nothing are appended to ``failures``. A folder's entry with an image or video extension that is
+    not a folder is kept even when it cannot be read (a broken link, a symbolic link loop): reading it names it."""
     files: list[str] = []
     for item in inputs:
         if os.path.isdir(item):
             found = sorted(os.path.join(item, f) for f in os.listdir(item)
                            if os.path.splitext(f)[1].lower() in IMAGE_EXTS | VIDEO_EXTS
-                           and os.path.isfile(os.path.join(item, f)))
+                           and not os.path.isdir(os.path.join(item, f)))
             if not found:
                 failures.append((item, "folder holds no image or video file"))
             files += _without_label_maps(found)
-        elif os.path.exists(item):
+        elif os.path.lexists(item):
             files.append(item)
         elif glob.has_magic(item):
-            found = sorted(f for f in glob.glob(item, recursive=True) if os.path.isfile(f))
+            found = sorted(f for f in glob.glob(item, recursive=True) if not os.path.isdir(f))
             if not found:
                 failures.append((item, "pattern matches no file"))
             files += found
@@ -109,8 +110,9 @@ def _is_video(path: str) -> bool:
 
 
 def count_units(files: list[str], every: int) -> int:
-    """How many images and selected video frames ``files`` hold (a video's frame count from its header)."""
-    return sum(frame_count(p, every) if _is_video(p) else 1 for p in files)
+    """How many images and selected video frames ``files`` hold (a video's frame count from its header; one for a
+    video that cannot be read, which then fails by itself)."""
+    return sum(frame_count(p, every) if _is_video(p) and os.path.isfile(p) else 1 for p in files)
 
 
 def _units(files: list[str], every: int, failures: list[tuple[str, str]]) -> Iterator[tuple]:
@@ -138,7 +140,7 @@ def _units(files: list[str], every: int, failures: list[tuple[str, str]]) -> Ite
             continue
         try:
             img = imread_checked(path, cv2.IMREAD_COLOR, ValueError, "image")
-        except ValueError as e:  # missing, truncated, undecodable
+        except ValueError as e:  # missing, empty, a link loop, over a limit, truncated, undecodable
             failures.append((path, str(e).replace(f"image '{path}' ", "")))
             continue
         yield path, unique(stem), img, None

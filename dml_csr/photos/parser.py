@@ -27,6 +27,7 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from .._typed import number
 from ..data import drawing
 from ..data.face_template import check_crop
 from ..data.imageio import to_bgr
@@ -61,6 +62,10 @@ class FaceParser:
         crop: the crop convention (see :mod:`dml_csr.photos.alignment`); default: the checkpoint's ``meta["crop"]``.
         rotations: a detector named by ``detector`` also searches the photo turned by 90, 180 and 270 degrees when
             it finds no confident upright face (:func:`~dml_csr.photos.detection.any_rotation`).
+
+    A number that is not finite or out of range (``scales=[]``, ``batch_size=0``, a NaN margin), and metadata whose
+    mean, std or input size is (``std = [0, 0, 0]``, ``input_size = [100000, 100000]``), is refused with a ValueError
+    naming it.
     """
 
     def __init__(self, model: torch.nn.Module, meta: dict, device: str = "cpu", *, flip: bool = False,
@@ -87,7 +92,7 @@ class FaceParser:
         self.crop = check_crop(crop if crop is not None else self.meta.get("crop"))
         self._detector = detector if detector is not None else "auto"
         self.rotations = bool(rotations)
-        self.margin = float(margin)
+        self.margin = float(number(margin, "margin", 0, 10))
 
     @property
     def model(self) -> torch.nn.Module:

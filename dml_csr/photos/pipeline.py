@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .. import inference
+from .._typed import number, numbers, shown
 from ..distributed import resolve_device
 from ..models.precision import prepare_for_inference
 from .alignment import composite, crop_region, face_affine
@@ -29,6 +30,7 @@ from .faces import Face
 __all__ = ["Parse", "Predictor", "parse_whole", "parse_faces", "face_affines", "paste_faces", "PASTES"]
 
 PASTES = ("smooth", "nearest")
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -49,19 +51,26 @@ class Predictor:
         meta: the model's metadata (input size, channel order, mean, std: :func:`dml_csr.inference.input_transform`).
         device: "cpu", "cuda", "cuda:N" or "auto".
         flip_perm: with flip testing, the class each class becomes mirrored; None without.
-        scales, precision: multi-scale testing and the autocast dtype (see :func:`dml_csr.inference.predict_probs`).
+        scales, precision: multi-scale testing and the autocast dtype (see :func:`dml_csr.inference.predict_probs`);
+            scales are finite, > 0 and <= 8, at least one.
+        batch_size: images a forward pass, 1 to 4096.
+
+    Raises:
+        ValueError naming the argument or the metadata key that is not finite or out of range.
     """
 
     def __init__(self, model: torch.nn.Module, meta: dict, device: str = "cpu", *,
                  flip_perm: Optional[Sequence[int]] = None, scales: Sequence[float] = (1.0,),
                  precision: str = "fp32", batch_size: int = 8):
+        self.scales = tuple(numbers(scales, "scales", 0, 8, lo_open=True))
+        self.batch_size = int(number(batch_size, "batch_size", 1, 4096, integer=True))
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision = {shown(precision)}; expected one of {', '.join(PRECISIONS)}")
         self.transform = inference.input_transform(meta)
         self.device = resolve_device(device)
         self.model = prepare_for_inference(model.to(self.device), precision)
         self.flip_perm = None if flip_perm is None else list(flip_perm)
-        self.scales = tuple(float(s) for s in scales)
         self.precision = precision
-        self.batch_size = int(batch_size)
 
     @torch.no_grad()
     def predict(self, images: Sequence[np.ndarray], affines: Optional[Sequence[np.ndarray]] = None

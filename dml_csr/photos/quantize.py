@@ -37,18 +37,16 @@ def to_network_input(images_bgr: Sequence[np.ndarray], meta: dict) -> np.ndarray
 def calibration_batch(root: str, split: str, meta: dict, count: int = 16, seed: int = 1000) -> np.ndarray:
     """``count`` evenly spaced images of a prepared split as network input; ``root="synthetic"`` renders synthetic
     faces instead (seeds ``seed``, ``seed + 1``, ..., at twice the input size)."""
-    import cv2
-
     if root == "synthetic":
         from ..data.synthetic import render_face
 
         h, w = meta["input_size"]
         images = [render_face(seed + i, size=(2 * h, 2 * w))[0] for i in range(count)]
     else:
-        from ..data.dataset import evenly_spaced, read_split_list
+        from ..data.dataset import evenly_spaced, read_image, read_split_list
 
         items = read_split_list(root, split)
-        images = [cv2.imread(items[i][1], cv2.IMREAD_COLOR) for i in evenly_spaced(len(items), count)]
+        images = [read_image(items[i][1]) for i in evenly_spaced(len(items), count)]
     return to_network_input(images, meta)
 
 

@@ -132,7 +132,7 @@ def reference_labels(model: nn.Module, inputs: Sequence[np.ndarray]) -> list[np.
 
 def parity(path: str, model: nn.Module, size: Sequence[int], dynamic: bool = True) -> float:
     """Max |export - PyTorch| of the logits on a random batch of 2 at ``size`` (and, for dynamic exports, at a
-    different size): ONNX, OpenVINO (in fp32) or TorchScript."""
+    different size): ONNX, OpenVINO (in fp32) or TorchScript. A ValueError when either output is not finite."""
     from .export import InferenceWrapper, read_torchscript_meta
 
     wrapper = InferenceWrapper(model).eval()
@@ -149,5 +149,9 @@ def parity(path: str, model: nn.Module, size: Sequence[int], dynamic: bool = Tru
         with torch.no_grad():
             ref = wrapper(x).numpy()
             got = np.asarray(run(x.numpy()))
+        for what, out in (("the export", got), ("PyTorch", ref)):  # max() would pass over a NaN difference
+            if not np.isfinite(out).all():
+                raise ValueError(f"{path}: {what}'s output at {h}x{w} holds {int((~np.isfinite(out)).sum())} values "
+                                 "that are not finite (NaN or infinity); parity cannot hold")
         worst = max(worst, float(np.abs(got - ref).max()))
     return worst

@@ -18,8 +18,13 @@ Endpoints (standard-library HTTP server, one model shared by the request threads
   JSON ``{"width", "height", "faces" (with --detect: [{"box": [x, y, w, h], ...}]), "classes": [{"name", "index",
   "pixels", "percent", "color"}, ...] (present classes, largest first), "overlay_png_base64",
   "prediction_png_base64", "seconds"}``.
-  An empty, undecodable, too large or too many-pixel upload gets HTTP 400 and ``{"error": "<one line>"}``.
-- ``GET /health``: ``{"ok": true, "model", "classes", ...}``.
+  An empty, undecodable, truncated, too large, too small or too many-pixel upload gets HTTP 400 and
+  ``{"error": "<one line>"}``; the size is read from the header before anything is decoded
+  (:func:`dml_csr.data.imageio.decode_image`), and at most ``decodes`` uploads are decoded at a time.
+- ``GET /health``: ``{"ok": true, "model", "classes", ...}``; the model is named by its registry name or file name,
+  never by its path on the server.
+
+A client that stops sending is dropped after ``timeout`` seconds; each aborted request is one line in the log.
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ import argparse
 import base64
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -37,16 +43,20 @@ from typing import Any, Optional
 import cv2
 import numpy as np
 
-from ..data.imageio import image_size
+from .._typed import number
+from ..data.imageio import FORMATS, ImageError, ImageLimits, decode_image
 
 __all__ = ["make_server", "DemoServer", "parse_upload", "main", "UploadError",
-           "MAX_UPLOAD_BYTES", "MAX_PIXELS", "PAGE"]
+           "MAX_UPLOAD_BYTES", "MAX_PIXELS", "MIN_SIDE", "TIMEOUT_S", "DECODES", "PAGE"]
 
 log = logging.getLogger(__name__)
 
 MAX_UPLOAD_BYTES = 20 * 2**20  # 20 MiB
 MAX_PIXELS = 40_000_000  # 40 megapixels
-_FORMATS = "a JPEG, PNG, BMP, WebP or TIFF file"
+MIN_SIDE = 2  # the smallest image the crop takes (2 x 2)
+TIMEOUT_S = 30.0  # a client silent this long is dropped
+DECODES = 2  # uploads decoded at a time
+_FORMATS = FORMATS
 
 
 class UploadError(ValueError):
@@ -57,29 +67,25 @@ def _too_many_bytes(n: int, max_bytes: int) -> str:
     return f"upload is {n} bytes; expected at most {max_bytes} ({max_bytes / 2**20:g} MiB)"
 
 
-def _check_pixels(width: int, height: int, max_pixels: int) -> None:
-    if width * height > max_pixels:
-        raise UploadError(f"image is {width}x{height} ({width * height / 1e6:.1f} megapixels); expected at most "
-                          f"{max_pixels / 1e6:g} megapixels")
-
-
 def parse_upload(data: bytes, max_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode uploaded file bytes into an (H, W, 3) uint8 BGR image; raises :class:`UploadError` saying what was
-    expected when the bytes are empty, too many, not an image, or an image with more than ``max_pixels``."""
+    expected when the bytes are empty, too many, not an image, cut short, an image with more than ``max_pixels`` (read
+    from the header, before decoding) or smaller than 2 x 2."""
     if not data:
         raise UploadError(f"empty upload; expected the bytes of an image file ({_FORMATS}) as the request body")
     if len(data) > max_bytes:
         raise UploadError(_too_many_bytes(len(data), max_bytes))
-    size = image_size(data)
-    if size is not None:
-        _check_pixels(*size, max_pixels)  # refuse a decompression bomb before decoding it
     try:
-        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    except cv2.error:
-        img = None
-    if img is None or img.size == 0:
-        raise UploadError(f"the {len(data)}-byte upload is not an image OpenCV can decode; expected {_FORMATS}")
-    _check_pixels(img.shape[1], img.shape[0], max_pixels)
+        img = decode_image(data, cv2.IMREAD_COLOR, ImageLimits(int(max_bytes), int(max_pixels)))
+    except ImageError as e:
+        if e.kind == "pixels":
+            raise UploadError(f"image {e.reason}") from None
+        if e.kind == "truncated":
+            raise UploadError(f"the {len(data)}-byte upload {e.reason}; expected a whole image file") from None
+        raise UploadError(f"the {len(data)}-byte upload is not an image OpenCV can decode; expected {_FORMATS}"
+                          ) from None
+    if min(img.shape[:2]) < MIN_SIDE:
+        raise UploadError(f"image is {img.shape[1]}x{img.shape[0]} pixels; expected at least {MIN_SIDE}x{MIN_SIDE}")
     return img
 
 
@@ -96,14 +102,23 @@ class DemoServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, address: tuple[str, int], parser: Any, *, detect: bool = False,
-                 model_name: Optional[str] = None, max_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_PIXELS):
+                 model_name: Optional[str] = None, max_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_PIXELS,
+                 timeout: float = TIMEOUT_S, decodes: int = DECODES):
         super().__init__(address, _Handler)
         self.parser = parser
         self.detect = bool(detect)
-        self.model_name = model_name or str(parser.meta.get("model_name", "model"))
+        name = model_name or str(parser.meta.get("model_name", "model"))
+        self.model_name = os.path.basename(name.rstrip("/" + os.sep)) or name  # a file's name, never its path
         self.max_bytes = int(max_bytes)
         self.max_pixels = int(max_pixels)
+        self.timeout_s = float(timeout)
         self.lock = threading.Lock()  # one model, many request threads: one forward pass at a time
+        self.decoding = threading.BoundedSemaphore(int(decodes))  # decoded images in memory at a time
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A request that failed outside the handler's answers (the client went away mid-answer, ...): one line."""
+        e = sys.exc_info()[1]
+        log.warning("%s: request aborted: %s", client_address[0], f"{type(e).__name__}: {e}".splitlines()[0])
 
     def health(self) -> dict:
         return {"ok": True, "model": self.model_name, "dataset": self.parser.meta.get("dataset"),
@@ -156,9 +171,15 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(HTTPStatus.NOT_FOUND, {"error": f"no endpoint POST '{path}'; expected POST /parse"})
             return
         try:
-            img = parse_upload(self._read_body(), self.server.max_bytes, self.server.max_pixels)
+            body = self._read_body()
+            with self.server.decoding:
+                img = parse_upload(body, self.server.max_bytes, self.server.max_pixels)
         except UploadError as e:
             self._json(HTTPStatus.BAD_REQUEST, {"error": str(e)})
+            return
+        except _Aborted as e:
+            self.close_connection = True
+            log.warning("%s: POST /parse aborted: %s", self.address_string(), e)
             return
         try:
             answer = self.server.parse(img)
@@ -186,7 +207,18 @@ class _Handler(BaseHTTPRequestHandler):
         if length > self.server.max_bytes:
             self.close_connection = True  # the body stays unread
             raise UploadError(_too_many_bytes(length, self.server.max_bytes))
-        return self.rfile.read(length) if length else b""
+        try:
+            body = self.rfile.read(length) if length else b""
+        except (TimeoutError, ConnectionError) as e:
+            raise _Aborted(f"no data for {self.server.timeout_s:g} s while reading a {length}-byte body"
+                           if isinstance(e, TimeoutError) else f"connection lost ({type(e).__name__})") from None
+        if len(body) < length:
+            raise _Aborted(f"the client sent {len(body)} of the {length} bytes it announced and closed the connection")
+        return body
+
+    def setup(self) -> None:
+        self.timeout = self.server.timeout_s  # a socket read waiting longer raises (StreamRequestHandler applies it)
+        super().setup()
 
     def _json(self, status: HTTPStatus, obj: dict) -> None:
         self._send(status, json.dumps(obj).encode("utf-8"), "application/json")
@@ -205,16 +237,21 @@ class _Handler(BaseHTTPRequestHandler):
         log.info('%s "%s" %s', self.address_string(), self.requestline, getattr(code, "value", code))
 
     def log_error(self, format: str, *args: Any) -> None:  # noqa: A002 (the http.server signature)
-        log.debug(format, *args)
+        """http.server's own errors (a malformed request line, a read timing out before a request): one line."""
+        log.info("%s: %s", self.address_string(), (format % args).splitlines()[0] if args else format)
+
+
+class _Aborted(Exception):
+    """A request whose client stopped sending or went away: logged, not answered."""
 
 
 def make_server(parser: Any, host: str = "127.0.0.1", port: int = 7860, *, detect: bool = False,
                 model_name: Optional[str] = None, max_bytes: int = MAX_UPLOAD_BYTES,
-                max_pixels: int = MAX_PIXELS) -> DemoServer:
+                max_pixels: int = MAX_PIXELS, timeout: float = TIMEOUT_S, decodes: int = DECODES) -> DemoServer:
     """A bound, not yet serving :class:`DemoServer` for ``parser`` (a :class:`dml_csr.photos.parser.FaceParser`); call its
     ``serve_forever()`` (in a thread for tests) and ``shutdown()``/``server_close()``. Port 0 picks a free port."""
     return DemoServer((host, int(port)), parser, detect=detect, model_name=model_name, max_bytes=max_bytes,
-                      max_pixels=max_pixels)
+                      max_pixels=max_pixels, timeout=timeout, decodes=decodes)
 
 
 def _args(argv: Optional[list[str]]) -> argparse.Namespace:
@@ -222,14 +259,25 @@ def _args(argv: Optional[list[str]]) -> argparse.Namespace:
     p.add_argument("--checkpoint", required=True, metavar="NAME_OR_PATH",
                    help="our checkpoint or an authors' file (or a model name known to dml_csr.hub)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-    p.add_argument("--port", type=int, default=7860, help="port to listen on (0: any free port)")
+    p.add_argument("--port", default="7860", help="port to listen on (0: any free port)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--detect", action="store_true", help="find faces first and parse a crop around each")
     p.add_argument("--no-rotations", action="store_true", help="with --detect: take faces as upright only (by "
                    "default a photo without a confident upright face is searched turned by 90, 180, 270 degrees)")
-    p.add_argument("--max-upload-mb", type=float, default=MAX_UPLOAD_BYTES / 2**20, help="largest upload, MiB")
-    p.add_argument("--max-megapixels", type=float, default=MAX_PIXELS / 1e6, help="largest image, megapixels")
+    p.add_argument("--max-upload-mb", default=f"{MAX_UPLOAD_BYTES / 2**20:g}", help="largest upload, MiB")
+    p.add_argument("--max-megapixels", default=f"{MAX_PIXELS / 1e6:g}", help="largest image, megapixels")
+    p.add_argument("--timeout", default=f"{TIMEOUT_S:g}", help="seconds a client may stay silent before it is dropped")
+    p.add_argument("--decodes", default=str(DECODES), help="uploads decoded at a time (each holds its pixels)")
     return p.parse_args(argv)
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    """The numbers of the command line, checked finite and in range (a ValueError of one line names the flag)."""
+    args.port = number(args.port, "--port", 0, 65535, integer=True)
+    args.max_upload_mb = number(args.max_upload_mb, "--max-upload-mb", 0, 4096, lo_open=True)
+    args.max_megapixels = number(args.max_megapixels, "--max-megapixels", 0, 10000, lo_open=True)
+    args.timeout = number(args.timeout, "--timeout", 0, 86400, lo_open=True)
+    args.decodes = number(args.decodes, "--decodes", 1, 64, integer=True)
 
 
 def _load(args: argparse.Namespace):
@@ -248,6 +296,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     try:
+        _check_flags(args)
         parser = _load(args)
     except (OSError, KeyError, ValueError, LookupError, RuntimeError, ImportError) as e:  # CheckpointError too
         msg = str(e.args[0] if isinstance(e, KeyError) and e.args else e).strip().splitlines()
@@ -255,7 +304,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     try:
         server = make_server(parser, args.host, args.port, detect=args.detect, model_name=args.checkpoint,
-                             max_bytes=int(args.max_upload_mb * 2**20), max_pixels=int(args.max_megapixels * 1e6))
+                             max_bytes=max(1, int(args.max_upload_mb * 2**20)),
+                             max_pixels=max(1, int(args.max_megapixels * 1e6)), timeout=args.timeout,
+                             decodes=args.decodes)
     except OSError as e:
         print(f"error: cannot listen on {args.host}:{args.port} ({e.strerror or e}); expected a free port on an "
               "address of this machine (--port 0 picks a free one)", file=sys.stderr)

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from .. import distributed as du
-from ..checkpoint import CheckpointError, RunPaths, find_resume_checkpoint, load_checkpoint, make_meta, save_checkpoint
+from ..checkpoint import RunPaths, make_meta, save_checkpoint
 from ..config import Config, ModelConfig, config_to_dict, epoch_position, save_config, total_epochs
 from ..data.dataset import FaceParsingDataset, build_dataset, inverse_frequency_weights
 from ..data.face_template import crop_for_training
@@ -46,6 +46,7 @@ from ..progress import progress
 from .engine import EpochPlan, StepContext, grad_scaler, train_one_epoch
 from .faults import StopSignal, check_weights
 from .lr import learning_rate
+from .run_guard import record_changes, resume_checkpoint, run_lock
 from .norm_stats import reestimate_bn
 from .run_log import RunLog
 from .seeding import rng_state, seed_batch, seed_epoch
@@ -58,16 +59,23 @@ __all__ = ["train", "TrainState", "resolve_class_weights", "resolve_pretrained"]
 
 
 def train(cfg: Config, *, resume: Optional[str] = None, max_epochs: Optional[int] = None,
-          progress: bool = True) -> dict:
-    """Run (or continue) the training that ``cfg`` describes; returns a summary dict.
+          progress: bool = True, allow_changes: bool = False) -> dict:
+    """Run (or continue) the training that ``cfg`` describes, holding the run directory's lock; returns a summary.
 
     Args:
         resume: a checkpoint file or run directory to continue from. Without it the run directory must not hold
             checkpoints yet (nothing is overwritten by accident).
         max_epochs: stop (with a checkpoint) after this many epochs of *this* call -- for tests and time slices.
         progress: a progress bar per epoch (main process only).
+        allow_changes: resume with data or schedule settings other than the checkpoint's (see
+            :mod:`dml_csr.training.run_guard`, which also holds the lock).
     """
-    run = _start(cfg, resume)
+    with run_lock(cfg.run_dir, enabled=du.env_int("RANK", 0) == 0):
+        return _train(cfg, resume, max_epochs, progress, allow_changes)
+
+
+def _train(cfg: Config, resume: Optional[str], max_epochs: Optional[int], progress: bool, allow_changes: bool) -> dict:
+    run = _start(cfg, resume, allow_changes)
     end = run.total_epochs if max_epochs is None else min(run.total_epochs, run.state.epoch + max_epochs)
     summary: dict[str, Any] = {"run_dir": run.paths.root, "stopped": False}
     with StopSignal() as stop:
@@ -147,13 +155,13 @@ class _Run:
         return total_epochs(self.cfg.train)
 
 
-def _start(cfg: Config, resume: Optional[str]) -> _Run:
+def _start(cfg: Config, resume: Optional[str], allow_changes: bool = False) -> _Run:
     """Join the process group and build, or restore from the checkpoint to resume, everything the run holds."""
     t = cfg.train
     dist = du.init_distributed(du.resolve_device(t.device).type, timeout_s=t.dist_timeout_s)
     device = du.resolve_device(t.device, dist.local_rank)
     paths = RunPaths(cfg.run_dir)
-    ckpt = _resume_checkpoint(cfg, paths, resume)
+    ckpt = resume_checkpoint(cfg, paths, resume, allow_changes)
     spec = label_spec(cfg)
     if cfg.eval.select_metric == "overall_f1" and "overall" not in spec.groups:
         raise ValueError(f"eval.select_metric = overall_f1, but data.dataset '{spec.name}' has no 'overall' group; "
@@ -174,6 +182,7 @@ def _start(cfg: Config, resume: Optional[str]) -> _Run:
     if dist.is_main:
         os.makedirs(paths.ckpt_dir, exist_ok=True)
         paths.remove_partial_writes()  # what a killed checkpoint write left behind
+        record_changes(paths, ckpt or {})  # before config.yaml is replaced
         save_config(cfg, paths.config)
     batches = _batches_per_epoch(cfg, len(train_ds), dist.world_size)
     steps = StepContext(criterion=build_criterion(cfg, spec.classes, resolve_class_weights(cfg, spec)),
@@ -203,36 +212,6 @@ def resolve_class_weights(cfg: Config, spec: LabelSpec) -> Optional[list[float]]
     log.info("loss.class_weights (inverse frequency): %s", ", ".join(f"{c} {w:.3g}" for c, w in
                                                                      zip(spec.classes, weights)))
     return weights
-
-
-def _resume_checkpoint(cfg: Config, paths: RunPaths, resume: Optional[str]) -> Optional[dict]:
-    if resume is not None and os.path.isdir(resume) and not RunPaths(resume).checkpoints():
-        # a restart script that always passes --resume: the first launch starts the run
-        log.warning("--resume: '%s' holds no checkpoint yet; starting the run from the beginning", resume)
-        resume = None
-    if resume is None:
-        if paths.checkpoints():
-            raise CheckpointError(f"run directory '{paths.root}' already holds checkpoints; pass --resume to "
-                                  f"continue it or choose another name (--set name=...)")
-        return None
-    path = find_resume_checkpoint(resume)
-    ckpt = load_checkpoint(path, map_location="cpu")
-    if not isinstance(ckpt, dict) or "train_state" not in ckpt:
-        raise CheckpointError(f"'{path}' holds no training state (an inference checkpoint?); resume needs one of "
-                              f"{paths.ckpt_dir}/epoch_*.pt")
-    _check_same_model(cfg, ckpt, path)
-    return ckpt
-
-
-def _check_same_model(cfg: Config, ckpt: dict, path: str) -> None:
-    """A checkpoint resumes only the model it was trained as: the message names the settings that differ."""
-    theirs = (ckpt.get("config") or {}).get("model", {})
-    ours = config_to_dict(cfg)["model"]
-    differ = [k for k in ours if k in theirs and k not in ("pretrained", "sync_bn") and ours[k] != theirs[k]]
-    if differ:
-        shown = ", ".join(f"model.{k} = {theirs[k]!r} there, {ours[k]!r} here" for k in differ[:4])
-        raise CheckpointError(f"'{path}' was trained with other model settings ({shown}); resume it with the config "
-                              f"it was trained with (its run directory's config.yaml)")
 
 
 def _sgd(model: nn.Module, cfg: Config, device: torch.device) -> torch.optim.SGD:

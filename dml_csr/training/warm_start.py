@@ -12,7 +12,7 @@ from typing import Sequence
 
 from torch import nn
 
-from ..checkpoint import CheckpointError, load_checkpoint
+from ..checkpoint import CheckpointError, check_finite_weights, load_checkpoint
 
 __all__ = ["load_initial_weights"]
 
@@ -25,6 +25,7 @@ def load_initial_weights(model: nn.Module, path: str, classes: Sequence[str]) ->
     ckpt = load_checkpoint(path, map_location="cpu")
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
         raise CheckpointError(f"train.init_from: '{path}' is not a checkpoint of ours (no 'model' weights)")
+    check_finite_weights(ckpt["model"], f"train.init_from: '{path}'")  # a diverged run's weights would train nothing
     theirs = list((ckpt.get("meta") or {}).get("classes", []))
     if theirs != list(classes):
         raise CheckpointError(f"train.init_from: '{path}' predicts the classes {theirs}; this run's model predicts "

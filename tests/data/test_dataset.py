@@ -49,6 +49,9 @@ def _corrupt(root, case):
     if case == "missing image":
         os.remove(_sample_path(root, "train_2", "images"))
         return "train_2.jpg", "is missing"
+    if case == "empty image":
+        open(_sample_path(root, "train_2", "images"), "wb").close()
+        return "train_2.jpg", r"is empty \(0 bytes\)"
     if case == "undecodable image":
         open(_sample_path(root, "train_2", "images"), "wb").write(b"not a jpeg")
         return "train_2.jpg", "cannot be decoded"
@@ -70,7 +73,7 @@ def _corrupt(root, case):
 
 
 CASES = ["missing image", "undecodable image", "missing label", "undecodable label", "values out of range",
-         "size mismatch"]
+         "size mismatch", "empty image"]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -83,7 +86,7 @@ def test_bad_sample_stops_with_an_error_naming_the_file(prepared, case):
     assert e.match(what)
 
 
-@pytest.mark.parametrize("case", ["undecodable image", "values out of range"])
+@pytest.mark.parametrize("case", ["undecodable image", "values out of range", "empty image"])
 def test_skip_bad_warns_and_counts(prepared, case, caplog):
     _corrupt(prepared, case)
     ds = FaceParsingDataset(prepared, "train", SPEC, EvalTransform((32, 32)), skip_bad=True)

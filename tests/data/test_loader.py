@@ -66,6 +66,21 @@ def test_skip_bad_in_worker_processes_reaches_the_main_dataset(prepared, caplog)
     assert "1 unusable sample(s) skipped" in caplog.text
 
 
+def test_a_bad_sample_in_a_worker_process_is_its_own_one_line_error(prepared):
+    """Without skip_bad, an empty image read in a worker stops the pass with the sample's one-line message, not
+    torch's "Caught ... in DataLoader worker process 0" and the worker's traceback."""
+    from dml_csr.data.dataset import UnreadableFileError
+
+    open(_sample_path(prepared, "train_2", "images"), "wb").close()
+    loader = loader_for(cfg_for(prepared, **{"data.workers": 1}), "train", False)
+    try:
+        list(loader)
+    except UnreadableFileError as e:
+        assert str(e) == f"image file '{_sample_path(prepared, 'train_2', 'images')}' is empty (0 bytes)"
+    else:
+        raise AssertionError("the empty image was read")
+
+
 def test_epoch_sampler_shares_resume_and_cap():
     full = EpochSampler(23, batch_size=3, seed=5, epoch=2).indices
     assert len(full) == 21 and len(set(full)) == 21  # full batches only, no repeats

@@ -317,3 +317,31 @@ def test_a_turned_portrait_parses_as_the_upright_one():
         agree = (back[y:y + h, x:x + w] == upright.labels[y:y + h, x:x + w]).mean()
         print(f"turned by {90 * k} degrees: {100 * agree:.2f} % of the face's labels as upright")
         assert len(turned.faces) == 1 and agree >= 0.95
+
+
+@pytest.mark.parametrize("kwargs,expected", [
+    ({"scales": []}, "scales = []; expected one or more numbers"),
+    ({"scales": [1.0, float("nan")]}, "scales = [1.0, nan]; expected comma-separated numbers, each a finite number "
+                                      "> 0 and <= 8"),
+    ({"batch_size": 0}, "batch_size = 0; expected a whole number >= 1 and <= 4096"),
+    ({"margin": float("inf")}, "margin = inf; expected a finite number >= 0 and <= 10"),
+    ({"precision": "fp8"}, "precision = 'fp8'; expected one of fp32, bf16, fp16"),
+])
+def test_constructor_numbers_that_are_not_finite_or_out_of_range_are_named(kwargs, expected):
+    with pytest.raises(ValueError) as e:
+        _brightness_parser(**kwargs)
+    assert str(e.value).startswith(expected) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("key,value,expected", [
+    ("std", [0, 0, 0], "'std' = [0, 0, 0]; expected 3 finite numbers > 0"),
+    ("mean", [0.5, float("nan"), 0.5], "'mean' = [0.5, nan, 0.5]; expected 3 finite numbers"),
+    ("input_size", [100000, 100000], "'input_size' = [100000, 100000]; expected [height, width], whole numbers "
+                                     "from 8 to 4096"),
+])
+def test_metadata_out_of_range_is_named_before_any_image(key, value, expected):
+    meta = {"classes": list(get_spec("synthetic").classes), "dataset": "synthetic", "channel_order": "BGR",
+            "mean": [0.0] * 3, "std": [1.0] * 3, "input_size": [96, 96], key: value}
+    with pytest.raises(ValueError) as e:
+        FaceParser(_Brightness(), meta)
+    assert str(e.value) == f"model metadata: {expected}"

@@ -191,3 +191,98 @@ def test_names_go_through_the_hub(ckpt, monkeypatch):
     assert seen == [("helen-resnet101", "dml_csr")] and parser.num_classes == 11
     _load(types.SimpleNamespace(checkpoint=ckpt, device="cpu", detect=False, no_rotations=False))
     assert len(seen) == 1  # an existing file is used as it is
+
+
+# ------------------------------------------------------------------------------------------------ hostile uploads
+import os  # noqa: E402
+import re  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+from helpers import ROOT, bombs  # noqa: E402
+from helpers.tiny_checkpoint import subprocess_env  # noqa: E402
+
+
+@pytest.mark.parametrize("fmt", bombs.FORMATS)
+def test_a_bomb_of_any_format_is_a_400_from_its_header(url, fmt):
+    side = bombs.WEBP_SIDE if fmt == "webp" else bombs.SIDE
+    status, body = _request(url + "/parse", bombs.bomb(fmt), "application/octet-stream")
+    assert status == 400 and body == {"error": f"image is {side}x{side} ({side * side / 1e6:.1f} megapixels); "
+                                                "expected at most 40 megapixels"}
+
+
+def test_a_tiny_or_truncated_image_is_a_400(url, face_jpg):
+    ok, dot = cv2.imencode(".png", np.zeros((1, 1, 3), np.uint8))
+    status, body = _request(url + "/parse", dot.tobytes(), "image/png")
+    assert status == 400 and body["error"] == "image is 1x1 pixels; expected at least 2x2"
+    status, body = _request(url + "/parse", face_jpg[: len(face_jpg) // 2])
+    assert status == 400 and body["error"] == (f"the {len(face_jpg) // 2}-byte upload is truncated (no JPEG "
+                                               "end-of-image marker); expected a whole image file")
+
+
+def test_no_server_path_in_the_answers(parser, tmp_path):
+    server, thread = _serve(parser, model_name=str(tmp_path / "runs" / "demo" / "best.pt"))
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        status, body = _request(base + "/health")
+        assert status == 200 and body["model"] == "best.pt" and str(tmp_path) not in json.dumps(body)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@pytest.mark.parametrize("flag,value,expected", [
+    ("--port", "99999", "--port = '99999'; expected a whole number >= 0 and <= 65535"),
+    ("--max-upload-mb", "nan", "--max-upload-mb = 'nan'; expected a finite number > 0 and <= 4096"),
+    ("--max-megapixels", "-1", "--max-megapixels = '-1'; expected a finite number > 0 and <= 10000"),
+    ("--timeout", "inf", "--timeout = 'inf'; expected a finite number > 0 and <= 86400"),
+    ("--decodes", "0", "--decodes = '0'; expected a whole number >= 1 and <= 64"),
+])
+def test_the_flags_are_checked_in_one_line(ckpt, capsys, flag, value, expected):
+    assert main(["--checkpoint", ckpt, "--device", "cpu", flag, value]) == 2
+    assert capsys.readouterr().err == f"error: {expected}\n"
+
+
+def _post(port: int, data: bytes) -> tuple[int, dict]:
+    return _request(f"http://127.0.0.1:{port}/parse", data, "application/octet-stream")
+
+
+def test_the_app_under_bombs_stalls_and_aborts(ckpt):
+    """The demo as started from the command line: four bombs of different formats posted at once are four 400s and
+    the server's peak resident memory (VmHWM, read from /proc) stays under 1 GB; an upload that stalls is dropped
+    after --timeout with one log line, as is one whose client goes away mid-body; /health names no server path."""
+    proc = subprocess.Popen([sys.executable, "-m", "dml_csr.app", "--checkpoint", ckpt, "--device", "cpu", "--port",
+                             "0", "--timeout", "1"], cwd=ROOT, env=dict(subprocess_env(), PYTHONPATH=ROOT),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = ""
+        while "serving" not in line:
+            line = proc.stdout.readline()
+            assert line, "the server ended before serving"
+        port = int(re.search(r"http://127\.0\.0\.1:(\d+)/", line).group(1))
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda f: _post(port, bombs.bomb(f)), ("png", "webp", "tif", "gif")))
+        assert [status for status, _ in answers] == [400] * 4
+        assert all(body["error"].startswith("image is ") and "\n" not in body["error"] for _, body in answers)
+        with open(f"/proc/{proc.pid}/status") as f:
+            peak_kb = next(int(x.split()[1]) for x in f if x.startswith("VmHWM:"))
+        assert peak_kb < 1 << 20, f"peak resident memory {peak_kb / 1024:.0f} MiB"
+        stalled = socket.create_connection(("127.0.0.1", port))
+        stalled.sendall(b"POST /parse HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n" + b"x" * 100)
+        gone = socket.create_connection(("127.0.0.1", port))
+        gone.sendall(b"POST /parse HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n" + b"x" * 200)
+        gone.close()
+        assert stalled.recv(100) == b""  # closed by the server after its timeout, unanswered
+        stalled.close()
+        status, body = _request(f"http://127.0.0.1:{port}/health")
+        assert status == 200 and body["model"] == os.path.basename(ckpt) and os.path.dirname(ckpt) not in str(body)
+    finally:
+        proc.terminate()
+        log = proc.communicate(timeout=30)[0]
+    aborted = [x for x in log.splitlines() if "POST /parse aborted" in x]
+    assert len(aborted) == 2, log
+    assert any("no data for 1 s while reading a 5000-byte body" in x for x in aborted)
+    assert any("sent 200 of the 5000 bytes it announced" in x for x in aborted)
+    assert "Traceback" not in log

@@ -333,3 +333,56 @@ def test_evaluations_with_other_options_never_replace_each_other(setup):
         f"error: '{plain}' exists (an earlier evaluation); pass --overwrite to replace it, or --out to write elsewhere")
     assert os.stat(plain).st_mtime_ns == before
     assert run(*base, "--overwrite").returncode == 0 and os.stat(plain).st_mtime_ns > before
+
+
+def test_unreadable_predictions_and_masks_are_named_and_the_others_scored(tmp_path):
+    """A 0-byte prediction, a 0-byte mask and a prediction that is a symbolic link loop cost their own samples only:
+    each is named in one line, the rest is scored (the confusion counts sample d alone), metrics.json lists them
+    and the exit status is 1."""
+    _write_maps(str(tmp_path / "pred"), {"a": [[1, 2]], "b": [[1, 1]], "d": [[2, 2]]})
+    _write_maps(str(tmp_path / "gt"), {"a": [[1, 2]], "b": [[1, 1]], "c": [[0, 0]], "d": [[2, 0]]})
+    (tmp_path / "pred" / "a.png").write_bytes(b"")
+    (tmp_path / "gt" / "b.png").write_bytes(b"")
+    os.symlink("c.png", tmp_path / "pred" / "c.png")
+    out = tmp_path / "out"
+    r = run("--predictions", str(tmp_path / "pred"), "--masks", str(tmp_path / "gt"), "--dataset", "synthetic",
+            "--out", str(out))
+    assert r.returncode == 1, r.stderr
+    assert "3 sample(s) could not be read and were left out of the scores" in r.stderr
+    for line in (f"label file '{tmp_path / 'pred' / 'a.png'}' is empty (0 bytes)",
+                 f"label file '{tmp_path / 'gt' / 'b.png'}' is empty (0 bytes)",
+                 f"label file '{tmp_path / 'pred' / 'c.png'}' is a symbolic link loop"):
+        assert f"  {line}\n" in r.stderr
+    assert "Traceback" not in r.stderr
+    rec = json.load(open(out / "metrics.json"))
+    assert [s["name"] for s in rec["protocol"]["skipped"]] == ["a", "b", "c"] and rec["protocol"]["num_samples"] == 1
+    mat = np.array(rec["confusion"])
+    assert mat.sum() == 2 and mat[2, 2] == 1 and mat[0, 2] == 1
+
+
+def test_nothing_to_score_is_one_line_not_nan_scores(setup, tmp_path):
+    _, root, _, _ = setup
+    empty = tmp_path / "root"
+    (empty / "test").mkdir(parents=True)
+    (empty / "test_list.txt").write_text("")
+    (tmp_path / "pred").mkdir()
+    r = run("--predictions", str(tmp_path / "pred"), "--data", str(empty), "--dataset", "synthetic")
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        f"error: split 'test' of '{empty}' lists no sample (test_list.txt is empty); nothing to score"]
+    names = [n for n, _, _ in read_split_list(root, "test")]
+    for n in names:
+        (tmp_path / "pred" / f"{n}.png").write_bytes(b"")
+    r = run("--predictions", str(tmp_path / "pred"), "--data", root, "--dataset", "synthetic", "--out",
+            str(tmp_path / "o"))
+    err = r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 2 and err.startswith(f"error: none of the {len(names)} samples could be read; first: ")
+    assert not (tmp_path / "o" / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("scales", ["inf", "nan", "0", "1,-1", "100"])
+def test_scales_that_are_not_finite_or_out_of_range_are_one_line(setup, scales):
+    _, _, cfg, ckpt = setup
+    r = run("--config", cfg, "--checkpoint", ckpt, "--scales", scales)
+    assert r.returncode == 2 and r.stderr.startswith(f"error: --scales = '{scales}'; expected comma-separated "
+                                                     "numbers, each a finite number > 0 and <= 8")
+    assert r.stderr.count("\n") == 1

@@ -3,6 +3,7 @@ trained model shared as a Hugging Face folder and loaded back by path and by nam
 OpenVINO fp32 and int8 and run by predict.py."""
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -180,3 +181,20 @@ def test_the_demo_sized_model_deploys_to_openvino_and_predict_runs_the_exports(d
     assert labels[best].shape == (16, 256, 256)
     assert (labels[onnx_path] == labels[best]).mean() > 0.9999 and (labels[xml] == labels[best]).mean() > 0.9999
     assert (labels[openvino_int8_path(xml)] == labels[best]).mean() >= 0.99
+
+
+def test_an_export_whose_output_is_not_finite_fails_its_parity_check(tmp_path):
+    """max(worst, nan) is worst: a NaN export passed parity as "0". A batch norm whose running variance is negative
+    (finite weights, so the checkpoint loads) makes every output NaN: the check names it and the script fails."""
+    import torch
+
+    ckpt = write_tiny_checkpoint(str(tmp_path / "tiny.pt"))
+    obj = torch.load(ckpt, weights_only=True)
+    var = next(k for k in obj["model"] if k.endswith("running_var"))
+    obj["model"][var].fill_(-1.0)
+    torch.save(obj, ckpt)
+    out = str(tmp_path / "m.torchscript")
+    r = run_script("export", "--checkpoint", ckpt, "--format", "torchscript", "--out", out, "--input-size", "48,40")
+    assert r.returncode == 2, r.stderr
+    assert re.fullmatch(rf"error: {re.escape(out)}: the export's output at \d+x\d+ holds \d+ values that are not "
+                        r"finite \(NaN or infinity\); parity cannot hold\n", r.stderr), r.stderr

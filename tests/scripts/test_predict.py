@@ -199,3 +199,65 @@ def test_given_faces_per_image_from_a_folder(tmp_path):
     for i in range(2):
         rec = json.loads((tmp_path / "o2" / "faces" / f"p{i}.json").read_text())
         assert rec["faces"][0]["box"] == [10, 10, 20 + i, 30]
+
+
+def test_a_folder_with_an_empty_file_a_bomb_and_a_link_loop(tmp_path):
+    """Every good image's outputs are written, the three bad files are each named with the reason, the exit status
+    is 1, and the run (a child process, its peak memory measured there) stays under 1 GB resident although the bomb
+    declares 20000 x 20000."""
+    import json
+    import subprocess
+    import sys
+
+    from helpers import ROOT, bombs
+    from helpers.tiny_checkpoint import subprocess_env
+
+    ckpt = write_tiny_checkpoint(str(tmp_path / "tiny.pt"))
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for n, seed in (("a", 1), ("b", 2), ("c", 3)):
+        cv2.imwrite(str(folder / f"{n}.png"), render_face(seed, size=(40, 44))[0])
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "bomb.gif").write_bytes(bombs.gif())
+    os.symlink("loop.png", folder / "loop.png")
+    stats = tmp_path / "peak.json"
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "helpers", "peak_rss.py"), str(stats),
+                        os.path.join(ROOT, "scripts", "predict.py"), str(folder), "--checkpoint", ckpt, "--out",
+                        str(tmp_path / "o"), "--device", "cpu", "--no-progress"], capture_output=True, text=True,
+                       env=subprocess_env(), timeout=300)
+    assert r.returncode == 1, r.stderr
+    assert json.load(open(stats))["peak_rss_mb"] < 1024
+    assert "parsed 3 image(s) and video frame(s)" in r.stdout and "3 input(s) failed" in r.stderr
+    assert f"{folder / 'empty.jpg'}: is empty (0 bytes)" in r.stderr
+    assert f"{folder / 'bomb.gif'}: is 20000x20000 (400.0 megapixels); expected at most 100 megapixels" in r.stderr
+    assert f"{folder / 'loop.png'}: is a symbolic link loop" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert sorted(os.listdir(tmp_path / "o" / "labels")) == ["a.png", "b.png", "c.png"]
+    assert sorted(os.listdir(tmp_path / "o" / "overlays")) == ["a.jpg", "b.jpg", "c.jpg"]
+
+
+@pytest.mark.parametrize("flag,value,expected", [
+    ("--scales", "0", "--scales = '0'; expected comma-separated numbers, each a finite number > 0 and <= 8"),
+    ("--scales", "-1", "--scales = '-1'; expected comma-separated numbers"),
+    ("--scales", "1,inf", "--scales = '1,inf'; expected comma-separated numbers"),
+    ("--threshold", "nan", "--threshold = nan; expected a finite number >= 0 and <= 1"),
+    ("--margin", "inf", "--margin = inf; expected a finite number >= 0 and <= 10"),
+    ("--alpha", "-0.5", "--alpha = -0.5; expected a finite number >= 0 and <= 1"),
+    ("--batch-size", "0", "--batch-size = 0; expected a whole number >= 1 and <= 4096"),
+    ("--max-megapixels", "nan", "--max-megapixels = 'nan'; expected a finite number > 0"),
+])
+def test_numbers_of_the_command_line_are_checked_in_one_line(tmp_path, flag, value, expected):
+    r = run_script("predict", str(tmp_path), "--checkpoint", "x.pt", "--out", str(tmp_path / "o"), flag, value)
+    assert r.returncode == 2 and r.stderr.startswith(f"error: {expected}") and r.stderr.count("\n") == 1, r.stderr
+
+
+def test_the_image_limits_of_the_command_line_reach_the_reader(tmp_path, monkeypatch):
+    from dml_csr.data.imageio import ENV_PIXELS
+
+    monkeypatch.setenv(ENV_PIXELS, "100")  # the script sets it in this process: undone after the test
+    ckpt = write_tiny_checkpoint(str(tmp_path / "tiny.pt"))
+    cv2.imwrite(str(tmp_path / "x.png"), render_face(4, size=(40, 40))[0])
+    r = run_script("predict", str(tmp_path / "x.png"), "--checkpoint", ckpt, "--out", str(tmp_path / "o"),
+                   "--device", "cpu", "--no-progress", "--max-megapixels", "0.001")
+    assert r.returncode == 1
+    assert "x.png: is 40x40 (0.0 megapixels); expected at most 0.001 megapixels (the pixel limit" in r.stderr

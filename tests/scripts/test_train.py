@@ -40,3 +40,11 @@ def test_a_config_error_stops_before_work_with_one_line(tmp_path):
     lines = [l for l in r.stderr.splitlines() if l.strip()]
     assert len(lines) == 1 and "unknown key 'trian'" in lines[0] and "typo.yaml" in lines[0]
     assert not os.path.exists(tmp_path / "runs")
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "1.5"])
+def test_max_epochs_that_is_not_a_whole_number_from_1_is_one_line(value):
+    from helpers.scripts import run_script
+
+    r = run_script("train", "--config", os.path.join(ROOT, "configs", "synthetic_rnn_g.yaml"), "--max-epochs", value)
+    assert r.returncode == 2 and r.stderr == f"error: --max-epochs = '{value}'; expected a whole number >= 1\n"

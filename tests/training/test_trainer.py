@@ -430,7 +430,8 @@ def test_resume_errors_and_a_restart_script_that_always_passes_resume(micro_cfg,
     # a killed checkpoint write leaves a temporary file: the next start removes it
     leftover = os.path.join(RunPaths(cfg.run_dir).ckpt_dir, ".tmp-dead.pt")
     open(leftover, "wb").write(b"half a checkpoint")
-    train(micro_cfg("train.epochs=2", "train.iters_per_epoch=1", "name=first"), resume=cfg.run_dir, progress=False)
+    train(micro_cfg("train.epochs=2", "train.iters_per_epoch=1", "name=first"), resume=cfg.run_dir, progress=False,
+          allow_changes=True)  # one more epoch: a schedule change
     assert not os.path.exists(leftover)
 
 

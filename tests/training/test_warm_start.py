@@ -37,3 +37,19 @@ def test_a_checkpoint_that_cannot_start_the_run_is_named(micro_cfg, tmp_path):
     with pytest.raises(CheckpointError, match=r"holds another model \(") as e:
         load_initial_weights(model, str(path), classes)
     assert "\n" not in str(e.value)
+
+
+def test_weights_that_are_not_finite_cannot_start_a_run(micro_cfg, tmp_path):
+    """A diverged run's weights would start a run that learns nothing: refused naming the first bad tensor."""
+    cfg = micro_cfg()
+    model = build_model(cfg.model, 11)
+    state = model.state_dict()
+    first = next(k for k, t in state.items() if t.is_floating_point())
+    state[first].view(-1)[-1] = float("nan")
+    path = tmp_path / "nan.pt"
+    classes = [f"c{i}" for i in range(11)]
+    torch.save({"format": "dml_csr/1", "model": state, "meta": {"classes": classes}}, path)
+    with pytest.raises(CheckpointError) as e:
+        load_initial_weights(build_model(cfg.model, 11), str(path), classes)
+    assert str(e.value) == (f"train.init_from: '{path}': weight '{first}' holds 1 of {state[first].numel()} values "
+                            "that are not finite (NaN or infinity); the file is damaged or from a run that diverged")
