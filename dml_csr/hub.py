@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import urllib.error
 import urllib.parse
 import uuid
@@ -268,7 +267,7 @@ def fetch(name: str, *, progress: bool = True, force: bool = False, url: Optiona
         return hf.resolve(w.url, w.kind, sha256=w.sha256)
     path = weights_path(name)
     if os.path.exists(path) and not force:
-        problem = _check(w, path, path, fresh=False)
+        problem = check_file(w, path, path, fresh=False)
         if problem is None:
             return path
         aside = _move_aside(path)
@@ -283,7 +282,7 @@ def fetch(name: str, *, progress: bool = True, force: bool = False, url: Optiona
     tmp = os.path.join(os.path.dirname(path), f".{w.filename}.{uuid.uuid4().hex}.download")
     try:
         _download(w, src, tmp, path, progress)
-        problem = _check(w, tmp, path, fresh=True)
+        problem = check_file(w, tmp, path, fresh=True)
         if problem is not None:
             raise HubError(f"{name}: the file downloaded from {src or w.page} {problem}; deleted it; put the right "
                            f"file at '{path}'")
@@ -316,49 +315,12 @@ def _download(w: Weights, src: str, tmp: str, path: str, progress: bool) -> None
             raise HubError(f"{w.name}: cannot download {src} ({_reason(e)}); download it elsewhere and put it at "
                            f"'{path}', or set DML_CSR_MIRROR") from None
         return
-    if not w.drive_id:
-        _from_share(w, tmp, path, progress)
-        return
-    try:
-        import gdown
-    except ImportError:
-        raise HubError(f"{w.name}: downloading {w.page} from Google Drive needs gdown (pip install gdown); or "
-                       f"download it by hand and put it at '{path}'") from None
-    try:
-        out = gdown.download(id=w.drive_id, output=tmp, quiet=not progress)
-    except Exception as e:  # gdown raises its own errors for quotas, permissions and network failures
-        out, why = None, _reason(e)
-    else:
-        why = "gdown returned no file"
-    if out is None or not os.path.isfile(tmp):
-        raise HubError(f"{w.name}: cannot download {w.page} ({why}); download it by hand and put it at '{path}'")
-
-
-def _from_share(w: Weights, tmp: str, path: str, progress: bool) -> None:
-    """An entry of the authors' share (no per-file id) into ``tmp``, through gdown (:mod:`dml_csr.sharing.drive`);
-    the share's other checkpoints that come with it (an archive) are checked and cached where missing."""
     from .sharing import drive
 
-    others = [v for v in WEIGHTS.values() if v.drive_folder == w.drive_folder and not v.drive_id and v is not w
-              and not os.path.exists(weights_path(v.name))]
-    work = f"{tmp}.share"
-    os.makedirs(work)
     try:
-        try:
-            got = drive.fetch_share(w.drive_folder, {v.name: v.dataset for v in [w] + others}, work, not progress)
-        except OSError as e:
-            raise HubError(f"{w.name}: no per-file Google Drive id is known for {w.filename} (the authors share one "
-                           f"id: {w.page}); {e}; or download it by hand (gdown --folder {w.drive_folder}, or gdown "
-                           f"{w.drive_folder} should the id be a single archive) and put the "
-                           f"{w.dataset or w.kind} file at '{path}', or set DML_CSR_MIRROR") from None
-        os.replace(got.pop(w.name), tmp)
-        for name, f in got.items():
-            problem = _check(WEIGHTS[name], f, weights_path(name), fresh=True)
-            if problem is None:
-                os.replace(f, weights_path(name))
-            log.warning("%s: the share's file %s", name, f"{problem}; not cached" if problem else "is cached too")
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+        drive.fetch_entry(w, tmp, path, progress, WEIGHTS.values(), check_file, weights_path)
+    except drive.ShareError as e:
+        raise HubError(str(e)) from None
 
 
 def _reason(e: BaseException) -> str:
@@ -370,7 +332,7 @@ def _reason(e: BaseException) -> str:
     return text.splitlines()[0][:200] if text else type(e).__name__
 
 
-def _check(w: Weights, path: str, shown: str, fresh: bool) -> Optional[str]:
+def check_file(w: Weights, path: str, shown: str, fresh: bool) -> Optional[str]:
     """What is wrong with ``path`` as entry ``w``'s file (None: nothing); ``shown``: its final path, for the log;
     ``fresh``: it was just downloaded."""
     n = os.path.getsize(path)

@@ -17,11 +17,11 @@ import posixpath
 import shutil
 import tarfile
 import zipfile
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 from .folder import ShareError, one_line
 
-__all__ = ["KEYWORDS", "fetch_share", "member_for", "extract", "safe_member_name"]
+__all__ = ["KEYWORDS", "fetch_share", "fetch_entry", "member_for", "extract", "safe_member_name"]
 
 log = logging.getLogger(__name__)
 
@@ -154,3 +154,51 @@ def _from_folder(gdown, share_id: str, wanted: dict[str, str], workdir: str, qui
     if got is None or not os.path.isfile(out):
         raise ShareError(f"cannot download {path} (file id {by_path[path]}) from the authors' Drive folder ({why})")
     return {first: out}
+
+
+def fetch_entry(w, tmp: str, path: str, progress: bool, registry: Iterable = (),
+                check: Optional[Callable] = None, cache_path: Optional[Callable[[str], str]] = None) -> None:
+    """Registry entry ``w`` (a :class:`dml_csr.hub.Weights`) from Google Drive into ``tmp``: its own file id, or the
+    authors' share, whose other entries in ``registry`` that come with it (an archive) are checked
+    (``check(entry, file, cached_path, fresh=True)`` -> a problem or None) and cached at ``cache_path(name)`` where
+    missing. A :class:`ShareError` naming ``path`` (where to put a file fetched by hand) on failure."""
+    if w.drive_id:
+        _one_file(w, tmp, path, progress)
+        return
+    others = [v for v in registry if v.drive_folder == w.drive_folder and not v.drive_id and v is not w
+              and not os.path.exists(cache_path(v.name))]
+    work = f"{tmp}.share"
+    os.makedirs(work)
+    try:
+        try:
+            got = fetch_share(w.drive_folder, {v.name: v.dataset for v in [w] + others}, work, not progress)
+        except OSError as e:
+            raise ShareError(f"{w.name}: no per-file Google Drive id is known for {w.filename} (the authors share one "
+                             f"id: {w.page}); {e}; or download it by hand (gdown --folder {w.drive_folder}, or gdown "
+                             f"{w.drive_folder} should the id be a single archive) and put the "
+                             f"{w.dataset or w.kind} file at '{path}', or set DML_CSR_MIRROR") from None
+        os.replace(got.pop(w.name), tmp)
+        by_name = {v.name: v for v in others}
+        for name, f in got.items():
+            problem = check(by_name[name], f, cache_path(name), fresh=True)
+            if problem is None:
+                os.replace(f, cache_path(name))
+            log.warning("%s: the share's file %s", name, f"{problem}; not cached" if problem else "is cached too")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _one_file(w, tmp: str, path: str, progress: bool) -> None:
+    try:
+        import gdown
+    except ImportError:
+        raise ShareError(f"{w.name}: downloading {w.page} from Google Drive needs gdown (pip install gdown); or "
+                         f"download it by hand and put it at '{path}'") from None
+    try:
+        out = gdown.download(id=w.drive_id, output=tmp, quiet=not progress)
+    except Exception as e:  # gdown raises its own errors for quotas, permissions and network failures
+        out, why = None, one_line(e)
+    else:
+        why = "gdown returned no file"
+    if out is None or not os.path.isfile(tmp):
+        raise ShareError(f"{w.name}: cannot download {w.page} ({why}); download it by hand and put it at '{path}'")

@@ -43,6 +43,9 @@ import sys  # noqa: E402
 from helpers import ROOT, bombs  # noqa: E402
 from helpers.tiny_checkpoint import subprocess_env  # noqa: E402
 
+# the package and the tests' helpers (the child measures its own peak with helpers.peak_rss)
+CHILD_ENV = dict(subprocess_env(), PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tests")]))
+
 from dml_csr.data.imageio import (ENV_BYTES, ENV_PIXELS, MAX_PIXELS, ImageError, ImageLimits,  # noqa: E402
                                   decode_image, header_size, imread_checked)
 
@@ -82,7 +85,8 @@ def test_bombs_of_every_format_are_refused_from_their_header_in_a_process_under_
         paths.append(str(tmp_path / f"bomb.{fmt}"))
         with open(paths[-1], "wb") as f:
             f.write(bombs.bomb(fmt))
-    code = ("import json, resource, sys\n"
+    code = ("import json, sys\n"
+            "from helpers.peak_rss import peak_rss_mb\n"
             "from dml_csr.data.imageio import imread_checked\n"
             "errors = []\n"
             "for p in sys.argv[1:]:\n"
@@ -91,9 +95,9 @@ def test_bombs_of_every_format_are_refused_from_their_header_in_a_process_under_
             "        errors.append(None)\n"
             "    except ValueError as e:\n"
             "        errors.append(str(e))\n"
-            "print(json.dumps({'errors': errors, 'peak_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))")
+            "print(json.dumps({'errors': errors, 'peak_mb': peak_rss_mb()}))")
     r = subprocess.run([sys.executable, "-c", code, *paths], capture_output=True, text=True, cwd=ROOT,
-                       env=dict(subprocess_env(), PYTHONPATH=ROOT), timeout=120)
+                       env=CHILD_ENV, timeout=120)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["peak_mb"] < 1024, out
@@ -173,15 +177,16 @@ def test_a_png_chunk_declaring_more_bytes_than_the_file_holds_is_refused_before_
     data[at:at + 4] = (0xFF7F087D).to_bytes(4, "big")
     path = tmp_path / "chunk.png"
     path.write_bytes(bytes(data))
-    code = ("import json, resource, sys\n"
+    code = ("import json, sys\n"
+            "from helpers.peak_rss import peak_rss_mb\n"
             "from dml_csr.data.imageio import imread_checked\n"
             "try:\n"
             "    imread_checked(sys.argv[1]); err = None\n"
             "except ValueError as e:\n"
             "    err = str(e)\n"
-            "print(json.dumps({'error': err, 'peak_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))")
+            "print(json.dumps({'error': err, 'peak_mb': peak_rss_mb()}))")
     r = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, cwd=ROOT,
-                       env=dict(subprocess_env(), PYTHONPATH=ROOT), timeout=120)
+                       env=CHILD_ENV, timeout=120)
     out = json.loads(r.stdout)
     assert out["error"] == (f"image file '{path}' is truncated (a PNG chunk at byte {at} declares {0xFF7F087D} "
                             f"bytes; {len(data) - at - 12} remain)")

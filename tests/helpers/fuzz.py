@@ -42,7 +42,9 @@ def _cap_memory() -> int:
 
 
 def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    from peak_rss import peak_rss_mb  # VmHWM: ru_maxrss carries the forking parent's peak over exec
+
+    return peak_rss_mb()
 
 
 # ---------------------------------------------------------------------------------------------------------- inputs
