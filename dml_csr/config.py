@@ -105,6 +105,9 @@ class TrainConfig:
     cycle_epochs: int = 10
     cycle_lr: float = 1e-5  # learning rate each cycle's cosine starts at (the paper's 1e-5; the authors' code 5e-4)
     cycle_lr_min: float = 0.0  # the cosine's floor (the authors' code: 1e-5)
+    # the self-ensemble: the paper's eq. 6 at the end of every cycle, or the authors' code's running average of the
+    # students at the end of the first phase and of every cycle (SCHP's moving_average, the official preset)
+    self_ensemble: Literal["eq6", "moving_average"] = "eq6"
     lr: float = 1e-3
     momentum: float = 0.9
     weight_decay: float = 5e-4

@@ -8,8 +8,10 @@ Schedule (epochs are 0-based): epochs ``[0, E)`` are the first phase; then ``K =
 
 where ``M_best`` is the best-on-val model of the first phase for ``k = 1`` and the previous aggregate ``M_{k-1}``
 afterwards (so ``M_k`` is a cumulative average, as in SCHP). Its norm statistics are then re-estimated over the whole
-training set, and it becomes the next teacher. The student itself keeps training from its own weights. The teacher
-of cycle 1 is ``M_best``. The checkpoint chosen for evaluation is the best on the *validation* split.
+training set, and it becomes the next teacher. ``train.self_ensemble: moving_average`` (the official preset) is the
+authors' code instead: a running average of the students taken after the first phase and after every cycle
+(:func:`~dml_csr.training.self_correction.moving_average`). The student itself keeps training from its own weights.
+The teacher of cycle 1 is ``M_best`` (the authors: the last first-phase student). The checkpoint chosen for evaluation is the best on the *validation* split.
 
 :func:`train` is the recipe, one named step a line. The parts live in their own modules: the schedule's epochs
 (:func:`dml_csr.config.epoch_position`), the learning rate of every step (:mod:`dml_csr.training.lr`), the
@@ -35,7 +37,7 @@ from ..config import Config, ModelConfig, config_to_dict, epoch_position, save_c
 from ..data.dataset import FaceParsingDataset, build_dataset, inverse_frequency_weights, split_histogram
 from ..data.face_template import crop_for_training
 from ..data.labels import LabelSpec, label_spec
-from ..data.loader import build_loader
+from ..data.loader import build_loader, build_norm_loader
 from ..evaluation.metrics import selection_score
 from ..evaluation.protocol import evaluate
 from ..hub import HubError, resolve
@@ -159,7 +161,7 @@ def _start(cfg: Config, resume: Optional[str]) -> _Run:
     model = _build_model(cfg, spec, device, dist, ckpt)
     optimizer = _sgd(model, cfg, device)
     scaler = grad_scaler(device, t.precision)
-    state, csr = TrainState(), SelfRegulation(t.epochs, t.cycle_epochs)
+    state, csr = TrainState(), SelfRegulation(t.epochs, t.cycle_epochs, t.self_ensemble, t.cycles)
     if ckpt is not None:
         optimizer.load_state_dict(ckpt["optimizer"])
         scaler.load_state_dict(ckpt["scaler"])
@@ -367,10 +369,11 @@ def _keep_if_best(run: _Run, scores: dict, state: dict, epoch: int, tag: str) ->
 
 
 def _reestimate_bn(run: _Run, cycle: int, model: nn.Module) -> None:
-    """Exact norm statistics of ``model`` over the whole training set, in an order of its own."""
+    """Exact norm statistics of ``model`` over every training image (the remainder of a batch included), in an order
+    of its own."""
     cfg = run.cfg
-    loader = build_loader(run.train_ds, batch_size=cfg.data.batch_size, workers=cfg.data.workers, seed=cfg.seed,
-                          train=True, epoch=-1 - cycle, rank=run.dist.rank, world=run.dist.world_size)
+    loader = build_norm_loader(run.train_ds, batch_size=cfg.data.batch_size, workers=cfg.data.workers, seed=cfg.seed,
+                               epoch=-1 - cycle, rank=run.dist.rank, world=run.dist.world_size)
     reestimate_bn(model, loader, device=run.device)
 
 
