@@ -22,10 +22,19 @@ from .files import write_bytes
 __all__ = [
     "Config", "ConfigError", "DataConfig", "ModelConfig", "TrainConfig", "LossConfig", "EvalConfig",
     "load_config", "config_to_dict", "config_from_dict", "save_config", "parse_override",
-    "total_epochs", "cycle_position", "epoch_position",
+    "total_epochs", "cycle_position", "epoch_position", "rnn_stage",
 ]
 
 MISSING = dataclasses.MISSING
+
+
+@dataclass
+class LabelNoiseConfig:
+    """Corrupted training labels for experiments (:mod:`dml_csr.data.noise`); validation and test stay clean."""
+    rate: float = 0.0  # probability that a part of a training label map is corrupted (0: clean labels)
+    kinds: list[Literal["shift", "swap", "drop"]] = field(default_factory=lambda: ["shift", "swap", "drop"])
+    max_shift: int = 3  # pixels a shifted boundary moves at most
+    seed: int = 0  # the draws depend on this and the sample's name only
 
 
 @dataclass
@@ -51,6 +60,7 @@ class DataConfig:
     # how the random scale/rotation are drawn: "uniform" in the ranges (paper), or "normal" as the official code
     # (scale clip(N(1, .25), range), rotation clip(N(0, rotation), +-2*rotation)); official preset: rotation_prob .6
     aug_sampling: Literal["uniform", "normal"] = "uniform"
+    label_noise: LabelNoiseConfig = field(default_factory=LabelNoiseConfig)
 
 
 @dataclass
@@ -80,6 +90,13 @@ class ModelConfig:
     rnn_stage1_size: tuple[int, int] = (128, 128)  # the paper variant's first-stage input (the paper: 128 x 128)
     rnn_components: list[str] = field(default_factory=lambda: ["eye", "nose", "mouth"])  # which of them (paper: all)
     rnn_norm: bool = True  # RNN-G: batch norm after each convolution (not in the paper; steadier SGD)
+    # the paper's first-stage baselines (Liu et al. Sec. 5.2): RNN-G, the ungated RNN of eq. 1, CNN-Deep (two 3x3
+    # convolutions instead of the RNN), CNN-S (the shallow CNN alone)
+    rnn_variant: Literal["rnn_g", "rnn", "cnn_deep", "cnn_s"] = "rnn_g"
+    rnn_input: Literal[128, 512] = 128  # 512: the Multi-Face network (two more 3x3x16 units, one more deconvolution)
+    # joint: both stages end to end with every loss (ours); staged: the paper's order, the first stage alone for
+    # train.stage1_epochs, then the component networks with the first stage frozen
+    rnn_train: Literal["joint", "staged"] = "joint"
 
 
 @dataclass
@@ -95,6 +112,9 @@ class LossConfig:
     lovasz: bool = True
     lovasz_per_image: bool = False  # Lovasz-softmax per image (True) or over the batch as one set (False, authors')
     temperature: float = 1.0  # softmax temperature of the self-distillation KL terms (eq. 7); the KL is scaled by T^2
+    # RNN-G only (Liu et al. Sec. 5.2, the Multi-Face dataset): every label loss counts all foreground pixels and a
+    # random sample of background (class 0) pixels this many times their number, per image; 0 counts every pixel
+    background_ratio: float = 0.0
 
 
 @dataclass
@@ -115,6 +135,7 @@ class TrainConfig:
     poly_over: Literal["first_phase", "all"] = "first_phase"  # poly decays to 0 over the first phase (paper) or
     # over all epochs, cycles included (the authors' code: about 2.9e-4 left when the cycles start)
     warmup_epochs: float = 0.0
+    stage1_epochs: int = 0  # model.rnn_train: staged: these first epochs train RNN-G's first stage, the rest its parts
     iters_per_epoch: int = 0  # 0 = a full pass over the training set
     val_every: int = 1
     precision: Literal["fp32", "bf16", "fp16", "fp64"] = "fp32"  # fp64: whole model in float64 (numerical checks)
@@ -151,6 +172,15 @@ def cycle_position(epoch: int, first_phase_epochs: int, cycle_epochs: int) -> tu
 def epoch_position(train, epoch: int) -> tuple[int, int]:
     """:func:`cycle_position` of ``epoch`` in the schedule of ``train``."""
     return cycle_position(epoch, train.epochs, train.cycle_epochs)
+
+
+def rnn_stage(cfg, epoch: int) -> int:
+    """The stage a two-stage RNN-G trains in ``epoch`` (0-based): 0 (both, jointly) unless ``model.rnn_train`` is
+    ``staged``; then 1 (the first stage) for the first ``train.stage1_epochs`` epochs and 2 (the component networks)
+    after them."""
+    if cfg.model.rnn_train != "staged":
+        return 0
+    return 1 if epoch < cfg.train.stage1_epochs else 2
 
 
 @dataclass
@@ -273,14 +303,16 @@ def config_from_dict(raw: dict, origin: Optional[dict] = None) -> Config:
 # dotted key -> (lowest, highest) allowed, None = unbounded; checked after the types
 RANGES = {
     "data.batch_size": (1, None), "data.workers": (0, None), "data.max_samples": (0, None),
-    "data.rotation": (0, None), "data.rotation_prob": (0, 1), "data.color_jitter": (0, 1), "data.edge_width": (1, None),
+    "data.rotation": (0, None), "data.rotation_prob": (0, 1), "data.label_noise.rate": (0, 1),
+    "data.label_noise.max_shift": (1, None), "data.color_jitter": (0, 1), "data.edge_width": (1, None),
     "train.epochs": (0, None), "train.cycles": (0, None), "train.cycle_epochs": (1, None),
     "train.grad_accum": (1, None),
     "train.iters_per_epoch": (0, None), "train.val_every": (0, None), "train.keep_last": (1, None),
     "train.lr": (0, None), "train.cycle_lr": (0, None), "train.cycle_lr_min": (0, None), "train.momentum": (0, 1),
     "train.weight_decay": (0, None), "train.poly_power": (0, None), "train.warmup_epochs": (0, None),
+    "train.stage1_epochs": (0, None),
     "train.dist_timeout_s": (1, None), "train.log_every": (1, None), "train.image_log_every": (0, None),
-    "eval.batch_size": (1, None), "loss.temperature": (1e-6, None),
+    "eval.batch_size": (1, None), "loss.temperature": (1e-6, None), "loss.background_ratio": (0, None),
 }
 
 
@@ -316,6 +348,12 @@ def _check_together(cfg: Config, origin: dict) -> None:
     """Values out of range, and values that are valid alone but not together."""
     _check_ranges(cfg, origin)
     m = cfg.model
+    if m.rnn_train == "staged" and not (m.name == "rnn_g" and m.two_stage
+                                        and 0 < cfg.train.stage1_epochs < cfg.train.epochs):
+        raise ConfigError(f"{source(origin, 'model.rnn_train')}: model.rnn_train = staged trains a two-stage RNN-G's "
+                          f"first stage for train.stage1_epochs, then its components for the rest of train.epochs; "
+                          f"expected model.name=rnn_g, model.two_stage=true and 0 < train.stage1_epochs "
+                          f"({cfg.train.stage1_epochs}) < train.epochs ({cfg.train.epochs})")
     if m.name == "rnn_g" and m.two_stage and m.two_stage_variant == "paper" and not cfg.data.keypoints:
         raise ConfigError(f"{source(origin, 'model.two_stage_variant')}: model.two_stage_variant = paper places its "
                           f"crops from 5 keypoints; set data.keypoints=true (each sample's landmarks/NAME.txt, as "

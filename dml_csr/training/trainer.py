@@ -8,10 +8,10 @@ Schedule (epochs are 0-based): epochs ``[0, E)`` are the first phase; then ``K =
 
 where ``M_best`` is the best-on-val model of the first phase for ``k = 1`` and the previous aggregate ``M_{k-1}``
 afterwards (so ``M_k`` is a cumulative average, as in SCHP). Its norm statistics are then re-estimated over the whole
-training set, and it becomes the next teacher. ``train.self_ensemble: moving_average`` (the official preset) is the
-authors' code instead: a running average of the students taken after the first phase and after every cycle
-(:func:`~dml_csr.training.self_correction.moving_average`). The student itself keeps training from its own weights.
-The teacher of cycle 1 is ``M_best`` (the authors: the last first-phase student). The checkpoint chosen for evaluation is the best on the *validation* split.
+training set, and it becomes the next teacher (``train.self_ensemble: moving_average``, the official preset: the
+authors' running average instead, see :mod:`~dml_csr.training.self_correction`). The student itself keeps training
+from its own weights. The teacher of cycle 1 is ``M_best``. The checkpoint chosen for evaluation is the best on the
+*validation* split.
 
 :func:`train` is the recipe, one named step a line. The parts live in their own modules: the schedule's epochs
 (:func:`dml_csr.config.epoch_position`), the learning rate of every step (:mod:`dml_csr.training.lr`), the
@@ -50,6 +50,7 @@ from .lr import learning_rate
 from .norm_stats import reestimate_bn
 from .run_log import RunLog
 from .seeding import rng_state, seed_batch, seed_epoch
+from .stages import enter_rnn_stage
 from .self_correction import SelfRegulation, model_state
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ def train(cfg: Config, *, resume: Optional[str] = None, max_epochs: Optional[int
     with StopSignal() as stop:
         for epoch in range(run.state.epoch, end):
             cycle, _ = epoch_position(run.cfg.train, epoch)
+            enter_rnn_stage(run.cfg, epoch, run.model, run.steps.criterion, run.dist.enabled)
             teacher = run.csr.teacher_for_epoch(epoch, run.model)
             result = _train_epoch(run, epoch, teacher, stop, progress)
             if result["stopped"]:

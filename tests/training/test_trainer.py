@@ -262,6 +262,39 @@ def test_two_stage_trains_end_to_end_with_its_crops(tiny_synthetic, tmp_path, mo
     assert type(model) is model_class
 
 
+def test_staged_rnn_g_trains_the_first_stage_then_the_components_with_it_frozen(tiny_synthetic, tmp_path):
+    """model.rnn_train=staged (Liu et al.'s order), 1 epoch of the first stage then 2 of the components: the
+    components do not move in the first epoch, the first stage -- weights and norm statistics -- not after it; and a
+    run stopped at the switch resumes to the straight run's weights, bit for bit."""
+    def config(name):
+        return load_config(RNN_G, [f"data.root={tiny_synthetic}", f"output_dir={tmp_path}", f"name={name}",
+                                   *RNN_G_TINY, "model.two_stage=true", "model.rnn_stage1_size=[32, 32]",
+                                   "model.rnn_train=staged", "train.epochs=3", "train.stage1_epochs=1",
+                                   "train.keep_last=10", "train.image_log_every=0"])
+    cfg = config("staged")
+    torch.manual_seed(cfg.seed)
+    init = build_model(cfg.model, 11, get_spec("synthetic").classes).state_dict()
+    train(cfg, progress=False)
+    paths = RunPaths(cfg.run_dir)
+    e1, e2, e3 = (load_checkpoint(paths.epoch_ckpt(e))["model"] for e in (1, 2, 3))
+    params = dict(build_model(cfg.model, 11, get_spec("synthetic").classes).named_parameters())
+    parts = [k for k in params if k.startswith("part_nets.")]
+    assert parts and all(torch.equal(e1[k], init[k]) for k in parts)
+    assert any(not torch.equal(e1[k], init[k]) for k in params if k.startswith("stage1."))
+    stage1 = [k for k in e1 if k.startswith("stage1.")]
+    assert all(torch.equal(e1[k], e2[k]) and torch.equal(e1[k], e3[k]) for k in stage1)
+    assert any(not torch.equal(e1[k], e3[k]) for k in parts)
+    records = [json.loads(line) for line in open(paths.metrics) if '"train"' in line]
+    assert records[0]["loss"]["total"] == pytest.approx(sum(records[0]["loss"][t] for t in
+                                                            ("coarse_ce", "gate_ce", "stage1_ce")), rel=1e-6)
+    assert records[2]["loss"]["total"] == pytest.approx(records[2]["loss"]["part_ce"], rel=1e-6)
+    split = config("staged_split")
+    train(split, max_epochs=1, progress=False)
+    train(split, resume=split.run_dir, progress=False)
+    final = load_checkpoint(RunPaths(split.run_dir).epoch_ckpt(3))["model"]
+    assert all(torch.equal(final[k], e3[k]) for k in e3)
+
+
 # ------------------------------------------------------------------------------------- learning synthetic faces
 @pytest.mark.slow
 def test_small_dml_csr_reaches_f1_085_and_csr_keeps_it(tmp_path):
