@@ -124,6 +124,8 @@ DATASETS: dict[str, LabelSpec] = {
     "lapa": _spec("lapa", _HELEN_CLASSES, _HELEN_COLOURS, _HELEN_PAIRS, _HELEN_GROUPS),
     "celebamask_hq": _spec("celebamask_hq", _CELEBA_CLASSES, _CELEBA_COLOURS, _CELEBA_PAIRS, _CELEBA_GROUPS),
     "lfw_pl": _spec("lfw_pl", _LFW_CLASSES, _LFW_COLOURS),
+    # Liu et al.'s Multi-Face dataset (unpublished): several faces an image, LFW-PL's classes (prepare/multiface.py)
+    "multiface": _spec("multiface", _LFW_CLASSES, _LFW_COLOURS),
     # procedural faces in the two class orders above (dml_csr.data.synthetic)
     "synthetic": _spec("synthetic", _HELEN_CLASSES, _HELEN_COLOURS, _HELEN_PAIRS, _HELEN_GROUPS),
     "synthetic19": _spec("synthetic19", _CELEBA_CLASSES, _CELEBA_COLOURS, _CELEBA_PAIRS, _CELEBA_GROUPS),
