@@ -65,6 +65,10 @@ def _type_name(tp) -> str:
         return " or ".join(_type_name(a) for a in typing.get_args(tp))
     if tp is type(None):
         return "null"
+    if origin is dict:
+        return f"a mapping of {_type_name(typing.get_args(tp)[0])} to {_type_name(typing.get_args(tp)[1])}"
+    if dataclasses.is_dataclass(tp):
+        return f"a mapping with keys {', '.join(f.name for f in dataclasses.fields(tp))}"
     if origin in (list, tuple):
         args = typing.get_args(tp)
         if origin is tuple and args and args[-1] is not Ellipsis:
@@ -106,6 +110,8 @@ def _coerce(value: Any, tp, key: str, src: str):
         inner = args[0] if args else Any
         out = [_coerce(v, inner, f"{key}[{i}]", src) for i, v in enumerate(value)]
         return tuple(out) if origin is tuple else out
+    if origin is dict or dataclasses.is_dataclass(tp):
+        return _coerce_mapping(value, tp, key, src, fail)
     if tp is Any:
         return value
     if tp is bool:
@@ -127,3 +133,14 @@ def _coerce(value: Any, tp, key: str, src: str):
             fail()
         return value
     raise TypeError(f"config field '{key}' has unsupported type {tp}")  # internal: a new field needs support here
+
+
+def _coerce_mapping(value: Any, tp, key: str, src: str, fail):
+    """A ``dict[K, V]`` (each key and value coerced) or a dataclass inside a list (``data.roots[0]``), from a
+    mapping; its errors name the inner key (``data.roots[1].weight``) and where it was set."""
+    if not isinstance(value, dict):
+        fail()
+    if dataclasses.is_dataclass(tp):
+        return build_dataclass(tp, value, key + ".", {key: src})
+    kt, vt = typing.get_args(tp)
+    return {_coerce(k, kt, f"{key} key {k!r}", src): _coerce(v, vt, f"{key}.{k}", src) for k, v in value.items()}

@@ -9,6 +9,8 @@ A checkpoint is a plain dict; every key any writer puts in it::
       "meta": {                             # make_meta(): what prediction needs
           "classes": [...], "dataset": str, "num_classes": int,
           "channel_order": "BGR"|"RGB", "mean": [3], "std": [3], "input_size": [h, w], "model_name": str,
+          # classes that are no registry entry (a custom root, a class map): how to draw, flip and score them
+          "palette": [[r, g, b] x C], "flip_pairs": [[i, j], ...], "groups": {name: [i, ...]}, "f1_classes": [i, ...],
           "crop": {...},                    # checkpoints a training writes: how its faces were cropped
                                             # (dml_csr.data.face_template; {"kind": "whole_image"} without one)
           "source": "official",             # checkpoints converted from the authors' files
@@ -49,7 +51,7 @@ import torch
 from torch import nn
 
 from .config import Config, DataConfig, ModelConfig, config_from_dict
-from .data.labels import LabelSpec, get_spec, label_spec
+from .data.labels import LabelSpec, get_spec, label_spec, spec_meta
 from .files import atomic_write, remove_partial_writes
 from .hub import get_weights, is_name, resolve
 from .models import build_model
@@ -85,6 +87,7 @@ def make_meta(cfg: Config, spec: Optional[LabelSpec] = None, **extra: Any) -> di
         "std": list(cfg.model.std),
         "input_size": list(cfg.data.input_size),
         "model_name": cfg.model.name,
+        **spec_meta(spec),  # nothing for a registry entry: its name finds it
         **extra,
     }
 

@@ -20,9 +20,9 @@ from .conventions import CHANNEL_ORDER, IMAGENET_MEAN, IMAGENET_STD, INPUT_SIZE
 from .files import write_bytes
 
 __all__ = [
-    "Config", "ConfigError", "DataConfig", "ModelConfig", "TrainConfig", "LossConfig", "EvalConfig",
-    "load_config", "config_to_dict", "config_from_dict", "save_config", "parse_override",
-    "total_epochs", "cycle_position", "epoch_position", "rnn_stage",
+    "Config", "ConfigError", "DataConfig", "RootConfig", "LabelNoiseConfig", "read_yaml_mapping", "ModelConfig",
+    "TrainConfig", "LossConfig", "EvalConfig", "load_config", "config_to_dict", "config_from_dict", "save_config",
+    "parse_override", "total_epochs", "cycle_position", "epoch_position",
 ]
 
 MISSING = dataclasses.MISSING
@@ -38,9 +38,20 @@ class LabelNoiseConfig:
 
 
 @dataclass
+class RootConfig:
+    """One training root of several (``data.roots``), in the model's classes, drawn in proportion to ``weight``."""
+    root: str = MISSING  # a prepared root with data.train_split
+    dataset: str = ""  # its label registry key or custom ("": data.dataset)
+    class_map: Optional[Union[str, dict[str, str]]] = None  # its classes -> the model's (default: by name)
+    weight: float = 1.0
+
+
+@dataclass
 class DataConfig:
     """Where the data is and how samples are made from it."""
-    dataset: str = MISSING  # key of dml_csr.data.labels.DATASETS: helen, lapa, celebamask_hq, lfw_pl, synthetic, ...
+    # key of dml_csr.data.labels.DATASETS (helen, lapa, celebamask_hq, lfw_pl, facesynthetics, synthetic, ...), or
+    # custom: the classes of <root>/label_names.txt and <root>/dataset.yaml (dml_csr.data.custom)
+    dataset: str = MISSING
     root: str = MISSING  # a prepared root: <root>/{split}_list.txt, <root>/{split}/images, <root>/{split}/labels
     input_size: tuple[int, int] = INPUT_SIZE  # (height, width) fed to the network (the authors': 473x473)
     train_split: str = "train"
@@ -61,6 +72,12 @@ class DataConfig:
     # (scale clip(N(1, .25), range), rotation clip(N(0, rotation), +-2*rotation)); official preset: rotation_prob .6
     aug_sampling: Literal["uniform", "normal"] = "uniform"
     label_noise: LabelNoiseConfig = field(default_factory=LabelNoiseConfig)
+    # the root's classes -> the model's (dml_csr.data.class_map): a registry key whose class order the model uses
+    # (matched by name), a mapping {root class: model class or ignore}, or a YAML file holding one; null: none
+    class_map: Optional[Union[str, dict[str, str]]] = None
+    # several training roots, each {root, dataset, class_map, weight}, sampled in proportion to weight
+    # (dml_csr.data.mixture); data.root then is the root validated on (data.val_split) and its classes the model's
+    roots: list[RootConfig] = field(default_factory=list)
 
 
 @dataclass
@@ -90,13 +107,9 @@ class ModelConfig:
     rnn_stage1_size: tuple[int, int] = (128, 128)  # the paper variant's first-stage input (the paper: 128 x 128)
     rnn_components: list[str] = field(default_factory=lambda: ["eye", "nose", "mouth"])  # which of them (paper: all)
     rnn_norm: bool = True  # RNN-G: batch norm after each convolution (not in the paper; steadier SGD)
-    # the paper's first-stage baselines (Liu et al. Sec. 5.2): RNN-G, the ungated RNN of eq. 1, CNN-Deep (two 3x3
-    # convolutions instead of the RNN), CNN-S (the shallow CNN alone)
-    rnn_variant: Literal["rnn_g", "rnn", "cnn_deep", "cnn_s"] = "rnn_g"
+    rnn_variant: Literal["rnn_g", "rnn", "cnn_deep", "cnn_s"] = "rnn_g"  # Liu et al.'s baselines (models/rnn_g.py)
     rnn_input: Literal[128, 512] = 128  # 512: the Multi-Face network (two more 3x3x16 units, one more deconvolution)
-    # joint: both stages end to end with every loss (ours); staged: the paper's order, the first stage alone for
-    # train.stage1_epochs, then the component networks with the first stage frozen
-    rnn_train: Literal["joint", "staged"] = "joint"
+    rnn_train: Literal["joint", "staged"] = "joint"  # staged: the paper's order (dml_csr.training.stages)
 
 
 @dataclass
@@ -112,9 +125,7 @@ class LossConfig:
     lovasz: bool = True
     lovasz_per_image: bool = False  # Lovasz-softmax per image (True) or over the batch as one set (False, authors')
     temperature: float = 1.0  # softmax temperature of the self-distillation KL terms (eq. 7); the KL is scaled by T^2
-    # RNN-G only (Liu et al. Sec. 5.2, the Multi-Face dataset): every label loss counts all foreground pixels and a
-    # random sample of background (class 0) pixels this many times their number, per image; 0 counts every pixel
-    background_ratio: float = 0.0
+    background_ratio: float = 0.0  # RNN-G: background pixels sampled at this many per foreground one (0: all)
 
 
 @dataclass
@@ -125,9 +136,7 @@ class TrainConfig:
     cycle_epochs: int = 10
     cycle_lr: float = 1e-5  # learning rate each cycle's cosine starts at (the paper's 1e-5; the authors' code 5e-4)
     cycle_lr_min: float = 0.0  # the cosine's floor (the authors' code: 1e-5)
-    # the self-ensemble: the paper's eq. 6 at the end of every cycle, or the authors' code's running average of the
-    # students at the end of the first phase and of every cycle (SCHP's moving_average, the official preset)
-    self_ensemble: Literal["eq6", "moving_average"] = "eq6"
+    self_ensemble: Literal["eq6", "moving_average"] = "eq6"  # the paper's, or the authors' code's (self_correction)
     lr: float = 1e-3
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -147,6 +156,7 @@ class TrainConfig:
     dist_timeout_s: float = 600.0  # a collective waiting longer fails (a dead rank stops the others)
     log_every: int = 10
     image_log_every: int = 1  # epochs between TensorBoard image grids (0 disables)
+    init_from: str = ""  # a checkpoint of ours whose weights start the run (fine-tuning); a resume does not read it
 
 
 # The schedule (epochs 0-based): the first phase is epochs 0 .. E-1 (E = train.epochs); cycle k (1-based, as in the
@@ -174,15 +184,6 @@ def epoch_position(train, epoch: int) -> tuple[int, int]:
     return cycle_position(epoch, train.epochs, train.cycle_epochs)
 
 
-def rnn_stage(cfg, epoch: int) -> int:
-    """The stage a two-stage RNN-G trains in ``epoch`` (0-based): 0 (both, jointly) unless ``model.rnn_train`` is
-    ``staged``; then 1 (the first stage) for the first ``train.stage1_epochs`` epochs and 2 (the component networks)
-    after them."""
-    if cfg.model.rnn_train != "staged":
-        return 0
-    return 1 if epoch < cfg.train.stage1_epochs else 2
-
-
 @dataclass
 class EvalConfig:
     """How evaluation and inference run."""
@@ -192,8 +193,7 @@ class EvalConfig:
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     channels_last: bool = False
     save_predictions: bool = False
-    # what picks best.pt and the best first-phase model (M_best): mean F1 over the foreground classes, Helen's overall
-    # F1 (brows, eyes, nose, mouth merged), or mIoU
+    # what picks best.pt and M_best: mean F1 over the foreground classes, Helen's overall F1 (parts merged), or mIoU
     select_metric: Literal["mean_f1", "overall_f1", "miou"] = "mean_f1"
 
 
@@ -306,11 +306,10 @@ RANGES = {
     "data.rotation": (0, None), "data.rotation_prob": (0, 1), "data.label_noise.rate": (0, 1),
     "data.label_noise.max_shift": (1, None), "data.color_jitter": (0, 1), "data.edge_width": (1, None),
     "train.epochs": (0, None), "train.cycles": (0, None), "train.cycle_epochs": (1, None),
-    "train.grad_accum": (1, None),
+    "train.grad_accum": (1, None), "train.stage1_epochs": (0, None),
     "train.iters_per_epoch": (0, None), "train.val_every": (0, None), "train.keep_last": (1, None),
     "train.lr": (0, None), "train.cycle_lr": (0, None), "train.cycle_lr_min": (0, None), "train.momentum": (0, 1),
     "train.weight_decay": (0, None), "train.poly_power": (0, None), "train.warmup_epochs": (0, None),
-    "train.stage1_epochs": (0, None),
     "train.dist_timeout_s": (1, None), "train.log_every": (1, None), "train.image_log_every": (0, None),
     "eval.batch_size": (1, None), "loss.temperature": (1e-6, None), "loss.background_ratio": (0, None),
 }
@@ -339,21 +338,29 @@ def _check_ranges(cfg: Config, origin: dict) -> None:
     if total_epochs(t) < 1:
         raise ConfigError(f"{source(origin, 'train.epochs')}: train.epochs = {t.epochs} and train.cycles = {t.cycles} "
                           f"train nothing; expected at least one epoch")
+    _check_roots(cfg, origin)
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", t.device):
         raise ConfigError(f"{source(origin, 'train.device')}: 'train.device' = {t.device!r}; expected auto, cpu, cuda, "
                           f"cuda:N or mps")
 
 
+def _check_roots(cfg: Config, origin: dict) -> None:
+    """Each ``data.roots`` entry names a root and draws with a positive, finite weight."""
+    for i, r in enumerate(cfg.data.roots):
+        key = f"data.roots[{i}]"
+        if not r.root:
+            raise ConfigError(f"{source(origin, key)}: '{key}.root' is empty; expected a prepared root")
+        if not (0 < r.weight < float("inf")):
+            raise ConfigError(f"{source(origin, key)}: '{key}.weight' = {r.weight!r}; expected a positive number")
+
+
 def _check_together(cfg: Config, origin: dict) -> None:
     """Values out of range, and values that are valid alone but not together."""
     _check_ranges(cfg, origin)
-    m = cfg.model
-    if m.rnn_train == "staged" and not (m.name == "rnn_g" and m.two_stage
-                                        and 0 < cfg.train.stage1_epochs < cfg.train.epochs):
-        raise ConfigError(f"{source(origin, 'model.rnn_train')}: model.rnn_train = staged trains a two-stage RNN-G's "
-                          f"first stage for train.stage1_epochs, then its components for the rest of train.epochs; "
-                          f"expected model.name=rnn_g, model.two_stage=true and 0 < train.stage1_epochs "
-                          f"({cfg.train.stage1_epochs}) < train.epochs ({cfg.train.epochs})")
+    m, t = cfg.model, cfg.train
+    if m.rnn_train == "staged" and not (m.name == "rnn_g" and m.two_stage and 0 < t.stage1_epochs < t.epochs):
+        raise ConfigError(f"{source(origin, 'model.rnn_train')}: model.rnn_train = staged (one stage after the other) "
+                          f"expects model.name=rnn_g, model.two_stage=true, 0 < train.stage1_epochs < train.epochs")
     if m.name == "rnn_g" and m.two_stage and m.two_stage_variant == "paper" and not cfg.data.keypoints:
         raise ConfigError(f"{source(origin, 'model.two_stage_variant')}: model.two_stage_variant = paper places its "
                           f"crops from 5 keypoints; set data.keypoints=true (each sample's landmarks/NAME.txt, as "
@@ -375,3 +382,19 @@ def config_to_dict(cfg: Config) -> dict:
 def save_config(cfg: Config, path: str) -> None:
     """Write the resolved config as YAML, atomically."""
     write_bytes(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False).encode())
+
+
+def read_yaml_mapping(path: str, what: str = "file") -> dict:
+    """A YAML file holding a mapping (a dataset's ``dataset.yaml``, a class-map file), as a dict; anything else is
+    a :class:`ConfigError` naming the file."""
+    try:
+        with open(path) as f:
+            raw = yaml.safe_load(f)
+    except OSError as e:
+        raise ConfigError(f"{what} '{path}' cannot be read ({e.strerror or e})") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{what} '{path}': not valid YAML ({str(e).splitlines()[0]})") from None
+    raw = {} if raw is None else raw
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{what} '{path}': expected a mapping at the top level, got {type(raw).__name__}")
+    return raw

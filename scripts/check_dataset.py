@@ -24,8 +24,10 @@ def parse_splits(text: str) -> list[str]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("root", help="prepared dataset root")
-    p.add_argument("--dataset", help="registry key (helen, lapa, celebamask_hq, lfw_pl, synthetic, ...); default: "
-                                     "the class count of ROOT/label_names.txt")
+    p.add_argument("--dataset", help="registry key (helen, lapa, celebamask_hq, lfw_pl, synthetic, ...) or custom "
+                                     "(the names and dataset.yaml of ROOT checked too); default: the class count of "
+                                     "ROOT/label_names.txt (custom when ROOT has a dataset.yaml or was prepared by "
+                                     "prepare_custom.py)")
     p.add_argument("--splits", default=None,
                    help="comma-separated splits that must be there and are checked, e.g. test (an evaluation-only "
                         "root) or val,test; val also accepts valid_list.txt; other lists are not read (default: "

@@ -10,6 +10,7 @@ IoU, mean F1 over foreground classes, mIoU with and without background, pixel ac
 
     python scripts/evaluate.py --config configs/helen_dml_csr_r101.yaml --checkpoint helen.pth [--split test]
         [--flip] [--scales 0.75,1,1.25] [--paste nearest|smooth] [--out DIR] [--save-predictions]
+        [--score-at original|input] [--align whole|landmarks]    (other papers' protocols: README, "Protocols")
     python scripts/evaluate.py --predictions DIR --data data/helen --dataset helen [--split test]
     python scripts/evaluate.py --predictions DIR --masks DIR [--images DIR] --dataset celebamask_hq
         [--pred-dataset helen]
@@ -25,7 +26,7 @@ import argparse
 
 from _common import add_config_args, load_cfg, run_main, setup_logging
 
-from dml_csr.evaluation.protocol import PASTES
+from dml_csr.evaluation.protocol import ALIGNS, PASTES, SCORE_AT
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -48,6 +49,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="how the network's output goes back onto the original image: nearest (default, the "
                         "authors' protocol: the argmax warped with the inverse affine, nearest neighbour) or smooth "
                         "(the class probabilities warped bilinearly, then the argmax at the image's resolution)")
+    p.add_argument("--score-at", choices=SCORE_AT, default=None,
+                   help="original (default, the authors'): the prediction mapped back onto each original label map; "
+                        "input (SegFace's way): the ground truth warped onto the network input, nearest, and scored "
+                        "there")
+    p.add_argument("--align", choices=ALIGNS, default=None,
+                   help="whole (default, the authors'): each whole image through the evaluation affine; landmarks "
+                        "(FaRL's framing without its tanh warp): each face through the similarity from its own five "
+                        "landmarks (<split>/landmarks/NAME.txt; LaPa's 106) to the checkpoint's template")
     p.add_argument("--overwrite", action="store_true", help="replace an existing <out>/metrics.json (by default "
                                                             "an evaluation never replaces another's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -61,7 +70,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                                    "partner is an error")
     g.add_argument("--images", help="with --masks: the images; each mask needs one of the same stem and size")
     g.add_argument("--dataset", help="label registry key of the ground truth (helen, lapa, celebamask_hq, lfw_pl, "
-                                     "synthetic, ...): its class order is the one scored")
+                                     "synthetic, ...; custom: the classes --data declares): its class order is the "
+                                     "one scored")
     g.add_argument("--pred-dataset", help="registry key of the class order the predictions were written in "
                                           "(default: --dataset). Classes are matched by name (CelebAMask-HQ's l_eye, "
                                           "u_lip, mouth = Helen's left_eye, upper_lip, inner_mouth; never merged "
@@ -76,8 +86,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                     "of label maps), one of the two")
         if args.images and not args.masks:
             p.error("--images goes with --masks")
-        if args.checkpoint or args.paste:
-            p.error("--predictions scores files without a model; drop --checkpoint and --paste")
+        if args.checkpoint or args.paste or args.score_at or args.align:
+            p.error("--predictions scores files without a model; drop --checkpoint, --paste, --score-at and --align")
     elif not (args.config and args.checkpoint):
         p.error("give --config and --checkpoint (score a model), or --predictions, --data and --dataset")
     elif args.masks or args.images or args.pred_dataset:
@@ -110,7 +120,8 @@ def main(argv=None) -> int:
         score_checkpoint(load_cfg(args), args.checkpoint, split=args.split, flip=args.flip,
                          scales=parse_scales(args.scales) if args.scales else None, paste=args.paste or "nearest",
                          out=args.out, save_predictions=args.save_predictions, device=args.device,
-                         config_path=args.config, progress=not args.no_progress, overwrite=args.overwrite)
+                         config_path=args.config, progress=not args.no_progress, overwrite=args.overwrite,
+                         score_at=args.score_at or "original", align=args.align or "whole")
     return 0
 
 

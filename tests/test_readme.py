@@ -4,7 +4,8 @@ in one temporary workspace, or carries ``<!-- not run: REASON -->`` on the line 
 The workspace is a checkout's layout (scripts/, configs/ and the package linked in) with what the README's commands
 name: ``face.jpg`` and ``group.jpg`` (the astronaut portrait alone and five times in a group), ``photos/``, ``more/``,
 ``clip.mp4``, a small synthetic root at ``data/synthetic`` and ``runs/demo`` trained on it for a few steps (the
-config of ``make demo``, two batches an epoch), and each raw dataset of data/README.md in its owners' layout, small.
+config of ``make demo``, two batches an epoch), each raw dataset of data/README.md in its owners' layout, small, and
+``my_data/`` (photos, colour masks and the names and colours of five classes of one's own).
 ``python`` is this interpreter. ``<!-- serve -->`` before a block: its first line starts a server, which runs in the
 background until ``/health`` answers, the other lines then run against it, and it is stopped.
 """
@@ -107,6 +108,8 @@ def _raw_datasets(ws) -> None:
     raw_layouts.write_helen(str(raw / "SmithCVPR2013_dataset_resized"))
     raw_layouts.write_helen_relabelled(str(raw), train=240)  # README: --val-from-train 230
     raw_layouts.write_lfw(str(raw / "lfw_pl"))
+    raw_layouts.write_facesynthetics(str(raw / "FaceSynthetics"), n=24)  # data/README.md: --val 10 --test 10
+    raw_layouts.write_own(str(ws / "my_data"))  # README, "Your own data": photos, colour masks, names, colours
 
 
 def _env() -> dict:

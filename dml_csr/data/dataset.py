@@ -25,14 +25,15 @@ from torch.utils.data import Dataset
 
 from ..conventions import IGNORE_INDEX, KEYPOINTS
 
+from .class_map import config_class_map
 from .imageio import imread_checked
 from .labels import LabelSpec, label_spec
 from .noise import LabelNoise
 from .transforms import EvalTransform, TrainTransform, warp_keypoints
 
 __all__ = ["FaceParsingDataset", "BadSampleError", "resolve_split", "read_split_list", "read_image", "read_label",
-           "read_keypoints", "evenly_spaced",
-           "build_transform", "build_dataset", "split_histogram", "inverse_frequency_weights"]
+           "read_keypoints", "read_landmark_file", "evenly_spaced",
+           "build_transform", "build_dataset", "config_label_noise", "split_histogram", "inverse_frequency_weights"]
 
 logger = logging.getLogger(__name__)
 _ALIASES = {"val": "valid", "valid": "val"}
@@ -107,22 +108,29 @@ def read_label(path: str, num_classes: Optional[int] = None) -> np.ndarray:
     return lab
 
 
-def read_keypoints(path: str) -> np.ndarray:
-    """(5, 2) float32 (x, y) from a landmark file: a count line, then one "x y" a line; raises
-    :class:`BadSampleError` naming the file when it is missing, malformed or has another count."""
+def read_landmark_file(path: str, needed_by: str = "data.keypoints needs one per sample") -> tuple[int, np.ndarray]:
+    """(count line, (N, 2) float64 points) of a landmark file: a count line, then one "x y" a line; raises
+    :class:`BadSampleError` naming the file when it is missing or malformed (``needed_by`` says why it must exist)."""
     try:
         with open(path) as f:
             lines = [line.split() for line in f if line.strip()]
         count = int(lines[0][0])
-        points = np.array([[float(v) for v in line[:2]] for line in lines[1:]], np.float32)
+        points = np.array([[float(v) for v in line[:2]] for line in lines[1:]], np.float64).reshape(-1, 2)
     except FileNotFoundError:
-        raise BadSampleError(f"landmark file '{path}' is missing (data.keypoints needs one per sample)") from None
+        raise BadSampleError(f"landmark file '{path}' is missing ({needed_by})") from None
     except (ValueError, IndexError):
         raise BadSampleError(f"landmark file '{path}' is malformed; expected a count line, then 'x y' lines") from None
+    return count, points
+
+
+def read_keypoints(path: str) -> np.ndarray:
+    """(5, 2) float32 (x, y) from a landmark file: a count line, then one "x y" a line; raises
+    :class:`BadSampleError` naming the file when it is missing, malformed or has another count."""
+    count, points = read_landmark_file(path)
     if count != len(points) or points.shape != (len(KEYPOINTS), 2):
         raise BadSampleError(f"landmark file '{path}' has {len(points)} points (count line {count}); expected the "
                              f"{len(KEYPOINTS)} keypoints {', '.join(KEYPOINTS)}")
-    return points
+    return points.astype(np.float32)
 
 
 def check_label_values(label: np.ndarray, num_classes: int, path: str) -> None:
@@ -161,7 +169,7 @@ class FaceParsingDataset(Dataset):
     Args:
         root: prepared dataset root.
         split: "train", "val"/"valid", "test" or any ``<split>_list.txt`` present.
-        spec: the label registry entry (class count for validation, flip pairs for the transform).
+        spec: the model's class layout (the label registry entry, or what a custom root declares).
         transform: called as ``transform(image, label, rng)``; see :mod:`dml_csr.data.transforms`.
         skip_bad: replace an unusable sample by the next usable one with a warning, instead of raising. Skipped names
             are collected; read them with :meth:`pop_skipped` (the loader of :mod:`dml_csr.data.loader` brings names
@@ -172,14 +180,20 @@ class FaceParsingDataset(Dataset):
         keypoints: also read each sample's 5 landmarks (``landmarks/NAME.txt``) and return them, warped with the
             sample's affine, as ``keypoints`` (5, 2) float32 pixels (x, y) of the network input (a flip also swaps
             the subject's left and right, as the labels).
+        class_map: a :class:`~dml_csr.data.class_map.ClassMap` from the root's classes (its ``source``, which
+            validates the files) to ``spec``'s, applied to every label map as it is read; None: the root's classes
+            are ``spec``'s.
     """
 
     def __init__(self, root: str, split: str, spec: LabelSpec, transform: Callable, *, skip_bad: bool = False,
-                 max_samples: int = 0, keypoints: bool = False, label_noise: Optional[Callable] = None):
+                 max_samples: int = 0, keypoints: bool = False, class_map=None,
+                 label_noise: Optional[Callable] = None):
         self.root = root
         self.split = resolve_split(root, split)
         self.spec = spec
-        _check_class_count(root, spec)
+        self.class_map = class_map
+        self.source_spec = spec if class_map is None else class_map.source
+        _check_class_count(root, self.source_spec)
         self.transform = transform
         self.skip_bad = skip_bad
         self.keypoints = keypoints
@@ -203,21 +217,26 @@ class FaceParsingDataset(Dataset):
         """The original (image (H, W, 3) uint8 BGR, label (H, W) uint8) of sample ``i``, validated."""
         _, ip, lp = self.items[i]
         img = read_image(ip)
-        lab = read_label(lp, self.spec.num_classes)
+        lab = self.load_label(i)
         if img.shape[:2] != lab.shape:
             raise BadSampleError(f"size mismatch: image '{ip}' is {img.shape[1]}x{img.shape[0]} (WxH) but label '{lp}' "
                                  f"is {lab.shape[1]}x{lab.shape[0]}")
         return img, lab
 
+    def landmark_path(self, i: int) -> str:
+        """``<split>/landmarks/NAME.txt`` of sample ``i``."""
+        name, image_path, _ = self.items[i]
+        return os.path.join(os.path.dirname(os.path.dirname(image_path)), "landmarks", f"{name}.txt")
+
     def load_keypoints(self, i: int) -> np.ndarray:
         """(5, 2) float32 landmarks of sample ``i`` in its original image (``<split>/landmarks/NAME.txt``)."""
-        name, image_path, _ = self.items[i]
-        path = os.path.join(os.path.dirname(os.path.dirname(image_path)), "landmarks", f"{name}.txt")
-        return read_keypoints(path)
+        return read_keypoints(self.landmark_path(i))
 
     def load_label(self, i: int) -> np.ndarray:
-        """The original (H, W) uint8 label map of sample ``i`` (for scoring at full resolution)."""
-        return read_label(self.items[i][2], self.spec.num_classes)
+        """The original (H, W) uint8 label map of sample ``i`` (for scoring at full resolution), in the model's
+        classes (through the class map)."""
+        lab = read_label(self.items[i][2], self.source_spec.num_classes)
+        return lab if self.class_map is None else self.class_map.apply(lab)
 
     def pop_skipped(self) -> list[str]:
         """Names of the samples skipped since the last call (``skip_bad``), and reset the record."""
@@ -272,15 +291,23 @@ def build_transform(cfg, train: bool, spec: Optional[LabelSpec] = None):
 
 def build_dataset(cfg, split: str, train: bool, spec: Optional[LabelSpec] = None) -> FaceParsingDataset:
     """The dataset of ``split`` under ``cfg.data.root`` with the train (random) or eval (deterministic) transform;
-    ``spec``: the class layout (default: :func:`dml_csr.data.labels.label_spec` of ``cfg``). ``data.label_noise``
-    corrupts the labels of the training split's training dataset only."""
+    ``spec``: the class layout (default: :func:`dml_csr.data.labels.label_spec` of ``cfg``); labels go through
+    ``data.class_map`` when the config has one. ``data.label_noise`` corrupts the labels of the training split's
+    training dataset only."""
     d = cfg.data
     spec = label_spec(cfg) if spec is None else spec
-    n = d.label_noise
-    noise = (LabelNoise(n.rate, n.kinds, n.max_shift, n.seed)
-             if train and n.rate > 0 and resolve_split(d.root, split) == resolve_split(d.root, d.train_split) else None)
-    return FaceParsingDataset(d.root, split, spec, build_transform(cfg, train, spec), skip_bad=d.skip_bad,
-                              max_samples=d.max_samples, keypoints=d.keypoints, label_noise=noise)
+    noise = (config_label_noise(cfg)
+             if train and resolve_split(d.root, split) == resolve_split(d.root, d.train_split) else None)
+    return FaceParsingDataset(d.root, split, spec, build_transform(cfg, train, spec),
+                              skip_bad=d.skip_bad, max_samples=d.max_samples, keypoints=d.keypoints,
+                              class_map=config_class_map(cfg) if d.class_map is not None else None,
+                              label_noise=noise)
+
+
+def config_label_noise(cfg) -> Optional[LabelNoise]:
+    """The corruption ``data.label_noise`` asks of training labels; None when its rate is 0."""
+    n = cfg.data.label_noise
+    return LabelNoise(n.rate, n.kinds, n.max_shift, n.seed) if n.rate > 0 else None
 
 
 def split_histogram(root: str, split: str, spec: LabelSpec) -> np.ndarray:

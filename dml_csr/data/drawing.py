@@ -11,7 +11,7 @@ from typing import Optional
 import numpy as np
 
 from ..conventions import IGNORE_INDEX
-from .labels import DATASETS
+from .labels import DATASETS, fallback_palette
 
 __all__ = ["palette_for", "colorize", "overlay", "side_by_side", "save_rgb", "ALPHA"]
 
@@ -24,10 +24,7 @@ def palette_for(dataset: Optional[str], num_classes: int) -> np.ndarray:
     spec = DATASETS.get(dataset or "")
     if spec is not None and spec.num_classes == num_classes:
         return spec.palette
-    rng = np.random.default_rng(num_classes)
-    pal = rng.integers(0, 256, (num_classes, 3)).astype(np.uint8)
-    pal[0] = 0
-    return pal
+    return fallback_palette(num_classes)
 
 
 def colorize(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:

@@ -18,11 +18,12 @@ import numpy as np
 
 from ..conventions import INPUT_SIZE
 from ..files import write_json
-from .dataset import BadSampleError, evenly_spaced, read_keypoints, read_split_list
+from .dataset import BadSampleError, evenly_spaced, read_keypoints, read_landmark_file, read_split_list
 from .imageio import image_size
 from .transforms import box_to_center_scale, get_affine_transform
 
 __all__ = ["TEMPLATE_FILE", "WHOLE_IMAGE", "check_crop", "landmarks_in_input", "measure_template", "measure_split",
+           "similarity_transform", "template_points", "read_five_points", "LAPA_FIVE",
            "write_template", "read_template", "crop_for_training"]
 
 log = logging.getLogger(__name__)
@@ -156,3 +157,41 @@ def crop_for_training(root: str, input_size: Sequence[int]) -> dict:
                     "record the whole-image crop", TEMPLATE_FILE, h, w, list(input_size))
         return dict(WHOLE_IMAGE)
     return crop
+
+
+def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """The 2x3 similarity (no reflection) mapping ``src`` (N, 2) closest to ``dst`` (N, 2) in least squares."""
+    src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
+    ms, md = src.mean(0), dst.mean(0)
+    s, d = src - ms, dst - md
+    var = (s ** 2).sum() / len(src)
+    if var <= 1e-12:
+        raise ValueError("landmarks coincide; a similarity transform needs at least two distinct points")
+    u, sig, vt = np.linalg.svd(d.T @ s / len(src))
+    sign = np.array([1.0, np.sign(np.linalg.det(u @ vt)) or 1.0])
+    rot = u @ np.diag(sign) @ vt
+    scale = (sig * sign).sum() / var
+    m = np.zeros((2, 3))
+    m[:, :2] = scale * rot
+    m[:, 2] = md - m[:, :2] @ ms
+    return m
+
+
+def template_points(crop: dict, input_size: Sequence[int]) -> np.ndarray:
+    """The template's five points in pixels of an input of ``input_size`` (h, w)."""
+    return np.asarray(crop["points"], np.float64) * [input_size[1], input_size[0]]
+
+
+# LaPa's 106 landmarks -> the five keypoints, the points FaRL aligns LaPa faces by (104, 105, 54, 84, 90: the
+# image-left eye first), in the subject's-left-first order of dml_csr.conventions.KEYPOINTS
+LAPA_FIVE = (105, 104, 54, 90, 84)
+
+
+def read_five_points(path: str) -> np.ndarray:
+    """(5, 2) float64 keypoints of a sample from its landmark file: a 5-point file as it is, LaPa's 106 points through
+    :data:`LAPA_FIVE`; any other count is a :class:`~dml_csr.data.dataset.BadSampleError` naming the file."""
+    count, points = read_landmark_file(path, "--align landmarks frames each face by its own landmarks")
+    if count != len(points) or len(points) not in (5, 106):
+        raise BadSampleError(f"landmark file '{path}' has {len(points)} points (count line {count}); expected 5 "
+                             f"keypoints or LaPa's 106")
+    return points if len(points) == 5 else points[list(LAPA_FIVE)]

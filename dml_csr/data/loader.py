@@ -3,7 +3,8 @@
 
 Two orders, both functions of their arguments only (so a resumed run sees the batches a straight run would):
 
-* ``train=True``: :class:`EpochSampler`, the epoch's shuffled order from ``(seed, epoch)``, split into equal
+* ``train=True``: :class:`EpochSampler`, the epoch's shuffled order from ``(seed, epoch)`` (a dataset with an
+  ``epoch_order(seed, epoch)`` method, several roots in one, draws its own), split into equal
   interleaved shares for the ranks, full batches only, optionally starting part-way (resume) or capped; each index
   comes with the seed of its augmentation, a function of (seed, epoch, index) only, so a run resumed in the middle of
   an epoch, with or without loader workers, draws what a straight run draws;
@@ -20,7 +21,7 @@ from __future__ import annotations
 import logging
 import random
 import signal
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -47,11 +48,16 @@ class EpochSampler(torch.utils.data.Sampler):
     """Shuffled indices that depend only on (seed, epoch); split across ranks; can start part-way (resume).
 
     Interleaved equal shares: global batch i of W processes is exactly batch i of one process with W times the batch
-    size (what DDP equivalence needs); the remainder of the epoch is dropped."""
+    size (what DDP equivalence needs); the remainder of the epoch is dropped. ``order``: the epoch's indices drawn
+    elsewhere (a function of (seed, epoch) as well: :meth:`dml_csr.data.mixture.MixedDataset.epoch_order`) instead of
+    a permutation of ``range(n)``."""
 
     def __init__(self, n: int, batch_size: int, seed: int, epoch: int, rank: int = 0, world: int = 1,
-                 skip_batches: int = 0, limit_batches: int = 0):
-        perm = _epoch_order(n, seed, epoch)
+                 skip_batches: int = 0, limit_batches: int = 0, order: Optional[list[int]] = None):
+        if order is None:
+            perm = _epoch_order(n, seed, epoch)
+        else:
+            perm, n = list(order), len(order)
         per_rank = n // world
         mine = perm[rank:per_rank * world:world]
         usable = (len(mine) // batch_size) * batch_size
@@ -121,7 +127,8 @@ def build_loader(dataset: Dataset, *, batch_size: int, workers: int, seed: int, 
         seed: the run's seed; it also seeds the loader's generator, hence each worker's augmentation draws.
     """
     if train:
-        sampler = EpochSampler(len(dataset), batch_size, seed, epoch, rank, world, skip_batches, limit_batches)
+        order = dataset.epoch_order(seed, epoch) if hasattr(dataset, "epoch_order") else None
+        sampler = EpochSampler(len(dataset), batch_size, seed, epoch, rank, world, skip_batches, limit_batches, order)
         generator_seed = seed * 7919 + epoch
     else:
         sampler = ShardSampler(len(dataset), rank, world)

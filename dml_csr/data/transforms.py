@@ -231,13 +231,14 @@ class EvalTransform(_Base):
         img, lab = self._warp(image, label, sample_affine(meta))
         return self._finish(img, lab, meta)
 
-    def warp(self, image: np.ndarray, affine: np.ndarray) -> dict[str, Any]:
-        """A sample of ``image`` warped to the input by a given 2x3 ``affine`` (image -> input pixels, e.g. a face
-        aligned to a landmark template); its meta keeps the affine as ``"affine"``."""
+    def warp(self, image: np.ndarray, affine: np.ndarray, label: Optional[np.ndarray] = None) -> dict[str, Any]:
+        """A sample of ``image`` (and ``label``, nearest, outside the image ignored) warped to the input by a given
+        2x3 ``affine`` (image -> input pixels, e.g. a face aligned to a landmark template); its meta keeps the affine
+        as ``"affine"``."""
         h, w = image.shape[:2]
-        img, _ = self._warp(image, None, np.asarray(affine, np.float64))
-        return self._finish(img, None, {"affine": np.asarray(affine).tolist(), "size": (h, w),
-                                        "input_size": self.input_size})
+        img, lab = self._warp(image, label, np.asarray(affine, np.float64))
+        return self._finish(img, lab, {"affine": np.asarray(affine).tolist(), "size": (h, w),
+                                       "input_size": self.input_size})
 
 
 class TrainTransform(_Base):

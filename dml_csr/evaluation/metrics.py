@@ -55,9 +55,10 @@ class ConfusionMatrix:
             torch.distributed.all_reduce(t)
             self.mat = t.cpu()
 
-    def compute(self, classes: Optional[Sequence[str]] = None, groups: Optional[dict] = None) -> dict:
+    def compute(self, classes: Optional[Sequence[str]] = None, groups: Optional[dict] = None,
+                f1_classes: Optional[Sequence[int]] = None) -> dict:
         """:func:`scores_from_confusion` of the accumulated matrix."""
-        return scores_from_confusion(self.mat.numpy(), classes, groups)
+        return scores_from_confusion(self.mat.numpy(), classes, groups, f1_classes)
 
 
 def f1_iou_from_confusion(mat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -88,9 +89,9 @@ def _nanmean(x: np.ndarray) -> float:
 
 
 def scores_from_confusion(mat: np.ndarray, classes: Optional[Sequence[str]] = None,
-                          groups: Optional[dict] = None) -> dict:
-    """All scores as a JSON-ready dict: per-class F1/IoU, mean F1 (foreground), mIoU (with and without
-    background), pixel accuracy, and the F1 of each merged group."""
+                          groups: Optional[dict] = None, f1_classes: Optional[Sequence[int]] = None) -> dict:
+    """All scores as a JSON-ready dict: per-class F1/IoU, mean F1 (over ``f1_classes``, by default every class but
+    background), mIoU (with and without background), pixel accuracy, and the F1 of each merged group."""
     mat = np.asarray(mat)
     n = mat.shape[0]
     classes = list(classes) if classes is not None else [str(i) for i in range(n)]
@@ -98,7 +99,7 @@ def scores_from_confusion(mat: np.ndarray, classes: Optional[Sequence[str]] = No
     total = mat.sum()
     out = {
         "pixel_accuracy": float(np.trace(mat) / total) if total else float("nan"),
-        "mean_f1": _nanmean(f1[1:]),
+        "mean_f1": _nanmean(f1[1:] if f1_classes is None else f1[list(f1_classes)]),
         "miou": _nanmean(iou),
         "miou_fg": _nanmean(iou[1:]),
         "per_class": {c: {"f1": float(f), "iou": float(i), "pixels": int(mat[k].sum())}

@@ -13,15 +13,13 @@ from typing import Optional
 import numpy as np
 
 from ..data.dataset import read_image, read_label, read_split_list, resolve_split
-from ..data.labels import class_mapping, get_spec
+from ..data.labels import class_mapping, dataset_spec, get_spec
+from ..data.pairing import IMAGE_EXTS, LABEL_EXTS, check_paired, files_by_stem
 from .metrics import ConfusionMatrix
 from .protocol import output_folder, progress_bar, protocol_record, report
 
 __all__ = ["score_predictions", "score_pairs", "folder_pairs", "root_pairs", "class_luts", "read_prediction",
            "LABEL_EXTS", "IMAGE_EXTS"]
-
-LABEL_EXTS = (".png", ".bmp", ".tif", ".tiff")
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def score_predictions(predictions: str, dataset: str, *, data: Optional[str] = None, masks: Optional[str] = None,
@@ -31,8 +29,8 @@ def score_predictions(predictions: str, dataset: str, *, data: Optional[str] = N
     (``masks``, with ``images`` optional), in ``dataset``'s class order (predictions written in ``pred_dataset``'s
     order are read through :func:`class_luts`). Writes ``<out>/metrics.json`` (default
     ``<predictions>_eval_<split>``; an existing one is replaced only with ``overwrite``) and returns its record."""
-    spec = get_spec(dataset)
-    pred_spec = get_spec(pred_dataset or dataset)
+    spec = dataset_spec(dataset, data)  # custom: the classes data's root declares
+    pred_spec = get_spec(pred_dataset) if pred_dataset else spec
     if masks:
         pairs, split = folder_pairs(predictions, masks, images), None
     else:
@@ -46,21 +44,22 @@ def score_predictions(predictions: str, dataset: str, *, data: Optional[str] = N
                      "images": os.path.abspath(images) if images else None,
                      "class_mapping": class_luts(spec, pred_spec)[2] if pred_spec.name != spec.name else None,
                      "resolution": {"network_input": None, "scored_at": "original label resolution (as written)"},
-                     "paste": None, "flip": None, "scales": None, "checkpoint": None, "checkpoint_sha256": None})
+                     "paste": None, "score_at": None, "align": None, "flip": None, "scales": None, "checkpoint": None,
+                     "checkpoint_sha256": None})
     return report(cm, spec, protocol, out)
 
 
 def folder_pairs(predictions: str, masks: str, images: Optional[str] = None) -> list[tuple]:
     """``[(name, prediction, mask, image or None)]`` of the three folders, paired by file stem; a file of one without
     its partner in another is an error naming it."""
-    preds = _by_stem(predictions, (".png",), "predictions")
-    masks_ = _by_stem(masks, LABEL_EXTS, "masks")
-    _unpaired(preds, masks_, "prediction(s)", masks)
-    _unpaired(masks_, preds, "mask(s)", predictions)
+    preds = files_by_stem(predictions, (".png",), "predictions")
+    masks_ = files_by_stem(masks, LABEL_EXTS, "masks")
+    check_paired(preds, masks_, "prediction(s)", masks)
+    check_paired(masks_, preds, "mask(s)", predictions)
     found = {}
     if images:
-        found = _by_stem(images, IMAGE_EXTS, "images")
-        _unpaired(masks_, found, "mask(s)", images)
+        found = files_by_stem(images, IMAGE_EXTS, "images")
+        check_paired(masks_, found, "mask(s)", images)
     return [(n, preds[n], masks_[n], found.get(n)) for n in sorted(masks_)]
 
 
@@ -76,32 +75,6 @@ def root_pairs(predictions: str, root: str, split: str = "test") -> tuple[list[t
         raise FileNotFoundError(f"{len(missing)} of {len(items)} samples of '{split}' have no prediction in "
                                 f"'{predictions}' (expected NAME.png), e.g. {', '.join(missing[:5])}")
     return [(name, os.path.join(predictions, f"{name}.png"), lp, None) for name, _, lp in items], split
-
-
-def _by_stem(folder: str, exts: tuple, what: str) -> dict:
-    """``{stem: path}`` of the files of ``folder`` ending in one of ``exts`` (hidden files skipped)."""
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"{what} folder '{folder}' does not exist")
-    found = {}
-    for f in sorted(os.listdir(folder)):
-        stem, ext = os.path.splitext(f)
-        path = os.path.join(folder, f)
-        if f.startswith(".") or ext.lower() not in exts or not os.path.isfile(path):
-            continue
-        if stem in found:
-            raise ValueError(f"{what} '{path}' and '{found[stem]}' share the stem '{stem}'; expected one file a "
-                             "sample")
-        found[stem] = path
-    if not found:
-        raise FileNotFoundError(f"{what} folder '{folder}' holds no {'/'.join(exts)} file")
-    return found
-
-
-def _unpaired(have: dict, other: dict, what: str, folder: str) -> None:
-    lone = sorted(set(have) - set(other))
-    if lone:
-        raise FileNotFoundError(f"{len(lone)} {what} without a file of the same stem in '{folder}': "
-                                f"{', '.join(have[n] for n in lone[:5])}{' ...' if len(lone) > 5 else ''}")
 
 
 def class_luts(spec, pred_spec):

@@ -5,7 +5,8 @@ predicts there, and the prediction goes back onto the image's own label map thro
 (``paste="nearest"``: the argmax warped nearest-neighbour, background outside the crop, the authors' way;
 ``"smooth"``: the class probabilities warped bilinearly, then the argmax) before it enters one confusion matrix
 pooled over the split (label 255 ignored). Reported: per-class F1 and IoU, mean F1 over foreground classes, mIoU
-with and without background, pixel accuracy, and the merged sets (confusion inside a set counts as correct).
+with and without background, pixel accuracy, and the merged sets (confusion inside a set counts as correct). Other
+papers' framing and scoring (``--align landmarks``, ``--score-at input``) are switches: :mod:`.framing`.
 
 :func:`evaluate` is the pass over a loader (the trainer's validation uses it too); :func:`score_checkpoint` scores
 a checkpoint on a prepared split as ``scripts/evaluate.py`` does; :func:`report` writes ``metrics.json`` (scores,
@@ -26,18 +27,16 @@ from ..data.transforms import batch_input
 from ..distributed import unwrap_model
 from ..files import write_image, write_json
 from ..progress import progress
+from .framing import ALIGNS, SCORE_AT, LandmarkFramed, check_switches, describe, landmark_crop, summary_line
 from .metrics import ConfusionMatrix, format_scores
 
 __all__ = ["evaluate", "score_checkpoint", "protocol_record", "report", "output_folder", "default_folder",
-           "prediction_writer", "progress_bar", "PASTES", "SCORED_AT"]
+           "prediction_writer", "progress_bar", "PASTES", "SCORED_AT", "SCORE_AT", "ALIGNS"]
 
 log = logging.getLogger(__name__)
 
 PASTES = ("nearest", "smooth")
-SCORED_AT = {"nearest": "original label resolution (prediction argmax at the network input, mapped back with the "
-                        "inverse evaluation affine, nearest)",
-             "smooth": "original label resolution (class probabilities mapped back with the inverse evaluation "
-                       "affine, bilinear, then the argmax)"}
+SCORED_AT = {p: describe("original", "whole", p) for p in PASTES}  # the authors' framing, scored at the original
 
 
 @torch.no_grad()
@@ -99,9 +98,11 @@ def protocol_record(spec, root: Optional[str], split: Optional[str], n: int) -> 
         "miou_includes_background": True,
         "metrics": {"miou": "mean IoU over all classes, background included (the authors' number)",
                     "miou_fg": "mean IoU without background",
-                    "mean_f1": "mean F1 over every class but background",
+                    "mean_f1": "mean F1 over every class but background" if spec.f1_classes is None else
+                               "mean F1 over the classes of mean_f1_classes",
                     "groups": "F1 of merged class sets; confusion inside a set counts as correct"},
         "groups": {g: [spec.classes[i] for i in m] for g, m in spec.groups.items()},
+        **({"mean_f1_classes": [spec.classes[i] for i in spec.f1_classes]} if spec.f1_classes is not None else {}),
         "absent_classes": "a class in neither prediction nor ground truth scores NaN and is left out of the means",
     }
 
@@ -116,9 +117,9 @@ def output_folder(out: str, overwrite: bool = False) -> str:
 
 
 def default_folder(split: Optional[str], flip: bool = False, scales: Sequence[float] = (1.0,),
-                   paste: str = "nearest") -> str:
+                   paste: str = "nearest", score_at: str = "original", align: str = "whole") -> str:
     """``eval_<split>`` followed by the options that change the numbers (``_flip``, ``_scales0.75-1-1.25``,
-    ``_smooth``), so that evaluations with other options never share a folder."""
+    ``_smooth``, ``_input``, ``_landmarks``), so that evaluations with other options never share a folder."""
     name = f"eval_{split}" if split else "eval"
     if flip:
         name += "_flip"
@@ -126,16 +127,24 @@ def default_folder(split: Optional[str], flip: bool = False, scales: Sequence[fl
         name += "_scales" + "-".join(f"{s:g}" for s in scales)
     if paste != "nearest":
         name += f"_{paste}"
+    if score_at != "original":
+        name += f"_{score_at}"
+    if align != "whole":
+        name += f"_{align}"
     return name
 
 
 def report(cm: ConfusionMatrix, spec, protocol: dict, out: str) -> dict:
     """Scores from ``cm``: print the table, write ``<out>/metrics.json``; returns the record."""
-    scores = cm.compute(spec.classes, spec.groups)
+    scores = cm.compute(spec.classes, spec.groups, spec.mean_f1_indices)
     record = {"protocol": protocol, "scores": scores, "confusion": cm.mat.tolist()}
     path = os.path.join(out, "metrics.json")
     write_json(path, record)
     print(format_scores(scores))
+    if spec.f1_classes is not None:  # the table's "(foreground classes)" is the default, not what was declared
+        print(f"mean F1 over: {', '.join(spec.classes[i] for i in spec.f1_classes)}")
+    if summary_line(protocol):
+        print(summary_line(protocol))
     print(f"wrote {path}")
     return record
 
@@ -162,18 +171,20 @@ def prediction_writer(out: str, palette: np.ndarray, dataset=None) -> Callable[[
 def score_checkpoint(cfg, checkpoint: str, *, split: Optional[str] = None, flip: Optional[bool] = None,
                      scales: Optional[Sequence[float]] = None, paste: str = "nearest", out: Optional[str] = None,
                      save_predictions: Optional[bool] = None, device: Optional[str] = None, config_path: str = "",
-                     progress: bool = True, overwrite: bool = False) -> dict:
+                     progress: bool = True, overwrite: bool = False, score_at: str = "original",
+                     align: str = "whole") -> dict:
     """Score ``checkpoint`` (our file, an authors' file or a registry name) on ``split`` of ``cfg``'s dataset
-    (default ``cfg.data.test_split``) with the protocol above; unset options come from ``cfg.eval``. Writes
+    (default ``cfg.data.test_split``) with the protocol above, or with the switches of
+    :mod:`dml_csr.evaluation.framing` (``score_at``, ``align``); unset options come from ``cfg.eval``. Writes
     ``<out>/metrics.json`` (default: ``<checkpoint folder>/`` :func:`default_folder`, under ``runs/<name>/`` for a
     registry name; an existing one is replaced only with ``overwrite``) and returns its record."""
-    from ..data.dataset import build_dataset
     from ..data.labels import flip_permutation, label_spec
     from ..data.loader import build_loader
     from ..distributed import resolve_device
     from ..hub import is_name, resolve, sha256_of
     from ..checkpoint import load_model
 
+    check_switches(score_at, align)
     spec = label_spec(cfg)
     dev = resolve_device(device or cfg.train.device)
     path = resolve(checkpoint, kind="dml_csr") if not os.path.exists(checkpoint) and is_name(checkpoint) \
@@ -183,6 +194,43 @@ def score_checkpoint(cfg, checkpoint: str, *, split: Optional[str] = None, flip:
     flip = cfg.eval.flip if flip is None else flip
     scales = list(cfg.eval.scales) if scales is None else list(scales)
     save = cfg.eval.save_predictions if save_predictions is None else save_predictions
+    ds, conv = _scored_split(cfg, split, meta, path, align)
+    loader = build_loader(ds, batch_size=cfg.eval.batch_size, workers=cfg.data.workers, seed=cfg.seed, train=False)
+    beside = os.path.join("runs", checkpoint) if checkpoint != path else os.path.dirname(os.path.abspath(path))
+    out = output_folder(out or os.path.join(beside, default_folder(ds.split, flip, scales, paste, score_at, align)),
+                        overwrite)
+    log.info("scoring '%s' on %d images of '%s' split '%s' (input %s, flip %s, scales %s, paste %s, score at %s, "
+             "align %s, %s)", path, len(ds), cfg.data.root, ds.split, cfg.data.input_size, flip, scales, paste,
+             score_at, align, dev)
+    with progress_bar(len(ds), "evaluating", not progress) as bar:
+        cm = evaluate(model, loader, ds, spec.num_classes, device=dev, scales=scales,
+                      flip_perm=flip_permutation(spec).tolist() if flip else None, precision=cfg.eval.precision,
+                      channels_last=cfg.eval.channels_last, original_resolution=score_at == "original",
+                      paste=paste, progress=bar,
+                      on_prediction=prediction_writer(out, spec.palette, ds) if save else None)
+    record = protocol_record(spec, cfg.data.root, ds.split, len(ds))
+    record.update({
+        "source": "checkpoint", "checkpoint": os.path.abspath(path),
+        **({"checkpoint_name": checkpoint} if checkpoint != path else {}),
+        "checkpoint_sha256": sha256_of(path), "checkpoint_kind": meta.get("source", "dml_csr"),
+        "config": os.path.abspath(config_path) if config_path else None, "model": meta.get("model_name", "dml_csr"),
+        "resolution": {"network_input": list(cfg.data.input_size), "scored_at": describe(score_at, align, paste)},
+        "input_convention": {"channel_order": conv["channel_order"], "mean": list(conv["mean"]),
+                             "std": list(conv["std"])},
+        "paste": paste, "score_at": score_at, "align": align, "flip": bool(flip), "scales": scales,
+        "precision": cfg.eval.precision, "device": str(dev),
+        "predictions": os.path.abspath(os.path.join(out, "labels")) if save else None,
+        **({"alignment": {"template": meta["crop"]["points"], "landmarks": "<split>/landmarks/NAME.txt"}}
+           if align == "landmarks" else {}),
+    })
+    return report(cm, spec, record, out)
+
+
+def _scored_split(cfg, split: Optional[str], meta: dict, path: str, align: str):
+    """The split to score, each sample made with the checkpoint's input convention (its meta, warning where the
+    config's differs) and framed by ``align``; and that convention."""
+    from ..data.dataset import build_dataset
+
     input_size = tuple(cfg.data.input_size)
     if tuple(meta.get("input_size", input_size)) != input_size:
         log.warning("network input %s (config data.input_size) differs from the checkpoint's training size %s",
@@ -191,31 +239,10 @@ def score_checkpoint(cfg, checkpoint: str, *, split: Optional[str] = None, flip:
     if (conv["channel_order"], tuple(conv["mean"]), tuple(conv["std"])) != \
             (cfg.model.channel_order, tuple(cfg.model.mean), tuple(cfg.model.std)):
         log.warning("the checkpoint's input convention %s differs from the config's; using the checkpoint's", conv)
+    crop = landmark_crop(meta, path) if align == "landmarks" else None
     ds = build_dataset(cfg, split or cfg.data.test_split, train=False)
     ds.transform = inference.input_transform({**conv, "input_size": input_size}, cfg.data.edge_width)
-    loader = build_loader(ds, batch_size=cfg.eval.batch_size, workers=cfg.data.workers, seed=cfg.seed, train=False)
-    beside = os.path.join("runs", checkpoint) if checkpoint != path else os.path.dirname(os.path.abspath(path))
-    out = output_folder(out or os.path.join(beside, default_folder(ds.split, flip, scales, paste)), overwrite)
-    log.info("scoring '%s' on %d images of '%s' split '%s' (input %s, flip %s, scales %s, paste %s, %s)",
-             path, len(ds), cfg.data.root, ds.split, input_size, flip, scales, paste, dev)
-    with progress_bar(len(ds), "evaluating", not progress) as bar:
-        cm = evaluate(model, loader, ds, spec.num_classes, device=dev, scales=scales,
-                      flip_perm=flip_permutation(spec).tolist() if flip else None, precision=cfg.eval.precision,
-                      channels_last=cfg.eval.channels_last, paste=paste, progress=bar,
-                      on_prediction=prediction_writer(out, spec.palette, ds) if save else None)
-    record = protocol_record(spec, cfg.data.root, ds.split, len(ds))
-    record.update({
-        "source": "checkpoint", "checkpoint": os.path.abspath(path),
-        **({"checkpoint_name": checkpoint} if checkpoint != path else {}),
-        "checkpoint_sha256": sha256_of(path), "checkpoint_kind": meta.get("source", "dml_csr"),
-        "config": os.path.abspath(config_path) if config_path else None, "model": meta.get("model_name", "dml_csr"),
-        "resolution": {"network_input": list(input_size), "scored_at": SCORED_AT[paste]},
-        "input_convention": {"channel_order": conv["channel_order"], "mean": list(conv["mean"]),
-                             "std": list(conv["std"])},
-        "paste": paste, "flip": bool(flip), "scales": scales, "precision": cfg.eval.precision, "device": str(dev),
-        "predictions": os.path.abspath(os.path.join(out, "labels")) if save else None,
-    })
-    return report(cm, spec, record, out)
+    return (LandmarkFramed(ds, crop) if crop is not None else ds), conv
 
 
 def _check_classes(meta: dict, spec, path: str, config_path: str) -> None:

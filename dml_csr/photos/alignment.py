@@ -22,25 +22,9 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
+from ..data.face_template import similarity_transform, template_points
+
 __all__ = ["similarity_transform", "box_affine", "template_points", "face_affine", "crop_region", "composite"]
-
-
-def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """The 2x3 similarity (no reflection) mapping ``src`` (N, 2) closest to ``dst`` (N, 2) in least squares."""
-    src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
-    ms, md = src.mean(0), dst.mean(0)
-    s, d = src - ms, dst - md
-    var = (s ** 2).sum() / len(src)
-    if var <= 1e-12:
-        raise ValueError("landmarks coincide; a similarity transform needs at least two distinct points")
-    u, sig, vt = np.linalg.svd(d.T @ s / len(src))
-    sign = np.array([1.0, np.sign(np.linalg.det(u @ vt)) or 1.0])
-    rot = u @ np.diag(sign) @ vt
-    scale = (sig * sign).sum() / var
-    m = np.zeros((2, 3))
-    m[:, :2] = scale * rot
-    m[:, 2] = md - m[:, :2] @ ms
-    return m
 
 
 def box_affine(box: Sequence[float], input_size: Sequence[int], margin: float) -> np.ndarray:
@@ -51,11 +35,6 @@ def box_affine(box: Sequence[float], input_size: Sequence[int], margin: float) -
     in_h, in_w = input_size
     k = min(in_h, in_w) / side
     return np.array([[k, 0, in_w / 2 - k * (x + w / 2)], [0, k, in_h / 2 - k * (y + h / 2)]])
-
-
-def template_points(crop: dict, input_size: Sequence[int]) -> np.ndarray:
-    """The template's five points in pixels of an input of ``input_size`` (h, w)."""
-    return np.asarray(crop["points"], np.float64) * [input_size[1], input_size[0]]
 
 
 def face_affine(face, crop: dict, input_size: Sequence[int], margin: float = 0.5) -> np.ndarray:

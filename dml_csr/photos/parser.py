@@ -28,7 +28,7 @@ import torch
 from ..data import drawing
 from ..data.face_template import check_crop
 from ..data.imageio import to_bgr
-from ..data.labels import DATASETS, flip_permutation
+from ..data.labels import DATASETS, flip_permutation, spec_from_meta
 from . import pipeline
 from .detection import build_detector
 from .faces import Detector, Face, as_faces
@@ -68,11 +68,12 @@ class FaceParser:
         self.meta = dict(meta)
         self.classes: list[str] = list(meta["classes"])
         self.num_classes = len(self.classes)
-        self.palette = drawing.palette_for(self.meta.get("dataset"), self.num_classes)
+        spec = spec_from_meta(self.meta)  # its own colours and pairs (a custom root), else the registry's
+        self.palette = spec.palette
         flip_perm = None
         if flip:
-            spec = DATASETS.get(self.meta.get("dataset", ""))
-            if spec is None or spec.num_classes != self.num_classes:
+            registry = DATASETS.get(self.meta.get("dataset", ""))
+            if "flip_pairs" not in self.meta and (registry is None or registry.num_classes != self.num_classes):
                 raise ValueError(f"flip=True needs the left/right classes of dataset '{self.meta.get('dataset')}', "
                                  "which the label registry does not know")
             flip_perm = flip_permutation(spec).tolist()

@@ -3,17 +3,26 @@ first stage and then focus on the others"), ``model.rnn_train: staged``: the fir
 train the first stage with its three losses (coarse labels, boundary gate, its own parsing), the component networks
 frozen; the remaining epochs train the component networks on their crops with the first stage frozen
 (:meth:`dml_csr.models.two_stage.TwoStageRNNG.set_stage`, :data:`dml_csr.losses.rnn_g.STAGE_WEIGHTS`). The stage is
-a function of the epoch alone (:func:`dml_csr.config.rnn_stage`), so a run resumed on either side of the switch
+a function of the epoch alone (:func:`rnn_stage`), so a run resumed on either side of the switch
 continues exactly.
 """
 from __future__ import annotations
 
 from torch import nn
 
-from ..config import Config, rnn_stage
+from ..config import Config
 from ..distributed import unwrap_model
 
-__all__ = ["enter_rnn_stage"]
+__all__ = ["rnn_stage", "enter_rnn_stage"]
+
+
+def rnn_stage(cfg: Config, epoch: int) -> int:
+    """The stage a two-stage RNN-G trains in ``epoch`` (0-based): 0 (both, jointly) unless ``model.rnn_train`` is
+    ``staged``; then 1 (the first stage) for the first ``train.stage1_epochs`` epochs and 2 (the component networks)
+    after them."""
+    if cfg.model.rnn_train != "staged":
+        return 0
+    return 1 if epoch < cfg.train.stage1_epochs else 2
 
 
 def enter_rnn_stage(cfg: Config, epoch: int, model: nn.Module, criterion, distributed: bool) -> int:

@@ -7,11 +7,9 @@ Schedule (epochs are 0-based): epochs ``[0, E)`` are the first phase; then ``K =
     M_k = k/(k+1) * M_best + 1/((k+1) N) * sum of the cycle's N epoch-end student weights
 
 where ``M_best`` is the best-on-val model of the first phase for ``k = 1`` and the previous aggregate ``M_{k-1}``
-afterwards (so ``M_k`` is a cumulative average, as in SCHP). Its norm statistics are then re-estimated over the whole
-training set, and it becomes the next teacher (``train.self_ensemble: moving_average``, the official preset: the
-authors' running average instead, see :mod:`~dml_csr.training.self_correction`). The student itself keeps training
-from its own weights. The teacher of cycle 1 is ``M_best``. The checkpoint chosen for evaluation is the best on the
-*validation* split.
+afterwards (a cumulative average, as in SCHP; ``train.self_ensemble: moving_average``: the authors' running average,
+:mod:`~dml_csr.training.self_correction`). Its norm statistics are re-estimated over the training set, and it becomes
+the next teacher; the student keeps its own weights. The teacher of cycle 1 is ``M_best``. best.pt: best on *val*.
 
 :func:`train` is the recipe, one named step a line. The parts live in their own modules: the schedule's epochs
 (:func:`dml_csr.config.epoch_position`), the learning rate of every step (:mod:`dml_csr.training.lr`), the
@@ -34,10 +32,11 @@ from torch import nn
 from .. import distributed as du
 from ..checkpoint import CheckpointError, RunPaths, find_resume_checkpoint, load_checkpoint, make_meta, save_checkpoint
 from ..config import Config, ModelConfig, config_to_dict, epoch_position, save_config, total_epochs
-from ..data.dataset import FaceParsingDataset, build_dataset, inverse_frequency_weights, split_histogram
+from ..data.dataset import FaceParsingDataset, build_dataset, inverse_frequency_weights
 from ..data.face_template import crop_for_training
 from ..data.labels import LabelSpec, label_spec
 from ..data.loader import build_loader, build_norm_loader
+from ..data.mixture import build_training_set, training_histogram
 from ..evaluation.metrics import selection_score
 from ..evaluation.protocol import evaluate
 from ..hub import HubError, resolve
@@ -52,6 +51,7 @@ from .run_log import RunLog
 from .seeding import rng_state, seed_batch, seed_epoch
 from .stages import enter_rnn_stage
 from .self_correction import SelfRegulation, model_state
+from .warm_start import load_initial_weights
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ def _start(cfg: Config, resume: Optional[str]) -> _Run:
         scaler.load_state_dict(ckpt["scaler"])
         state = TrainState.from_dict(ckpt["train_state"])
         csr.load_state_dict(ckpt["csr"])
-    train_ds = build_dataset(cfg, cfg.data.train_split, train=True, spec=spec)
+    train_ds = build_training_set(cfg, spec)  # data.root's train split, or every root of data.roots
     val_ds = build_dataset(cfg, cfg.data.val_split, train=False, spec=spec)
     val_loader = build_loader(val_ds, batch_size=cfg.eval.batch_size, workers=cfg.data.workers, seed=cfg.seed,
                               train=False, rank=dist.rank, world=dist.world_size)
@@ -201,7 +201,7 @@ def resolve_class_weights(cfg: Config, spec: LabelSpec) -> Optional[list[float]]
     setting = cfg.loss.class_weights
     if setting != "inverse_frequency":
         return None if setting is None else [float(w) for w in setting]
-    weights = inverse_frequency_weights(split_histogram(cfg.data.root, cfg.data.train_split, spec))
+    weights = inverse_frequency_weights(training_histogram(cfg, spec))
     log.info("loss.class_weights (inverse frequency): %s", ", ".join(f"{c} {w:.3g}" for c, w in
                                                                      zip(spec.classes, weights)))
     return weights
@@ -248,7 +248,7 @@ def _sgd(model: nn.Module, cfg: Config, device: torch.device) -> torch.optim.SGD
 def _build_model(cfg: Config, spec: LabelSpec, device: torch.device, dist: du.DistInfo,
                  ckpt: Optional[dict]) -> nn.Module:
     torch.manual_seed(cfg.seed)
-    if (ckpt is None and cfg.model.name == "dml_csr" and cfg.model.pretrained == ""
+    if (ckpt is None and cfg.model.name == "dml_csr" and cfg.model.pretrained == "" and not cfg.train.init_from
             and cfg.model.backbone.startswith("resnet101")):  # RNN-G has no backbone to initialise
         log.warning("%s\nmodel.pretrained is unset: the %s starts from RANDOM weights. The paper's numbers need the "
                     "ImageNet initialisation: model.pretrained: resnet101_deepstem_imagenet (README, 'Weights by "
@@ -262,6 +262,8 @@ def _build_model(cfg: Config, spec: LabelSpec, device: torch.device, dist: du.Di
         if dist.enabled and dist.is_main:
             du.barrier()
     model = build_model(mcfg, spec.num_classes, spec.classes)
+    if ckpt is None and cfg.train.init_from:
+        load_initial_weights(model, cfg.train.init_from, spec.classes)
     if cfg.train.precision == "fp64":  # numerical checks: float64 weights (before a resume loads float64 values)
         model.double()
         model.register_forward_pre_hook(_inputs_to_double)  # inputs cast on the way in
@@ -351,7 +353,7 @@ def _validate(run: _Run, model: nn.Module, tag: str, epoch: int) -> dict:
     """Score ``model`` on the validation split and log it as ``tag``; returns the scores."""
     cm = evaluate(du.unwrap_model(model), run.val_loader, run.val_ds, run.spec.num_classes, device=run.device,
                   precision=run.cfg.eval.precision, channels_last=run.cfg.eval.channels_last)
-    scores = cm.compute(run.spec.classes, run.spec.groups)
+    scores = cm.compute(run.spec.classes, run.spec.groups, run.spec.mean_f1_indices)
     run.log.validation(tag, epoch, scores)
     log.info("epoch %d %s: val mean F1 %.4f, mIoU %.4f", epoch + 1, tag, scores["mean_f1"], scores["miou"])
     return scores
@@ -371,8 +373,7 @@ def _keep_if_best(run: _Run, scores: dict, state: dict, epoch: int, tag: str) ->
 
 
 def _reestimate_bn(run: _Run, cycle: int, model: nn.Module) -> None:
-    """Exact norm statistics of ``model`` over every training image (the remainder of a batch included), in an order
-    of its own."""
+    """Exact norm statistics of ``model`` over every training image (batch remainders too), in an order of its own."""
     cfg = run.cfg
     loader = build_norm_loader(run.train_ds, batch_size=cfg.data.batch_size, workers=cfg.data.workers, seed=cfg.seed,
                                epoch=-1 - cycle, rank=run.dist.rank, world=run.dist.world_size)

@@ -131,3 +131,51 @@ def write_lfw(raw):
                 col[5:20, 5:20] = (0, 255, 0)  # green: skin
                 col[0:5, 5:20] = (0, 0, 255)  # red: hair
                 cv2.imwrite(os.path.join(raw, "parts_lfw_funneled_gt_images", name + ".ppm"), col)
+
+
+# Your own data: photos and colour masks in two folders, five classes named your own way (prepare_custom.py)
+OWN_CLASSES = ("nothing", "lid_left", "lid_right", "snout", "fur")
+OWN_COLOURS = ((0, 0, 0), (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0))  # RGB, in the order above
+
+
+def own_label(h=48, w=64):
+    """The class map every own photo carries: fur on top, the subject's left lid on the image's right."""
+    lab = np.zeros((h, w), np.uint8)
+    lab[: h // 5] = 4
+    lab[h // 3: h // 2, w * 5 // 8: w * 7 // 8] = 1
+    lab[h // 3: h // 2, w // 8: w * 3 // 8] = 2
+    lab[h * 5 // 8: h * 5 // 6, w * 3 // 8: w * 5 // 8] = 3
+    return lab
+
+
+def write_own(folder, n=10, h=48, w=64):
+    """``photos/imK.jpg`` and ``masks/imK.png`` (colour PNGs), ``classes.txt`` and ``colors.txt`` under ``folder``."""
+    for sub in ("photos", "masks"):
+        os.makedirs(os.path.join(folder, sub), exist_ok=True)
+    with open(os.path.join(folder, "classes.txt"), "w") as f:
+        f.write("\n".join(OWN_CLASSES) + "\n")
+    with open(os.path.join(folder, "colors.txt"), "w") as f:
+        f.write("".join(f"{r} {g} {b}\n" for r, g, b in OWN_COLOURS))
+    lab = own_label(h, w)
+    for i in range(n):
+        photo = img(h, w, 100 + i)
+        photo[lab == 1] = (40, 40, 220)  # something to learn: each class has a colour of its own in the photo
+        photo[lab == 2] = (40, 220, 40)
+        photo[lab == 3] = (220, 40, 40)
+        cv2.imwrite(os.path.join(folder, "photos", f"im{i}.jpg"), photo)
+        rgb = np.array(OWN_COLOURS, np.uint8)[lab]
+        cv2.imwrite(os.path.join(folder, "masks", f"im{i}.png"), np.ascontiguousarray(rgb[..., ::-1]))
+
+
+def write_facesynthetics(raw, n=4, size=32):
+    """The download as it unpacks: ``{id}.png``, ``{id}_seg.png`` (classes 0..18, 255 ignore), ``{id}_ldmks.txt``
+    (70 lines 'x y'), six-digit ids."""
+    os.makedirs(raw, exist_ok=True)
+    for i in range(n):
+        fid = f"{i:06d}"
+        cv2.imwrite(os.path.join(raw, f"{fid}.png"), img(size, size, 200 + i))
+        seg = (np.arange(size * size).reshape(size, size) // 7 % 19).astype(np.uint8)
+        seg[0, : i + 1] = 255
+        cv2.imwrite(os.path.join(raw, f"{fid}_seg.png"), seg)
+        pts = np.stack([np.linspace(2, size - 3, 70) + i, np.linspace(size - 3, 2, 70) ** 0.5 * 3], 1)
+        np.savetxt(os.path.join(raw, f"{fid}_ldmks.txt"), pts, fmt="%.4f")

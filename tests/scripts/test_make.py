@@ -12,7 +12,9 @@ pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="make is no
 
 
 def _plan(target: str, env: dict, *args: str) -> str:
-    clean = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "CONDA_PREFIX", "VENV")}
+    # MAKEFLAGS carries a parent make's command-line variables (CI runs `make test VENV=.venv`) into this make
+    dropped = ("VIRTUAL_ENV", "CONDA_PREFIX", "VENV", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")
+    clean = {k: v for k, v in os.environ.items() if k not in dropped}
     r = subprocess.run(["make", "-n", target, *args], cwd=ROOT, env={**clean, **env}, capture_output=True,
                        text=True, check=True)
     return r.stdout

@@ -1,12 +1,14 @@
 """Validation of a prepared root: every problem at once.
 
-Checks: the root and ``label_names.txt`` exist and agree with the dataset's class count; each split (train, val or
+Checks: the root and ``label_names.txt`` exist and agree with the dataset's class count (a root declaring its own
+classes, ``custom``: its names and ``dataset.yaml``, see :mod:`dml_csr.data.custom`); each split (train, val or
 valid, test; or only the ones asked for, e.g. ``test`` for an evaluation-only root) has a non-empty list; every list
 line is well formed and unique; every listed image and label exists and decodes; the label is single-channel 8-bit
 with values in [0, C) or 255; image and label sizes match.
 """
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 from typing import Optional, Sequence
@@ -16,7 +18,8 @@ import numpy as np
 
 from ...progress import progress as progress_display
 from ..imageio import imread_checked
-from ..labels import get_spec
+from ..custom import DESCRIPTION_FILE, NAMES_FILE, custom_problems, read_class_names
+from ..labels import CUSTOM, get_spec
 
 __all__ = ["check_root", "check_sample", "split_aliases", "SPLITS"]
 SPLITS = (("train",), ("val", "valid"), ("test",))
@@ -63,7 +66,27 @@ def check_sample(args: tuple[str, str, int]) -> list[str]:
     return problems
 
 
+def _custom_class_count(root: str, problems: list[str]) -> Optional[int]:
+    """A root declaring its own classes: its names and ``dataset.yaml`` checked (:mod:`dml_csr.data.custom`)."""
+    problems.extend(custom_problems(root))
+    names = read_class_names(os.path.join(root, NAMES_FILE), [])
+    return len(names) if names else None
+
+
+def _declares_its_classes(root: str) -> bool:
+    """A root with a ``dataset.yaml``, or prepared by ``prepare_custom.py`` (``info.json``: ``"dataset": "custom"``)."""
+    if os.path.isfile(os.path.join(root, DESCRIPTION_FILE)):
+        return True
+    try:
+        with open(os.path.join(root, "info.json")) as f:
+            return json.load(f).get("dataset") == CUSTOM
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def _class_count(root: str, dataset: Optional[str], problems: list[str]) -> Optional[int]:
+    if dataset == CUSTOM or (dataset is None and _declares_its_classes(root)):
+        return _custom_class_count(root, problems)
     names_path = os.path.join(root, "label_names.txt")
     names = None
     if os.path.isfile(names_path):

@@ -125,7 +125,8 @@ def _work(args) -> tuple[str, str, Optional[np.ndarray], Optional[str]]:
 
 def run_prepare(out_root: str, jobs: Sequence[Job], convert: Callable[[Job, dict], np.ndarray], spec: LabelSpec,
                 *, kinds: Sequence[str] = ("images", "labels"), workers: int = 4, progress: bool = True,
-                source: str = "", extra_info: Optional[dict] = None) -> dict:
+                source: str = "", extra_info: Optional[dict] = None,
+                label_names: Optional[Sequence[str]] = None) -> dict:
     """Convert every job into ``out_root`` and write the lists, ``label_names.txt`` and ``info.json``.
 
     Args:
@@ -138,6 +139,7 @@ def run_prepare(out_root: str, jobs: Sequence[Job], convert: Callable[[Job, dict
         progress: show progress (a bar on a terminal, lines in a log).
         source: raw root, recorded in info.json.
         extra_info: more info.json entries.
+        label_names: the lines of ``label_names.txt`` (default: ``bg``, then the spec's other class names).
     Returns:
         the info.json contents. Raises :class:`PrepareError` listing every failed sample (nothing but the converted
         samples is written then, so a rerun after fixing the files resumes).
@@ -187,7 +189,8 @@ def run_prepare(out_root: str, jobs: Sequence[Job], convert: Callable[[Job, dict
     for split, lines in lists.items():
         write_bytes(os.path.join(out_root, f"{split}_list.txt"), ("\n".join(lines) + "\n").encode())
     _remove_stale(out_root, {(j.split, j.name) for j in jobs})
-    write_bytes(os.path.join(out_root, "label_names.txt"), ("\n".join(("bg",) + spec.classes[1:]) + "\n").encode())
+    names = ("bg",) + spec.classes[1:] if label_names is None else tuple(label_names)
+    write_bytes(os.path.join(out_root, "label_names.txt"), ("\n".join(names) + "\n").encode())
     info = {"dataset": spec.name, "source": os.path.abspath(source) if source else "",
             "counts": {s: len(v) for s, v in lists.items()}, "class_names": list(spec.classes),
             "pixel_histogram": {c: int(n) for c, n in zip(spec.classes, hist)},

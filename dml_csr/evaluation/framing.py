@@ -1,0 +1,112 @@
+"""How a face is framed for scoring, and where it is scored: the switches behind other papers' published numbers.
+
+- ``align="whole"`` (the authors', the default): each whole image through the evaluation affine (aspect kept).
+  ``align="landmarks"``: each face through the similarity (rotation, uniform scale, translation; least squares)
+  that takes its own five landmarks (``<split>/landmarks/NAME.txt``: five keypoints, or LaPa's 106 through the five
+  FaRL picks) onto the checkpoint's landmark template (``meta["crop"]``): FaRL's framing of LaPa, without the tanh
+  warp FaRL applies on top of it (a plain similarity here), and the prediction goes back through its inverse.
+- ``score_at="original"`` (the default): the prediction mapped back onto each original label map.
+  ``score_at="input"``: the ground truth warped onto the network input by the image's own affine (nearest, outside
+  the image ignored) and scored there against the prediction at the input: SegFace's way, which scores its labels
+  nearest-resized to the input (the same thing for an image of the input's aspect, up to where the two sample).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from ..data.face_template import check_crop, read_five_points, similarity_transform, template_points
+
+__all__ = ["SCORE_AT", "ALIGNS", "LandmarkFramed", "landmark_crop", "describe", "check_switches", "summary_line"]
+
+SCORE_AT = ("original", "input")
+ALIGNS = ("whole", "landmarks")
+
+
+def landmark_crop(meta: dict, path: str) -> dict:
+    """The landmark template a checkpoint's faces were framed by (``meta["crop"]``); one line naming ``path`` when
+    it records the whole-image crop instead."""
+    crop = check_crop(meta.get("crop"))
+    if crop.get("kind") != "template":
+        raise ValueError(f"--align landmarks frames each face onto the checkpoint's landmark template, but '{path}' "
+                         f"records the whole-image crop (meta['crop']); train on a root with a face_template.json "
+                         f"(scripts/measure_template.py) or score with --align whole")
+    return crop
+
+
+class LandmarkFramed(Dataset):
+    """The samples of a prepared split (a :class:`~dml_csr.data.dataset.FaceParsingDataset`), each face warped onto
+    ``crop``'s template by the similarity of its own five landmarks; labels as the split gives them (class map
+    included), warped with the image for ``score_at="input"``.
+
+    Args:
+        dataset: the split; its ``transform`` (an :class:`~dml_csr.data.transforms.EvalTransform`) makes the input.
+        crop: a template crop convention (:func:`landmark_crop`).
+    """
+
+    def __init__(self, dataset, crop: dict):
+        self.dataset = dataset
+        self.transform = dataset.transform
+        self.template = template_points(crop, self.transform.input_size)
+        self.split, self.root, self._skipped = dataset.split, dataset.root, []
+
+    @property
+    def names(self) -> list[str]:
+        return self.dataset.names
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def affine(self, i: int) -> np.ndarray:
+        """Image -> input similarity of sample ``i``."""
+        return similarity_transform(read_five_points(self.dataset.landmark_path(i)), self.template)
+
+    def load_pair(self, i: int):
+        return self.dataset.load_pair(i)
+
+    def load_label(self, i: int) -> np.ndarray:
+        return self.dataset.load_label(i)
+
+    def __getitem__(self, i) -> dict:
+        i = i[0] if isinstance(i, tuple) else i
+        image, label = self.dataset.load_pair(i)
+        sample = self.transform.warp(image, self.affine(i), label)
+        sample["name"] = self.dataset.names[i]
+        return sample
+
+    def pop_skipped(self) -> list[str]:
+        return []
+
+
+def describe(score_at: str, align: str, paste: str) -> str:
+    """What ``metrics.json`` says was scored where (``resolution.scored_at``)."""
+    framing = ("each face's similarity from its five landmarks to the checkpoint's template" if align == "landmarks"
+               else "the inverse evaluation affine")
+    if score_at == "input":
+        return (f"network input (the ground truth warped onto it by {framing.replace('inverse ', '')}, nearest, "
+                f"outside the image ignored)")
+    how = ("prediction argmax at the network input, mapped back with " + _inverse(framing) + ", nearest"
+           if paste == "nearest" else
+           "class probabilities mapped back with " + _inverse(framing) + ", bilinear, then the argmax")
+    return f"original label resolution ({how})"
+
+
+def _inverse(framing: str) -> str:
+    return framing if framing.startswith("the inverse") else f"the inverse of {framing}"
+
+
+def check_switches(score_at: str, align: str) -> None:
+    if score_at not in SCORE_AT:
+        raise ValueError(f"score_at must be one of {', '.join(SCORE_AT)}, got {score_at!r}")
+    if align not in ALIGNS:
+        raise ValueError(f"align must be one of {', '.join(ALIGNS)}, got {align!r}")
+
+
+def summary_line(protocol: dict) -> Optional[str]:
+    """The printed line naming the switches a score was made with (None for a record without them)."""
+    if protocol.get("score_at") is None:
+        return None
+    return (f"protocol: --score-at {protocol['score_at']}, --align {protocol['align']}, --paste {protocol['paste']}, "
+            f"flip {'on' if protocol.get('flip') else 'off'}, scales {protocol.get('scales')}")
