@@ -93,7 +93,8 @@ def run_study(out: str, base_config: str, study: Study = FULL, data: Optional[st
         for seed in study.seeds:
             for csr, method in ((False, METHODS[0]), (True, METHODS[1])):
                 cfg = _config(base_config, study, root, os.path.join(out, "runs"), rate, seed, csr)
-                train(cfg, progress=False)
+                if train(cfg, progress=False)["stopped"]:  # a signal: no score of a half-trained model
+                    raise InterruptedError(f"{cfg.run_dir}: training stopped by a signal; the study stops, no table")
                 scores[method][i].append(_test_mean_f1(cfg, csr))
                 log.info("noise %.0f%%, seed %d, %s: clean test mean F1 %.4f", rate * 100, seed, method,
                          scores[method][i][-1])
