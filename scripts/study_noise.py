@@ -4,7 +4,7 @@ CSR (the same number of epochs), at label noise 0, 15 and 30 %, two seeds each, 
 ResNet-18 DML-CSR; prints the table of clean-test mean F1 and writes it, with a plot, under --out.
 
     python scripts/study_noise.py --out runs/noise_study            # the full grid (the README's table)
-    python scripts/study_noise.py --out /tmp/study --quick          # a reduced grid in seconds (the tests)
+    python scripts/study_noise.py --out runs/noise_quick --quick    # a reduced grid in seconds (the tests)
 """
 from __future__ import annotations
 
