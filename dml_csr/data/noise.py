@@ -55,6 +55,8 @@ def _shift(out: np.ndarray, c: int, rng: np.random.Generator, max_shift: int) ->
 def _swap(out: np.ndarray, c: int, parts: Sequence[int]) -> Optional[int]:
     """Exchange part ``c`` with the nearest of ``parts``; returns that part (None if there is none)."""
     mask = out == c
+    if not mask.any():  # an earlier corruption took the whole part: nothing to exchange
+        return None
     around = _around(out, mask)
     others = [o for o in parts if o not in (c, around) and (out == o).any()]
     if not others:

@@ -81,3 +81,29 @@ def test_only_the_training_split_is_corrupted(micro_cfg):
     clean_map = train_ds.load_label(0)
     noisy = train_ds.label_noise(clean_map, name)
     assert {4, 5} <= set(np.unique(clean_map).tolist()) and not {4, 5} & set(np.unique(noisy).tolist())  # no eyes
+
+
+class _Scripted:
+    """An rng whose draws are given: random() and integers() return the next of their lists."""
+
+    def __init__(self, randoms, integers):
+        self.randoms, self.ints = list(randoms), list(integers)
+
+    def random(self):
+        return self.randoms.pop(0)
+
+    def integers(self, *args):
+        return self.ints.pop(0)
+
+
+def test_a_part_an_earlier_shift_took_whole_is_not_swapped():
+    """The brow grows outwards by 3 over a one-pixel part below it (class 5); then 5 is drawn for a swap: it has no
+    pixel left, so nothing is exchanged (the brow keeps its label) and the map is the grown brow's."""
+    lab = _face()
+    lab[9, 8] = 5
+    rng = _Scripted(randoms=[0.0, 0.0, 0.9, 0.0], integers=[0, 3, 1])  # 2: shift by 3 outwards; 4: kept; 5: swap
+    out = corrupt_labels(lab, 0.5, rng, kinds=["shift", "swap"], max_shift=3)
+    expected = lab.copy()
+    expected[_chebyshev_grow(lab == 2, 3)] = 2
+    assert not rng.randoms and not rng.ints
+    assert np.array_equal(out, expected)
