@@ -27,9 +27,9 @@ from .conventions import CHANNEL_ORDER, IMAGENET_MEAN, IMAGENET_STD, INPUT_SIZE
 from .files import write_bytes
 
 __all__ = [
-    "Config", "ConfigError", "DataConfig", "RootConfig", "ModelConfig", "TrainConfig", "LossConfig", "EvalConfig",
-    "load_config", "config_to_dict", "config_from_dict", "save_config", "parse_override", "read_yaml_mapping",
-    "total_epochs", "cycle_position", "epoch_position",
+    "Config", "ConfigError", "DataConfig", "RootConfig", "LabelNoiseConfig", "read_yaml_mapping", "ModelConfig",
+    "TrainConfig", "LossConfig", "EvalConfig", "load_config", "config_to_dict", "config_from_dict", "save_config",
+    "parse_override", "total_epochs", "cycle_position", "epoch_position",
 ]
 
 MISSING = dataclasses.MISSING
@@ -37,9 +37,17 @@ BACKBONES = ("resnet101_deepstem", "resnet18", "resnet34", "resnet50", "resnet10
 
 
 @dataclass
+class LabelNoiseConfig:
+    """Corrupted training labels for experiments (:mod:`dml_csr.data.noise`); validation and test stay clean."""
+    rate: float = 0.0  # probability that a part of a training label map is corrupted (0: clean labels)
+    kinds: list[Literal["shift", "swap", "drop"]] = field(default_factory=lambda: ["shift", "swap", "drop"])
+    max_shift: int = 3  # pixels a shifted boundary moves at most
+    seed: int = 0  # the draws depend on this and the sample's name only
+
+
+@dataclass
 class RootConfig:
-    """One training root of several (``data.roots``): its samples, in the model's classes, drawn in proportion to
-    ``weight``."""
+    """One training root of several (``data.roots``), in the model's classes, drawn in proportion to ``weight``."""
     root: str = MISSING  # a prepared root with data.train_split
     dataset: str = ""  # its label registry key or custom ("": data.dataset)
     class_map: Optional[Union[str, dict[str, str]]] = None  # its classes -> the model's (default: by name)
@@ -71,6 +79,7 @@ class DataConfig:
     # how the random scale/rotation are drawn: "uniform" in the ranges (paper), or "normal" as the official code
     # (scale clip(N(1, .25), range), rotation clip(N(0, rotation), +-2*rotation)); official preset: rotation_prob .6
     aug_sampling: Literal["uniform", "normal"] = "uniform"
+    label_noise: LabelNoiseConfig = field(default_factory=LabelNoiseConfig)
     # the root's classes -> the model's (dml_csr.data.class_map): a registry key whose class order the model uses
     # (matched by name), a mapping {root class: model class or ignore}, or a YAML file holding one; null: none
     class_map: Optional[Union[str, dict[str, str]]] = None
@@ -109,6 +118,9 @@ class ModelConfig:
     rnn_stage1_size: tuple[int, int] = (128, 128)  # the paper variant's first-stage input (the paper: 128 x 128)
     rnn_components: list[str] = field(default_factory=lambda: ["eye", "nose", "mouth"])  # which of them (paper: all)
     rnn_norm: bool = True  # RNN-G: batch norm after each convolution (not in the paper; steadier SGD)
+    rnn_variant: Literal["rnn_g", "rnn", "cnn_deep", "cnn_s"] = "rnn_g"  # Liu et al.'s baselines (models/rnn_g.py)
+    rnn_input: Literal[128, 512] = 128  # 512: the Multi-Face network (two more 3x3x16 units, one more deconvolution)
+    rnn_train: Literal["joint", "staged"] = "joint"  # staged: the paper's order (dml_csr.training.stages)
 
 
 @dataclass
@@ -124,6 +136,7 @@ class LossConfig:
     lovasz: bool = True
     lovasz_per_image: bool = False  # Lovasz-softmax per image (True) or over the batch as one set (False, authors')
     temperature: float = 1.0  # softmax temperature of the self-distillation KL terms (eq. 7); the KL is scaled by T^2
+    background_ratio: float = 0.0  # RNN-G: background pixels sampled at this many per foreground one (0: all)
 
 
 @dataclass
@@ -134,6 +147,7 @@ class TrainConfig:
     cycle_epochs: int = 10
     cycle_lr: float = 1e-5  # learning rate each cycle's cosine starts at (the paper's 1e-5; the authors' code 5e-4)
     cycle_lr_min: float = 0.0  # the cosine's floor (the authors' code: 1e-5)
+    self_ensemble: Literal["eq6", "moving_average"] = "eq6"  # the paper's, or the authors' code's (self_correction)
     lr: float = 1e-3
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -141,6 +155,7 @@ class TrainConfig:
     poly_over: Literal["first_phase", "all"] = "first_phase"  # poly decays to 0 over the first phase (paper) or
     # over all epochs, cycles included (the authors' code: about 2.9e-4 left when the cycles start)
     warmup_epochs: float = 0.0
+    stage1_epochs: int = 0  # model.rnn_train: staged: these first epochs train RNN-G's first stage, the rest its parts
     iters_per_epoch: int = 0  # 0 = a full pass over the training set
     val_every: int = 1
     precision: Literal["fp32", "bf16", "fp16", "fp64"] = "fp32"  # fp64: whole model in float64 (numerical checks)
@@ -189,8 +204,7 @@ class EvalConfig:
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     channels_last: bool = False
     save_predictions: bool = False
-    # what picks best.pt and the best first-phase model (M_best): mean F1 over the foreground classes, Helen's overall
-    # F1 (brows, eyes, nose, mouth merged), or mIoU
+    # what picks best.pt and M_best: mean F1 over the foreground classes, Helen's overall F1 (parts merged), or mIoU
     select_metric: Literal["mean_f1", "overall_f1", "miou"] = "mean_f1"
 
 
@@ -277,13 +291,15 @@ def config_from_dict(raw: dict, origin: Optional[dict] = None) -> Config:
 # dotted key -> (lowest, highest) allowed, None = unbounded; checked after the types
 RANGES = {
     "data.batch_size": (1, None), "data.workers": (0, None), "data.max_samples": (0, None),
-    "data.rotation": (0, None), "data.rotation_prob": (0, 1), "data.color_jitter": (0, 1), "data.edge_width": (1, None),
-    "train.epochs": (0, None), "train.cycles": (0, None), "train.cycle_epochs": (1, None), "train.keep_last": (1, None),
-    "train.iters_per_epoch": (0, None), "train.val_every": (0, None), "train.grad_accum": (1, None),
+    "data.rotation": (0, None), "data.rotation_prob": (0, 1), "data.label_noise.rate": (0, 1),
+    "data.label_noise.max_shift": (1, None), "data.color_jitter": (0, 1), "data.edge_width": (1, None),
+    "train.epochs": (0, None), "train.cycles": (0, None), "train.cycle_epochs": (1, None),
+    "train.grad_accum": (1, None), "train.stage1_epochs": (0, None),
+    "train.iters_per_epoch": (0, None), "train.val_every": (0, None), "train.keep_last": (1, None),
     "train.lr": (0, None), "train.cycle_lr": (0, None), "train.cycle_lr_min": (0, None), "train.momentum": (0, 1),
     "train.weight_decay": (0, None), "train.poly_power": (0, None), "train.warmup_epochs": (0, None),
     "train.dist_timeout_s": (1, None), "train.log_every": (1, None), "train.image_log_every": (0, None),
-    "eval.batch_size": (1, None), "loss.temperature": (1e-6, None),
+    "eval.batch_size": (1, None), "loss.temperature": (1e-6, None), "loss.background_ratio": (0, None),
 }
 # list keys: every value in (low, high]
 LIST_RANGES = {
@@ -353,7 +369,10 @@ def _check_together(cfg: Config, origin: dict) -> None:
     """Values out of range, and values that are valid alone but not together."""
     _check_ranges(cfg, origin)
     _check_model(cfg, origin)
-    m = cfg.model
+    m, t = cfg.model, cfg.train
+    if m.rnn_train == "staged" and not (m.name == "rnn_g" and m.two_stage and 0 < t.stage1_epochs < t.epochs):
+        raise ConfigError(f"{source(origin, 'model.rnn_train')}: model.rnn_train = staged (one stage after the other) "
+                          f"expects model.name=rnn_g, model.two_stage=true, 0 < train.stage1_epochs < train.epochs")
     if m.name == "rnn_g" and m.two_stage and m.two_stage_variant == "paper" and not cfg.data.keypoints:
         raise ConfigError(f"{source(origin, 'model.two_stage_variant')}: model.two_stage_variant = paper places its "
                           f"crops from 5 keypoints; set data.keypoints=true (each sample's landmarks/NAME.txt, as "

@@ -6,7 +6,9 @@
 Writes ``<out>/labels/NAME.png`` (class indices at the image's own resolution, scorable with
 ``scripts/evaluate.py --predictions``) and ``<out>/overlays/NAME.jpg``; video frames become ``STEM_fNNNNNN``
 and ``<out>/videos/STEM.mp4`` (the overlay video; faces tracked across frames, their landmarks and the probabilities
-smoothed over time by ``--smooth``).
+smoothed over time by ``--smooth``). ``--edges`` (a DML-CSR checkpoint that keeps its edge heads, as training
+writes them) adds ``<out>/edges/NAME_binary.png`` (255 on edges), ``NAME_category.png`` (the class of each category
+edge, 0 elsewhere) and ``NAME_category_color.png``, of the whole image (the DML-CSR paper's Figure 5).
 With ``--detect``, each face found is aligned to the checkpoint's crop convention, parsed and composited back, and
 ``<out>/faces/NAME.json`` lists the faces (box, five landmarks, score); an image without a face gets a warning and
 is counted in the summary. A folder of photos beside their label maps (``0.jpg`` and ``0.png``) parses the photos
@@ -53,6 +55,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-video", action="store_true", help="videos: no overlay video (<out>/videos/STEM.mp4)")
     p.add_argument("--alpha", type=float, default=0.6, help="overlay opacity")
     p.add_argument("--no-overlay", action="store_true", help="write label PNGs only")
+    p.add_argument("--edges", action="store_true", help="also write the whole image's binary and category edge maps "
+                                                        "(a checkpoint with its edge heads)")
     p.add_argument("--no-progress", action="store_true")
     add_image_limit_args(p)
     return p.parse_args(argv)
@@ -80,6 +84,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from dml_csr.photos import batch
     from dml_csr.photos.detection import build_detector
+    from dml_csr.photos.figures import EdgeMaps
     from dml_csr.photos.parser import FaceParser
     from dml_csr.progress import progress
 
@@ -105,7 +110,8 @@ def main(argv=None) -> int:
                          "a folder of NAME.json files (as <out>/faces/ holds) to give each image its own")
     opts = batch.Options(args.out, detect=args.detect, faces_dir=faces_dir, batch_size=args.batch_size,
                          every=args.every, smooth=args.smooth, video=not args.no_video,
-                         overlay=not args.no_overlay, alpha=args.alpha)
+                         overlay=not args.no_overlay, alpha=args.alpha,
+                         edges=EdgeMaps(args.checkpoint, device=str(parser.device)) if args.edges else None)
     with progress(total, "parsing", "img", enabled=not args.no_progress) as bar:
         summary = batch.run(parser, files, opts, bar.update, failures)
     found = f", {summary.faces} face(s) found" if args.detect else ""

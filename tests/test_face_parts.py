@@ -86,3 +86,32 @@ def test_dataset_keypoints_place_each_crop_on_its_component():
             total = [(lab == c).sum().item() for c in classes]
             # most of each component's pixels fall in its own crop
             assert all(i >= 0.8 * t for i, t in zip(inside, total)), (seed, name, inside, total)
+
+
+# ------------------------------------------------------------------------------- whose left: one test per convention
+@pytest.mark.parametrize("left_is", ["subject", "image"])
+def test_the_subject_left_eye_crop_parses_the_subject_left_eye_in_either_convention(left_is):
+    """A frontal face: the subject's left eye lies on the image's right. A dataset of the subject convention labels
+    it with its own 'left_eye' (index 4 in Helen's order), one of the image convention with its own 'right_eye'
+    (index 5). Either way the registry names it left_eye, and the eye network's subject-left crop, placed on the
+    image's right, is trained on that eye as its eye class (local label 2), from labels and from keypoints alike."""
+    from dml_csr.data.labels import make_spec
+
+    helen = ("background", "skin", "left_brow", "right_brow", "left_eye", "right_eye", "nose", "upper_lip",
+             "inner_mouth", "lower_lip", "hair")
+    spec = make_spec("d", helen, [(0, 0, 0)], ((2, 3), (4, 5)), left_is=left_is)
+    own_left_eye, own_right_eye = 4, 5  # the dataset's own indices
+    image_right_eye = own_left_eye if left_is == "subject" else own_right_eye
+    label = torch.ones(1, 64, 64, dtype=torch.long)  # skin
+    label[0, 24:28, 40:48] = image_right_eye
+    label[0, 24:28, 16:24] = own_right_eye if left_is == "subject" else own_left_eye
+    label[0, 30:40, 30:34] = 6  # nose
+    assert spec.classes[image_right_eye] == "left_eye"
+    table = part_table(spec.classes)
+    classes, size, _ = table["subject_left_eye"]
+    kp = torch.tensor([[[44.0, 26.0], [20.0, 26.0], [32.0, 38.0], [40.0, 48.0], [24.0, 48.0]]])
+    for boxes in (boxes_from_labels(label, table), boxes_from_keypoints(kp)):
+        box = boxes["subject_left_eye"]
+        assert box[0, 0] > 32  # on the image's right
+        local = crop_labels(label, box, size, classes)
+        assert (local == 2).sum() > 20 and not (local == 1).any()  # the eye as eye; no brow in this face

@@ -28,11 +28,12 @@ from ..conventions import IGNORE_INDEX, KEYPOINTS
 from .class_map import config_class_map
 from .imageio import imread_checked
 from .labels import LabelSpec, label_spec
+from .noise import LabelNoise
 from .transforms import EvalTransform, TrainTransform, warp_keypoints
 
 __all__ = ["FaceParsingDataset", "BadSampleError", "UnreadableFileError", "resolve_split", "read_split_list",
-           "read_image", "read_label", "read_keypoints", "read_landmark_file", "evenly_spaced",
-           "build_transform", "build_dataset", "split_histogram", "inverse_frequency_weights"]
+           "read_image", "read_label", "read_keypoints", "read_landmark_file", "evenly_spaced", "build_transform",
+           "build_dataset", "config_label_noise", "split_histogram", "inverse_frequency_weights"]
 
 logger = logging.getLogger(__name__)
 _ALIASES = {"val": "valid", "valid": "val"}
@@ -179,6 +180,8 @@ class FaceParsingDataset(Dataset):
             are collected; read them with :meth:`pop_skipped` (the loader of :mod:`dml_csr.data.loader` brings names
             skipped inside worker processes back to this object and logs a summary after each pass).
         max_samples: keep only the first N samples (0 = all).
+        label_noise: ``label_noise(label, name)`` corrupts each original label map before the transform
+            (:class:`dml_csr.data.noise.LabelNoise`); None: the labels as they are.
         keypoints: also read each sample's 5 landmarks (``landmarks/NAME.txt``) and return them, warped with the
             sample's affine, as ``keypoints`` (5, 2) float32 pixels (x, y) of the network input (a flip also swaps
             the subject's left and right, as the labels).
@@ -188,7 +191,8 @@ class FaceParsingDataset(Dataset):
     """
 
     def __init__(self, root: str, split: str, spec: LabelSpec, transform: Callable, *, skip_bad: bool = False,
-                 max_samples: int = 0, keypoints: bool = False, class_map=None):
+                 max_samples: int = 0, keypoints: bool = False, class_map=None,
+                 label_noise: Optional[Callable] = None):
         self.root = root
         self.split = resolve_split(root, split)
         self.spec = spec
@@ -198,6 +202,7 @@ class FaceParsingDataset(Dataset):
         self.transform = transform
         self.skip_bad = skip_bad
         self.keypoints = keypoints
+        self.label_noise = label_noise
         items = read_split_list(root, self.split)
         if max_samples > 0:
             items = items[:max_samples]
@@ -264,6 +269,8 @@ class FaceParsingDataset(Dataset):
         else:
             raise BadSampleError(f"every sample of split '{self.split}' in '{self.root}' is unusable "
                                  f"(first: {skipped[0]})")
+        if self.label_noise is not None:
+            lab = self.label_noise(lab, self.items[j][0])
         sample = self.transform(img, lab, np.random.default_rng(seed))
         sample["name"] = self.items[j][0]
         if self.keypoints:
@@ -290,12 +297,22 @@ def build_transform(cfg, train: bool, spec: Optional[LabelSpec] = None):
 def build_dataset(cfg, split: str, train: bool, spec: Optional[LabelSpec] = None) -> FaceParsingDataset:
     """The dataset of ``split`` under ``cfg.data.root`` with the train (random) or eval (deterministic) transform;
     ``spec``: the class layout (default: :func:`dml_csr.data.labels.label_spec` of ``cfg``); labels go through
-    ``data.class_map`` when the config has one."""
+    ``data.class_map`` when the config has one. ``data.label_noise`` corrupts the labels of the training split's
+    training dataset only."""
     d = cfg.data
     spec = label_spec(cfg) if spec is None else spec
+    noise = (config_label_noise(cfg)
+             if train and resolve_split(d.root, split) == resolve_split(d.root, d.train_split) else None)
     return FaceParsingDataset(d.root, split, spec, build_transform(cfg, train, spec),
                               skip_bad=d.skip_bad, max_samples=d.max_samples, keypoints=d.keypoints,
-                              class_map=config_class_map(cfg) if d.class_map is not None else None)
+                              class_map=config_class_map(cfg) if d.class_map is not None else None,
+                              label_noise=noise)
+
+
+def config_label_noise(cfg) -> Optional[LabelNoise]:
+    """The corruption ``data.label_noise`` asks of training labels; None when its rate is 0."""
+    n = cfg.data.label_noise
+    return LabelNoise(n.rate, n.kinds, n.max_shift, n.seed) if n.rate > 0 else None
 
 
 def split_histogram(root: str, split: str, spec: LabelSpec) -> np.ndarray:

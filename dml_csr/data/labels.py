@@ -1,7 +1,12 @@
 """The label registry: for each dataset its class names, palette, left/right flip pairs and merged evaluation groups.
 
-Loaders, flips, metrics and drawing read this module; nothing else hard-codes a class index. "Left" always means the
-*subject's* left (the person in the picture), which appears on the right-hand side of a frontal image.
+Loaders, flips, metrics and drawing read this module; nothing else hard-codes a class index. "Left" in a class name
+always means the *subject's* left (the person in the picture), which appears on the right-hand side of a frontal
+image. Each entry records its dataset's own convention (``left_is``): ``"subject"`` when the dataset's "left" is the
+subject's, ``"image"`` when it is the image's left (the subject's right). A dataset of the image convention gets its
+left/right class names swapped here (:func:`subject_names`), so that every consumer -- the flips, RNN-G's per-side
+eye crops (:mod:`dml_csr.face_parts`), the per-class scores -- reads one convention; the class indices stay the
+dataset's.
 """
 from __future__ import annotations
 
@@ -11,7 +16,10 @@ from typing import Optional
 import numpy as np
 
 __all__ = ["LabelSpec", "DATASETS", "get_spec", "label_spec", "dataset_spec", "flip_permutation", "SYNONYMS",
-           "class_mapping", "spec_meta", "spec_from_meta", "fallback_palette", "CUSTOM"]
+           "class_mapping", "spec_meta", "spec_from_meta", "fallback_palette", "CUSTOM", "subject_names", "make_spec",
+           "SIDES"]
+
+SIDES = ("subject", "image")  # whose left a dataset's "left" is
 
 
 @dataclass(frozen=True)
@@ -25,6 +33,8 @@ class LabelSpec:
         groups: merged sets used by evaluation, name -> class indices (e.g. ``eyes``; Helen's ``overall``).
         palette: (C, 3) uint8 RGB colours.
         f1_classes: the class indices whose F1 enters the mean F1; None: every class but the first (background).
+        left_is: whose left the dataset's own "left" is (:data:`SIDES`); ``classes`` are named by the subject's side
+            either way.
     """
     name: str
     classes: tuple[str, ...]
@@ -32,6 +42,7 @@ class LabelSpec:
     groups: dict[str, tuple[int, ...]] = field(default_factory=dict)
     palette: np.ndarray = field(default=None, compare=False, repr=False)
     f1_classes: Optional[tuple[int, ...]] = None
+    left_is: str = "subject"
 
     @property
     def num_classes(self) -> int:
@@ -104,15 +115,40 @@ _LFW_CLASSES = ("background", "skin", "hair")
 _LFW_COLOURS = [(0, 0, 255), (0, 255, 0), (255, 0, 0)]  # the dataset's own colours: blue bg, green skin, red hair
 
 
-def _spec(name, classes, colours, pairs=(), groups=None) -> LabelSpec:
-    return LabelSpec(name, classes, pairs, dict(groups or {}), _palette(len(classes), colours))
+def subject_names(names, left_is: str) -> tuple[str, ...]:
+    """A dataset's class names as the subject's sides: unchanged for the ``subject`` convention; for ``image``, every
+    left/right name swapped (``left_eye`` <-> ``right_eye``, ``l_brow`` <-> ``r_brow``)."""
+    if left_is not in SIDES:
+        raise ValueError(f"left_is = {left_is!r}; expected one of {', '.join(SIDES)}")
+    if left_is == "subject":
+        return tuple(names)
+    swap = {"left": "right", "right": "left", "l": "r", "r": "l"}
+
+    def mirrored(name: str) -> str:
+        head, sep, tail = name.partition("_")
+        return swap[head] + sep + tail if sep and head in swap else name
+    return tuple(mirrored(n) for n in names)
 
 
+def make_spec(name, classes, colours, pairs=(), groups=None, left_is: str = "subject") -> LabelSpec:
+    """A registry entry from the dataset's own class names and its side convention (``left_is``)."""
+    return LabelSpec(name, subject_names(classes, left_is), pairs, dict(groups or {}), _palette(len(classes), colours),
+                     left_is=left_is)
+
+
+_spec = make_spec
+
+
+# Side conventions (data/README.md gives the sources): LaPa's labelmap and CelebAMask-HQ's part names are the
+# subject's; Helen's label documentation (Smith et al.'s README.txt: "Label 02: left eyebrow ... Label 05: right eye")
+# does not say whose left, and is read as the subject's, as LaPa, which copies Helen's 11 classes, states it.
 DATASETS: dict[str, LabelSpec] = {
     "helen": _spec("helen", _HELEN_CLASSES, _HELEN_COLOURS, _HELEN_PAIRS, _HELEN_GROUPS),
     "lapa": _spec("lapa", _HELEN_CLASSES, _HELEN_COLOURS, _HELEN_PAIRS, _HELEN_GROUPS),
     "celebamask_hq": _spec("celebamask_hq", _CELEBA_CLASSES, _CELEBA_COLOURS, _CELEBA_PAIRS, _CELEBA_GROUPS),
     "lfw_pl": _spec("lfw_pl", _LFW_CLASSES, _LFW_COLOURS),
+    # Liu et al.'s Multi-Face dataset (unpublished): several faces an image, LFW-PL's classes (prepare/multiface.py)
+    "multiface": _spec("multiface", _LFW_CLASSES, _LFW_COLOURS),
     "facesynthetics": _spec("facesynthetics", _FS_CLASSES, _FS_COLOURS, _FS_PAIRS, _FS_GROUPS),
     # procedural faces in the two class orders above (dml_csr.data.synthetic)
     "synthetic": _spec("synthetic", _HELEN_CLASSES, _HELEN_COLOURS, _HELEN_PAIRS, _HELEN_GROUPS),

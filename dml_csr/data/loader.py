@@ -1,5 +1,5 @@
-"""Every DataLoader of the package comes from :func:`build_loader`: training epochs, validation, evaluation and
-batch-norm re-estimation.
+"""Every DataLoader of the package comes from :func:`build_loader`: training epochs, validation and evaluation; and
+:func:`build_norm_loader`: batch-norm re-estimation over every training image.
 
 Two orders, both functions of their arguments only (so a resumed run sees the batches a straight run would):
 
@@ -8,7 +8,10 @@ Two orders, both functions of their arguments only (so a resumed run sees the ba
   interleaved shares for the ranks, full batches only, optionally starting part-way (resume) or capped; each index
   comes with the seed of its augmentation, a function of (seed, epoch, index) only, so a run resumed in the middle of
   an epoch, with or without loader workers, draws what a straight run draws;
-* ``train=False``: :class:`ShardSampler`, every sample once in order, every ``world``-th from ``rank``.
+* ``train=False``: :class:`ShardSampler`, every sample once in order, every ``world``-th from ``rank``;
+* :func:`build_norm_loader`: :class:`EvenBatchSampler`, the shuffled order of an epoch of its own with every sample
+  once, in batches as even as possible (a training epoch drops the remainder; the statistics of "all training data"
+  must not).
 
 Batches are collated by :func:`collate_samples` (channels-last uint8 images stay channels-last); loader workers seed
 numpy and ``random`` from torch's per-worker seed and ignore SIGINT/SIGTERM (:func:`seed_worker`).
@@ -26,9 +29,21 @@ from torch.utils.data import DataLoader, Dataset
 
 from .dataset import BadSampleError
 
-__all__ = ["build_loader", "EpochSampler", "ShardSampler", "collate_samples", "seed_worker", "SkipCountingLoader"]
+__all__ = ["build_loader", "build_norm_loader", "EpochSampler", "EvenBatchSampler", "ShardSampler", "sample_seed",
+           "collate_samples", "seed_worker", "SkipCountingLoader"]
 
 logger = logging.getLogger(__name__)
+
+
+def _epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(n, generator=g).tolist()
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """The augmentation seed of dataset index ``index`` in ``epoch``: a function of the three only."""
+    state = np.random.SeedSequence([seed % 2 ** 32, epoch % 2 ** 32, index]).generate_state(2)
+    return int(state[0]) << 31 | int(state[1]) >> 1
 
 
 class EpochSampler(torch.utils.data.Sampler):
@@ -42,8 +57,7 @@ class EpochSampler(torch.utils.data.Sampler):
     def __init__(self, n: int, batch_size: int, seed: int, epoch: int, rank: int = 0, world: int = 1,
                  skip_batches: int = 0, limit_batches: int = 0, order: Optional[list[int]] = None):
         if order is None:
-            g = torch.Generator().manual_seed(seed * 100_003 + epoch)
-            perm = torch.randperm(n, generator=g).tolist()
+            perm = _epoch_order(n, seed, epoch)
         else:
             perm, n = list(order), len(order)
         per_rank = n // world
@@ -56,14 +70,38 @@ class EpochSampler(torch.utils.data.Sampler):
 
     def sample_seed(self, index: int) -> int:
         """The augmentation seed of dataset index ``index`` in this epoch."""
-        state = np.random.SeedSequence([self.seed % 2 ** 32, self.epoch % 2 ** 32, index]).generate_state(2)
-        return int(state[0]) << 31 | int(state[1]) >> 1
+        return sample_seed(self.seed, self.epoch, index)
 
     def __iter__(self):
         return iter([(i, self.sample_seed(i)) for i in self.indices])
 
     def __len__(self) -> int:
         return len(self.indices)
+
+
+class EvenBatchSampler(torch.utils.data.Sampler):
+    """Batches of ``(index, augmentation seed)`` that hold every sample exactly once: the epoch order of ``(seed,
+    epoch)``, this rank's interleaved share, split into ``ceil(ceil(n / world) / batch_size)`` batches whose sizes
+    differ by at most one, so every rank forwards the same number of batches (a forward through synchronised norm
+    layers is a collective) and no batch is a lone remainder. When ``n`` is a multiple of ``world * batch_size``
+    these are exactly :class:`EpochSampler`'s batches."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, epoch: int, rank: int = 0, world: int = 1):
+        mine = _epoch_order(n, seed, epoch)[rank::world]
+        longest = -(-n // world)  # the largest share
+        count = min(len(mine), -(-longest // batch_size))  # a share shorter than the batch count: fewer batches
+        base, extra = divmod(len(mine), max(count, 1))
+        self.batches, start = [], 0
+        for b in range(count):
+            size = base + (b < extra)
+            self.batches.append([(i, sample_seed(seed, epoch, i)) for i in mine[start:start + size]])
+            start += size
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
 
 
 class ShardSampler(torch.utils.data.Sampler):
@@ -100,6 +138,17 @@ def build_loader(dataset: Dataset, *, batch_size: int, workers: int, seed: int, 
     return SkipCountingLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                               collate_fn=collate_samples, drop_last=train,
                               generator=torch.Generator().manual_seed(generator_seed),
+                              pin_memory=torch.cuda.is_available(), worker_init_fn=seed_worker)
+
+
+def build_norm_loader(dataset: Dataset, *, batch_size: int, workers: int, seed: int, epoch: int, rank: int = 0,
+                      world: int = 1) -> "SkipCountingLoader":
+    """The loader of batch-norm re-estimation: every sample of ``dataset`` once (:class:`EvenBatchSampler`), each
+    augmented by its seed of ``epoch`` (an epoch number of its own, e.g. negative, so that it is no training epoch's
+    order)."""
+    sampler = EvenBatchSampler(len(dataset), batch_size, seed, epoch, rank, world)
+    return SkipCountingLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate_samples,
+                              generator=torch.Generator().manual_seed(seed * 7919 + epoch),
                               pin_memory=torch.cuda.is_available(), worker_init_fn=seed_worker)
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from .class_map import build_class_map, config_class_map, fold_histogram
-from .dataset import FaceParsingDataset, build_dataset, build_transform, split_histogram
+from .dataset import FaceParsingDataset, build_dataset, build_transform, config_label_noise, split_histogram
 from .labels import LabelSpec, dataset_spec, label_spec
 
 __all__ = ["MixedDataset", "largest_remainder", "build_training_set", "training_histogram"]
@@ -103,7 +103,8 @@ def _part(cfg, i: int, entry, spec: LabelSpec, transform) -> FaceParsingDataset:
         source = dataset_spec(entry.dataset or d.dataset, entry.root)
         cmap = build_class_map(source, entry.class_map, f"{key}.class_map", spec)
         return FaceParsingDataset(entry.root, d.train_split, spec, transform, skip_bad=d.skip_bad,
-                                  max_samples=d.max_samples, keypoints=d.keypoints, class_map=cmap)
+                                  max_samples=d.max_samples, keypoints=d.keypoints, class_map=cmap,
+                                  label_noise=config_label_noise(cfg))
     except (FileNotFoundError, ValueError) as e:
         if str(e).startswith(key):
             raise

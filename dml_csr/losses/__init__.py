@@ -32,21 +32,26 @@ __all__ = [
 
 
 def _dml_csr_criterion(cfg, class_names: Sequence[str], class_weights: Optional[Sequence[float]]) -> MultiTaskLoss:
+    if cfg.loss.background_ratio:
+        raise ValueError(f"loss.background_ratio = {cfg.loss.background_ratio!r} has no effect on model.name=dml_csr "
+                         f"(it samples RNN-G's label losses, Liu et al.'s Multi-Face setting); remove it")
     return MultiTaskLoss.from_config(cfg.loss, len(class_names), class_weights)
 
 
 def _rnn_g_criterion(cfg, class_names: Sequence[str], class_weights: Optional[Sequence[float]]) -> RNNGLoss:
-    # every loss.* field configures DML-CSR's multi-task loss; RNN-G's terms have none, so a set one would be ignored
+    # every loss.* field but background_ratio configures DML-CSR's multi-task loss; a set one would be ignored here
     defaults = type(cfg.loss)()
-    changed = [f.name for f in dataclasses.fields(cfg.loss) if getattr(cfg.loss, f.name) != getattr(defaults, f.name)]
+    changed = [f.name for f in dataclasses.fields(cfg.loss) if f.name != "background_ratio"
+               and getattr(cfg.loss, f.name) != getattr(defaults, f.name)]
     if changed:
         raise ValueError(f"loss.{changed[0]} = {getattr(cfg.loss, changed[0])!r} has no effect on model.name=rnn_g "
                          f"(its losses are the coarse CE, the boundary-gate CE and the final CE, unweighted); "
                          f"remove loss.{', loss.'.join(changed)} from the config")
+    ratio = cfg.loss.background_ratio
     if not cfg.model.two_stage:
-        return RNNGLoss()
+        return RNNGLoss(background_ratio=ratio)
     paper = cfg.model.two_stage_variant == "paper"
-    return RNNGLoss(part_table(class_names), stage1_map(class_names) if paper else None)
+    return RNNGLoss(part_table(class_names), stage1_map(class_names) if paper else None, background_ratio=ratio)
 
 
 CRITERIA: dict[str, Callable[..., Callable]] = {

@@ -14,7 +14,13 @@ take the label mapped to those three (``stage1_map``, every class but background
     part_ce     two-stage models only: mean CE of the component networks on their crops (``outputs["part/<name>"]``,
                 labels cropped from ``batch["label"]`` with the same boxes ``outputs["box/<name>"]``)
 
-A model output with only ``"parsing"`` (eval mode) gets ``parsing_ce`` alone.
+A model output with only ``"parsing"`` (eval mode) gets ``parsing_ce`` alone. The paper's baselines (Sec. 5.2) have
+fewer outputs: the ungated RNN and CNN-Deep no ``gate``, CNN-S neither ``gate`` nor ``coarse``; each gets the terms
+of what it returns.
+
+``background_ratio`` (the paper's Multi-Face setting, 5): the label terms count every foreground pixel and, per
+image, a random sample of background (class 0) pixels of ``background_ratio`` times their number
+(:func:`sample_background`).
 """
 from __future__ import annotations
 
@@ -28,9 +34,14 @@ from dml_csr.conventions import IGNORE_INDEX
 from dml_csr.face_parts import Part, crop_labels
 from dml_csr.losses.parsing import parsing_ce
 
-__all__ = ["RNN_G_TERMS", "RNNGLoss", "rnn_g_loss", "gate_targets", "sample_gate_pixels", "gate_ce"]
+__all__ = ["RNN_G_TERMS", "STAGE_WEIGHTS", "RNNGLoss", "rnn_g_loss", "gate_targets", "sample_gate_pixels", "gate_ce",
+           "sample_background"]
 
 RNN_G_TERMS = ("parsing_ce", "coarse_ce", "gate_ce", "stage1_ce", "part_ce")
+# the paper's order of training (``model.rnn_train: staged``): the first stage with its three losses, then the
+# component networks on their crops; the other terms are still computed and logged, with weight 0
+STAGE_WEIGHTS = {1: {"parsing_ce": 0.0, "part_ce": 0.0},
+                 2: {"parsing_ce": 0.0, "coarse_ce": 0.0, "gate_ce": 0.0, "stage1_ce": 0.0}}
 
 
 def gate_targets(edge: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
@@ -92,6 +103,15 @@ def gate_ce(gate_logits: Tensor, edge: Tensor, ratio: float = 5.0,
     return (per_pixel * mask).sum() / mask.sum().clamp(min=1)
 
 
+def sample_background(label: Tensor, ratio: float, generator: Optional[torch.Generator] = None) -> Tensor:
+    """``label`` with every background (class 0) pixel ignored but a random sample of ``ratio`` times the image's
+    foreground pixels (all of them when there are fewer); foreground and ignored pixels are kept. (B, H, W) int64 ->
+    the same. An image without foreground keeps no background pixel."""
+    valid = label != IGNORE_INDEX
+    keep = sample_gate_pixels((label == 0).float(), valid, ratio, generator)  # "boundary" = foreground here
+    return torch.where(keep, label, torch.full_like(label, IGNORE_INDEX))
+
+
 def _part_ce(outputs: Mapping[str, Tensor], name: str, label: Tensor, parts: Optional[Mapping[str, Part]]) -> Tensor:
     if parts is None or name not in parts:
         raise KeyError(f"rnn_g_loss: the model returned 'part/{name}' but no part table names its classes; pass "
@@ -104,7 +124,7 @@ def _part_ce(outputs: Mapping[str, Tensor], name: str, label: Tensor, parts: Opt
 def rnn_g_loss(outputs: Mapping[str, Tensor], batch: Mapping[str, Tensor], *,
                parts: Optional[Mapping[str, Part]] = None, stage1_map: Optional[Sequence[int]] = None,
                weights: Optional[Mapping[str, float]] = None, gate_ratio: float = 5.0,
-               generator: Optional[torch.Generator] = None) -> dict[str, Tensor]:
+               generator: Optional[torch.Generator] = None, background_ratio: float = 0.0) -> dict[str, Tensor]:
     """The three losses of RNN-G (plus ``stage1_ce`` and ``part_ce`` for two-stage models).
 
     Args:
@@ -117,12 +137,17 @@ def rnn_g_loss(outputs: Mapping[str, Tensor], batch: Mapping[str, Tensor], *,
             stage parses fewer classes than the final map (the paper's two stages).
         weights: optional factor per term name (default 1 each).
         gate_ratio: non-boundary pixels sampled per boundary pixel (paper: 5).
+        background_ratio: when > 0, background pixels sampled per foreground pixel in the label terms
+            (:func:`sample_background`); the component networks' crops keep every pixel.
     Returns:
         dict of the present terms (unweighted) and ``total`` (weighted sum).
     """
     if "label" not in batch:
         raise KeyError("rnn_g_loss: batch has no 'label' (B, H, W) int64 tensor")
     label = batch["label"]
+    full = label  # the component networks' crops keep every pixel
+    if background_ratio > 0:
+        label = sample_background(label, background_ratio, generator)
     first = label  # the first stage's target
     if stage1_map is not None:
         lut = torch.full((256,), IGNORE_INDEX, dtype=label.dtype, device=label.device)
@@ -140,7 +165,7 @@ def rnn_g_loss(outputs: Mapping[str, Tensor], batch: Mapping[str, Tensor], *,
         terms["stage1_ce"] = parsing_ce(outputs["stage1"], first)
     part_keys = [k for k in outputs if k.startswith("part/")]
     if part_keys:
-        terms["part_ce"] = torch.stack([_part_ce(outputs, k[len("part/"):], label, parts) for k in part_keys]).mean()
+        terms["part_ce"] = torch.stack([_part_ce(outputs, k[len("part/"):], full, parts) for k in part_keys]).mean()
     weights = dict(weights or {})
     unknown = set(weights) - set(RNN_G_TERMS)
     if unknown:
@@ -156,15 +181,22 @@ class RNNGLoss:
 
     Args:
         parts: the two-stage model's components, or None for one stage.
-        stage1_map, weights, gate_ratio: as :func:`rnn_g_loss`.
+        stage1_map, weights, gate_ratio, background_ratio: as :func:`rnn_g_loss`.
     """
 
     def __init__(self, parts: Optional[Mapping[str, Part]] = None, stage1_map: Optional[Sequence[int]] = None,
-                 weights: Optional[Mapping[str, float]] = None, gate_ratio: float = 5.0) -> None:
+                 weights: Optional[Mapping[str, float]] = None, gate_ratio: float = 5.0,
+                 background_ratio: float = 0.0) -> None:
         self.parts, self.stage1_map = parts, stage1_map
         self.weights, self.gate_ratio = dict(weights or {}), gate_ratio
+        self.background_ratio = background_ratio
+        self.base_weights = dict(self.weights)
+
+    def set_stage(self, stage: int) -> None:
+        """The weights of a training stage (:data:`STAGE_WEIGHTS`; 0: the joint training's, as built)."""
+        self.weights = {**self.base_weights, **STAGE_WEIGHTS.get(stage, {})}
 
     def __call__(self, outputs: Mapping[str, Tensor], batch: Mapping[str, Tensor],
                  teacher_outputs: Optional[Mapping[str, Tensor]] = None, cycle: int = 0) -> dict[str, Tensor]:
         return rnn_g_loss(outputs, batch, parts=self.parts, stage1_map=self.stage1_map, weights=self.weights,
-                          gate_ratio=self.gate_ratio)
+                          gate_ratio=self.gate_ratio, background_ratio=self.background_ratio)

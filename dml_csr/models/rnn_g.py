@@ -10,6 +10,18 @@ Layout (``width`` = 32, at most 32 channels as in the paper; sizes for a 128 x 1
 
 Training-only heads (paper Sec. 3.3): a 3x3 conv from X to the coarse class logits, and a 1x1 conv from the gates to
 one boundary-gate logit map supervised with ground-truth boundaries (0 on a boundary, 1 elsewhere).
+
+The paper's baselines (Sec. 5.2, Tables 1-2) are ``variant``s of the same network:
+
+    rnn_g     the model above
+    rnn       the standard RNN of eq. 1: no gate (g = 1 everywhere, deconv6 gives X alone), identity activation
+    cnn_deep  the RNN replaced by two 3x3 convolutions of ``width`` channels, deconv6 widened from X's 8 to 16
+              channels (all of them label representation)
+    cnn_s     the shallow CNN alone: X projected to the classes
+
+and ``input_size=512`` is the Multi-Face network: two more 3x3x16 convolutions with max-pooling after conv1 and one
+more deconvolution at the end, so the RNN runs at 64 x 64 and the output at 256 x 256 (bilinearly resized to the
+input, as every output here).
 Stability (Sec. 3.2): ``|g| <= 1`` by the tanh, and each transition matrix is rescaled on the fly so that
 ``sqrt(||W||_1 ||W||_inf) <= 1``, an upper bound of its spectral norm (exportable, unlike an SVD).
 """
@@ -25,7 +37,10 @@ from torch import Tensor, nn
 from .precision import check_image_input
 from .scan import spatial_rnn_4dir
 
-__all__ = ["RNNG", "rnn_g", "build_rnn_g", "bounded_transition"]
+__all__ = ["RNNG", "rnn_g", "build_rnn_g", "bounded_transition", "VARIANTS", "INPUTS"]
+
+VARIANTS = ("rnn_g", "rnn", "cnn_deep", "cnn_s")  # the paper's RNN-G and its baselines (Sec. 5.2)
+INPUTS = (128, 512)  # the single-face network and the Multi-Face one (Sec. 5.1)
 
 logger = logging.getLogger(__name__)
 
@@ -58,22 +73,29 @@ class RNNG(nn.Module):
         num_classes: number of output classes.
         width: widest layer (paper: 32); conv1 and deconv6 use ``width // 2``, the RNN ``width // 4`` channels.
         norm: batch norm after each convolution (helps SGD; costs a little on CPU; foldable at export).
+        variant: one of :data:`VARIANTS` (see the module docstring).
+        input_size: 128 (the single-face network) or 512 (the Multi-Face network, two more down-sampling units).
 
     ``forward(x)`` with x: (B, 3, H, W) returns a dict:
         ``parsing``: (B, num_classes, H, W) logits at the input resolution (always);
-        in training mode also ``coarse``: (B, num_classes, H', W') CNN logits at the RNN resolution (H' ~ H/2),
-        ``gate``: (B, 1, H', W') boundary-gate logits (sigmoid -> 1 = propagate, 0 = boundary), and
-        ``gates``: (B, width // 4, H', W') the gates in [-1, 1] fed to the RNN.
+        in training mode also ``coarse``: (B, num_classes, H', W') CNN logits at the RNN resolution (H' ~ H/2;
+        not ``cnn_s``), and with ``rnn_g`` ``gate``: (B, 1, H', W') boundary-gate logits (sigmoid -> 1 = propagate,
+        0 = boundary) and ``gates``: (B, width // 4, H', W') the gates in [-1, 1] fed to the RNN.
     """
 
     training_only = tuple(f"{name}." for name in _TRAIN_ONLY)  # state_dict prefixes of the training-only heads
 
-    def __init__(self, num_classes: int, *, width: int = 32, norm: bool = True):
+    def __init__(self, num_classes: int, *, width: int = 32, norm: bool = True, variant: str = "rnn_g",
+                 input_size: int = 128):
         super().__init__()
         if width < 4 or width % 4:
             raise ValueError(f"RNNG: width must be a positive multiple of 4 (e.g. 32, the paper's); got {width}")
+        if variant not in VARIANTS or input_size not in INPUTS:
+            raise ValueError(f"RNNG: variant {variant!r}, input_size {input_size!r}; expected a variant of "
+                             f"{', '.join(VARIANTS)} and an input size of {', '.join(map(str, INPUTS))}")
         half, k = width // 2, width // 4
-        self.num_classes, self.width, self.hidden = num_classes, width, k
+        self.num_classes, self.width, self.variant, self.input_size = num_classes, width, variant, input_size
+        self.hidden = half if variant == "cnn_deep" else k  # channels of X
 
         def block(cin: int, cout: int, ks: int) -> nn.Sequential:
             layers: list[nn.Module] = [nn.Conv2d(cin, cout, ks, padding=ks // 2, bias=not norm)]
@@ -83,16 +105,25 @@ class RNNG(nn.Module):
             return nn.Sequential(*layers)
 
         self.conv1 = block(3, half, 5)
+        # the Multi-Face network: two more 3x3x16 units, each followed by a max-pooling
+        self.down = nn.ModuleList([block(half, half, 3) for _ in range(2 if input_size == 512 else 0)])
         self.conv2 = block(half, width, 3)
         self.conv3 = block(width, width, 3)
-        self.deconv6 = nn.ConvTranspose2d(width, half, kernel_size=4, stride=2, padding=1)  # -> X (k) | G (k)
-        self.rnn_weight = nn.Parameter(torch.eye(k).repeat(4, 1, 1))  # (4, k, k), one per direction
-        self.rnn_bias = nn.Parameter(torch.zeros(4, k))
-        self.project = nn.Conv2d(k, num_classes, 1)
+        gated = variant == "rnn_g"
+        self.deconv6 = nn.ConvTranspose2d(width, self.hidden + (k if gated else 0), kernel_size=4, stride=2,
+                                          padding=1)  # -> X | G (rnn_g)
+        if variant in ("rnn_g", "rnn"):
+            self.rnn_weight = nn.Parameter(torch.eye(k).repeat(4, 1, 1))  # (4, k, k), one per direction
+            self.rnn_bias = nn.Parameter(torch.zeros(4, k))
+        self.deep = nn.Sequential(block(half, width, 3), block(width, width, 3)) if variant == "cnn_deep" else None
+        self.project = nn.Conv2d(width if variant == "cnn_deep" else k, num_classes, 1)
         self.deconv7 = _bilinear_deconv(num_classes)
-        self.coarse_head: Optional[nn.Module] = nn.Conv2d(k, num_classes, 3, padding=1)
-        self.gate_head: Optional[nn.Module] = nn.Conv2d(k, 1, 1)
-        nn.init.constant_(self.gate_head.bias, 2.0)  # start near "propagate" (sigmoid(2) ~ 0.88)
+        self.deconv8 = _bilinear_deconv(num_classes) if input_size == 512 else None
+        self.coarse_head: Optional[nn.Module] = (nn.Conv2d(self.hidden, num_classes, 3, padding=1)
+                                                 if variant != "cnn_s" else None)
+        self.gate_head: Optional[nn.Module] = nn.Conv2d(k, 1, 1) if gated else None
+        if self.gate_head is not None:
+            nn.init.constant_(self.gate_head.bias, 2.0)  # start near "propagate" (sigmoid(2) ~ 0.88)
         self._register_load_state_dict_pre_hook(self._skip_dropped_heads)
 
     # ------------------------------------------------------------------------------------------------------------
@@ -112,32 +143,50 @@ class RNNG(nn.Module):
                 for key in [k for k in state_dict if k.startswith(f"{prefix}{name}.")]:
                     del state_dict[key]
 
-    def features(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """CNN part. x: (B, 3, H, W) -> (X, gates), each (B, width // 4, H', W'), gates in [-1, 1]."""
+    def features(self, x: Tensor) -> tuple[Tensor, Optional[Tensor]]:
+        """CNN part. x: (B, 3, H, W) -> (X, gates): X (B, hidden, H', W'); with ``rnn_g`` the gates
+        (B, width // 4, H', W') in [-1, 1], else None."""
         f = F.max_pool2d(self.conv1(x), 2)
+        for unit in self.down:
+            f = F.max_pool2d(unit(f), 2)
         f = F.max_pool2d(self.conv2(f), 2)
         f = self.deconv6(self.conv3(f))
+        if self.variant != "rnn_g":
+            return f, None
         xr, gr = f.split(self.hidden, dim=1)
         return xr, torch.tanh(gr)
+
+    def propagate(self, xr: Tensor, gates: Optional[Tensor]) -> Tensor:
+        """What the variant puts between X and the projection: the gated RNN, the plain RNN (g = 1), two
+        convolutions, or nothing."""
+        if self.variant == "cnn_s":
+            return xr
+        if self.deep is not None:
+            return self.deep(xr)
+        g = gates if gates is not None else torch.ones_like(xr)
+        return spatial_rnn_4dir(xr, g, bounded_transition(self.rnn_weight), self.rnn_bias)
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         check_image_input(x, "RNNG", self.project.weight.dtype)
         xr, gates = self.features(x)
-        h = spatial_rnn_4dir(xr, gates, bounded_transition(self.rnn_weight), self.rnn_bias)
-        out = self.deconv7(self.project(h))
+        out = self.deconv7(self.project(self.propagate(xr, gates)))
+        if self.deconv8 is not None:
+            out = self.deconv8(out)
         if torch.jit.is_tracing() or out.shape[-2:] != x.shape[-2:]:
             out = F.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=False)
         result = {"parsing": out}
-        if self.training and self.coarse_head is not None and self.gate_head is not None:
+        if self.training and self.coarse_head is not None:
             result["coarse"] = self.coarse_head(xr)
+        if self.training and self.gate_head is not None and gates is not None:
             result["gate"] = self.gate_head(gates)
             result["gates"] = gates
         return result
 
 
-def rnn_g(*, num_classes: int, width: int = 32, norm: bool = True) -> RNNG:
-    """Keyword-only builder of the first-stage network."""
-    return RNNG(num_classes, width=width, norm=norm)
+def rnn_g(*, num_classes: int, width: int = 32, norm: bool = True, variant: str = "rnn_g",
+          input_size: int = 128) -> RNNG:
+    """Keyword-only builder of the first-stage network (or one of the paper's baselines, ``variant``)."""
+    return RNNG(num_classes, width=width, norm=norm, variant=variant, input_size=input_size)
 
 
 def build_rnn_g(cfg, num_classes: int, class_names: Optional[Sequence[str]] = None) -> nn.Module:
@@ -150,7 +199,8 @@ def build_rnn_g(cfg, num_classes: int, class_names: Optional[Sequence[str]] = No
         raise ValueError(f"model.two_stage=true needs the dataset's {num_classes} class names (got "
                          f"{None if class_names is None else len(class_names)}) to find its components' classes")
     paper = cfg.two_stage and cfg.two_stage_variant == "paper"
-    model = rnn_g(num_classes=3 if paper else num_classes, width=cfg.rnn_channels, norm=cfg.rnn_norm)
+    model = rnn_g(num_classes=3 if paper else num_classes, width=cfg.rnn_channels, norm=cfg.rnn_norm,
+                  variant=cfg.rnn_variant, input_size=cfg.rnn_input)
     if not cfg.edge_heads:
         model.drop_edge_heads()
     if not cfg.two_stage:

@@ -16,6 +16,10 @@ Merge (:func:`merge_part_probs`): outside every crop the final probabilities are
 component network decides its classes, and "not this component" shares its probability among the other classes in
 the first stage's proportions. So the final argmax takes the second stage's labels inside the crops and the first
 stage's outside, and ``parsing`` stays a (log-probability) logit map that the usual losses and argmax accept.
+
+Training order (:meth:`_Stages.set_stage`): jointly, end to end (stage 0, ours), or in the paper's two stages -- the
+first stage alone (the component networks frozen), then the component networks with the first stage frozen (its
+parameters take no gradient and its norm layers stay in eval mode).
 """
 from __future__ import annotations
 
@@ -105,7 +109,29 @@ def merge_part_probs(stage1: Tensor, parts: list[tuple[Tensor, Tensor, tuple[int
 
 
 # ------------------------------------------------------------------------------------------------------------ model
-class TwoStageRNNG(nn.Module):
+class _Stages(nn.Module):
+    """Which part of a two-stage model trains: ``set_stage(0)`` everything (joint), ``1`` the first stage alone,
+    ``2`` the component networks alone. A frozen part takes no gradient (``requires_grad`` off, so the optimiser
+    leaves it, weight decay and momentum included); a frozen first stage also keeps its norm layers in eval mode."""
+
+    stage: int = 0
+
+    def set_stage(self, stage: int) -> "_Stages":
+        if stage not in (0, 1, 2):
+            raise ValueError(f"set_stage: stage = {stage!r}; expected 0 (joint), 1 (first stage) or 2 (components)")
+        self.stage = stage
+        self.stage1.requires_grad_(stage != 2)
+        self.part_nets.requires_grad_(stage != 1)
+        return self.train(self.training)
+
+    def train(self, mode: bool = True) -> "_Stages":
+        super().train(mode)
+        if self.stage == 2:
+            self.stage1.eval()
+        return self
+
+
+class TwoStageRNNG(_Stages):
     """RNN-G first stage (all classes) + component networks on crops, merged (see module docstring).
 
     Args:
@@ -162,7 +188,7 @@ class TwoStageRNNG(nn.Module):
         return result
 
 
-class PaperTwoStageRNNG(nn.Module):
+class PaperTwoStageRNNG(_Stages):
     """RNN-G's two stages as Liu et al. describe them (see the module docstring).
 
     Args:

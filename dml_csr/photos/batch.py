@@ -1,7 +1,8 @@
 """Parsing many inputs into files: images, folders, glob patterns and videos (``scripts/predict.py``).
 
 Writes ``<out>/labels/NAME.png`` (class indices at the image's own resolution, scorable with ``evaluate.py
---predictions``), ``<out>/overlays/NAME.jpg``, with faces ``<out>/faces/NAME.json`` (:mod:`dml_csr.photos.faces`),
+--predictions``), ``<out>/overlays/NAME.jpg``, with edge maps ``<out>/edges/NAME_{binary,category,category_color}.png``,
+with faces ``<out>/faces/NAME.json`` (:mod:`dml_csr.photos.faces`),
 and for a video its frames as ``STEM_fNNNNNN`` and ``<out>/videos/STEM.mp4``. Each input stands alone: one that
 cannot be read, parsed or written is recorded in :attr:`Summary.failures` with the reason and the others go on.
 """
@@ -36,7 +37,8 @@ EXPORTED = {".onnx": "an ONNX model", ".xml": "an OpenVINO model", ".ts": "a Tor
 @dataclass
 class Options:
     """What to parse and write: see ``scripts/predict.py --help``. ``faces_dir``: a folder of ``NAME.json`` faces
-    files that replace detection (as ``<out>/faces/`` holds)."""
+    files that replace detection (as ``<out>/faces/`` holds); ``edges``: ``image_bgr -> (binary, category)`` edge
+    maps to write beside the labels (:class:`dml_csr.photos.figures.EdgeMaps`)."""
     out: str
     detect: bool = False
     faces_dir: Optional[str] = None
@@ -46,6 +48,7 @@ class Options:
     video: bool = True
     overlay: bool = True
     alpha: float = 0.6
+    edges: Optional[Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]] = None
 
 
 @dataclass
@@ -249,7 +252,8 @@ class _Outputs:
     def __init__(self, parser, opts: Options, summary: Summary):
         self.parser, self.opts, self.summary = parser, opts, summary
         self.video: Optional[OverlayVideoWriter] = None
-        for kind in ("labels",) + (("overlays",) if opts.overlay else ()) + (("faces",) if opts.detect else ()):
+        kinds = ("labels",) + (("overlays",) if opts.overlay else ()) + (("faces",) if opts.detect else ())
+        for kind in kinds + (("edges",) if opts.edges is not None else ()):
             os.makedirs(os.path.join(opts.out, kind), exist_ok=True)
 
     def start_video(self, src: str, stem: str) -> None:
@@ -271,6 +275,8 @@ class _Outputs:
         out, ov, s = self.opts.out, None, self.summary
         try:
             write_image(os.path.join(out, "labels", f"{name}.png"), labels)
+            if self.opts.edges is not None:
+                self._edges(name, image)
             if self.opts.overlay:
                 ov = np.ascontiguousarray(self.parser.overlay(image, labels, alpha=self.opts.alpha,
                                                               channel_order="BGR")[..., ::-1])
@@ -288,3 +294,11 @@ class _Outputs:
             s.failures.append((src, str(e)))
         if ov is not None and self.video is not None:  # the video keeps the frame whose own files failed
             self.video.write(ov)
+
+    def _edges(self, name: str, image: np.ndarray) -> None:
+        binary, category = self.opts.edges(image)
+        folder = os.path.join(self.opts.out, "edges")
+        write_image(os.path.join(folder, f"{name}_binary.png"), binary)
+        write_image(os.path.join(folder, f"{name}_category.png"), category)
+        write_image(os.path.join(folder, f"{name}_category_color.png"),
+                    np.ascontiguousarray(self.parser.colorize(category)[..., ::-1]))

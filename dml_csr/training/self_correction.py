@@ -1,5 +1,6 @@
-"""Cyclical self-regulation (paper sec. 3.3): the state a run carries through its cycles, and the self-ensemble of
-eq. 6.
+"""Cyclical self-regulation (paper sec. 3.3): the state a run carries through its cycles, and the self-ensemble in
+its two forms: the paper's eq. 6 (:func:`self_ensemble`) and the authors' code's running average
+(:func:`moving_average`, SCHP's ``moving_average(net1, net2, alpha)``: ``net1 = (1 - alpha) net1 + alpha net2``).
 
 :class:`SelfRegulation` holds the best first-phase weights, the running sum of the current cycle's epoch-end models
 and the teacher; the trainer asks it for the teacher of an epoch, hands it each epoch's student, and at a cycle's end
@@ -13,6 +14,12 @@ Index conventions:
     * :func:`self_ensemble` at the end of cycle k uses that same k: ``M = k/(k+1) M_best + 1/((k+1) N) sum_n M_n``,
       with the N epoch-end models of cycle k accumulated in a :class:`RunningSum`. So after the first cycle the best
       model and the cycle's mean weigh 1/2 each, after the fifth 5/6 and 1/6.
+    * ``train.self_ensemble: moving_average`` (the official preset, the authors' ``train.py``): an aggregation after
+      the first phase's last epoch and after every cycle's last one, ``A = (1 - a) A + a S`` with ``S`` the student
+      and ``a = 1/(n+1)``, n the aggregations so far (n = k after cycle k). The first aggregate is the last
+      first-phase student (not the best one), then a running mean of the end-of-cycle students: after cycle k,
+      ``A = (S_E + S_1 + ... + S_k) / (k + 1)``. Each aggregate gets its norm statistics re-estimated and teaches
+      the next cycle.
 """
 from __future__ import annotations
 
@@ -26,7 +33,9 @@ from torch import Tensor, nn
 from ..config import cycle_position
 from ..distributed import unwrap_model
 
-__all__ = ["SelfRegulation", "RunningSum", "self_ensemble", "cycle_position"]
+__all__ = ["SelfRegulation", "RunningSum", "self_ensemble", "moving_average", "ENSEMBLES", "cycle_position"]
+
+ENSEMBLES = ("eq6", "moving_average")
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +138,29 @@ def self_ensemble(best_state: Mapping[str, Tensor], running_sum: RunningSum, k: 
     return out
 
 
+def moving_average(average: Optional[Mapping[str, Tensor]], new: Mapping[str, Tensor],
+                   alpha: float) -> dict[str, Tensor]:
+    """The authors' self-ensemble step (SCHP's ``moving_average``): ``(1 - alpha) average + alpha new`` for every
+    floating tensor, computed in float64 and returned in ``new``'s dtypes and devices; integer tensors
+    (``num_batches_tracked``) are ``new``'s. ``alpha = 1`` (the first aggregation, ``average`` may be None) returns a
+    copy of ``new``. Norm statistics are averaged like weights and should be re-estimated afterwards."""
+    if not 0.0 < alpha <= 1.0:
+        raise ValueError(f"moving_average: alpha = {alpha}; expected 0 < alpha <= 1 (1/(n+1) after n aggregations)")
+    if average is None or alpha == 1.0:
+        return {name: t.detach().clone() for name, t in new.items()}
+    missing = sorted(set(new) - set(average))
+    if missing:
+        raise KeyError(f"moving_average: the average lacks {missing[:5]}; average state dicts of one architecture")
+    out: dict[str, Tensor] = {}
+    for name, t in new.items():
+        if t.is_floating_point():
+            m = (1.0 - alpha) * average[name].to(t.device, torch.float64) + alpha * t.detach().double()
+            out[name] = m.to(t.dtype)
+        else:
+            out[name] = t.detach().clone()
+    return out
+
+
 # ------------------------------------------------------------------------------------------------ the run's state
 def model_state(model: nn.Module) -> dict[str, Tensor]:
     """A detached copy of the bare network's ``state_dict()`` (DDP / compile wrappers unwrapped)."""
@@ -144,17 +176,26 @@ class SelfRegulation:
     * :meth:`end_of_cycle`: after a cycle's last epoch, eq. 6 aggregates the current teacher with the cycle's
       students, ``reestimate`` gives the aggregate its norm statistics, and it becomes the next teacher.
 
+    With ``ensemble="moving_average"`` (the authors' code) the aggregations come after the first phase (when there
+    are cycles) and after every cycle, by :func:`moving_average` of the teacher and the student; the running sum
+    and ``M_best`` take no part.
+
     :meth:`observe` keeps the best first-phase student; :meth:`state_dict` / :meth:`load_state_dict` round-trip
     everything through a checkpoint (tensors and numbers only, for ``weights_only`` loads).
 
     Args:
         first_phase_epochs: E, the epochs before the first cycle.
         cycle_epochs: N, the epochs of one cycle.
+        ensemble: "eq6" (the paper) or "moving_average" (the authors' code).
+        cycles: K, the cycles of the run (the authors' code aggregates after the first phase only when K > 0).
     """
 
-    def __init__(self, first_phase_epochs: int, cycle_epochs: int) -> None:
+    def __init__(self, first_phase_epochs: int, cycle_epochs: int, ensemble: str = "eq6", cycles: int = 1) -> None:
+        if ensemble not in ENSEMBLES:
+            raise ValueError(f"SelfRegulation: ensemble = {ensemble!r}; expected one of {', '.join(ENSEMBLES)}")
         self.first_phase_epochs = first_phase_epochs
         self.cycle_epochs = cycle_epochs
+        self.ensemble, self.cycles = ensemble, cycles
         self.best_state: Optional[dict[str, Tensor]] = None  # best first-phase student
         self.phase1_best: Optional[float] = None  # its validation score
         self.teacher_state: Optional[dict[str, Tensor]] = None  # M_best during cycle 1, then the aggregate M_k
@@ -169,6 +210,13 @@ class SelfRegulation:
         """Whether ``epoch`` is the last of a cycle (the self-ensemble follows it)."""
         k, e = self.position(epoch)
         return k > 0 and e == self.cycle_epochs - 1
+
+    def aggregates_after(self, epoch: int) -> bool:
+        """Whether a self-ensemble follows ``epoch``: a cycle's last epoch, and with the authors' running average
+        also the first phase's last one (when cycles follow)."""
+        if self.ensemble == "moving_average" and self.cycles > 0 and epoch == self.first_phase_epochs - 1:
+            return True
+        return self.ends_cycle(epoch)
 
     def observe(self, epoch: int, score: float, student: nn.Module) -> None:
         """A validation score of the student after ``epoch``: the first phase's best is kept (ties keep the first)."""
@@ -187,19 +235,25 @@ class SelfRegulation:
         return self._teacher
 
     def after_epoch(self, epoch: int, student: nn.Module) -> None:
-        """In a cycle, add the epoch-end student to the cycle's running sum."""
-        if self.position(epoch)[0] > 0:
+        """In a cycle, add the epoch-end student to the cycle's running sum (eq. 6 only)."""
+        if self.position(epoch)[0] > 0 and self.ensemble == "eq6":
             self.running.add(unwrap_model(student).state_dict())
 
     def end_of_cycle(self, epoch: int, student: nn.Module,
                      reestimate: Callable[[nn.Module], Any]) -> Optional[nn.Module]:
         """After the last epoch of cycle k: ``M_k`` of eq. 6 (``M_best`` or ``M_{k-1}`` with this cycle's sum),
-        with norm statistics from ``reestimate(model)``, becomes the teacher; returns it (None on other epochs)."""
-        if not self.ends_cycle(epoch):
+        with norm statistics from ``reestimate(model)``, becomes the teacher; returns it (None on other epochs).
+        With the authors' running average, after the first phase too: ``moving_average(teacher, student, 1/(k+1))``
+        (k = 0 after the first phase)."""
+        if not self.aggregates_after(epoch):
             return None
         k = self.position(epoch)[0]
-        base = self.teacher_state if self.teacher_state is not None else model_state(student)
-        teacher = self._frozen(student, self_ensemble(base, self.running, k))
+        if self.ensemble == "moving_average":
+            state = moving_average(self.teacher_state, unwrap_model(student).state_dict(), 1.0 / (k + 1))
+        else:
+            base = self.teacher_state if self.teacher_state is not None else model_state(student)
+            state = self_ensemble(base, self.running, k)
+        teacher = self._frozen(student, state)
         reestimate(teacher)
         teacher.eval().requires_grad_(False)
         self.teacher_state = model_state(teacher)

@@ -7,9 +7,9 @@ Schedule (epochs are 0-based): epochs ``[0, E)`` are the first phase; then ``K =
     M_k = k/(k+1) * M_best + 1/((k+1) N) * sum of the cycle's N epoch-end student weights
 
 where ``M_best`` is the best-on-val model of the first phase for ``k = 1`` and the previous aggregate ``M_{k-1}``
-afterwards (so ``M_k`` is a cumulative average, as in SCHP). Its norm statistics are then re-estimated over the whole
-training set, and it becomes the next teacher. The student itself keeps training from its own weights. The teacher
-of cycle 1 is ``M_best``. The checkpoint chosen for evaluation is the best on the *validation* split.
+afterwards (a cumulative average, as in SCHP; ``train.self_ensemble: moving_average``: the authors' running average,
+:mod:`~dml_csr.training.self_correction`). Its norm statistics are re-estimated over the training set, and it becomes
+the next teacher; the student keeps its own weights. The teacher of cycle 1 is ``M_best``. best.pt: best on *val*.
 
 :func:`train` is the recipe, one named step a line. The parts live in their own modules: the schedule's epochs
 (:func:`dml_csr.config.epoch_position`), the learning rate of every step (:mod:`dml_csr.training.lr`), the
@@ -35,7 +35,7 @@ from ..config import Config, ModelConfig, config_to_dict, epoch_position, save_c
 from ..data.dataset import FaceParsingDataset, build_dataset, inverse_frequency_weights
 from ..data.face_template import crop_for_training
 from ..data.labels import LabelSpec, label_spec
-from ..data.loader import build_loader
+from ..data.loader import build_loader, build_norm_loader
 from ..data.mixture import build_training_set, training_histogram
 from ..evaluation.metrics import selection_score
 from ..evaluation.protocol import evaluate
@@ -50,6 +50,7 @@ from .run_guard import record_changes, resume_checkpoint, run_lock
 from .norm_stats import reestimate_bn
 from .run_log import RunLog
 from .seeding import rng_state, seed_batch, seed_epoch
+from .stages import enter_rnn_stage
 from .self_correction import SelfRegulation, model_state
 from .warm_start import load_initial_weights
 
@@ -81,6 +82,7 @@ def _train(cfg: Config, resume: Optional[str], max_epochs: Optional[int], progre
     with StopSignal() as stop:
         for epoch in range(run.state.epoch, end):
             cycle, _ = epoch_position(run.cfg.train, epoch)
+            enter_rnn_stage(run.cfg, epoch, run.model, run.steps.criterion, run.dist.enabled)
             teacher = run.csr.teacher_for_epoch(epoch, run.model)
             result = _train_epoch(run, epoch, teacher, stop, progress)
             if result["stopped"]:
@@ -169,7 +171,7 @@ def _start(cfg: Config, resume: Optional[str], allow_changes: bool = False) -> _
     model = _build_model(cfg, spec, device, dist, ckpt)
     optimizer = _sgd(model, cfg, device)
     scaler = grad_scaler(device, t.precision)
-    state, csr = TrainState(), SelfRegulation(t.epochs, t.cycle_epochs)
+    state, csr = TrainState(), SelfRegulation(t.epochs, t.cycle_epochs, t.self_ensemble, t.cycles)
     if ckpt is not None:
         optimizer.load_state_dict(ckpt["optimizer"])
         scaler.load_state_dict(ckpt["scaler"])
@@ -350,10 +352,10 @@ def _keep_if_best(run: _Run, scores: dict, state: dict, epoch: int, tag: str) ->
 
 
 def _reestimate_bn(run: _Run, cycle: int, model: nn.Module) -> None:
-    """Exact norm statistics of ``model`` over the whole training set, in an order of its own."""
+    """Exact norm statistics of ``model`` over every training image (batch remainders too), in an order of its own."""
     cfg = run.cfg
-    loader = build_loader(run.train_ds, batch_size=cfg.data.batch_size, workers=cfg.data.workers, seed=cfg.seed,
-                          train=True, epoch=-1 - cycle, rank=run.dist.rank, world=run.dist.world_size)
+    loader = build_norm_loader(run.train_ds, batch_size=cfg.data.batch_size, workers=cfg.data.workers, seed=cfg.seed,
+                               epoch=-1 - cycle, rank=run.dist.rank, world=run.dist.world_size)
     reestimate_bn(model, loader, device=run.device)
 
 

@@ -131,3 +131,18 @@ def test_inverse_frequency_reads_every_roots_histogram_by_its_share(micro_cfg, t
     assert got.tolist() == pytest.approx(expected.tolist())
     doubled = training_histogram(micro_cfg(_roots(tiny_synthetic, second_root, (1, 1))), get_spec("synthetic"))
     assert doubled.tolist() != pytest.approx(expected.tolist())  # 8 draws of each: the second counted twice
+
+
+def test_label_noise_corrupts_every_roots_training_labels_in_the_models_classes(micro_cfg, tiny_synthetic,
+                                                                              second_root):
+    """data.label_noise (every part dropped) reaches both roots, the second one's labels after its class map: its
+    eyes (Helen's 4 and 5 once mapped) become their surroundings."""
+    cfg = micro_cfg(_roots(tiny_synthetic, second_root), "data.label_noise.rate=1.0", "data.label_noise.kinds=[drop]")
+    ds = build_training_set(cfg)
+    assert all(p.label_noise is not None for p in ds.parts)
+    assert all(p.label_noise is None for p in build_training_set(micro_cfg(_roots(tiny_synthetic, second_root))).parts)
+    second = ds.parts[1]
+    mapped = second.load_label(0)
+    assert {4, 5} <= set(np.unique(mapped).tolist())
+    noisy = second.label_noise(mapped, second.names[0])
+    assert not {4, 5} & set(np.unique(noisy).tolist())

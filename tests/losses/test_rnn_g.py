@@ -94,3 +94,21 @@ def test_two_stage_terms():
     assert {"stage1_ce", "part_ce", "parsing_ce", "coarse_ce", "gate_ce"} <= set(terms)
     terms["total"].backward()
     assert all(p.grad is not None for p in m.part_nets.parameters())
+
+
+def test_background_sampling_keeps_the_foreground_and_five_background_pixels_per_foreground_one():
+    """Liu et al.'s Multi-Face loss sampling: per image, every skin/hair pixel and 5 times as many background ones
+    drawn at random; ignored pixels stay ignored; an image with too little background keeps all of it."""
+    from dml_csr.losses.rnn_g import sample_background
+
+    label = torch.zeros(2, 20, 20, dtype=torch.long)
+    label[0, 2:5, 3:7] = 1  # 12 skin pixels
+    label[0, 10:12, 10:12] = 2  # 4 hair pixels
+    label[0, 19, :] = 255
+    label[1, :, :15] = 1  # 300 foreground, 100 background
+    out = sample_background(label, 5.0, torch.Generator().manual_seed(0))
+    fg = (label == 1) | (label == 2)
+    assert torch.equal(out[fg], label[fg]) and (out[label == 255] == 255).all()
+    assert int((out[0] == 0).sum()) == 5 * 16
+    assert int((out[1] == 0).sum()) == 100
+    assert set(torch.unique(out).tolist()) <= {0, 1, 2, 255}

@@ -144,3 +144,61 @@ def test_bf16_autocast_training_step_has_gradients():
     sum(v.float().square().mean() for v in out.values()).backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in m.parameters())
     assert m.rnn_weight.grad.abs().sum() > 0
+
+
+# ------------------------------------------------------------------------------ Liu et al.'s baselines (Tables 1-2)
+def _conv(cin, cout, k):  # a convolution without bias, then batch norm (weight and bias)
+    return cin * cout * k * k + 2 * cout
+
+
+def _expected_parameters(variant, size, classes=3):
+    """The count of each layer, written out (width 32: conv1 16, conv2/3 32 channels; X 8, or 16 for CNN-Deep)."""
+    deconv = 4 * 4  # the 4x4 transposed convolutions
+    n = _conv(3, 16, 5) + _conv(16, 32, 3) + _conv(32, 32, 3)
+    if size == 512:  # two more 3x3x16 units, one more x2 deconvolution of the classes
+        n += 2 * _conv(16, 16, 3) + classes * classes * deconv + classes
+    x = 16 if variant == "cnn_deep" else 8
+    n += 32 * (x + (8 if variant == "rnn_g" else 0)) * deconv + x + (8 if variant == "rnn_g" else 0)  # deconv6
+    if variant in ("rnn_g", "rnn"):
+        n += 4 * 8 * 8 + 4 * 8  # one transition matrix and bias a direction
+    if variant == "cnn_deep":
+        n += _conv(16, 32, 3) + _conv(32, 32, 3)
+    n += (32 if variant == "cnn_deep" else 8) * classes + classes  # the 1x1 projection
+    n += classes * classes * deconv + classes  # deconv7
+    if variant != "cnn_s":
+        n += x * classes * 9 + classes  # the coarse-label head
+    if variant == "rnn_g":
+        n += 8 + 1  # the boundary-gate head
+    return n
+
+
+PINNED = {("rnn_g", 128): 24_082, ("rnn", 128): 19_969, ("cnn_deep", 128): 38_025, ("cnn_s", 128): 19_462,
+          ("rnn_g", 512): 28_901, ("rnn", 512): 24_788, ("cnn_deep", 512): 42_844, ("cnn_s", 512): 24_281}
+
+
+@pytest.mark.parametrize("variant,size", sorted(PINNED))
+def test_each_variant_builds_trains_a_step_and_has_its_parameter_count(variant, size):
+    from dml_csr.losses import RNNGLoss
+    from dml_csr.models import count_parameters
+
+    torch.manual_seed(0)
+    model = build_rnn_g(ModelConfig(name="rnn_g", rnn_variant=variant, rnn_input=size), 3)
+    assert count_parameters(model) == PINNED[variant, size] == _expected_parameters(variant, size)
+    x = torch.randn(2, 3, size, size)
+    label = torch.randint(0, 3, (2, size, size))
+    label[:, :, : size // 2] = 0
+    edge = torch.zeros_like(label)
+    edge[:, :, 1:] = (label[:, :, 1:] != label[:, :, :-1]).long()  # 1 on a boundary
+    batch = {"label": label, "edge": edge}
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    model.train()
+    out = model(x)
+    assert out["parsing"].shape == (2, 3, size, size)
+    assert ("gate" in out) == (variant == "rnn_g") and ("coarse" in out) == (variant != "cnn_s")
+    terms = RNNGLoss(background_ratio=5.0 if size == 512 else 0.0)(out, batch)
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    terms["total"].backward()
+    opt.step()
+    assert torch.isfinite(terms["total"]) and set(terms) >= {"parsing_ce"}
+    moved = [k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.equal(v, before[k])]
+    assert "project.weight" in moved and "conv1.0.weight" in moved

@@ -261,3 +261,40 @@ def test_the_image_limits_of_the_command_line_reach_the_reader(tmp_path, monkeyp
                    "--device", "cpu", "--no-progress", "--max-megapixels", "0.001")
     assert r.returncode == 1
     assert "x.png: is 40x40 (0.0 megapixels); expected at most 0.001 megapixels (the pixel limit" in r.stderr
+
+
+def test_edges_writes_the_binary_and_category_edge_maps_beside_the_labels(tmp_path, rnn_g_run):
+    """--edges with a DML-CSR checkpoint that keeps its edge heads: per image a 0/255 binary map and a category map
+    of class indices at the image's size, each the argmax of its head's probabilities mapped back, and a colour
+    version; a checkpoint without the heads (RNN-G) is refused in one line."""
+    import torch
+
+    from dml_csr import inference
+    from dml_csr.checkpoint import load_model
+    from dml_csr.conventions import resize_bilinear
+
+    ckpt = write_tiny_checkpoint(str(tmp_path / "tiny.pt"))
+    image = render_face(4, size=(50, 70))[0]
+    cv2.imwrite(str(tmp_path / "x.png"), image)
+    r = run_script("predict", str(tmp_path / "x.png"), "--checkpoint", ckpt, "--out", str(tmp_path / "o"),
+                   "--edges", "--no-overlay", "--device", "cpu", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    edges = tmp_path / "o" / "edges"
+    assert sorted(os.listdir(edges)) == ["x_binary.png", "x_category.png", "x_category_color.png"]
+    binary = cv2.imread(str(edges / "x_binary.png"), cv2.IMREAD_UNCHANGED)
+    category = cv2.imread(str(edges / "x_category.png"), cv2.IMREAD_UNCHANGED)
+    assert binary.shape == category.shape == (50, 70) and set(np.unique(binary)) <= {0, 255}
+    # the maps, recomputed here from the heads' outputs: the probabilities mapped back, then the argmax
+    model, meta = load_model(ckpt, edge_heads=True)
+    x, (inverse,) = inference.network_input([cv2.imread(str(tmp_path / "x.png"))], inference.input_transform(meta))
+    with torch.no_grad():
+        out = model(x)
+    for key, got, scale in (("edge", binary, 255), ("semantic_edge", category, 1)):
+        p = resize_bilinear(out[key], x.shape[-2:]).softmax(1)[0].numpy()
+        expected = np.stack([cv2.warpAffine(c, inverse, (70, 50), flags=cv2.INTER_LINEAR,
+                                            borderMode=cv2.BORDER_REPLICATE) for c in p]).argmax(0)
+        assert (got == expected * scale).mean() > 0.999, key
+    _, _, _, rnn_g = rnn_g_run
+    r = run_script("predict", str(tmp_path / "x.png"), "--checkpoint", rnn_g, "--out", str(tmp_path / "r"),
+                   "--edges", "--device", "cpu", "--no-progress")
+    assert r.returncode == 2 and "edge" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr

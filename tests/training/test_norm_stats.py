@@ -148,3 +148,35 @@ def test_reestimate_bn_reduces_across_processes(tmp_path):
         for name, (mean, var) in expected.items():
             assert torch.allclose(got[name][0].double(), mean, atol=1e-5), (rank, name)
             assert torch.allclose(got[name][1].double(), var, atol=1e-5, rtol=1e-5), (rank, name)
+
+
+# ------------------------------------------------------------------------- every training image, the remainder too
+def test_reestimation_over_a_split_not_divisible_by_the_batch_sees_every_image(tmp_path):
+    """13 faces in batches of 4 (a training epoch uses 12): the first norm layer's statistics are those of its input
+    over all 13 images, computed here image by image; the loader holds each image once, in batches of 4, 3, 3, 3."""
+    from dml_csr.data.dataset import FaceParsingDataset
+    from dml_csr.data.labels import get_spec
+    from dml_csr.data.loader import build_norm_loader
+    from dml_csr.data.synthetic import write_dataset
+    from dml_csr.data.transforms import EvalTransform
+
+    write_dataset(str(tmp_path), {"train": 13}, seed=3, size=(32, 32))
+    ds = FaceParsingDataset(str(tmp_path), "train", get_spec("synthetic"),
+                            EvalTransform((32, 32), "BGR", (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)))
+    loader = build_norm_loader(ds, batch_size=4, workers=0, seed=5, epoch=-2)
+    batches = list(loader)
+    assert sorted(n for b in batches for n in b["name"]) == sorted(ds.names)
+    assert [len(b["name"]) for b in batches] == [4, 3, 3, 3]
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 2, 1),
+                          nn.BatchNorm2d(2))
+    reestimate_bn(model, loader)
+    with torch.no_grad():
+        x = (torch.stack([ds[i]["image"] for i in range(len(ds))]).float() / 255 - 0.5) / 0.25  # BGR kept
+        y = model[0](x).double().permute(1, 0, 2, 3).reshape(4, -1)  # every pixel of every image, per channel
+    n = y.shape[1]
+    mean = y.sum(1) / n
+    var = ((y - mean[:, None]) ** 2).sum(1) / (n - 1)
+    assert torch.allclose(model[1].running_mean.double(), mean, atol=1e-5, rtol=0)
+    assert torch.allclose(model[1].running_var.double(), var, rtol=1e-5)

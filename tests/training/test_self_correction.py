@@ -5,7 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from dml_csr.training.self_correction import RunningSum, SelfRegulation, cycle_position, model_state, self_ensemble
+from dml_csr.training.self_correction import (RunningSum, SelfRegulation, cycle_position, model_state, moving_average,
+                                            self_ensemble)
 
 
 # ------------------------------------------------------------------------------------------------------ eq. 6
@@ -152,3 +153,38 @@ def test_self_regulation_state_round_trips_through_a_weights_only_checkpoint():
     assert torch.equal(a.fc.weight, b.fc.weight)
     assert torch.allclose(b.fc.weight, torch.full((2, 2), 0.5 * 1.0 + (4.0 + 7.0 + 10.0) / 6))
     assert restored.phase1_best == 0.7 and set(model_state(net)) == set(restored.teacher_state)
+
+
+# ------------------------------------------------------------------------ the authors' running average (official)
+def test_moving_average_is_schps_step():
+    avg, new = _toy_states(2, seed=4)
+    out = moving_average(avg, new, 0.25)
+    for name, t in new.items():
+        if t.is_floating_point():
+            assert torch.allclose(out[name].double(), 0.75 * avg[name].double() + 0.25 * t.double(), atol=1e-7)
+        else:
+            assert out[name].item() == t.item()
+    first = moving_average(None, new, 1.0)  # the first aggregation is the student itself
+    assert all(torch.equal(first[k], new[k]) for k in new)
+    with pytest.raises(ValueError, match="alpha"):
+        moving_average(avg, new, 0.0)
+
+
+def test_self_regulation_moving_average_aggregates_after_the_first_phase_and_every_cycle():
+    """E = 2, N = 1, K = 2: the aggregate after epoch 2 is the last first-phase student (not the best one), then
+    the mean of the students at the end of the first phase and of each cycle; every aggregate is re-estimated."""
+    csr, net = SelfRegulation(2, 1, ensemble="moving_average", cycles=2), _Net()
+    csr.observe(0, 0.9, _set(net, 1.0))  # the best first-phase student: not used by the authors' code
+    csr.observe(1, 0.1, _set(net, 2.0))
+    calls = []
+    first = csr.end_of_cycle(1, net, lambda m: calls.append(m.fc.weight.clone()))
+    assert torch.equal(first.fc.weight, torch.full((2, 2), 2.0)) and csr.teacher_for_epoch(2, net) is first
+    csr.after_epoch(2, _set(net, 5.0))
+    second = csr.end_of_cycle(2, net, lambda m: calls.append(m.fc.weight.clone()))
+    assert torch.allclose(second.fc.weight, torch.full((2, 2), (2.0 + 5.0) / 2))
+    csr.after_epoch(3, _set(net, 11.0))
+    third = csr.end_of_cycle(3, net, lambda m: calls.append(m.fc.weight.clone()))
+    assert torch.allclose(third.fc.weight, torch.full((2, 2), (2.0 + 5.0 + 11.0) / 3))
+    assert len(calls) == 3 and csr.running.count == 0
+    assert not SelfRegulation(2, 1, ensemble="moving_average", cycles=0).aggregates_after(1)
+    assert not SelfRegulation(2, 1).aggregates_after(1)  # eq. 6: cycle ends only

@@ -70,6 +70,48 @@ def test_resume_is_bit_identical_across_cycle_boundary(micro_cfg):
                if a["model"][k].is_floating_point())
 
 
+def test_the_official_preset_averages_the_students_as_the_authors_code_does(tiny_synthetic, tmp_path):
+    """The official schedule (configs/_base_/schedules/official_150e_5x10.yaml) at 2 first-phase epochs and 2 cycles
+    of 1: the first cycle's teacher has the weights of s2, the last first-phase student, and the final teacher those
+    of (s2 + s3 + s4) / 3, the students at the end of the first phase and of each cycle (their norm statistics are
+    re-estimated, so only the parameters are compared)."""
+    from helpers.micro import MICRO
+
+    cfg = load_config(os.path.join(ROOT, "configs", "_base_", "schedules", "official_150e_5x10.yaml"),
+                      MICRO + [f"data.root={tiny_synthetic}", f"output_dir={tmp_path}", "name=official",
+                               "train.epochs=2", "train.cycles=2", "train.cycle_epochs=1", "train.keep_last=10",
+                               "train.val_every=1"])
+    assert cfg.loss.preset == "official" and cfg.train.self_ensemble == "moving_average"
+    train(cfg, progress=False)
+    paths = RunPaths(cfg.run_dir)
+    s2, s3, s4 = (load_checkpoint(paths.epoch_ckpt(e)) for e in (2, 3, 4))
+    params = [name for name, _ in build_model(cfg.model, 11).named_parameters()]
+    for name in params:
+        assert torch.equal(s2["csr"]["teacher_state"][name], s2["model"][name]), name
+        mean = (s2["model"][name].double() + s3["model"][name].double() + s4["model"][name].double()) / 3
+        assert torch.allclose(s4["csr"]["teacher_state"][name].double(), mean, atol=1e-6, rtol=0), name
+    assert any(not torch.equal(s3["model"][n], s2["model"][n]) for n in params)  # the students moved
+    records = [json.loads(line) for line in open(paths.metrics)]
+    assert [r["tag"] for r in records if r["type"] == "val" and r["tag"].startswith("ensemble")] == [
+        "ensemble_0", "ensemble_1", "ensemble_2"]
+
+
+def test_norm_statistics_are_re_estimated_over_every_training_image(micro_cfg, monkeypatch):
+    """11 training faces in batches of 4: a training epoch forwards 8 of them, the re-estimation all 11."""
+    seen = []
+    real = trainer_mod.reestimate_bn
+
+    def spy(model, loader, **kwargs):
+        batches = list(loader)
+        seen.append(sorted(n for b in batches for n in b["name"]))
+        return real(model, batches, **kwargs)
+
+    monkeypatch.setattr(trainer_mod, "reestimate_bn", spy)
+    cfg = micro_cfg("train.epochs=1", "train.cycles=1", "train.cycle_epochs=1", "data.max_samples=11", "name=bn11")
+    train(cfg, progress=False)
+    assert seen == [sorted(build_dataset(cfg, "train", train=True).names)] and len(seen[0]) == 11
+
+
 def test_run_directory_layout_and_metrics(micro_cfg):
     cfg = micro_cfg("train.epochs=1", "train.cycles=1", "train.cycle_epochs=1", "train.keep_last=1", "name=layout",
                     "train.image_log_every=1")
@@ -218,6 +260,39 @@ def test_two_stage_trains_end_to_end_with_its_crops(tiny_synthetic, tmp_path, mo
     model = build_model(cfg.model, 11, get_spec("synthetic").classes)
     model.load_state_dict(ckpt["model"])
     assert type(model) is model_class
+
+
+def test_staged_rnn_g_trains_the_first_stage_then_the_components_with_it_frozen(tiny_synthetic, tmp_path):
+    """model.rnn_train=staged (Liu et al.'s order), 1 epoch of the first stage then 2 of the components: the
+    components do not move in the first epoch, the first stage -- weights and norm statistics -- not after it; and a
+    run stopped at the switch resumes to the straight run's weights, bit for bit."""
+    def config(name):
+        return load_config(RNN_G, [f"data.root={tiny_synthetic}", f"output_dir={tmp_path}", f"name={name}",
+                                   *RNN_G_TINY, "model.two_stage=true", "model.rnn_stage1_size=[32, 32]",
+                                   "model.rnn_train=staged", "train.epochs=3", "train.stage1_epochs=1",
+                                   "train.keep_last=10", "train.image_log_every=0"])
+    cfg = config("staged")
+    torch.manual_seed(cfg.seed)
+    init = build_model(cfg.model, 11, get_spec("synthetic").classes).state_dict()
+    train(cfg, progress=False)
+    paths = RunPaths(cfg.run_dir)
+    e1, e2, e3 = (load_checkpoint(paths.epoch_ckpt(e))["model"] for e in (1, 2, 3))
+    params = dict(build_model(cfg.model, 11, get_spec("synthetic").classes).named_parameters())
+    parts = [k for k in params if k.startswith("part_nets.")]
+    assert parts and all(torch.equal(e1[k], init[k]) for k in parts)
+    assert any(not torch.equal(e1[k], init[k]) for k in params if k.startswith("stage1."))
+    stage1 = [k for k in e1 if k.startswith("stage1.")]
+    assert all(torch.equal(e1[k], e2[k]) and torch.equal(e1[k], e3[k]) for k in stage1)
+    assert any(not torch.equal(e1[k], e3[k]) for k in parts)
+    records = [json.loads(line) for line in open(paths.metrics) if '"train"' in line]
+    assert records[0]["loss"]["total"] == pytest.approx(sum(records[0]["loss"][t] for t in
+                                                            ("coarse_ce", "gate_ce", "stage1_ce")), rel=1e-6)
+    assert records[2]["loss"]["total"] == pytest.approx(records[2]["loss"]["part_ce"], rel=1e-6)
+    split = config("staged_split")
+    train(split, max_epochs=1, progress=False)
+    train(split, resume=split.run_dir, progress=False)
+    final = load_checkpoint(RunPaths(split.run_dir).epoch_ckpt(3))["model"]
+    assert all(torch.equal(final[k], e3[k]) for k in e3)
 
 
 # ------------------------------------------------------------------------------------- learning synthetic faces
