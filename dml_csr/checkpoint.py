@@ -52,7 +52,8 @@ import torch
 from torch import nn
 
 from .config import Config, DataConfig, ModelConfig, config_from_dict
-from .data.labels import LabelSpec, get_spec, label_spec, spec_meta
+from .data.class_map import label_spec
+from .data.labels import LabelSpec, get_spec, spec_meta
 from .files import atomic_write, remove_partial_writes
 from .hub import check_local, get_weights, is_name, resolve
 from .inference import check_convention
@@ -74,7 +75,7 @@ class CheckpointError(RuntimeError):
 
 
 def make_meta(cfg: Config, spec: Optional[LabelSpec] = None, **extra: Any) -> dict:
-    """Checkpoint metadata: the class layout ``spec`` (default: :func:`dml_csr.data.labels.label_spec` of ``cfg``) and the
+    """Checkpoint metadata: the class layout ``spec`` (default: :func:`dml_csr.data.class_map.label_spec` of ``cfg``) and the
     input convention and model of ``cfg``; ``extra`` adds the optional keys of the schema (``crop``, ``source``).
 
     The one builder of a meta: the authors' files get theirs from a config of the defaults, whose input convention is

@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from dml_csr.config import ConfigError, config_from_dict, config_to_dict, load_config, save_config
-from dml_csr.data.labels import label_spec
+from dml_csr.data.class_map import label_spec
 from dml_csr.models import build_model, count_parameters
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -21,7 +21,8 @@ import torch
 from ..models import autocast_context, prepare_for_inference, to_model_input
 from ..photos.export import InferenceWrapper, export_onnx
 from ..photos.quantize import calibration_batch, quantize_onnx_int8
-from ..photos.runtime import label_agreement, reference_labels, runner
+from ..photos.quantize import label_agreement, reference_labels
+from ..photos.runtime import runner
 from .timing import result_row, time_fn
 
 __all__ = ["benchmark_deploy", "deploy_paths"]

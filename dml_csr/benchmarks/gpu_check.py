@@ -84,7 +84,7 @@ def train_throughput(opts: CheckOptions) -> dict:
     import torch
 
     from ..config import load_config
-    from ..data.labels import label_spec
+    from ..data.class_map import label_spec
 
     dev = torch.device("cpu" if opts.dry_run else "cuda")
     overrides = ["data.root=unused"] + (TINY + ["model.context_channels=32", "model.decoder_channels=32",

@@ -15,7 +15,7 @@ import torch
 
 from ..checkpoint import make_meta
 from ..config import Config, ConfigError, ModelConfig, load_config
-from ..data.labels import label_spec
+from ..data.class_map import label_spec
 from ..checkpoint import load_model
 from ..models import autocast_context, build_model, count_parameters, prepare_for_inference, to_model_input
 from .timing import HEADER, result_row, time_fn

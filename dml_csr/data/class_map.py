@@ -26,9 +26,10 @@ import numpy as np
 
 from ..config import ConfigError, read_yaml_mapping
 from ..conventions import IGNORE_INDEX
-from .labels import DATASETS, LabelSpec, class_mapping, dataset_spec, get_spec
+from .custom import dataset_spec
+from .labels import CUSTOM, DATASETS, LabelSpec, class_mapping, get_spec
 
-__all__ = ["ClassMap", "IGNORE", "build_class_map", "config_class_map", "fold_histogram"]
+__all__ = ["ClassMap", "IGNORE", "build_class_map", "config_class_map", "fold_histogram", "label_spec"]
 
 IGNORE = "ignore"
 Setting = Optional[Union[str, dict]]
@@ -174,3 +175,13 @@ def fold_histogram(hist: Any, cmap: Optional[ClassMap], num_classes: int) -> np.
         if t != IGNORE_INDEX:
             out[t] += n
     return out
+
+
+def label_spec(cfg) -> LabelSpec:
+    """The classes the model of a config (a :class:`dml_csr.config.Config`) predicts: ``data.dataset`` (a custom one
+    read from ``data.root``), through ``data.class_map`` when there is one. The one lookup of it; the trainer, the
+    datasets, evaluation and the checkpoint meta take what it returns."""
+    if cfg.data.class_map is None and cfg.data.dataset != CUSTOM:
+        return get_spec(cfg.data.dataset)
+    cmap = config_class_map(cfg)
+    return cmap.target if cmap is not None else dataset_spec(cfg.data.dataset, cfg.data.root)

@@ -19,10 +19,10 @@ from typing import Any, Optional
 import numpy as np
 
 from .._typed import ConfigError
-from .labels import CUSTOM, LabelSpec, fallback_palette
+from .labels import CUSTOM, LabelSpec, fallback_palette, get_spec
 
 __all__ = ["NAMES_FILE", "DESCRIPTION_FILE", "read_custom_spec", "custom_problems", "read_class_names",
-           "describe_colors"]
+           "describe_colors", "dataset_spec"]
 
 NAMES_FILE = "label_names.txt"
 DESCRIPTION_FILE = "dataset.yaml"
@@ -172,3 +172,13 @@ def describe_colors(classes: tuple[str, ...], colours: np.ndarray) -> str:
 
     return "colors:\n" + "".join(f"  {json.dumps(n)}: [{r}, {g}, {b}]\n" for n, (r, g, b) in
                                  zip(classes, np.asarray(colours, int).tolist()))
+
+
+def dataset_spec(name: str, root: Optional[str]) -> LabelSpec:
+    """The classes of a root's labels: the registry entry ``name``, or with ``custom`` what ``root`` declares
+    (:func:`read_custom_spec`)."""
+    if name != CUSTOM:
+        return get_spec(name)
+    if not root:
+        raise ValueError(f"dataset '{CUSTOM}' reads its classes from a prepared root's label_names.txt; give the root")
+    return read_custom_spec(root)

@@ -27,7 +27,8 @@ from ..conventions import IGNORE_INDEX, KEYPOINTS
 
 from .class_map import config_class_map
 from .imageio import imread_checked
-from .labels import LabelSpec, label_spec
+from .class_map import label_spec
+from .labels import LabelSpec
 from .noise import LabelNoise
 from .transforms import EvalTransform, TrainTransform, warp_keypoints
 
@@ -285,7 +286,7 @@ class FaceParsingDataset(Dataset):
 
 def build_transform(cfg, train: bool, spec: Optional[LabelSpec] = None):
     """The train or eval transform from ``cfg.data`` and the input convention in ``cfg.model``; ``spec``: the class
-    layout (default: :func:`dml_csr.data.labels.label_spec` of ``cfg``), for the train transform's flips."""
+    layout (default: :func:`dml_csr.data.class_map.label_spec` of ``cfg``), for the train transform's flips."""
     d, m = cfg.data, cfg.model
     if train:
         return TrainTransform(d.input_size, label_spec(cfg) if spec is None else spec, m.channel_order, m.mean, m.std,
@@ -296,7 +297,7 @@ def build_transform(cfg, train: bool, spec: Optional[LabelSpec] = None):
 
 def build_dataset(cfg, split: str, train: bool, spec: Optional[LabelSpec] = None) -> FaceParsingDataset:
     """The dataset of ``split`` under ``cfg.data.root`` with the train (random) or eval (deterministic) transform;
-    ``spec``: the class layout (default: :func:`dml_csr.data.labels.label_spec` of ``cfg``); labels go through
+    ``spec``: the class layout (default: :func:`dml_csr.data.class_map.label_spec` of ``cfg``); labels go through
     ``data.class_map`` when the config has one. ``data.label_noise`` corrupts the labels of the training split's
     training dataset only."""
     d = cfg.data

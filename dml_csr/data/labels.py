@@ -15,7 +15,7 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["LabelSpec", "DATASETS", "get_spec", "label_spec", "dataset_spec", "flip_permutation", "SYNONYMS",
+__all__ = ["LabelSpec", "DATASETS", "get_spec", "flip_permutation", "SYNONYMS",
            "class_mapping", "spec_meta", "spec_from_meta", "fallback_palette", "CUSTOM", "subject_names", "make_spec",
            "SIDES"]
 
@@ -166,30 +166,6 @@ def get_spec(name: str) -> LabelSpec:
     except KeyError:
         raise KeyError(f"unknown dataset '{name}'; expected one of {', '.join(DATASETS)} (or '{CUSTOM}': the "
                        f"classes of the root's label_names.txt)") from None
-
-
-def dataset_spec(name: str, root: Optional[str]) -> LabelSpec:
-    """The classes of a root's labels: the registry entry ``name``, or with ``custom`` what ``root`` declares
-    (:func:`dml_csr.data.custom.read_custom_spec`)."""
-    if name != CUSTOM:
-        return get_spec(name)
-    if not root:
-        raise ValueError(f"dataset '{CUSTOM}' reads its classes from a prepared root's label_names.txt; give the root")
-    from .custom import read_custom_spec  # reads files: only for a custom root
-
-    return read_custom_spec(root)
-
-
-def label_spec(cfg) -> LabelSpec:
-    """The classes the model of a config (a :class:`dml_csr.config.Config`) predicts: ``data.dataset`` (a custom one
-    read from ``data.root``), through ``data.class_map`` when there is one. The one lookup of it; the trainer, the
-    datasets, evaluation and the checkpoint meta take what it returns."""
-    if cfg.data.class_map is None and cfg.data.dataset != CUSTOM:
-        return get_spec(cfg.data.dataset)
-    from .class_map import config_class_map
-
-    cmap = config_class_map(cfg)
-    return cmap.target if cmap is not None else dataset_spec(cfg.data.dataset, cfg.data.root)
 
 
 def spec_meta(spec: LabelSpec) -> dict:

@@ -21,7 +21,9 @@ from torch.utils.data import Dataset
 
 from .class_map import build_class_map, config_class_map, fold_histogram
 from .dataset import FaceParsingDataset, build_dataset, build_transform, config_label_noise, split_histogram
-from .labels import LabelSpec, dataset_spec, label_spec
+from .class_map import label_spec
+from .custom import dataset_spec
+from .labels import LabelSpec
 
 __all__ = ["MixedDataset", "largest_remainder", "build_training_set", "training_histogram"]
 
@@ -113,7 +115,7 @@ def _part(cfg, i: int, entry, spec: LabelSpec, transform) -> FaceParsingDataset:
 
 def build_training_set(cfg, spec: Optional[LabelSpec] = None):
     """The training split of ``cfg``: ``data.root``'s, or with ``data.roots`` a :class:`MixedDataset` of theirs, every
-    label in the model's classes (``spec``, default :func:`~dml_csr.data.labels.label_spec` of ``cfg``)."""
+    label in the model's classes (``spec``, default :func:`~dml_csr.data.class_map.label_spec` of ``cfg``)."""
     spec = label_spec(cfg) if spec is None else spec
     if not cfg.data.roots:
         return build_dataset(cfg, cfg.data.train_split, train=True, spec=spec)

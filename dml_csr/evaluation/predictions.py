@@ -16,7 +16,8 @@ from typing import Optional
 import numpy as np
 
 from ..data.dataset import UnreadableFileError, read_image, read_label, read_split_list, resolve_split
-from ..data.labels import class_mapping, dataset_spec, get_spec
+from ..data.custom import dataset_spec
+from ..data.labels import class_mapping, get_spec
 from ..data.pairing import IMAGE_EXTS, LABEL_EXTS, check_paired, files_by_stem
 from .metrics import ConfusionMatrix
 from .protocol import output_folder, progress_bar, protocol_record, report

@@ -178,7 +178,8 @@ def score_checkpoint(cfg, checkpoint: str, *, split: Optional[str] = None, flip:
     :mod:`dml_csr.evaluation.framing` (``score_at``, ``align``); unset options come from ``cfg.eval``. Writes
     ``<out>/metrics.json`` (default: ``<checkpoint folder>/`` :func:`default_folder`, under ``runs/<name>/`` for a
     registry name; an existing one is replaced only with ``overwrite``) and returns its record."""
-    from ..data.labels import flip_permutation, label_spec
+    from ..data.class_map import label_spec
+    from ..data.labels import flip_permutation
     from ..data.loader import build_loader
     from ..distributed import resolve_device
     from ..hub import is_name, resolve, sha256_of

@@ -130,8 +130,7 @@ def export_int8(model, fp32_path: str, path: str, meta: dict, calib: str, *, cou
     of the prepared root ``calib``'s train split ("synthetic": rendered faces), its labels compared with ``model``'s
     fp32 PyTorch labels on ``count`` images of the test split, and written only when at least ``min_agreement`` of
     them are unchanged (otherwise a one-line error). Returns {"path", "agreement", "images"}."""
-    from .quantize import calibration_batch
-    from .runtime import label_agreement, reference_labels
+    from .quantize import calibration_batch, label_agreement, reference_labels
 
     calibration = calibration_batch(calib, "train", meta, count, seed=1000)
     faces = calibration_batch(calib, "test", meta, count, seed=2000)

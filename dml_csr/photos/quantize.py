@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from ..files import write_bytes
 
-__all__ = ["quantize_onnx_int8", "calibration_batch", "to_network_input"]
+__all__ = ["quantize_onnx_int8", "calibration_batch", "to_network_input", "label_agreement", "reference_labels"]
 
 
 def to_network_input(images_bgr: Sequence[np.ndarray], meta: dict) -> np.ndarray:
@@ -82,3 +82,26 @@ def quantize_onnx_int8(src: str, dst: str, calibration: np.ndarray, per_channel:
         with open(out, "rb") as f:
             write_bytes(dst, f.read())
     return dst
+
+
+def label_agreement(run: Callable[[np.ndarray], np.ndarray], inputs: Sequence[np.ndarray], reference: Sequence[np.ndarray]) -> float:
+    """The share of pixels whose label (argmax over classes) from ``run`` on each (3, h, w) input equals the
+    reference labels (h, w) of the same input, pooled over all inputs."""
+    same = total = 0
+    for x, ref in zip(inputs, reference):
+        labels = np.asarray(run(np.ascontiguousarray(x[None], np.float32))).argmax(1)[0]
+        same += int((labels == ref).sum())
+        total += ref.size
+    return same / max(total, 1)
+
+
+def reference_labels(model, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """fp32 PyTorch labels (h, w) of each (3, h, w) input, at the input's resolution (as the exported graph)."""
+    import torch
+
+    from .export import InferenceWrapper
+
+    wrapper = InferenceWrapper(model).eval()
+    with torch.inference_mode():
+        return [wrapper(torch.from_numpy(np.ascontiguousarray(x[None], np.float32))).argmax(1)[0].numpy()
+                for x in inputs]

@@ -22,7 +22,7 @@ from torch import nn
 from .export import META_KEY, read_onnx_meta
 
 __all__ = ["RUNTIMES", "ExportedModel", "is_exported", "read_meta", "carries_meta", "runner", "load_exported",
-           "label_agreement", "reference_labels", "parity"]
+           "parity"]
 
 RUNTIMES = {".onnx": "onnxruntime", ".xml": "openvino"}
 Run = Callable[[np.ndarray], np.ndarray]
@@ -107,27 +107,6 @@ def load_exported(path: str, threads: Optional[int] = None) -> tuple[ExportedMod
         raise KeyError(f"'{path}': its metadata lacks {', '.join(missing)}; export it again with scripts/export.py")
     run = runner(path, threads)
     return ExportedModel(run, path, RUNTIMES[os.path.splitext(path)[1].lower()]), meta
-
-
-def label_agreement(run: Run, inputs: Sequence[np.ndarray], reference: Sequence[np.ndarray]) -> float:
-    """The share of pixels whose label (argmax over classes) from ``run`` on each (3, h, w) input equals the
-    reference labels (h, w) of the same input, pooled over all inputs."""
-    same = total = 0
-    for x, ref in zip(inputs, reference):
-        labels = np.asarray(run(np.ascontiguousarray(x[None], np.float32))).argmax(1)[0]
-        same += int((labels == ref).sum())
-        total += ref.size
-    return same / max(total, 1)
-
-
-def reference_labels(model: nn.Module, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """fp32 PyTorch labels (h, w) of each (3, h, w) input, at the input's resolution (as the exported graph)."""
-    from .export import InferenceWrapper
-
-    wrapper = InferenceWrapper(model).eval()
-    with torch.inference_mode():
-        return [wrapper(torch.from_numpy(np.ascontiguousarray(x[None], np.float32))).argmax(1)[0].numpy()
-                for x in inputs]
 
 
 def parity(path: str, model: nn.Module, size: Sequence[int], dynamic: bool = True) -> float:

@@ -21,7 +21,7 @@ from ..checkpoint import RunPaths, load_checkpoint
 from ..config import Config, load_config
 from ..data.dataset import build_dataset
 from ..data.drawing import save_rgb
-from ..data.labels import label_spec
+from ..data.class_map import label_spec
 from ..data.loader import build_loader
 from ..data.synthetic import write_dataset
 from ..evaluation.charts import line_chart

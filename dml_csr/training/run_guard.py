@@ -21,7 +21,7 @@ from typing import Iterator, Optional
 from .._typed import shown
 from ..checkpoint import CheckpointError, RunPaths, find_resume_checkpoint, load_checkpoint
 from ..config import Config, config_to_dict
-from ..data.labels import label_spec
+from ..data.class_map import label_spec
 from ..files import write_bytes
 
 try:

@@ -34,7 +34,8 @@ from ..checkpoint import RunPaths, make_meta, save_checkpoint
 from ..config import Config, ModelConfig, config_to_dict, epoch_position, save_config, total_epochs
 from ..data.dataset import FaceParsingDataset, build_dataset, inverse_frequency_weights
 from ..data.face_template import crop_for_training
-from ..data.labels import LabelSpec, label_spec
+from ..data.class_map import label_spec
+from ..data.labels import LabelSpec
 from ..data.loader import build_loader, build_norm_loader
 from ..data.mixture import build_training_set, training_histogram
 from ..evaluation.metrics import selection_score

@@ -9,7 +9,8 @@ from helpers.micro import MICRO
 from dml_csr.config import ConfigError, load_config
 from dml_csr.data.class_map import build_class_map
 from dml_csr.data.dataset import build_dataset, read_label, read_split_list
-from dml_csr.data.labels import get_spec, label_spec
+from dml_csr.data.class_map import label_spec
+from dml_csr.data.labels import get_spec
 from dml_csr.data.synthetic import write_dataset
 from dml_csr.training.trainer import train
 

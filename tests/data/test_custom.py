@@ -5,7 +5,8 @@ import pytest
 
 from dml_csr.config import ConfigError, load_config
 from dml_csr.data.custom import custom_problems, read_custom_spec
-from dml_csr.data.labels import fallback_palette, flip_permutation, label_spec
+from dml_csr.data.class_map import label_spec
+from dml_csr.data.labels import fallback_palette, flip_permutation
 
 
 def _root(tmp_path, names, description=None):

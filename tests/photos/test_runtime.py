@@ -8,7 +8,7 @@ from helpers.tiny_checkpoint import one_thread, write_tiny_checkpoint  # noqa: F
 
 from dml_csr import FaceParser, load_model
 from dml_csr.data.synthetic import render_face
-from dml_csr.photos import runtime
+from dml_csr.photos import quantize, runtime
 from dml_csr.photos.export import export_onnx
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -70,5 +70,5 @@ def test_label_agreement_pools_pixels_over_inputs():
         logits[:, 2, 0, 0] = 5
         return logits
     reference = [np.zeros((2, 2), int), np.ones((2, 3), int)]
-    assert runtime.label_agreement(run, inputs, reference) == pytest.approx(8 / 10)  # one pixel off in each input
+    assert quantize.label_agreement(run, inputs, reference) == pytest.approx(8 / 10)  # one pixel off in each input
     assert runtime.is_exported("a/model.XML") and runtime.is_exported("m.onnx") and not runtime.is_exported("m.pt")

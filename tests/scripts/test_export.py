@@ -26,7 +26,7 @@ from dml_csr.hub import sha256_of
 from dml_csr.photos.export import read_onnx_meta, read_torchscript_meta
 from dml_csr.photos.openvino import int8_path as openvino_int8_path
 from dml_csr.photos.quantize import calibration_batch
-from dml_csr.photos.runtime import reference_labels
+from dml_csr.photos.quantize import reference_labels
 from dml_csr.training.trainer import train
 
 
