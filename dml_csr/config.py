@@ -373,6 +373,9 @@ def _check_together(cfg: Config, origin: dict) -> None:
     if m.rnn_train == "staged" and not (m.name == "rnn_g" and m.two_stage and 0 < t.stage1_epochs < t.epochs):
         raise ConfigError(f"{source(origin, 'model.rnn_train')}: model.rnn_train = staged (one stage after the other) "
                           f"expects model.name=rnn_g, model.two_stage=true, 0 < train.stage1_epochs < train.epochs")
+    if t.stage1_epochs and m.rnn_train != "staged":
+        raise ConfigError(f"{source(origin, 'train.stage1_epochs')}: train.stage1_epochs = {t.stage1_epochs} splits "
+                          f"the training of a staged RNN-G; it expects model.rnn_train=staged (0 otherwise)")
     if m.name == "rnn_g" and m.two_stage and m.two_stage_variant == "paper" and not cfg.data.keypoints:
         raise ConfigError(f"{source(origin, 'model.two_stage_variant')}: model.two_stage_variant = paper places its "
                           f"crops from 5 keypoints; set data.keypoints=true (each sample's landmarks/NAME.txt, as "

@@ -80,6 +80,8 @@ def test_wrong_type_and_bad_choice(tree):
         load_config(str(tree / "_base_/datasets/d.yaml"), ["data.input_size=[1, 2, 3]"])
     with pytest.raises(ConfigError, match="train.flip"):  # a bool where a section is expected is fine; bad key not
         load_config(str(tree / "_base_/datasets/d.yaml"), ["train.flip=true"])
+    with pytest.raises(ConfigError, match=r"--set.*train\.stage1_epochs = 2 .*expects model\.rnn_train=staged"):
+        load_config(str(tree / "_base_/datasets/d.yaml"), ["train.stage1_epochs=2"])
 
 
 def test_missing_required_and_missing_base(tree):
@@ -308,7 +310,8 @@ def test_hostile_yaml_is_one_short_line(tree):
                         (digits, "a value cannot be read (Exceeds the limit")):
         with pytest.raises(ConfigError) as e:
             load_config(path)
-        assert start in str(e.value) and len(str(e.value)) < 600 and "\n" not in str(e.value), str(e.value)[:300]
+        message = str(e.value).replace(path, "FILE")  # its length apart from where the test's folder happens to be
+        assert start in message and len(message) < 600 and "\n" not in message, message[:300]
     big = tree / "big.yaml"
     big.write_text("# " + "x" * (1 << 20) + "\n")
     with pytest.raises(ConfigError, match=r"big.yaml' is 1048579 bytes; expected at most 1048576 \(1 MiB\)"):

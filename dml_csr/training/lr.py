@@ -3,7 +3,9 @@
 Steps are 0-based and counted over the whole run. The first phase (``train.epochs`` epochs) decays ``train.lr`` with
 poly (power ``train.poly_power``) after an optional linear warm-up: to 0 at the end of the first phase (the paper,
 ``train.poly_over: first_phase``) or at the end of the run (the authors' code, ``all``, so about 0.29 ``train.lr``
-is left when the cycles start). Each of the ``train.cycles`` self-regulation cycles then restarts a per-epoch cosine
+is left when the cycles start). A staged RNN-G (``train.stage1_epochs`` > 0) restarts the warm-up and the poly decay when its component networks
+start training: each stage decays over its own epochs, as if trained alone (the paper trains them one after the
+other). Each of the ``train.cycles`` self-regulation cycles then restarts a per-epoch cosine
 at ``train.cycle_lr`` (the paper's 1e-5), annealed towards ``train.cycle_lr_min`` (the authors restart theirs every
 ``cycle_epochs`` *iterations*, which we do not copy).
 
@@ -36,7 +38,11 @@ def learning_rate(step: int, train, steps_per_epoch: int) -> float:
     cycle, epoch_in_cycle = epoch_position(train, step // steps_per_epoch)
     if cycle == 0:
         epochs = train.epochs if train.poly_over == "first_phase" else total_epochs(train)
-        return poly_lr(step, epochs * steps_per_epoch, train.lr, train.poly_power,
+        start = 0
+        if train.stage1_epochs:  # a staged RNN-G: each stage is trained as a run of its own, warm-up and decay
+            start = train.stage1_epochs if step // steps_per_epoch >= train.stage1_epochs else 0
+            epochs = train.stage1_epochs if start == 0 else epochs - start
+        return poly_lr(step - start * steps_per_epoch, epochs * steps_per_epoch, train.lr, train.poly_power,
                        int(train.warmup_epochs * steps_per_epoch))
     return cosine_lr(epoch_in_cycle, train.cycle_epochs, train.cycle_lr, train.cycle_lr_min)
 

@@ -33,7 +33,7 @@ def test_poly_lr_values():
 
 def _train(**kw):
     base = dict(epochs=3, lr=1e-3, poly_power=0.9, poly_over="first_phase", warmup_epochs=0.0, cycles=2,
-                cycle_epochs=4, cycle_lr=1e-5, cycle_lr_min=0.0)
+                cycle_epochs=4, cycle_lr=1e-5, cycle_lr_min=0.0, stage1_epochs=0)
     return SimpleNamespace(**{**base, **kw})
 
 
@@ -68,3 +68,15 @@ def test_learning_rate_warmup_and_bad_steps_per_epoch():
     assert learning_rate(2, t, 4) == pytest.approx(1e-3 * (1 - 0 / 10) ** 0.9)
     with pytest.raises(ValueError, match="steps_per_epoch"):
         learning_rate(0, t, 0)
+
+
+def test_a_staged_rnn_g_restarts_warm_up_and_decay_when_its_components_start():
+    """3 + 5 epochs of 4 steps, half an epoch of warm-up: the first stage decays to 0 over its 12 steps, the
+    components ramp up again and decay over their 20."""
+    t, spe = _train(epochs=8, cycles=0, warmup_epochs=0.5, stage1_epochs=3, lr=0.1), 4
+    assert [learning_rate(s, t, spe) for s in (0, 1)] == pytest.approx([0.05, 0.1])
+    assert learning_rate(11, t, spe) == pytest.approx(0.1 * (1 - 9 / 10) ** 0.9)  # stage 1's last step
+    assert [learning_rate(s, t, spe) for s in (12, 13)] == pytest.approx([0.05, 0.1])  # warm-up again
+    assert learning_rate(14, t, spe) == pytest.approx(0.1)
+    assert learning_rate(23, t, spe) == pytest.approx(0.1 * (1 - 9 / 18) ** 0.9)
+    assert learning_rate(31, t, spe) == pytest.approx(0.1 * (1 - 17 / 18) ** 0.9)  # the run's last step
