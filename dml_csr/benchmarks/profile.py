@@ -64,12 +64,12 @@ def _eager(model, x: torch.Tensor, warmup: int, repeats: int) -> dict:
 
 def _openvino(ir, x: np.ndarray, warmup: int, repeats: int, precision) -> tuple[dict, dict]:
     """Seconds a stage (the median run's counters) and the kernels each stage ran, from OpenVINO's counters."""
-    import openvino as ov
+    from ..photos.openvino import core
 
     config = {"PERF_COUNT": True, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": torch.get_num_threads()}
     if precision:
         config["INFERENCE_PRECISION_HINT"] = precision
-    request = ov.Core().compile_model(ir, "CPU", config).create_infer_request()
+    request = core().compile_model(ir, "CPU", config).create_infer_request()
     runs = []
     for i in range(warmup + repeats):
         request.infer({0: x})

@@ -28,7 +28,7 @@ import numpy as np
 from ..files import write_bytes
 from .export import META_KEY, _json_meta, export_onnx
 
-__all__ = ["export_openvino", "quantize_int8", "export_int8", "compile_ir", "save_ir", "int8_path"]
+__all__ = ["export_openvino", "quantize_int8", "export_int8", "compile_ir", "save_ir", "int8_path", "core"]
 
 log = logging.getLogger(__name__)
 INSTALL = "pip install 'dml_csr[openvino]'"
@@ -40,6 +40,24 @@ def _ov():
     except ImportError:
         raise ImportError(f"OpenVINO export and inference need openvino: {INSTALL}") from None
     return openvino
+
+
+_CORE = None
+
+
+def core():
+    """The process's one ``openvino.Core``, made on first use and kept.
+
+    Each Core's CPU plugin gives the thread that compiles or runs on it an alternate signal stack of its own and,
+    when the Core goes, puts back the one it found. Cores that overlap and go in another order than they came
+    leave the thread pointing at a stack already unmapped (seen with OpenVINO 2025-2026: Core A, Core B, A goes,
+    Core C, B goes, C goes); the next signal with a Python handler -- the SIGCHLD of a finished subprocess where a
+    DataLoader has set one -- then kills the process with a segmentation fault that no handler sees. One Core,
+    made before NNCF makes its own, keeps every restore in order."""
+    global _CORE
+    if _CORE is None:
+        _CORE = _ov().Core()
+    return _CORE
 
 
 def int8_path(path: str) -> str:
@@ -85,14 +103,14 @@ def quantize_int8(src: Union[str, object], calibration: np.ndarray, *, preset: s
     LeakyReLU outputs are not one-signed) or "performance" (symmetric both). Bias correction runs in full, not its
     fast approximation. Both choices were measured on a trained demo-sized model (ResNet-18 at 128x128, 64 steps):
     98.97 % of the fp32 labels kept with NNCF's defaults (performance, fast bias correction), 99.34 % with these."""
-    ov = _ov()
+    ov_core = core()  # ours before NNCF makes its own (see core())
     try:
         import nncf
     except ImportError:
         raise ImportError(f"int8 quantization for OpenVINO needs nncf: {INSTALL}") from None
     if calibration.ndim != 4 or len(calibration) == 0:
         raise ValueError(f"calibration must be (N, 3, h, w) network inputs with N >= 1; got {calibration.shape}")
-    model = ov.Core().read_model(src) if isinstance(src, str) else src
+    model = ov_core.read_model(src) if isinstance(src, str) else src
     items = [np.ascontiguousarray(calibration[i:i + 1], np.float32) for i in range(len(calibration))]
     logging.getLogger("nncf").setLevel(logging.WARNING)
     quantized = nncf.quantize(model, nncf.Dataset(items), preset=nncf.QuantizationPreset(preset),
@@ -109,13 +127,12 @@ def compile_ir(model: Union[str, object], threads: Optional[int] = None, precisi
     ``precision``: OpenVINO's inference precision hint, "f32" (the reference: on a CPU with bf16 support OpenVINO
     would otherwise run the fp32 operators in bf16) or None (OpenVINO's choice); ``threads``: its thread count;
     ``latency``: tuned for one request at a time (batch 1), as the benchmark measures."""
-    ov = _ov()
     config = {"PERFORMANCE_HINT": "LATENCY" if latency else "THROUGHPUT"}
     if precision:
         config["INFERENCE_PRECISION_HINT"] = precision
     if threads:
         config["INFERENCE_NUM_THREADS"] = int(threads)
-    compiled = ov.Core().compile_model(model, "CPU", config)
+    compiled = core().compile_model(model, "CPU", config)
     request = compiled.create_infer_request()
     output = compiled.outputs[0]
 

@@ -65,3 +65,55 @@ def test_int8_below_the_agreement_asked_for_is_not_written(tiny):
     assert r["images"] == 2 and 0.0 <= r["agreement"] <= 1.0 and runtime.read_meta(int8) == runtime.read_meta(fp32)
     with pytest.raises(ValueError, match="an OpenVINO IR is an .xml file"):
         openvino.save_ir(None, str(tmp / "model.bin"))
+
+
+ALT_STACK_CHILD = r"""
+import ctypes, gc, signal, subprocess, sys
+import numpy as np, torch
+import openvino as ov
+from dml_csr.photos.openvino import compile_ir
+
+class Stack(ctypes.Structure):
+    _fields_ = [("sp", ctypes.c_void_p), ("flags", ctypes.c_int), ("size", ctypes.c_size_t)]
+
+def alternate_stack_mapped():
+    s = Stack()
+    assert ctypes.CDLL(None).sigaltstack(None, ctypes.byref(s)) == 0
+    if s.flags & 2:  # SS_DISABLE: none
+        return True
+    for line in open("/proc/self/maps"):
+        lo, hi = (int(v, 16) for v in line.split()[0].split("-"))
+        if lo <= s.sp < hi:
+            return True
+    return False
+
+net = ov.convert_model(torch.nn.Conv2d(3, 4, 3), example_input=torch.zeros(1, 3, 16, 16))
+x = np.zeros((1, 3, 16, 16), np.float32)
+first = compile_ir(net); first(x)
+second = compile_ir(net); second(x)
+del first; gc.collect()
+third = compile_ir(net); third(x)
+del second; gc.collect()
+del third; gc.collect()
+print("mapped" if alternate_stack_mapped() else "unmapped", flush=True)
+signal.signal(signal.SIGCHLD, lambda *a: None)  # as a DataLoader's SIGCHLD handler is
+subprocess.run([sys.executable, "-c", "pass"], check=True)
+print("alive")
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="reads /proc/self/maps (Linux)")
+def test_compiled_irs_freed_in_any_order_leave_a_signal_stack_that_exists(tmp_path):
+    """Three IRs compiled and freed out of order (the first before the third is made): the thread's alternate signal
+    stack is still mapped afterwards, and a subprocess ending (a SIGCHLD with a Python handler) does not kill the
+    process. With a Core per compile, OpenVINO's CPU plugin put back a stack it had already unmapped: the suite
+    died of a segmentation fault in an unrelated test's subprocess.run."""
+    import subprocess
+    import sys
+
+    from helpers import ROOT
+    from helpers.tiny_checkpoint import subprocess_env
+
+    done = subprocess.run([sys.executable, "-c", ALT_STACK_CHILD], env=dict(subprocess_env(), PYTHONPATH=ROOT),
+                          capture_output=True, text=True, timeout=300)
+    assert (done.returncode, done.stdout.split()) == (0, ["mapped", "alive"]), (done.returncode, done.stderr[-2000:])
