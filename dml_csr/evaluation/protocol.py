@@ -196,7 +196,7 @@ def score_checkpoint(cfg, checkpoint: str, *, split: Optional[str] = None, flip:
     flip = cfg.eval.flip if flip is None else flip
     scales = list(cfg.eval.scales) if scales is None else list(scales)
     save = cfg.eval.save_predictions if save_predictions is None else save_predictions
-    ds, conv = _scored_split(cfg, split, meta, path, align)
+    ds, conv, skipped = _scored_split(cfg, split, meta, path, align)
     loader = build_loader(ds, batch_size=cfg.eval.batch_size, workers=cfg.data.workers, seed=cfg.seed, train=False)
     beside = os.path.join("runs", checkpoint.replace("://", "_")) if checkpoint != path else \
         os.path.dirname(os.path.abspath(weights_file(path)))
@@ -220,7 +220,7 @@ def score_checkpoint(cfg, checkpoint: str, *, split: Optional[str] = None, flip:
         "resolution": {"network_input": list(cfg.data.input_size), "scored_at": describe(score_at, align, paste)},
         "input_convention": {"channel_order": conv["channel_order"], "mean": list(conv["mean"]),
                              "std": list(conv["std"])},
-        "paste": paste, "score_at": score_at, "align": align, "flip": bool(flip), "scales": scales,
+        "paste": paste, "score_at": score_at, "align": align, "flip": bool(flip), "scales": scales, "skipped": skipped,
         "precision": cfg.eval.precision, "device": str(dev),
         "predictions": os.path.abspath(os.path.join(out, "labels")) if save else None,
         **({"alignment": {"template": meta["crop"]["points"], "landmarks": "<split>/landmarks/NAME.txt"}}
@@ -245,7 +245,31 @@ def _scored_split(cfg, split: Optional[str], meta: dict, path: str, align: str):
     crop = landmark_crop(meta, path) if align == "landmarks" else None
     ds = build_dataset(cfg, split or cfg.data.test_split, train=False)
     ds.transform = inference.input_transform({**conv, "input_size": input_size}, cfg.data.edge_width)
-    return (LandmarkFramed(ds, crop) if crop is not None else ds), conv
+    skipped = _readable_only(ds)
+    return (LandmarkFramed(ds, crop) if crop is not None else ds), conv, skipped
+
+
+def _readable_only(ds) -> list[dict]:
+    """Leave the samples whose image or label cannot be read out of ``ds``, each named in a warning; returns them
+    (``{"name", "reason"}``). Every file is read once here, before any scoring (data.skip_bad's stand-in, the next
+    sample, would be scored twice)."""
+    from ..data.dataset import UnreadableFileError
+
+    keep, skipped = [], []
+    ds.skip_bad = False
+    for i, item in enumerate(ds.items):
+        try:
+            ds.load_pair(i)
+        except UnreadableFileError as e:
+            log.warning("sample '%s' left out: %s", item[0], e)
+            skipped.append({"name": item[0], "reason": str(e)})
+        else:
+            keep.append(item)
+    if not keep:
+        raise ValueError(f"none of the {len(ds.items)} samples of split '{ds.split}' could be read; first: "
+                         f"{skipped[0]['reason']}")
+    ds.items = keep
+    return skipped
 
 
 def _check_classes(meta: dict, spec, path: str, config_path: str) -> None:

@@ -360,6 +360,37 @@ def test_unreadable_predictions_and_masks_are_named_and_the_others_scored(tmp_pa
     assert mat.sum() == 2 and mat[2, 2] == 1 and mat[0, 2] == 1
 
 
+def test_a_model_scores_the_readable_samples_and_names_the_others(setup, tmp_path):
+    """Scoring a checkpoint on a split with a 0-byte photo and a 0-byte label among good samples: both are named in
+    one line each, the good one is scored as it is alone (the same confusion as a split of that sample only, none
+    scored twice in place of another), metrics.json lists them, and the exit status is 1."""
+    _, root, cfg, ckpt = setup
+    import shutil
+
+    bad = str(tmp_path / "data")
+    shutil.copytree(root, bad)
+    names = [n for n, _, _ in read_split_list(bad, "test")]
+    (tmp_path / "data" / "test" / "images" / f"{names[0]}.jpg").write_bytes(b"")
+    (tmp_path / "data" / "test" / "labels" / f"{names[1]}.png").write_bytes(b"")
+    r = run("--config", cfg, "--set", f"data.root={bad}", "--checkpoint", ckpt, "--split", "test", "--out",
+            str(tmp_path / "out"))
+    assert r.returncode == 1, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert lines[-3:] == ["2 sample(s) could not be read and were left out of the scores:",
+                          f"  image file '{bad}/test/images/{names[0]}.jpg' is empty (0 bytes)",
+                          f"  label file '{bad}/test/labels/{names[1]}.png' is empty (0 bytes)"], r.stderr
+    rec = json.load(open(tmp_path / "out" / "metrics.json"))
+    assert [s["name"] for s in rec["protocol"]["skipped"]] == names[:2] and rec["protocol"]["num_samples"] == 1
+    alone = str(tmp_path / "alone")
+    shutil.copytree(root, alone)
+    (tmp_path / "alone" / "test_list.txt").write_text(
+        [line for line in open(os.path.join(root, "test_list.txt")) if names[2] in line][0])
+    r = run("--config", cfg, "--set", f"data.root={alone}", "--checkpoint", ckpt, "--split", "test", "--out",
+            str(tmp_path / "out_alone"))
+    assert r.returncode == 0, r.stderr
+    assert json.load(open(tmp_path / "out_alone" / "metrics.json"))["confusion"] == rec["confusion"]
+
+
 def test_nothing_to_score_is_one_line_not_nan_scores(setup, tmp_path):
     _, root, _, _ = setup
     empty = tmp_path / "root"
