@@ -62,6 +62,23 @@ def _eager(model, x: torch.Tensor, warmup: int, repeats: int) -> dict:
     return out
 
 
+def _runtime_stages(compiled) -> dict:
+    """The stage of each operator OpenVINO runs, by its name. The CPU plugin renames what it fuses (a convolution
+    with its batch norm becomes ``Multiply_NNNN``): an operator's stage is that of the first of its original layers'
+    names (``originalLayersNames``) that has one, else that of the operator feeding its first input that has one
+    (in graph order; a fused operator at a stage's first layer is then counted in the stage before)."""
+    stages: dict = {}
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        names = info["originalLayersNames"].astype(str).split(",") if "originalLayersNames" in info else []
+        found = [stage_of(n) for n in names + [op.get_friendly_name()] if stage_of(n) != "other"]
+        if not found:
+            inputs = (i.get_source_output().get_node().get_friendly_name() for i in op.inputs())
+            found = [stages[n] for n in inputs if stages.get(n, "other") != "other"]
+        stages[op.get_friendly_name()] = found[0] if found else "other"
+    return stages
+
+
 def _openvino(ir, x: np.ndarray, warmup: int, repeats: int, precision) -> tuple[dict, dict]:
     """Seconds a stage (the median run's counters) and the kernels each stage ran, from OpenVINO's counters."""
     from ..photos.openvino import core
@@ -69,7 +86,8 @@ def _openvino(ir, x: np.ndarray, warmup: int, repeats: int, precision) -> tuple[
     config = {"PERF_COUNT": True, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": torch.get_num_threads()}
     if precision:
         config["INFERENCE_PRECISION_HINT"] = precision
-    request = core().compile_model(ir, "CPU", config).create_infer_request()
+    compiled = core().compile_model(ir, "CPU", config)
+    request, names = compiled.create_infer_request(), _runtime_stages(compiled)
     runs = []
     for i in range(warmup + repeats):
         request.infer({0: x})
@@ -77,8 +95,9 @@ def _openvino(ir, x: np.ndarray, warmup: int, repeats: int, precision) -> tuple[
             stages, kernels = defaultdict(float), defaultdict(set)
             for p in request.get_profiling_info():
                 if p.status.name == "EXECUTED":
-                    stages[stage_of(p.node_name)] += p.real_time.total_seconds()
-                    kernels[stage_of(p.node_name)].add(p.exec_type)
+                    stage = names.get(p.node_name) or stage_of(p.node_name)
+                    stages[stage] += p.real_time.total_seconds()
+                    kernels[stage].add(p.exec_type)
             runs.append((sum(stages.values()), stages, kernels))
     runs.sort(key=lambda r: r[0])
     return dict(runs[len(runs) // 2][1]), {k: sorted(v) for k, v in runs[len(runs) // 2][2].items()}
