@@ -2,7 +2,8 @@
 the weights the input convention they were trained with.
 
 - :func:`read_state_dict`: a ``.pth``/``.pt`` file through ``torch.load(..., weights_only=True)`` or a
-  ``.safetensors`` file; a ``{"state_dict": ...}`` wrapper and ``module.`` prefixes are removed.
+  ``.safetensors`` file; a ``{"state_dict": ...}`` wrapper and ``module.`` prefixes are removed; a tensor holding NaN
+  or infinity is refused, named.
 - :func:`check_state_dict`: the file's keys and shapes against the ones expected; the first problem is one line naming
   the keys (``KeyError``) or the key and both shapes (``ValueError``).
 - :func:`check_convention`: ``model.channel_order``, ``model.mean`` and ``model.std`` against the weights' own.
@@ -55,7 +56,13 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
         raise ValueError(f"model.pretrained: '{path}' holds a {type(sd).__name__}; expected a state_dict")
     if "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
-    return {(k[7:] if k.startswith("module.") else k): v for k, v in sd.items()}
+    sd = {(k[7:] if k.startswith("module.") else k): v for k, v in sd.items()}
+    # NaN or infinity in an initialisation would train nothing, silently
+    bad = next((k for k, v in sd.items() if torch.is_tensor(v) and v.is_floating_point() and
+                not bool(torch.isfinite(v).all())), None)
+    if bad is not None:
+        raise ValueError(f"model.pretrained: '{path}': tensor '{bad}' holds NaN or infinity; expected finite weights")
+    return sd
 
 
 def check_state_dict(expected: Mapping[str, Sequence[int]], sd: Mapping[str, torch.Tensor], path: str,

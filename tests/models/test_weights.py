@@ -20,6 +20,15 @@ def test_a_safetensors_file_and_a_wrapped_pth_file_read_the_same(tmp_path):
     assert "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_weights_that_are_not_finite_are_refused_naming_the_tensor(tmp_path, value):
+    sd = {"conv1.weight": torch.ones(2, 2), "layer1.0.bn1.running_var": torch.ones(4), "steps": torch.arange(3)}
+    sd["layer1.0.bn1.running_var"][2] = value
+    torch.save(sd, tmp_path / "diverged.pth")
+    with pytest.raises(ValueError, match=r"diverged.pth': tensor 'layer1.0.bn1.running_var' holds NaN or infinity"):
+        read_state_dict(str(tmp_path / "diverged.pth"))
+
+
 def test_a_pickled_object_is_refused(tmp_path):
     torch.save({"state_dict": {"a": torch.zeros(1)}, "opt": object()}, tmp_path / "pickle.pth")
     with pytest.raises(ValueError, match=r"pickle.pth' cannot be loaded with weights_only=True"):
