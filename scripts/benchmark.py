@@ -51,7 +51,15 @@ def main(argv: Optional[list[str]] = None) -> None:
                    "these overrides make (e.g. model.output_stride=16) against this run's fp32 eager")
     p.add_argument("--json", default=None, help="write the results here")
     args = p.parse_args(argv)
+    from dml_csr._typed import number
 
+    try:  # a size or count out of reach would allocate, or loop, for minutes before failing
+        for name, lo, hi in (("size", 16, 4096), ("batch", 1, 1024), ("repeats", 1, 100000), ("warmup", 0, 100000),
+                             ("classes", 2, 256), ("threads", 1, 1024)):
+            if getattr(args, name) is not None:
+                number(getattr(args, name), f"--{name}", lo, hi, integer=True)
+    except ValueError as e:
+        p.error(str(e))
     if args.threads:
         torch.set_num_threads(args.threads)
     result = run(args.config, args.set, size=args.size, batch=args.batch, repeats=args.repeats, warmup=args.warmup,

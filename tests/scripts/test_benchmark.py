@@ -88,3 +88,13 @@ def test_deploy_adds_openvino_rows_scored_on_a_given_model_and_profiles_the_stag
         assert sum(profile[key][s] for s in ("layer1", "layer2", "layer3", "layer4")) > 0, key
         # OpenVINO's fused operators (renamed Multiply_NNNN) are placed in their stages, not left in "other"
         assert profile[key]["other"] < 0.1 * sum(profile[key].values()), (key, profile[key])
+
+
+@pytest.mark.parametrize("option,value,expected", [("--size", "100000", ">= 16 and <= 4096"),
+                                                   ("--repeats", "0", ">= 1 and <= 100000"),
+                                                   ("--batch", "2000", ">= 1 and <= 1024"),
+                                                   ("--threads", "-2", ">= 1 and <= 1024")])
+def test_sizes_and_counts_out_of_range_are_one_line_before_any_work(option, value, expected):
+    r = run_script("benchmark", "--config", os.path.join(ROOT, "configs", "synthetic_dml_csr_tiny.yaml"), option, value)
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].endswith(
+        f" error: {option} = {value}; expected a whole number {expected}"), r.stderr
