@@ -119,11 +119,12 @@ def main(argv=None) -> int:
     else:
         from dml_csr.evaluation.protocol import score_checkpoint
 
-        record = score_checkpoint(load_cfg(args), args.checkpoint, split=args.split, flip=args.flip,
-                         scales=parse_scales(args.scales) if args.scales else None, paste=args.paste or "nearest",
-                         out=args.out, save_predictions=args.save_predictions, device=args.device,
-                         config_path=args.config, progress=not args.no_progress, overwrite=args.overwrite,
-                         score_at=args.score_at or "original", align=args.align or "whole")
+        record = score_checkpoint(
+            load_cfg(args), args.checkpoint, split=args.split, flip=args.flip,
+            scales=parse_scales(args.scales) if args.scales else None, paste=args.paste or "nearest", out=args.out,
+            save_predictions=args.save_predictions, device=args.device, config_path=args.config,
+            progress=not args.no_progress, overwrite=args.overwrite, score_at=args.score_at or "original",
+            align=args.align or "whole")
     skipped = record["protocol"]["skipped"]
     if skipped:  # scored without them, and said so
         print(f"{len(skipped)} sample(s) could not be read and were left out of the scores:", file=sys.stderr)

@@ -82,6 +82,11 @@ def test_wrong_type_and_bad_choice(tree):
         load_config(str(tree / "_base_/datasets/d.yaml"), ["train.flip=true"])
     with pytest.raises(ConfigError, match=r"--set.*train\.stage1_epochs = 2 .*expects model\.rnn_train=staged"):
         load_config(str(tree / "_base_/datasets/d.yaml"), ["train.stage1_epochs=2"])
+    with pytest.raises(ConfigError, match=r"train\.warmup_epochs = 3\.0; a staged RNN-G warms up again in each stage"):
+        load_config(str(tree / "_base_/datasets/d.yaml"), ["model.name=rnn_g", "model.two_stage=true",
+                                                          "model.two_stage_variant=label_crops", "model.rnn_train=staged",
+                                                          "train.epochs=8", "train.stage1_epochs=6",
+                                                          "train.warmup_epochs=3"])
 
 
 def test_missing_required_and_missing_base(tree):

@@ -65,7 +65,7 @@ def _eager(model, x: torch.Tensor, warmup: int, repeats: int) -> dict:
 def _runtime_stages(compiled) -> dict:
     """The stage of each operator OpenVINO runs, by its name. The CPU plugin renames what it fuses (a convolution
     with its batch norm becomes ``Multiply_NNNN``): an operator's stage is that of the first of its original layers'
-    names (``originalLayersNames``) that has one, else that of the operator feeding its first input that has one
+    names (``originalLayersNames``) that has one, else that of the first of the operators feeding it that has one
     (in graph order; a fused operator at a stage's first layer is then counted in the stage before)."""
     stages: dict = {}
     for op in compiled.get_runtime_model().get_ordered_ops():

@@ -250,17 +250,21 @@ def _scored_split(cfg, split: Optional[str], meta: dict, path: str, align: str):
 
 
 def _readable_only(ds) -> list[dict]:
-    """Leave the samples whose image or label cannot be read out of ``ds``, each named in a warning; returns them
-    (``{"name", "reason"}``). Every file is read once here, before any scoring (data.skip_bad's stand-in, the next
-    sample, would be scored twice)."""
-    from ..data.dataset import UnreadableFileError
+    """Leave the samples whose image or label cannot be read out of ``ds`` (with ``data.skip_bad``, every unusable
+    sample: a size mismatch, bad label values, a missing landmarks file), each named in a warning; returns them
+    (``{"name", "reason"}``). Every sample is read once here, before any scoring: ``skip_bad``'s stand-in in
+    training, the next sample, would be scored twice."""
+    from ..data.dataset import BadSampleError, UnreadableFileError
 
+    left_out = BadSampleError if ds.skip_bad else UnreadableFileError
     keep, skipped = [], []
     ds.skip_bad = False
     for i, item in enumerate(ds.items):
         try:
             ds.load_pair(i)
-        except UnreadableFileError as e:
+            if ds.keypoints:
+                ds.load_keypoints(i)
+        except left_out as e:
             log.warning("sample '%s' left out: %s", item[0], e)
             skipped.append({"name": item[0], "reason": str(e)})
         else:

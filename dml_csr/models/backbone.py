@@ -119,8 +119,7 @@ class DeepStemResNet(nn.Module):
 
     def load_imagenet(self, path: str) -> None:
         """Load the CE2P ``resnet101-imagenet.pth`` file (a raw state_dict; ``fc.*`` ignored), strictly otherwise."""
-        sd = read_state_dict(path)
-        sd = {k: v for k, v in sd.items() if not k.startswith("fc.")}
+        sd = read_state_dict(path, keep=lambda k: not k.startswith("fc."))
         _load_strict(self, sd, path, optional_suffixes=("num_batches_tracked",))
 
 
@@ -162,7 +161,7 @@ class TorchvisionResNet(nn.Module):
             raise RuntimeError(f"model.pretrained='imagenet': cannot fetch torchvision's {arch} weights ({e}); "
                                "download them elsewhere and set model.pretrained to the file's path") from None
         if pretrained and pretrained != "imagenet":
-            sd = {k: v for k, v in read_state_dict(pretrained).items() if not k.startswith("fc.")}
+            sd = read_state_dict(pretrained, keep=lambda k: not k.startswith("fc."))
             net.fc = nn.Identity()
             _load_strict(net, sd, pretrained, optional_suffixes=("num_batches_tracked",))
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool

@@ -149,8 +149,7 @@ class FaRLBackbone(nn.Module):
 def read_farl(path: str, grid: tuple[int, int]) -> dict[str, torch.Tensor]:
     """The image tower's entries of a FaRL release file under :class:`FaRLBackbone`'s names, checked, the position
     embeddings interpolated to ``grid``."""
-    sd = {k: v for k, v in read_state_dict(path).items()
-          if k.startswith("visual.") and not k.startswith(PRETRAINING_ONLY)}
+    sd = read_state_dict(path, keep=lambda k: k.startswith("visual.") and not k.startswith(PRETRAINING_ONLY))
     with torch.device("meta"):
         tower = {k: tuple(v.shape) for k, v in FaRLBackbone().state_dict().items() if not k.startswith("fpns.")}
     width = tower["class_embedding"][0]

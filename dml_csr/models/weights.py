@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from typing import Iterable, Mapping, Optional, Sequence
+from typing import Callable, Iterable, Mapping, Optional, Sequence
 
 import torch
 
@@ -29,8 +29,9 @@ def _first_line(e: BaseException) -> str:
     return next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)[:200]
 
 
-def read_state_dict(path: str) -> dict[str, torch.Tensor]:
-    """The tensors of a weights file: ``.safetensors`` by safetensors, others by ``torch.load(weights_only=True)``."""
+def read_state_dict(path: str, keep: Optional[Callable[[str], bool]] = None) -> dict[str, torch.Tensor]:
+    """The tensors of a weights file: ``.safetensors`` by safetensors, others by ``torch.load(weights_only=True)``;
+    with ``keep``, only the keys it accepts (those a model loads: what it drops is not checked for finite values)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"model.pretrained: weights file '{path}' does not exist")
     if path.endswith(".safetensors"):
@@ -57,6 +58,7 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     if "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
     sd = {(k[7:] if k.startswith("module.") else k): v for k, v in sd.items()}
+    sd = {k: v for k, v in sd.items() if keep(k)} if keep is not None else sd
     # NaN or infinity in an initialisation would train nothing, silently
     bad = next((k for k, v in sd.items() if torch.is_tensor(v) and v.is_floating_point() and
                 not bool(torch.isfinite(v).all())), None)

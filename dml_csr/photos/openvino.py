@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import threading
 from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
@@ -42,7 +43,7 @@ def _ov():
     return openvino
 
 
-_CORE = None
+_CORE, _CORE_LOCK = None, threading.Lock()
 
 
 def core():
@@ -55,8 +56,9 @@ def core():
     DataLoader has set one -- then kills the process with a segmentation fault that no handler sees. One Core,
     made before NNCF makes its own, keeps every restore in order."""
     global _CORE
-    if _CORE is None:
-        _CORE = _ov().Core()
+    with _CORE_LOCK:  # two threads on their first call would make two Cores
+        if _CORE is None:
+            _CORE = _ov().Core()
     return _CORE
 
 

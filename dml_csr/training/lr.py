@@ -5,7 +5,8 @@ poly (power ``train.poly_power``) after an optional linear warm-up: to 0 at the 
 ``train.poly_over: first_phase``) or at the end of the run (the authors' code, ``all``, so about 0.29 ``train.lr``
 is left when the cycles start). A staged RNN-G (``train.stage1_epochs`` > 0) restarts the warm-up and the poly decay when its component networks
 start training: each stage decays over its own epochs, as if trained alone (the paper trains them one after the
-other). Each of the ``train.cycles`` self-regulation cycles then restarts a per-epoch cosine
+other); the first stage always decays to 0 at its end, and ``poly_over: all`` stretches the second's decay over the
+cycles too. Each of the ``train.cycles`` self-regulation cycles then restarts a per-epoch cosine
 at ``train.cycle_lr`` (the paper's 1e-5), annealed towards ``train.cycle_lr_min`` (the authors restart theirs every
 ``cycle_epochs`` *iterations*, which we do not copy).
 

@@ -29,6 +29,13 @@ def test_weights_that_are_not_finite_are_refused_naming_the_tensor(tmp_path, val
         read_state_dict(str(tmp_path / "diverged.pth"))
 
 
+def test_what_a_model_drops_is_not_checked(tmp_path):
+    torch.save({"conv1.weight": torch.ones(2), "fc.weight": torch.full((2,), float("nan"))}, tmp_path / "w.pth")
+    assert read_state_dict(str(tmp_path / "w.pth"), keep=lambda k: not k.startswith("fc.")).keys() == {"conv1.weight"}
+    with pytest.raises(ValueError, match="tensor 'fc.weight' holds NaN"):
+        read_state_dict(str(tmp_path / "w.pth"))
+
+
 def test_a_pickled_object_is_refused(tmp_path):
     torch.save({"state_dict": {"a": torch.zeros(1)}, "opt": object()}, tmp_path / "pickle.pth")
     with pytest.raises(ValueError, match=r"pickle.pth' cannot be loaded with weights_only=True"):

@@ -391,6 +391,24 @@ def test_a_model_scores_the_readable_samples_and_names_the_others(setup, tmp_pat
     assert json.load(open(tmp_path / "out_alone" / "metrics.json"))["confusion"] == rec["confusion"]
 
 
+def test_with_skip_bad_a_sample_of_mismatched_sizes_is_left_out_too(setup, tmp_path):
+    _, root, cfg, ckpt = setup
+    import shutil
+
+    bad = str(tmp_path / "data")
+    shutil.copytree(root, bad)
+    name = read_split_list(bad, "test")[0][0]
+    cv2.imwrite(os.path.join(bad, "test", "labels", f"{name}.png"), np.zeros((10, 10), np.uint8))
+    r = run("--config", cfg, "--set", f"data.root={bad}", "--checkpoint", ckpt, "--split", "test", "--out",
+            str(tmp_path / "strict"))
+    assert r.returncode == 2 and "size mismatch" in r.stderr.strip().splitlines()[-1], r.stderr
+    r = run("--config", cfg, "--set", f"data.root={bad}", "data.skip_bad=true", "--checkpoint", ckpt, "--split",
+            "test", "--out", str(tmp_path / "lenient"))
+    assert r.returncode == 1 and "size mismatch" in r.stderr.strip().splitlines()[-1], r.stderr
+    rec = json.load(open(tmp_path / "lenient" / "metrics.json"))
+    assert [s["name"] for s in rec["protocol"]["skipped"]] == [name] and rec["protocol"]["num_samples"] == 2
+
+
 def test_nothing_to_score_is_one_line_not_nan_scores(setup, tmp_path):
     _, root, _, _ = setup
     empty = tmp_path / "root"
