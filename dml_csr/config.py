@@ -370,16 +370,13 @@ def _check_together(cfg: Config, origin: dict) -> None:
     _check_ranges(cfg, origin)
     _check_model(cfg, origin)
     m, t = cfg.model, cfg.train
-    if m.rnn_train == "staged" and not (m.name == "rnn_g" and m.two_stage and 0 < t.stage1_epochs < t.epochs):
+    if m.rnn_train == "staged" and not (m.name == "rnn_g" and m.two_stage and 0 < t.stage1_epochs < t.epochs and
+                                        t.warmup_epochs < min(t.stage1_epochs, t.epochs - t.stage1_epochs)):
         raise ConfigError(f"{source(origin, 'model.rnn_train')}: model.rnn_train = staged (one stage after the other) "
-                          f"expects model.name=rnn_g, model.two_stage=true, 0 < train.stage1_epochs < train.epochs")
-    if m.rnn_train == "staged" and not t.warmup_epochs < min(t.stage1_epochs, t.epochs - t.stage1_epochs):
-        raise ConfigError(f"{source(origin, 'train.warmup_epochs')}: train.warmup_epochs = {t.warmup_epochs}; a staged "
-                          f"RNN-G warms up again in each stage, so it must be shorter than both (stages of "
-                          f"{t.stage1_epochs} and {t.epochs - t.stage1_epochs} epochs)")
+                          f"expects model.name=rnn_g, model.two_stage=true, 0 < train.stage1_epochs < train.epochs "
+                          f"and train.warmup_epochs shorter than either stage (each warms up again)")
     if t.stage1_epochs and m.rnn_train != "staged":
-        raise ConfigError(f"{source(origin, 'train.stage1_epochs')}: train.stage1_epochs = {t.stage1_epochs} splits "
-                          f"the training of a staged RNN-G; it expects model.rnn_train=staged (0 otherwise)")
+        raise ConfigError(f"{source(origin, 'train.stage1_epochs')}: train.stage1_epochs needs model.rnn_train=staged")
     if m.name == "rnn_g" and m.two_stage and m.two_stage_variant == "paper" and not cfg.data.keypoints:
         raise ConfigError(f"{source(origin, 'model.two_stage_variant')}: model.two_stage_variant = paper places its "
                           f"crops from 5 keypoints; set data.keypoints=true (each sample's landmarks/NAME.txt, as "
