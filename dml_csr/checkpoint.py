@@ -58,6 +58,7 @@ from .files import atomic_write, remove_partial_writes
 from .hub import check_local, get_weights, is_name, resolve
 from .inference import check_convention
 from .models import build_model
+from .models.weights import first_non_finite
 from .models.official import (StateDictMismatch, convert_official_state_dict, is_official_state_dict,
                               load_state_dict_strict, official_num_classes, ours_to_official, unwrap_state_dict)
 
@@ -324,8 +325,7 @@ def check_finite_weights(obj: Any, path: str) -> None:
     state = obj.get("model") if isinstance(obj, dict) and obj.get("format") == FORMAT else obj
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
-    for name, t in (state.items() if isinstance(state, dict) else ()):
-        if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            bad = int((~torch.isfinite(t)).sum())
-            raise CheckpointError(f"{path}: weight '{name}' holds {bad} of {t.numel()} values that are not finite "
-                                  "(NaN or infinity); the file is damaged or from a run that diverged")
+    bad = first_non_finite(state) if isinstance(state, dict) else None
+    if bad is not None:
+        raise CheckpointError(f"{path}: weight '{bad[0]}' holds {bad[1]} of {bad[2]} values that are not finite "
+                              "(NaN or infinity); the file is damaged or from a run that diverged")

@@ -17,7 +17,8 @@ from typing import Callable, Iterable, Mapping, Optional, Sequence
 
 import torch
 
-__all__ = ["read_state_dict", "check_state_dict", "check_convention", "Convention", "building_on_meta"]
+__all__ = ["read_state_dict", "check_state_dict", "check_convention", "Convention", "building_on_meta",
+           "first_non_finite"]
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,15 @@ Convention = tuple[str, Sequence[float], Sequence[float]]
 
 def _first_line(e: BaseException) -> str:
     return next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)[:200]
+
+
+def first_non_finite(state: Mapping) -> Optional[tuple[str, int, int]]:
+    """``(name, values not finite, values)`` of the first floating tensor of ``state`` holding NaN or infinity, or
+    None."""
+    for name, t in state.items():
+        if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            return name, int((~torch.isfinite(t)).sum()), t.numel()
+    return None
 
 
 def read_state_dict(path: str, keep: Optional[Callable[[str], bool]] = None) -> dict[str, torch.Tensor]:
@@ -59,11 +69,10 @@ def read_state_dict(path: str, keep: Optional[Callable[[str], bool]] = None) -> 
         sd = sd["state_dict"]
     sd = {(k[7:] if k.startswith("module.") else k): v for k, v in sd.items()}
     sd = {k: v for k, v in sd.items() if keep(k)} if keep is not None else sd
-    # NaN or infinity in an initialisation would train nothing, silently
-    bad = next((k for k, v in sd.items() if torch.is_tensor(v) and v.is_floating_point() and
-                not bool(torch.isfinite(v).all())), None)
+    bad = first_non_finite(sd)  # NaN or infinity in an initialisation would train nothing, silently
     if bad is not None:
-        raise ValueError(f"model.pretrained: '{path}': tensor '{bad}' holds NaN or infinity; expected finite weights")
+        raise ValueError(f"model.pretrained: '{path}': tensor '{bad[0]}' holds NaN or infinity; expected finite "
+                         "weights")
     return sd
 
 

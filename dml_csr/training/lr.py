@@ -3,12 +3,12 @@
 Steps are 0-based and counted over the whole run. The first phase (``train.epochs`` epochs) decays ``train.lr`` with
 poly (power ``train.poly_power``) after an optional linear warm-up: to 0 at the end of the first phase (the paper,
 ``train.poly_over: first_phase``) or at the end of the run (the authors' code, ``all``, so about 0.29 ``train.lr``
-is left when the cycles start). A staged RNN-G (``train.stage1_epochs`` > 0) restarts the warm-up and the poly decay when its component networks
-start training: each stage decays over its own epochs, as if trained alone (the paper trains them one after the
-other); the first stage always decays to 0 at its end, and ``poly_over: all`` stretches the second's decay over the
-cycles too. Each of the ``train.cycles`` self-regulation cycles then restarts a per-epoch cosine
-at ``train.cycle_lr`` (the paper's 1e-5), annealed towards ``train.cycle_lr_min`` (the authors restart theirs every
-``cycle_epochs`` *iterations*, which we do not copy).
+is left when the cycles start). A staged RNN-G (``train.stage1_epochs`` > 0) restarts the warm-up and the poly
+decay when its component networks start training: each stage decays over its own epochs, as if trained alone (the
+paper trains them one after the other); the first stage always decays to 0 at its end, and ``poly_over: all``
+stretches the second's decay over the cycles too. Each of the ``train.cycles`` self-regulation cycles then restarts a
+per-epoch cosine at ``train.cycle_lr`` (the paper's 1e-5), annealed towards ``train.cycle_lr_min`` (the authors
+restart theirs every ``cycle_epochs`` *iterations*, which we do not copy).
 
     preset     phase 1                                   cycles
     paper      SGD 1e-3, poly 0.9 over the first phase   cosine per epoch from 1e-5 to 0
