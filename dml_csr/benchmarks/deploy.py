@@ -83,7 +83,7 @@ def benchmark_deploy(model, meta: dict, base_latency: float, warmup: int, repeat
         ref = reference_labels(check_model, check_faces)
         rows = []
         for (label, precision, run), (_, _, check) in zip(timed, scored):
-            latency, peak, _ = time_fn(lambda run=run: run(faces[:1]), torch.device("cpu"), warmup, repeats)
-            rows.append(result_row(label, precision, False, 1, latency, base_latency, peak,
+            timed = time_fn(lambda run=run: run(faces[:1]), torch.device("cpu"), warmup, repeats)
+            rows.append(result_row(label, precision, False, 1, timed, base_latency,
                                    label_agreement(check, check_faces, ref), label_agreement_on=on))
     return rows

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 from typing import Optional, Sequence
 
 import torch
@@ -70,11 +71,11 @@ def benchmark_inference(model, device, size, batches, warmup, repeats) -> list[d
             def run_once(m=m, xi=xi, precision=precision):
                 with torch.inference_mode(), autocast_context(device, precision):
                     return m(xi)["parsing"]
-            latency, peak, out = time_fn(run_once, device, warmup, repeats)
-            labels = out.float().argmax(1)
+            timed = time_fn(run_once, device, warmup, repeats)
+            labels = timed.out.float().argmax(1)
             if base_labels is None:
-                base_labels, base_latency = labels, latency
-            rows.append(result_row(label, precision, channels_last, batch, latency, base_latency, peak,
+                base_labels, base_latency = labels, timed.seconds
+            rows.append(result_row(label, precision, channels_last, batch, timed, base_latency,
                                    (labels == base_labels).float().mean().item()))
             del m
     return rows
@@ -98,9 +99,9 @@ def benchmark_train(mcfg: ModelConfig, classes, device, size, batch, warmup, rep
             loss = sum(_dummy_loss(v) for v in out.values() if v.dim() == 4)
             loss.backward()
             return out["parsing"]
-        latency, peak, _ = time_fn(step, device, warmup, repeats)
-        base = base or latency
-        rows.append(result_row(label, precision, channels_last, batch, latency, base, peak, None))
+        timed = time_fn(step, device, warmup, repeats)
+        base = base or timed.seconds
+        rows.append(result_row(label, precision, channels_last, batch, timed, base, None))
     return rows
 
 
@@ -136,8 +137,8 @@ def _variant_rows(config_path: str, overrides: list, variant: list, weights_of, 
     def run_once():
         with torch.inference_mode():
             return eager(x)
-    latency, peak, _ = time_fn(run_once, torch.device("cpu"), warmup, repeats)
-    rows = [result_row("fp32 eager", "fp32", False, 1, latency, base, peak, None)]
+    rows = [result_row("fp32 eager", "fp32", False, 1, time_fn(run_once, torch.device("cpu"), warmup, repeats), base,
+                       None)]
     rows += benchmark_deploy(model, meta, base, warmup, repeats, calib, trained=trained)
     return [dict(r, variant=name) for r in rows]
 
@@ -165,13 +166,15 @@ def _describe(cfg: Config, config_path: str, num_classes: int, classes, size: in
     print(f"parameters: training model {train_params:,} ({train_params / 1e6:.2f}M), inference model "
           f"{infer_params:,} ({infer_params / 1e6:.2f}M){paper_params}")
     print(f"FLOPs (inference, batch 1): {flops / 1e9:.3g} GFLOPs = {flops / 2e9:.3g} GMACs{paper_flops}")
-    print(f"median of {repeats} after {warmup} warm-up runs; ratios against fp32 eager in this run")
+    malloc = {k: v for k, v in sorted(os.environ.items()) if k.startswith("MALLOC_")}  # they move eager latencies
+    print(f"median of {repeats} after {warmup} warm-up runs; ratios against fp32 eager in this run; glibc malloc "
+          f"{' '.join(f'{k}={v}' for k, v in malloc.items()) or 'defaults'}")
     print(HEADER)
     return {"config": config_path, "size": size, "device": str(device), "threads": torch.get_num_threads(),
             "torch": torch.__version__, "num_classes": num_classes, "params_train": train_params,
             "params_inference": infer_params, "flops_inference": flops, "macs_inference": flops // 2,
             "model": mcfg.name, "output_stride": mcfg.output_stride if is_dml_csr else None,
-            "paper": PAPER if is_paper else None}
+            "paper": PAPER if is_paper else None, "malloc_env": malloc}
 
 
 def run(config_path: str, overrides: Sequence[str] = (), *, size: int = 473, batch: int = 1, repeats: int = 5,

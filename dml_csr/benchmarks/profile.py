@@ -21,6 +21,7 @@ import torch
 
 from ..photos.export import InferenceWrapper
 from ..photos.quantize import calibration_batch
+from .timing import minor_faults
 
 __all__ = ["profile_stages", "stage_of"]
 
@@ -38,8 +39,9 @@ def stage_of(name: str) -> str:
     return m.group(1)
 
 
-def _eager(model, x: torch.Tensor, warmup: int, repeats: int) -> dict:
-    """Median seconds a stage in fp32 eager, from forward hooks (the stem: the backbone less its stages)."""
+def _eager(model, x: torch.Tensor, warmup: int, repeats: int) -> tuple[dict, float]:
+    """Median seconds a stage in fp32 eager, from forward hooks (the stem: the backbone less its stages), and the
+    page faults a timed run."""
     wrapper = InferenceWrapper(copy.deepcopy(model)).eval()
     modules = {}
     for name, child in wrapper.model.named_children():
@@ -52,14 +54,17 @@ def _eager(model, x: torch.Tensor, warmup: int, repeats: int) -> dict:
     totals = []
     with torch.inference_mode():
         for i in range(warmup + repeats):
+            if i == warmup:
+                faults = minor_faults()
             t0 = time.perf_counter()
             wrapper(x)
             totals.append(time.perf_counter() - t0)
+    faults = (minor_faults() - faults) / repeats
     out = {k: statistics.median(v[warmup:]) for k, v in times.items()}
     if "backbone" in out:
         out["stem"] = out.pop("backbone") - sum(v for k, v in out.items() if LAYER.match(k))
     out["other"] = statistics.median(totals[warmup:]) - sum(out.values())
-    return out
+    return out, faults
 
 
 def _runtime_stages(compiled) -> dict:
@@ -79,8 +84,9 @@ def _runtime_stages(compiled) -> dict:
     return stages
 
 
-def _openvino(ir, x: np.ndarray, warmup: int, repeats: int, precision) -> tuple[dict, dict]:
-    """Seconds a stage (the median run's counters) and the kernels each stage ran, from OpenVINO's counters."""
+def _openvino(ir, x: np.ndarray, warmup: int, repeats: int, precision) -> tuple[dict, dict, float]:
+    """Seconds a stage (the median run's counters) and the kernels each stage ran, from OpenVINO's counters, and the
+    page faults a timed run."""
     from ..photos.openvino import core
 
     config = {"PERF_COUNT": True, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": torch.get_num_threads()}
@@ -90,6 +96,8 @@ def _openvino(ir, x: np.ndarray, warmup: int, repeats: int, precision) -> tuple[
     request, names = compiled.create_infer_request(), _runtime_stages(compiled)
     runs = []
     for i in range(warmup + repeats):
+        if i == warmup:
+            faults = minor_faults()
         request.infer({0: x})
         if i >= warmup:
             stages, kernels = defaultdict(float), defaultdict(set)
@@ -99,23 +107,24 @@ def _openvino(ir, x: np.ndarray, warmup: int, repeats: int, precision) -> tuple[
                     stages[stage] += p.real_time.total_seconds()
                     kernels[stage].add(p.exec_type)
             runs.append((sum(stages.values()), stages, kernels))
+    faults = (minor_faults() - faults) / repeats
     runs.sort(key=lambda r: r[0])
-    return dict(runs[len(runs) // 2][1]), {k: sorted(v) for k, v in runs[len(runs) // 2][2].items()}
+    return dict(runs[len(runs) // 2][1]), {k: sorted(v) for k, v in runs[len(runs) // 2][2].items()}, faults
 
 
 def profile_stages(model, meta: dict, warmup: int, repeats: int, calib: str) -> dict:
     """Per stage, milliseconds of one image in fp32 eager, OpenVINO fp32 and OpenVINO int8 (calibrated on 16 train
-    images of ``calib``), printed as a table; returns {"stages", "eager_ms", "openvino_fp32_ms", "openvino_int8_ms",
-    "int8_kernels"}."""
+    images of ``calib``), printed as a table with the page faults a run of each; returns {"stages", "eager_ms",
+    "openvino_fp32_ms", "openvino_int8_ms", "int8_kernels", "page_faults"}."""
     from ..photos.openvino import export_openvino, quantize_int8
 
     face = calibration_batch(calib, "test", meta, 1, seed=2000)
-    eager = _eager(model, torch.from_numpy(face), warmup, repeats)
+    eager, faults = _eager(model, torch.from_numpy(face), warmup, repeats)
     with tempfile.TemporaryDirectory() as tmp:
         ir = export_openvino(copy.deepcopy(model).float(), os.path.join(tmp, "model.xml"), meta["input_size"], meta,
                              dynamic_size=False)
-        fp32, _ = _openvino(ir, face, warmup, repeats, "f32")
-        int8, kernels = _openvino(quantize_int8(ir, calibration_batch(calib, "train", meta, 16, seed=1000)), face,
+        fp32, _, fp32_faults = _openvino(ir, face, warmup, repeats, "f32")
+        int8, kernels, int8_faults = _openvino(quantize_int8(ir, calibration_batch(calib, "train", meta, 16, seed=1000)), face,
                                   warmup, repeats, None)
     stages = [s for s in ("stem", "layer1", "layer2", "layer3", "layer4") if s in eager or s in fp32]
     stages += sorted((set(eager) | set(fp32) | set(int8)) - set(stages) - {"other"}) + ["other"]
@@ -124,5 +133,7 @@ def profile_stages(model, meta: dict, warmup: int, repeats: int, calib: str) -> 
     for s in stages + ["total"]:
         row = [sum(ms[k].values()) if s == "total" else ms[k][s] for k in ("eager", "fp32", "int8")]
         print(f"{s:<10}{row[0]:>15.1f}{row[1]:>18.1f}{row[2]:>18.1f}  {', '.join(kernels.get(s, []))[:60]}")
+    faults = {"eager": faults, "fp32": fp32_faults, "int8": int8_faults}
+    print(f"{'faults/run':<10}{faults['eager']:>15,.0f}{faults['fp32']:>18,.0f}{faults['int8']:>18,.0f}")
     return {"stages": stages, "eager_ms": ms["eager"], "openvino_fp32_ms": ms["fp32"], "openvino_int8_ms": ms["int8"],
-            "int8_kernels": kernels}
+            "int8_kernels": kernels, "page_faults": faults}
