@@ -36,6 +36,28 @@ def apply_image_limits(args) -> None:
             os.environ[env] = repr(number(value, flag, 0, 1e6, lo_open=True))
 
 
+def integer(lo: int, hi: int):
+    """An argparse ``type``: an integer in [lo, hi]. Out of range, argparse prints one line naming the flag, the value
+    and the range, before any work (a size or count out of reach would allocate, or loop, for minutes first)."""
+    return _in_range(lo, hi, True)
+
+
+def real(lo: float, hi: float):
+    """An argparse ``type``: a finite number in [lo, hi] (``nan`` and ``inf`` refused as :func:`integer` refuses)."""
+    return _in_range(lo, hi, False)
+
+
+def _in_range(lo, hi, whole: bool):
+    def parse(text: str):
+        from dml_csr._typed import number
+        try:
+            return number(text, "", lo, hi, integer=whole)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e).lstrip(" =")) from None
+    parse.__name__ = "integer" if whole else "number"  # what argparse names in its message
+    return parse
+
+
 def load_cfg(args):
     from dml_csr.config import load_config
     return load_config(args.config, args.set)

@@ -22,22 +22,26 @@ from typing import Optional
 
 import torch
 
+from _common import integer
 from dml_csr.benchmarks.model import run
 from dml_csr.files import write_json
+
+
+MAX_PIXELS = 2**27  # a batch's pixels: batch 512 at 512x512
 
 
 def main(argv: Optional[list[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", required=True)
     p.add_argument("--set", nargs="*", default=[], help="config overrides KEY=VALUE")
-    p.add_argument("--size", type=int, default=473)
-    p.add_argument("--batch", type=int, default=1, help="also time this batch size (besides batch 1)")
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--size", type=integer(16, 4096), default=473)
+    p.add_argument("--batch", type=integer(1, 1024), default=1, help="also time this batch size (besides batch 1)")
+    p.add_argument("--repeats", type=integer(1, 100000), default=5)
+    p.add_argument("--warmup", type=integer(0, 100000), default=2)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--classes", type=int, default=None, help="class count (default: the config's dataset)")
+    p.add_argument("--classes", type=integer(2, 256), default=None, help="class count (default: the config's dataset)")
     p.add_argument("--weights", default=None, help="checkpoint to load (our format or the authors'); else random")
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument("--threads", type=integer(1, 1024), default=None, help="torch.set_num_threads")
     p.add_argument("--train", action="store_true", help="also time a training step (batch max(2, --batch))")
     p.add_argument("--deploy", action="store_true", help="CPU deployment: bf16, ONNX Runtime and OpenVINO fp32 and "
                                                          "int8 on face images, with the share of labels unchanged")
@@ -51,15 +55,9 @@ def main(argv: Optional[list[str]] = None) -> None:
                    "these overrides make (e.g. model.output_stride=16) against this run's fp32 eager")
     p.add_argument("--json", default=None, help="write the results here")
     args = p.parse_args(argv)
-    from dml_csr._typed import number
-
-    try:  # a size or count out of reach would allocate, or loop, for minutes before failing
-        for name, lo, hi in (("size", 16, 4096), ("batch", 1, 1024), ("repeats", 1, 100000), ("warmup", 0, 100000),
-                             ("classes", 2, 256), ("threads", 1, 1024)):
-            if getattr(args, name) is not None:
-                number(getattr(args, name), f"--{name}", lo, hi, integer=True)
-    except ValueError as e:
-        p.error(str(e))
+    if args.batch * args.size ** 2 > MAX_PIXELS:  # e.g. --size 4096 --batch 1024: terabytes of activations
+        p.error(f"--batch {args.batch} at --size {args.size} is {args.batch * args.size ** 2:,} pixels a batch; "
+                f"expected at most {MAX_PIXELS:,} (e.g. --batch 512 at --size 512)")
     if args.threads:
         torch.set_num_threads(args.threads)
     result = run(args.config, args.set, size=args.size, batch=args.batch, repeats=args.repeats, warmup=args.warmup,

@@ -20,6 +20,7 @@ import time
 import cv2
 import torch
 
+from _common import integer
 from dml_csr.data.dataset import FaceParsingDataset, read_split_list
 from dml_csr.data.loader import collate_samples
 from dml_csr.data.labels import get_spec
@@ -80,10 +81,10 @@ def main(argv=None):
     p.add_argument("--root", help="a prepared root (default: synthetic faces in a temporary folder)")
     p.add_argument("--dataset", default="synthetic19")
     p.add_argument("--split", default="train")
-    p.add_argument("--size", type=int, default=473)
-    p.add_argument("--samples", type=int, default=40)
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=8, help="for the collate / on-device normalisation line")
+    p.add_argument("--size", type=integer(16, 4096), default=473)
+    p.add_argument("--samples", type=integer(1, 100000), default=40)
+    p.add_argument("--rounds", type=integer(1, 10000), default=5)
+    p.add_argument("--batch-size", type=integer(1, 1024), default=8, help="for the collate / on-device normalisation line")
     p.add_argument("--device", default="cpu", help="where batch_input normalises (cpu, cuda)")
     a = p.parse_args(argv)
     cv2.setNumThreads(1)

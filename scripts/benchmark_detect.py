@@ -14,7 +14,7 @@ import os
 import statistics
 import time
 
-from _common import run_main, setup_logging
+from _common import integer, run_main, setup_logging
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -24,7 +24,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--detector", default="auto", help="auto, yuface, yunet or haar")
     p.add_argument("--image", default=os.path.join(HERE, "..", "tests", "fixtures", "photos", "astronaut.jpg"))
-    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--repeats", type=integer(1, 100000), default=20)
     args = p.parse_args(argv)
     import numpy as np
 

@@ -18,6 +18,7 @@ from contextlib import nullcontext
 
 import torch
 
+from _common import integer
 from dml_csr.models.rnn_g import RNNG, bounded_transition
 from dml_csr.models.scan import loop_one_direction, spatial_rnn_4dir
 
@@ -44,16 +45,16 @@ def time_fn(fn, device: torch.device, warmup: int, repeats: int) -> float:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu")
-    p.add_argument("--sizes", type=int, nargs="+", default=[128, 512])
-    p.add_argument("--batches", type=int, nargs="+", default=[1, 32])
-    p.add_argument("--classes", type=int, default=3)
-    p.add_argument("--width", type=int, default=32)
+    p.add_argument("--sizes", type=integer(8, 4096), nargs="+", default=[128, 512])
+    p.add_argument("--batches", type=integer(1, 1024), nargs="+", default=[1, 32])
+    p.add_argument("--classes", type=integer(2, 256), default=3)
+    p.add_argument("--width", type=integer(4, 1024), default=32)
     p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16", "fp16"])
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--scan-size", type=int, default=128, help="input size of the scan comparison (RNN at size / 2)")
-    p.add_argument("--scan-batch", type=int, default=32)
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    p.add_argument("--warmup", type=integer(0, 100000), default=2)
+    p.add_argument("--repeats", type=integer(1, 100000), default=5)
+    p.add_argument("--scan-size", type=integer(8, 4096), default=128, help="input size of the scan comparison (RNN at size / 2)")
+    p.add_argument("--scan-batch", type=integer(1, 1024), default=32)
+    p.add_argument("--threads", type=integer(0, 1024), default=0, help="torch CPU threads (0 = default)")
     args = p.parse_args(argv)
 
     device = torch.device(args.device)

@@ -18,7 +18,7 @@ import os
 
 import numpy as np
 
-from _common import run_main, setup_logging
+from _common import integer, real, run_main, setup_logging
 
 PHOTO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "photos", "astronaut.jpg")
 
@@ -58,19 +58,19 @@ def main(argv=None) -> int:
     p.add_argument("--checkpoint", required=True, help="checkpoint path or registry name")
     p.add_argument("--image", default=PHOTO, help="the still (default: NASA's astronaut portrait, public domain, "
                                                   "from the tests' fixtures); 'synthetic': a synthetic face")
-    p.add_argument("--frames", type=int, default=40)
-    p.add_argument("--smooth", type=float, nargs="+", default=[0.5], help="smoothing weights to compare with 0")
-    p.add_argument("--shift", type=float, default=1.5)
-    p.add_argument("--rotate", type=float, default=1.0)
-    p.add_argument("--zoom", type=float, default=0.01)
-    p.add_argument("--noise", type=float, default=4.0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--frames", type=integer(1, 100000), default=40)
+    p.add_argument("--smooth", type=real(0, 0.99), nargs="+", default=[0.5], help="smoothing weights to compare with 0")
+    p.add_argument("--shift", type=real(0, 64), default=1.5)
+    p.add_argument("--rotate", type=real(0, 45), default=1.0)
+    p.add_argument("--zoom", type=real(0, 0.5), default=0.01)
+    p.add_argument("--noise", type=real(0, 128), default=4.0)
+    p.add_argument("--seed", type=integer(0, 2**32 - 1), default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", default="", help="also write the figures here")
     args = p.parse_args(argv)
-    import cv2
     import torch
 
+    from dml_csr.data.imageio import to_bgr
     from dml_csr.photos.parser import FaceParser
     from dml_csr.photos.video import VideoParser
 
@@ -80,10 +80,8 @@ def main(argv=None) -> int:
         from dml_csr.data.synthetic import render_face
 
         still = render_face(11, size=(256, 256))[0]
-    else:
-        still = cv2.imread(args.image, cv2.IMREAD_COLOR)
-        if still is None:
-            raise ValueError(f"--image '{args.image}' cannot be read as an image")
+    else:  # the one image reader: a missing, empty, oversized or undecodable file is named in one line
+        still = to_bgr(args.image)
     frames, mats = jittered_frames(still, args.frames, args.shift, args.rotate, args.zoom, args.noise, args.seed)
     rows = []
     for s in [0.0] + [float(v) for v in args.smooth]:  # 0: every frame on its own (no tracking either)

@@ -88,13 +88,30 @@ def test_deploy_adds_openvino_rows_scored_on_a_given_model_and_profiles_the_stag
         assert sum(profile[key][s] for s in ("layer1", "layer2", "layer3", "layer4")) > 0, key
         # OpenVINO's fused operators (renamed Multiply_NNNN) are placed in their stages, not left in "other"
         assert profile[key]["other"] < 0.1 * sum(profile[key].values()), (key, profile[key])
+    # the page faults of a run, each path's, beside its time (what moved fp32 eager between the table and here)
+    assert set(profile["page_faults"]) == {"eager", "fp32", "int8"}
+    assert all(v >= 0 for v in profile["page_faults"].values()) and "faults/run" in r.stdout
+    assert all(row["page_faults"] >= 0 for row in rec["rows"])
 
 
-@pytest.mark.parametrize("option,value,expected", [("--size", "100000", ">= 16 and <= 4096"),
-                                                   ("--repeats", "0", ">= 1 and <= 100000"),
-                                                   ("--batch", "2000", ">= 1 and <= 1024"),
-                                                   ("--threads", "-2", ">= 1 and <= 1024")])
-def test_sizes_and_counts_out_of_range_are_one_line_before_any_work(option, value, expected):
-    r = run_script("benchmark", "--config", os.path.join(ROOT, "configs", "synthetic_dml_csr_tiny.yaml"), option, value)
+@pytest.mark.parametrize("script,option,value,expected", [
+    ("benchmark", "--size", "100000", ">= 16 and <= 4096"), ("benchmark", "--repeats", "0", ">= 1 and <= 100000"),
+    ("benchmark", "--batch", "2000", ">= 1 and <= 1024"), ("benchmark", "--threads", "-2", ">= 1 and <= 1024"),
+    ("benchmark_data", "--samples", "0", ">= 1 and <= 100000"), ("benchmark_rnn", "--sizes", "0", ">= 8 and <= 4096"),
+    ("benchmark_detect", "--repeats", "1e9", ">= 1 and <= 100000"), ("benchmark_video", "--frames", "-1",
+                                                                     ">= 1 and <= 100000")])
+def test_sizes_and_counts_out_of_range_are_one_line_before_any_work(script, option, value, expected):
+    args = ["--config", os.path.join(ROOT, "configs", "synthetic_dml_csr_tiny.yaml")] if script == "benchmark" else []
+    args += ["--checkpoint", "unused.pt"] if script == "benchmark_video" else []
+    r = run_script(script, *args, option, value)
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].endswith(
-        f" error: {option} = {value}; expected a whole number {expected}"), r.stderr
+        f" error: argument {option}: '{value}'; expected a whole number {expected}"), r.stderr
+
+
+def test_a_batch_of_too_many_pixels_is_one_line_before_any_work():
+    """Each in range, --size 4096 and --batch 1024 would still ask for terabytes of activations."""
+    r = run_script("benchmark", "--config", os.path.join(ROOT, "configs", "synthetic_dml_csr_tiny.yaml"), "--size",
+                   "4096", "--batch", "1024")
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].endswith(
+        "error: --batch 1024 at --size 4096 is 17,179,869,184 pixels a batch; expected at most 134,217,728 "
+        "(e.g. --batch 512 at --size 512)"), r.stderr
