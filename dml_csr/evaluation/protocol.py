@@ -245,30 +245,40 @@ def _scored_split(cfg, split: Optional[str], meta: dict, path: str, align: str):
     crop = landmark_crop(meta, path) if align == "landmarks" else None
     ds = build_dataset(cfg, split or cfg.data.test_split, train=False)
     ds.transform = inference.input_transform({**conv, "input_size": input_size}, cfg.data.edge_width)
-    skipped = _readable_only(ds)
+    skipped = _readable_only(ds, cfg.data.workers)
     return (LandmarkFramed(ds, crop) if crop is not None else ds), conv, skipped
 
 
-def _readable_only(ds) -> list[dict]:
+def _readable_only(ds, workers: int = 0) -> list[dict]:
     """Leave the samples whose image or label cannot be read out of ``ds`` (with ``data.skip_bad``, every unusable
     sample: a size mismatch, bad label values, a missing landmarks file), each named in a warning; returns them
-    (``{"name", "reason"}``). Every sample is read once here, before any scoring: ``skip_bad``'s stand-in in
-    training, the next sample, would be scored twice."""
+    (``{"name", "reason"}``). Every sample is read once here, before any scoring (``skip_bad``'s stand-in in
+    training, the next sample, would be scored twice), on ``workers`` threads (the decoders release the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from ..data.dataset import BadSampleError, UnreadableFileError
 
     left_out = BadSampleError if ds.skip_bad else UnreadableFileError
-    keep, skipped = [], []
     ds.skip_bad = False
-    for i, item in enumerate(ds.items):
+
+    def problem(i: int) -> Optional[Exception]:
         try:
             ds.load_pair(i)
             if ds.keypoints:
                 ds.load_keypoints(i)
         except left_out as e:
+            return e
+        return None
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        problems = list(pool.map(problem, range(len(ds.items))))
+    keep, skipped = [], []
+    for item, e in zip(ds.items, problems):
+        if e is None:
+            keep.append(item)
+        else:
             log.warning("sample '%s' left out: %s", item[0], e)
             skipped.append({"name": item[0], "reason": str(e)})
-        else:
-            keep.append(item)
     if not keep:
         raise ValueError(f"none of the {len(ds.items)} samples of split '{ds.split}' could be read; first: "
                          f"{skipped[0]['reason']}")

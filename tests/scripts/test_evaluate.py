@@ -360,10 +360,12 @@ def test_unreadable_predictions_and_masks_are_named_and_the_others_scored(tmp_pa
     assert mat.sum() == 2 and mat[2, 2] == 1 and mat[0, 2] == 1
 
 
-def test_a_model_scores_the_readable_samples_and_names_the_others(setup, tmp_path):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_model_scores_the_readable_samples_and_names_the_others(setup, tmp_path, workers):
     """Scoring a checkpoint on a split with a 0-byte photo and a 0-byte label among good samples: both are named in
-    one line each, the good one is scored as it is alone (the same confusion as a split of that sample only, none
-    scored twice in place of another), metrics.json lists them, and the exit status is 1."""
+    one line each, in the split's order (read on ``data.workers`` threads first), the good one is scored as it is
+    alone (the same confusion as a split of that sample only, none scored twice in place of another), metrics.json
+    lists them, and the exit status is 1."""
     _, root, cfg, ckpt = setup
     import shutil
 
@@ -372,8 +374,8 @@ def test_a_model_scores_the_readable_samples_and_names_the_others(setup, tmp_pat
     names = [n for n, _, _ in read_split_list(bad, "test")]
     (tmp_path / "data" / "test" / "images" / f"{names[0]}.jpg").write_bytes(b"")
     (tmp_path / "data" / "test" / "labels" / f"{names[1]}.png").write_bytes(b"")
-    r = run("--config", cfg, "--set", f"data.root={bad}", "--checkpoint", ckpt, "--split", "test", "--out",
-            str(tmp_path / "out"))
+    r = run("--config", cfg, "--set", f"data.root={bad}", f"data.workers={workers}", "--checkpoint", ckpt, "--split",
+            "test", "--out", str(tmp_path / "out"))
     assert r.returncode == 1, r.stderr
     lines = r.stderr.strip().splitlines()
     assert lines[-3:] == ["2 sample(s) could not be read and were left out of the scores:",
