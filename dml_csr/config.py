@@ -204,6 +204,7 @@ class EvalConfig:
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     channels_last: bool = False
     save_predictions: bool = False
+    crf_iterations: int = 0  # Liu et al.'s CNN-CRF: mean-field steps of a dense CRF on the probabilities (0: none)
     # what picks best.pt and M_best: mean F1 over the foreground classes, Helen's overall F1 (parts merged), or mIoU
     select_metric: Literal["mean_f1", "overall_f1", "miou"] = "mean_f1"
 
@@ -300,6 +301,7 @@ RANGES = {
     "train.weight_decay": (0, None), "train.poly_power": (0, None), "train.warmup_epochs": (0, None),
     "train.dist_timeout_s": (1, None), "train.log_every": (1, None), "train.image_log_every": (0, None),
     "eval.batch_size": (1, None), "loss.temperature": (1e-6, None), "loss.background_ratio": (0, None),
+    "eval.crf_iterations": (0, 50),
 }
 # list keys: every value in (low, high]
 LIST_RANGES = {
@@ -389,9 +391,7 @@ def config_to_dict(cfg: Config) -> dict:
     def plain(x):
         if isinstance(x, (list, tuple)):
             return [plain(v) for v in x]
-        if isinstance(x, dict):
-            return {k: plain(v) for k, v in x.items()}
-        return x
+        return {k: plain(v) for k, v in x.items()} if isinstance(x, dict) else x
     return plain(dataclasses.asdict(cfg))
 
 

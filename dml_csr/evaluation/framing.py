@@ -109,4 +109,5 @@ def summary_line(protocol: dict) -> Optional[str]:
     if protocol.get("score_at") is None:
         return None
     return (f"protocol: --score-at {protocol['score_at']}, --align {protocol['align']}, --paste {protocol['paste']}, "
-            f"flip {'on' if protocol.get('flip') else 'off'}, scales {protocol.get('scales')}")
+            f"flip {'on' if protocol.get('flip') else 'off'}, scales {protocol.get('scales')}"
+            + (f", --crf {protocol['crf']['iterations']}" if protocol.get("crf") else ""))

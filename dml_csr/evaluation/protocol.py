@@ -20,6 +20,7 @@ from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .. import inference
 from ..data import drawing
@@ -43,7 +44,8 @@ SCORED_AT = {p: describe("original", "whole", p) for p in PASTES}  # the authors
 def evaluate(model: torch.nn.Module, loader: Iterable, dataset, num_classes: int, *, device: torch.device,
              scales: Sequence[float] = (1.0,), flip_perm: Optional[Sequence[int]] = None, precision: str = "fp32",
              channels_last: bool = False, original_resolution: bool = True, paste: str = "nearest",
-             on_prediction: Optional[Callable[[str, np.ndarray], None]] = None, progress=None) -> ConfusionMatrix:
+             on_prediction: Optional[Callable[[str, np.ndarray], None]] = None, progress=None,
+             crf_iterations: int = 0) -> ConfusionMatrix:
     """Score ``model`` on a split: predictions are mapped back onto each original label map (inverse of the
     evaluation affine) before they enter one pooled confusion matrix.
 
@@ -56,6 +58,8 @@ def evaluate(model: torch.nn.Module, loader: Iterable, dataset, num_classes: int
             argmax; outside the warped region every probability is 0, i.e. background, as nearest's fill).
     A model that places crops from keypoints (``uses_keypoints``) gets the batch's ``keypoints`` when it has them.
         on_prediction: called with (sample name, label map at the scored resolution), e.g. to save it.
+        crf_iterations: mean-field steps of the dense CRF (Liu et al.'s CNN-CRF) on each image's probabilities at
+            network resolution (:func:`crf_probs`) before they are mapped back; 0: none.
     """
     if paste not in PASTES:
         raise ValueError(f"paste must be 'nearest' or 'smooth', got {paste!r}")
@@ -68,6 +72,8 @@ def evaluate(model: torch.nn.Module, loader: Iterable, dataset, num_classes: int
         keypoints = batch["keypoints"].to(device) if uses_keypoints and "keypoints" in batch else None
         probs = inference.predict_probs(model, images, scales=scales, flip_perm=flip_perm, precision=precision,
                                         channels_last=channels_last, keypoints=keypoints)
+        if crf_iterations:
+            probs = crf_probs(probs, batch, crf_iterations)
         pred = probs.argmax(1).to(torch.uint8).cpu().numpy()
         for j in range(pred.shape[0]):
             if original_resolution:
@@ -87,6 +93,33 @@ def evaluate(model: torch.nn.Module, loader: Iterable, dataset, num_classes: int
             progress.update(pred.shape[0])
     cm.all_reduce()
     return cm
+
+
+def crf_probs(probs: torch.Tensor, batch: dict, iterations: int) -> torch.Tensor:
+    """The dense CRF (:mod:`dml_csr.models.dense_crf`, default kernels) on a batch's probabilities, its colours from the
+    batch's uint8 images. It is exact and quadratic in the pixels: above 256x256 it runs on the probabilities and
+    image resized to fit (the smaller side kept in proportion), and its answer is resized back."""
+    from ..models.dense_crf import MAX_PIXELS, CRFParams, dense_crf
+
+    images = batch["image"]
+    if images.is_floating_point():
+        raise ValueError("eval.crf_iterations needs the batch's uint8 images (a dml_csr transform's); got float input")
+    rgb = images.to(probs.device).float().flip(1)  # a loader's images are BGR whatever the model's convention
+    size = probs.shape[-2:]
+    scale = min(1.0, (MAX_PIXELS / (size[0] * size[1])) ** 0.5)
+    small = (max(1, int(size[0] * scale)), max(1, int(size[1] * scale)))
+    if small != tuple(size):
+        probs, rgb = (F.interpolate(t, size=small, mode="bilinear", align_corners=False) for t in (probs, rgb))
+    q = dense_crf(probs, rgb.contiguous(), CRFParams(iterations=iterations))
+    return q if small == tuple(size) else F.interpolate(q, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+def crf_record(iterations: int) -> Optional[dict]:
+    """What metrics.json records of the dense CRF: its iterations and kernels, or None."""
+    import dataclasses
+
+    from ..models.dense_crf import CRFParams
+    return dataclasses.asdict(CRFParams(iterations=iterations)) if iterations else None
 
 
 def protocol_record(spec, root: Optional[str], split: Optional[str], n: int) -> dict:
@@ -117,9 +150,10 @@ def output_folder(out: str, overwrite: bool = False) -> str:
 
 
 def default_folder(split: Optional[str], flip: bool = False, scales: Sequence[float] = (1.0,),
-                   paste: str = "nearest", score_at: str = "original", align: str = "whole") -> str:
+                   paste: str = "nearest", score_at: str = "original", align: str = "whole", crf: int = 0) -> str:
     """``eval_<split>`` followed by the options that change the numbers (``_flip``, ``_scales0.75-1-1.25``,
-    ``_smooth``, ``_input``, ``_landmarks``), so that evaluations with other options never share a folder."""
+    ``_smooth``, ``_input``, ``_landmarks``, ``_crf5``), so that evaluations with other options never share a
+    folder."""
     name = f"eval_{split}" if split else "eval"
     if flip:
         name += "_flip"
@@ -131,6 +165,8 @@ def default_folder(split: Optional[str], flip: bool = False, scales: Sequence[fl
         name += f"_{score_at}"
     if align != "whole":
         name += f"_{align}"
+    if crf:
+        name += f"_crf{crf}"
     return name
 
 
@@ -172,7 +208,7 @@ def score_checkpoint(cfg, checkpoint: str, *, split: Optional[str] = None, flip:
                      scales: Optional[Sequence[float]] = None, paste: str = "nearest", out: Optional[str] = None,
                      save_predictions: Optional[bool] = None, device: Optional[str] = None, config_path: str = "",
                      progress: bool = True, overwrite: bool = False, score_at: str = "original",
-                     align: str = "whole") -> dict:
+                     align: str = "whole", crf: Optional[int] = None) -> dict:
     """Score ``checkpoint`` (our file, an authors' file or a registry name) on ``split`` of ``cfg``'s dataset
     (default ``cfg.data.test_split``) with the protocol above, or with the switches of
     :mod:`dml_csr.evaluation.framing` (``score_at``, ``align``); unset options come from ``cfg.eval``. Writes
@@ -196,20 +232,23 @@ def score_checkpoint(cfg, checkpoint: str, *, split: Optional[str] = None, flip:
     flip = cfg.eval.flip if flip is None else flip
     scales = list(cfg.eval.scales) if scales is None else list(scales)
     save = cfg.eval.save_predictions if save_predictions is None else save_predictions
+    crf = cfg.eval.crf_iterations if crf is None else crf
+    if not 0 <= crf <= 50:
+        raise ValueError(f"crf iterations = {crf}; expected 0 (none) to 50")
     ds, conv, skipped = _scored_split(cfg, split, meta, path, align)
     loader = build_loader(ds, batch_size=cfg.eval.batch_size, workers=cfg.data.workers, seed=cfg.seed, train=False)
     beside = os.path.join("runs", checkpoint.replace("://", "_")) if checkpoint != path else \
         os.path.dirname(os.path.abspath(weights_file(path)))
-    out = output_folder(out or os.path.join(beside, default_folder(ds.split, flip, scales, paste, score_at, align)),
-                        overwrite)
+    folder = default_folder(ds.split, flip, scales, paste, score_at, align, crf)
+    out = output_folder(out or os.path.join(beside, folder), overwrite)
     log.info("scoring '%s' on %d images of '%s' split '%s' (input %s, flip %s, scales %s, paste %s, score at %s, "
-             "align %s, %s)", path, len(ds), cfg.data.root, ds.split, cfg.data.input_size, flip, scales, paste,
-             score_at, align, dev)
+             "align %s, dense CRF %s, %s)", path, len(ds), cfg.data.root, ds.split, cfg.data.input_size, flip, scales,
+             paste, score_at, align, f"{crf} iterations" if crf else "off", dev)
     with progress_bar(len(ds), "evaluating", not progress) as bar:
         cm = evaluate(model, loader, ds, spec.num_classes, device=dev, scales=scales,
                       flip_perm=flip_permutation(spec).tolist() if flip else None, precision=cfg.eval.precision,
                       channels_last=cfg.eval.channels_last, original_resolution=score_at == "original",
-                      paste=paste, progress=bar,
+                      paste=paste, progress=bar, crf_iterations=crf,
                       on_prediction=prediction_writer(out, spec.palette, ds) if save else None)
     record = protocol_record(spec, cfg.data.root, ds.split, len(ds))
     record.update({
@@ -221,6 +260,7 @@ def score_checkpoint(cfg, checkpoint: str, *, split: Optional[str] = None, flip:
         "input_convention": {"channel_order": conv["channel_order"], "mean": list(conv["mean"]),
                              "std": list(conv["std"])},
         "paste": paste, "score_at": score_at, "align": align, "flip": bool(flip), "scales": scales, "skipped": skipped,
+        "crf": crf_record(crf),
         "precision": cfg.eval.precision, "device": str(dev),
         "predictions": os.path.abspath(os.path.join(out, "labels")) if save else None,
         **({"alignment": {"template": meta["crop"]["points"], "landmarks": "<split>/landmarks/NAME.txt"}}
@@ -270,8 +310,11 @@ def _readable_only(ds, workers: int = 0) -> list[dict]:
             return e
         return None
 
-    with ThreadPoolExecutor(max(1, workers)) as pool:
+    pool = ThreadPoolExecutor(max(1, workers))
+    try:
         problems = list(pool.map(problem, range(len(ds.items))))
+    finally:  # an error not left out (a bad sample without skip_bad) stops the reading at once
+        pool.shutdown(cancel_futures=True)
     keep, skipped = [], []
     for item, e in zip(ds.items, problems):
         if e is None:

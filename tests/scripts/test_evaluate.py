@@ -437,3 +437,28 @@ def test_scales_that_are_not_finite_or_out_of_range_are_one_line(setup, scales):
     assert r.returncode == 2 and r.stderr.startswith(f"error: --scales = '{scales}'; expected comma-separated "
                                                      "numbers, each a finite number > 0 and <= 8")
     assert r.stderr.count("\n") == 1
+
+
+def test_crf_scores_liu_et_al_s_cnn_crf_in_its_own_folder(setup):
+    """--crf N (or eval.crf_iterations) runs the dense CRF on each image's probabilities before they are mapped back:
+    its own default folder, the CRF's settings in metrics.json (the kernels pydensecrf's documentation suggests), and
+    other labels than without it; out of range is one line."""
+    tmp, root, cfg, ckpt = setup
+    r = run("--config", cfg, "--checkpoint", ckpt, "--split", "test", "--crf", "5")
+    assert r.returncode == 0, r.stderr
+    folder = os.path.join(os.path.dirname(ckpt), "eval_test_crf5")
+    rec = json.load(open(os.path.join(folder, "metrics.json")))
+    assert "scales [1.0], --crf 5" in r.stdout
+    assert rec["protocol"]["crf"] == {"iterations": 5, "bilateral_weight": 10.0, "bilateral_xy": 80.0,
+                                      "bilateral_rgb": 13.0, "spatial_weight": 3.0, "spatial_xy": 3.0,
+                                      "normalization": "symmetric"}
+    r = run("--config", cfg, "--set", "eval.crf_iterations=0", "--checkpoint", ckpt, "--split", "test", "--out",
+            str(tmp / "no_crf"))
+    plain = json.load(open(tmp / "no_crf" / "metrics.json"))
+    assert plain["protocol"]["crf"] is None and plain["confusion"] != rec["confusion"]
+    assert np.array(plain["confusion"]).sum() == np.array(rec["confusion"]).sum()  # the same pixels, other labels
+    r = run("--predictions", str(tmp), "--masks", str(tmp), "--dataset", "synthetic", "--crf", "5")
+    assert r.returncode == 2 and "drop --checkpoint, --paste, --score-at, --align and --crf" in r.stderr, r.stderr
+    r = run("--config", cfg, "--checkpoint", ckpt, "--split", "test", "--crf", "51")
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].endswith(
+        "argument --crf: '51'; expected a whole number >= 0 and <= 50"), r.stderr

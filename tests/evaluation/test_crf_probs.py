@@ -1,0 +1,26 @@
+"""The evaluation's dense CRF on a loader's batch: colours from its uint8 images, and above 256x256 run at a size
+that fits and resized back."""
+import torch
+
+from dml_csr.evaluation.protocol import crf_probs
+from dml_csr.models import dense_crf
+
+
+def test_a_batch_larger_than_the_crf_takes_is_resized_and_its_labels_follow_the_colour_edge(monkeypatch):
+    monkeypatch.setattr(dense_crf, "MAX_PIXELS", 32 * 32)  # the real 256 x 256 takes minutes a step on a CPU
+    h, w = 60, 64
+    image = torch.zeros(1, 3, h, w, dtype=torch.uint8)
+    image[..., w // 2:] = 200
+    truth = (torch.arange(w) >= w // 2).long().expand(h, w)
+    noise = torch.randn(1, 2, h, w, generator=torch.Generator().manual_seed(4))
+    probs = torch.softmax(noise + 0.6 * torch.nn.functional.one_hot(truth, 2).permute(2, 0, 1), 1)
+    run = dense_crf.dense_crf
+    batch = {"image": image, "meta": [{"pixels": {"channel_order": "BGR", "mean": [0, 0, 0], "std": [1, 1, 1]}}]}
+    seen = []
+    monkeypatch.setattr(dense_crf, "dense_crf", lambda p, im, params: seen.append(p.shape) or run(p, im, params))
+    out = crf_probs(probs, batch, 5)
+    assert seen == [(1, 2, 30, 33)] and out.shape == probs.shape  # run at the largest size that fits
+    assert torch.allclose(out.sum(1), torch.ones(1, h, w), atol=1e-5)
+    before = (probs.argmax(1)[0] == truth).float().mean().item()
+    after = (out.argmax(1)[0] == truth).float().mean().item()
+    assert before < 0.8 and after > 0.98, (before, after)  # the edge column blurs in the resizing
