@@ -84,7 +84,8 @@ def main(argv=None):
     p.add_argument("--size", type=integer(16, 4096), default=473)
     p.add_argument("--samples", type=integer(1, 100000), default=40)
     p.add_argument("--rounds", type=integer(1, 10000), default=5)
-    p.add_argument("--batch-size", type=integer(1, 1024), default=8, help="for the collate / on-device normalisation line")
+    p.add_argument("--batch-size", type=integer(1, 1024), default=8,
+                   help="for the collate / on-device normalisation line")
     p.add_argument("--device", default="cpu", help="where batch_input normalises (cpu, cuda)")
     a = p.parse_args(argv)
     cv2.setNumThreads(1)

@@ -52,7 +52,8 @@ def main(argv=None) -> int:
     p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16", "fp16"])
     p.add_argument("--warmup", type=integer(0, 100000), default=2)
     p.add_argument("--repeats", type=integer(1, 100000), default=5)
-    p.add_argument("--scan-size", type=integer(8, 4096), default=128, help="input size of the scan comparison (RNN at size / 2)")
+    p.add_argument("--scan-size", type=integer(8, 4096), default=128,
+                   help="input size of the scan comparison (RNN at size / 2)")
     p.add_argument("--scan-batch", type=integer(1, 1024), default=32)
     p.add_argument("--threads", type=integer(0, 1024), default=0, help="torch CPU threads (0 = default)")
     args = p.parse_args(argv)

@@ -83,7 +83,7 @@ def benchmark_deploy(model, meta: dict, base_latency: float, warmup: int, repeat
         ref = reference_labels(check_model, check_faces)
         rows = []
         for (label, precision, run), (_, _, check) in zip(timed, scored):
-            timed = time_fn(lambda run=run: run(faces[:1]), torch.device("cpu"), warmup, repeats)
-            rows.append(result_row(label, precision, False, 1, timed, base_latency,
+            took = time_fn(lambda run=run: run(faces[:1]), torch.device("cpu"), warmup, repeats)
+            rows.append(result_row(label, precision, False, 1, took, base_latency,
                                    label_agreement(check, check_faces, ref), label_agreement_on=on))
     return rows

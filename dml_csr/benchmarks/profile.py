@@ -124,8 +124,8 @@ def profile_stages(model, meta: dict, warmup: int, repeats: int, calib: str) -> 
         ir = export_openvino(copy.deepcopy(model).float(), os.path.join(tmp, "model.xml"), meta["input_size"], meta,
                              dynamic_size=False)
         fp32, _, fp32_faults = _openvino(ir, face, warmup, repeats, "f32")
-        int8, kernels, int8_faults = _openvino(quantize_int8(ir, calibration_batch(calib, "train", meta, 16, seed=1000)), face,
-                                  warmup, repeats, None)
+        int8_ir = quantize_int8(ir, calibration_batch(calib, "train", meta, 16, seed=1000))
+        int8, kernels, int8_faults = _openvino(int8_ir, face, warmup, repeats, None)
     stages = [s for s in ("stem", "layer1", "layer2", "layer3", "layer4") if s in eager or s in fp32]
     stages += sorted((set(eager) | set(fp32) | set(int8)) - set(stages) - {"other"}) + ["other"]
     ms = {k: {s: 1e3 * d.get(s, 0.0) for s in stages} for k, d in (("eager", eager), ("fp32", fp32), ("int8", int8))}
