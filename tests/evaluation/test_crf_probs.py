@@ -1,6 +1,7 @@
 """The evaluation's dense CRF on a loader's batch: colours from its uint8 images, and above 256x256 run at a size
 that fits and resized back."""
 import torch
+from helpers.crf import two_halves
 
 from dml_csr.evaluation.protocol import crf_probs
 from dml_csr.models import dense_crf
@@ -9,11 +10,7 @@ from dml_csr.models import dense_crf
 def test_a_batch_larger_than_the_crf_takes_is_resized_and_its_labels_follow_the_colour_edge(monkeypatch):
     monkeypatch.setattr(dense_crf, "MAX_PIXELS", 32 * 32)  # the real 256 x 256 takes minutes a step on a CPU
     h, w = 60, 64
-    image = torch.zeros(1, 3, h, w, dtype=torch.uint8)
-    image[..., w // 2:] = 200
-    truth = (torch.arange(w) >= w // 2).long().expand(h, w)
-    noise = torch.randn(1, 2, h, w, generator=torch.Generator().manual_seed(4))
-    probs = torch.softmax(noise + 0.6 * torch.nn.functional.one_hot(truth, 2).permute(2, 0, 1), 1)
+    image, probs, truth = two_halves(h, w, seed=4)
     run = dense_crf.dense_crf
     batch = {"image": image, "meta": [{"pixels": {"channel_order": "BGR", "mean": [0, 0, 0], "std": [1, 1, 1]}}]}
     seen = []

@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers.crf import two_halves
 
 from dml_csr.models.dense_crf import MAX_PIXELS, CRFParams, dense_crf
 
@@ -81,12 +82,7 @@ def test_the_spatial_taps_end_without_changing_the_answer_and_the_kernel_may_be_
 def test_labels_follow_the_colour_edge():
     """Two flat colours split down the middle, the network's answer noisy (two in three pixels right): five
     mean-field steps label every pixel by its side."""
-    h, w = 48, 64
-    image = torch.zeros(1, 3, h, w, dtype=torch.uint8)
-    image[..., w // 2:] = 200
-    truth = (torch.arange(w) >= w // 2).long().expand(h, w)
-    noise = torch.randn(1, 2, h, w, generator=torch.Generator().manual_seed(3))
-    probs = torch.softmax(noise + 0.6 * torch.nn.functional.one_hot(truth, 2).permute(2, 0, 1), 1)
+    image, probs, truth = two_halves(48, 64, seed=3)
     before = (probs.argmax(1)[0] == truth).float().mean().item()
     after = (dense_crf(probs, image).argmax(1)[0] == truth).float().mean().item()
     assert 0.55 < before < 0.8 and after > 0.99, (before, after)
