@@ -7,7 +7,7 @@ Three steps, one function each:
   to a batch of images (each whole, or warped by a given affine) and normalises the batch on the device.
 - :func:`predict_probs`: the model over a batch at one or several scales, optionally with horizontal-flip testing,
   as class probabilities. Flip testing mirrors the prediction back and swaps left/right channels with the label
-  registry's permutation.
+  registry's permutation. :func:`crf_probs` optionally refines them with a dense CRF (Liu et al.'s CNN-CRF).
 - :func:`paste_back`: network-space labels or probabilities back onto the image they came from, through the inverse
   of the affine that made the input, with the interpolation and the border as arguments. The evaluation protocol
   (the authors') is ``mode="nearest", border="constant"`` with fill 0 (background) on the argmax.
@@ -27,8 +27,8 @@ from .data.loader import collate_samples
 from .data.transforms import EvalTransform, batch_input, sample_affine
 from .models.precision import autocast_context, to_model_input
 
-__all__ = ["input_transform", "check_convention", "network_input", "predict_probs", "paste_back", "inverse_of",
-           "MODES", "BORDERS", "MAX_INPUT_SIDE"]
+__all__ = ["input_transform", "check_convention", "network_input", "network_batch", "predict_probs", "crf_probs",
+           "paste_back", "inverse_of", "MODES", "BORDERS", "MAX_INPUT_SIDE"]
 
 MODES = ("nearest", "bilinear")
 BORDERS = ("constant", "replicate")
@@ -94,12 +94,19 @@ def network_input(images: Sequence[np.ndarray], transform: EvalTransform,
         (B, 3, h, w) float32 on ``device``, and each sample's inverse affine (input pixels -> image pixels), what
         :func:`paste_back` takes.
     """
+    batch, inverses = network_batch(images, transform, affines)
+    return batch_input(batch, device), inverses
+
+
+def network_batch(images: Sequence[np.ndarray], transform: EvalTransform,
+                  affines: Optional[Sequence[np.ndarray]] = None) -> tuple[dict, list[np.ndarray]]:
+    """:func:`network_input`'s collated batch before normalisation (its ``image``: (B, 3, h, w) uint8 BGR, what
+    :func:`crf_probs` takes), and each sample's inverse affine."""
     if affines is None:
         samples = [transform(im) for im in images]
     else:
         samples = [transform.warp(im, m) for im, m in zip(images, affines)]
-    x = batch_input(collate_samples(samples), device)
-    return x, [inverse_of(s["meta"]) for s in samples]
+    return collate_samples(samples), [inverse_of(s["meta"]) for s in samples]
 
 
 def inverse_of(meta: dict) -> np.ndarray:
@@ -145,6 +152,25 @@ def predict_probs(model: torch.nn.Module, images: torch.Tensor, *, size: Optiona
             total = p if total is None else total + p
             n += 1
     return total / n
+
+
+def crf_probs(probs: torch.Tensor, images: torch.Tensor, iterations: int) -> torch.Tensor:
+    """The dense CRF of Liu et al.'s CNN-CRF (:mod:`dml_csr.models.dense_crf`, default kernels) on (B, C, h, w)
+    probabilities, its colours from the (B, 3, h, w) uint8 BGR network crops they were predicted from. It is exact and
+    quadratic in the pixels: above 256x256 it runs on the probabilities and crops resized to fit (in proportion), and
+    its answer is resized back."""
+    from .models.dense_crf import MAX_PIXELS, CRFParams, dense_crf
+
+    if images.is_floating_point():
+        raise ValueError("the dense CRF needs the uint8 crops the probabilities come from; got float images")
+    rgb = images.to(probs.device).float().flip(1)
+    size = tuple(probs.shape[-2:])
+    scale = min(1.0, (MAX_PIXELS / (size[0] * size[1])) ** 0.5)
+    small = (max(1, int(size[0] * scale)), max(1, int(size[1] * scale)))
+    if small != size:
+        probs, rgb = (resize_bilinear(t, small) for t in (probs, rgb))
+    q = dense_crf(probs, rgb.contiguous(), CRFParams(iterations=iterations))
+    return q if small == size else resize_bilinear(q, size)
 
 
 def _move_keypoints(kp: torch.Tensor, src: Sequence[int], dst: Sequence[int], flipped: bool) -> torch.Tensor:

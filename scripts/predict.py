@@ -22,7 +22,7 @@ import logging
 import os
 import sys
 
-from _common import add_image_limit_args, apply_image_limits, run_main, setup_logging
+from _common import add_image_limit_args, apply_image_limits, integer, run_main, setup_logging
 
 log = logging.getLogger("predict")
 
@@ -37,6 +37,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--flip", action="store_true", help="flip testing")
     p.add_argument("--scales", default="1", help="comma-separated input scales, e.g. 0.75,1,1.25")
+    p.add_argument("--crf", type=integer(0, 50), default=0, metavar="ITERATIONS",
+                   help="Liu et al.'s CNN-CRF: mean-field steps of a dense CRF on each crop's probabilities (0: none)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--detect", action="store_true", help="find faces, align each to the checkpoint's crop, parse "
                                                          "it and paste its probabilities back")
@@ -101,7 +103,7 @@ def main(argv=None) -> int:
         log.warning("--detector and --threshold take effect with --detect only")
     parser = FaceParser.from_checkpoint(args.checkpoint, device=args.device, flip=args.flip, scales=scales,
                                         precision=args.precision, batch_size=args.batch_size, margin=args.margin,
-                                        detector=detector)
+                                        detector=detector, crf_iterations=args.crf)
     failures: list[tuple[str, str]] = []
     files = batch.expand_inputs(args.inputs, failures)
     total = batch.count_units(files, args.every)

@@ -20,7 +20,6 @@ from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .. import inference
 from ..data import drawing
@@ -59,7 +58,7 @@ def evaluate(model: torch.nn.Module, loader: Iterable, dataset, num_classes: int
     A model that places crops from keypoints (``uses_keypoints``) gets the batch's ``keypoints`` when it has them.
         on_prediction: called with (sample name, label map at the scored resolution), e.g. to save it.
         crf_iterations: mean-field steps of the dense CRF (Liu et al.'s CNN-CRF) on each image's probabilities at
-            network resolution (:func:`crf_probs`) before they are mapped back; 0: none.
+            network resolution (:func:`dml_csr.inference.crf_probs`) before they are mapped back; 0: none.
     """
     if paste not in PASTES:
         raise ValueError(f"paste must be 'nearest' or 'smooth', got {paste!r}")
@@ -73,7 +72,7 @@ def evaluate(model: torch.nn.Module, loader: Iterable, dataset, num_classes: int
         probs = inference.predict_probs(model, images, scales=scales, flip_perm=flip_perm, precision=precision,
                                         channels_last=channels_last, keypoints=keypoints)
         if crf_iterations:
-            probs = crf_probs(probs, batch, crf_iterations)
+            probs = inference.crf_probs(probs, batch["image"], crf_iterations)
         pred = probs.argmax(1).to(torch.uint8).cpu().numpy()
         for j in range(pred.shape[0]):
             if original_resolution:
@@ -93,25 +92,6 @@ def evaluate(model: torch.nn.Module, loader: Iterable, dataset, num_classes: int
             progress.update(pred.shape[0])
     cm.all_reduce()
     return cm
-
-
-def crf_probs(probs: torch.Tensor, batch: dict, iterations: int) -> torch.Tensor:
-    """The dense CRF (:mod:`dml_csr.models.dense_crf`, default kernels) on a batch's probabilities, its colours from the
-    batch's uint8 images. It is exact and quadratic in the pixels: above 256x256 it runs on the probabilities and
-    image resized to fit (the smaller side kept in proportion), and its answer is resized back."""
-    from ..models.dense_crf import MAX_PIXELS, CRFParams, dense_crf
-
-    images = batch["image"]
-    if images.is_floating_point():
-        raise ValueError("eval.crf_iterations needs the batch's uint8 images (a dml_csr transform's); got float input")
-    rgb = images.to(probs.device).float().flip(1)  # a loader's images are BGR whatever the model's convention
-    size = probs.shape[-2:]
-    scale = min(1.0, (MAX_PIXELS / (size[0] * size[1])) ** 0.5)
-    small = (max(1, int(size[0] * scale)), max(1, int(size[1] * scale)))
-    if small != tuple(size):
-        probs, rgb = (F.interpolate(t, size=small, mode="bilinear", align_corners=False) for t in (probs, rgb))
-    q = dense_crf(probs, rgb.contiguous(), CRFParams(iterations=iterations))
-    return q if small == tuple(size) else F.interpolate(q, size=tuple(size), mode="bilinear", align_corners=False)
 
 
 def crf_record(iterations: int) -> Optional[dict]:

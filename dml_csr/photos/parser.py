@@ -62,6 +62,8 @@ class FaceParser:
         crop: the crop convention (see :mod:`dml_csr.photos.alignment`); default: the checkpoint's ``meta["crop"]``.
         rotations: a detector named by ``detector`` also searches the photo turned by 90, 180 and 270 degrees when
             it finds no confident upright face (:func:`~dml_csr.photos.detection.any_rotation`).
+        crf_iterations: mean-field steps of a dense CRF on each crop's probabilities before they are pasted back
+            (Liu et al.'s CNN-CRF, :func:`dml_csr.inference.crf_probs`); 0 (default): none.
 
     A number that is not finite or out of range (``scales=[]``, ``batch_size=0``, a NaN margin), and metadata whose
     mean, std or input size is (``std = [0, 0, 0]``, ``input_size = [100000, 100000]``), is refused with a ValueError
@@ -71,7 +73,7 @@ class FaceParser:
     def __init__(self, model: torch.nn.Module, meta: dict, device: str = "cpu", *, flip: bool = False,
                  scales: Sequence[float] = (1.0,), precision: str = "fp32", batch_size: int = 8,
                  detector: Union[str, Detector, None] = "auto", margin: float = 0.5, paste: str = "smooth",
-                 crop: Optional[dict] = None, rotations: bool = True):
+                 crop: Optional[dict] = None, rotations: bool = True, crf_iterations: int = 0):
         self.meta = dict(meta)
         self.classes: list[str] = list(meta["classes"])
         self.num_classes = len(self.classes)
@@ -87,7 +89,7 @@ class FaceParser:
         if paste not in pipeline.PASTES:
             raise ValueError(f"paste must be 'smooth' or 'nearest', got {paste!r}")
         self.predictor = pipeline.Predictor(model, self.meta, device, flip_perm=flip_perm, scales=scales,
-                                            precision=precision, batch_size=batch_size)
+                                            precision=precision, batch_size=batch_size, crf_iterations=crf_iterations)
         self.paste = paste
         self.crop = check_crop(crop if crop is not None else self.meta.get("crop"))
         self._detector = detector if detector is not None else "auto"

@@ -22,6 +22,7 @@ import torch
 
 from .. import inference
 from .._typed import number, numbers, shown
+from ..data.transforms import batch_input
 from ..distributed import resolve_device
 from ..models.precision import prepare_for_inference
 from .alignment import composite, crop_region, face_affine
@@ -54,6 +55,8 @@ class Predictor:
         scales, precision: multi-scale testing and the autocast dtype (see :func:`dml_csr.inference.predict_probs`);
             scales are finite, > 0 and <= 8, at least one.
         batch_size: images a forward pass, 1 to 4096.
+        crf_iterations: mean-field steps of a dense CRF on each crop's probabilities (Liu et al.'s CNN-CRF,
+            :func:`dml_csr.inference.crf_probs`), 0 to 50; 0: none.
 
     Raises:
         ValueError naming the argument or the metadata key that is not finite or out of range.
@@ -61,7 +64,8 @@ class Predictor:
 
     def __init__(self, model: torch.nn.Module, meta: dict, device: str = "cpu", *,
                  flip_perm: Optional[Sequence[int]] = None, scales: Sequence[float] = (1.0,),
-                 precision: str = "fp32", batch_size: int = 8):
+                 precision: str = "fp32", batch_size: int = 8, crf_iterations: int = 0):
+        self.crf_iterations = int(number(crf_iterations, "crf_iterations", 0, 50, integer=True))
         self.scales = tuple(numbers(scales, "scales", 0, 8, lo_open=True))
         self.batch_size = int(number(batch_size, "batch_size", 1, 4096, integer=True))
         if precision not in PRECISIONS:
@@ -78,10 +82,13 @@ class Predictor:
         """Per image (or per affine), its (C, h, w) probabilities on the device and its input -> image affine."""
         for start in range(0, len(images), self.batch_size):
             chunk = slice(start, start + self.batch_size)
-            x, inverses = inference.network_input(images[chunk], self.transform,
-                                                  None if affines is None else affines[chunk], self.device)
+            batch, inverses = inference.network_batch(images[chunk], self.transform,
+                                                      None if affines is None else affines[chunk])
+            x = batch_input(batch, self.device)
             probs = inference.predict_probs(self.model, x, scales=self.scales, flip_perm=self.flip_perm,
                                             precision=self.precision)
+            if self.crf_iterations:
+                probs = inference.crf_probs(probs, batch["image"], self.crf_iterations)
             yield from zip(probs, inverses)
 
 

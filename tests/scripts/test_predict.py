@@ -58,6 +58,15 @@ def test_all_good_inputs_exit_zero(tmp_path):
                    "--no-overlay", "--device", "cpu", "--no-progress")
     assert r.returncode == 0, r.stderr
     assert os.listdir(tmp_path / "o" / "labels") == ["x.png"] and not (tmp_path / "o" / "overlays").exists()
+    # --crf: the same photo with a dense CRF on the network's probabilities (Liu et al.'s CNN-CRF) changes labels
+    r = run_script("predict", str(tmp_path / "x.jpg"), "--checkpoint", ckpt, "--out", str(tmp_path / "crf"),
+                   "--no-overlay", "--device", "cpu", "--no-progress", "--crf", "5")
+    assert r.returncode == 0, r.stderr
+    plain, crf = (cv2.imread(str(tmp_path / d / "labels" / "x.png"), cv2.IMREAD_UNCHANGED) for d in ("o", "crf"))
+    assert plain.shape == crf.shape == (40, 40) and (plain != crf).any()
+    r = run_script("predict", str(tmp_path / "x.jpg"), "--checkpoint", ckpt, "--out", str(tmp_path / "bad"),
+                   "--crf", "51")
+    assert r.returncode == 2 and "argument --crf: '51'; expected a whole number >= 0 and <= 50" in r.stderr
 
 
 def test_predict_script_writes_labels_at_input_size_rnn_g(rnn_g_run):

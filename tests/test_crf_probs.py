@@ -1,9 +1,9 @@
-"""The evaluation's dense CRF on a loader's batch: colours from its uint8 images, and above 256x256 run at a size
-that fits and resized back."""
+"""The dense CRF on network crops (evaluation's batches, FaceParser's): colours from their uint8 BGR pixels, and above
+256x256 run at a size that fits and resized back."""
 import torch
 from helpers.crf import two_halves
 
-from dml_csr.evaluation.protocol import crf_probs
+from dml_csr.inference import crf_probs
 from dml_csr.models import dense_crf
 
 
@@ -12,10 +12,9 @@ def test_a_batch_larger_than_the_crf_takes_is_resized_and_its_labels_follow_the_
     h, w = 60, 64
     image, probs, truth = two_halves(h, w, seed=4)
     run = dense_crf.dense_crf
-    batch = {"image": image, "meta": [{"pixels": {"channel_order": "BGR", "mean": [0, 0, 0], "std": [1, 1, 1]}}]}
     seen = []
     monkeypatch.setattr(dense_crf, "dense_crf", lambda p, im, params: seen.append(p.shape) or run(p, im, params))
-    out = crf_probs(probs, batch, 5)
+    out = crf_probs(probs, image, 5)
     assert seen == [(1, 2, 30, 33)] and out.shape == probs.shape  # run at the largest size that fits
     assert torch.allclose(out.sum(1), torch.ones(1, h, w), atol=1e-5)
     before = (probs.argmax(1)[0] == truth).float().mean().item()
