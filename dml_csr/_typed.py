@@ -54,11 +54,12 @@ def _short_repr(value: Any, limit: int, depth: int = 0) -> str:
 
 def _bounds(lo: Optional[float], hi: Optional[float], lo_open: bool, integer: bool) -> str:
     kind = "a whole number" if integer else "a finite number"
+    lo, hi = (None if v is None else f"{int(v)}" if integer else f"{v:g}" for v in (lo, hi))
     if lo is not None and hi is not None:
-        return f"{kind} {'>' if lo_open else '>='} {lo:g} and <= {hi:g}"
+        return f"{kind} {'>' if lo_open else '>='} {lo} and <= {hi}"
     if lo is not None:
-        return f"{kind} {'>' if lo_open else '>='} {lo:g}"
-    return kind if hi is None else f"{kind} <= {hi:g}"
+        return f"{kind} {'>' if lo_open else '>='} {lo}"
+    return kind if hi is None else f"{kind} <= {hi}"
 
 
 def number(value: Any, name: str, lo: Optional[float] = None, hi: Optional[float] = None, *,

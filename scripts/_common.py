@@ -47,6 +47,30 @@ def real(lo: float, hi: float):
     return _in_range(lo, hi, False)
 
 
+def device_name(text: str) -> str:
+    """An argparse ``type``: auto, cpu, mps, cuda or cuda:N, and CUDA only where there is one (one line otherwise)."""
+    import re
+
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", text):
+        raise argparse.ArgumentTypeError(f"{text!r}; expected auto, cpu, mps, cuda or cuda:N")
+    from dml_csr.distributed import resolve_device
+    try:
+        return str(resolve_device(text))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+MAX_PIXELS = 2**27  # a benchmark batch's pixels: batch 512 at 512x512
+
+
+def check_pixels(p: argparse.ArgumentParser, batch: int, size: int, flags: str) -> None:
+    """One line before any work when ``batch`` images of ``size`` x ``size`` exceed :data:`MAX_PIXELS` (each in range,
+    --size 4096 and --batch 1024 would still ask for terabytes)."""
+    if batch * size ** 2 > MAX_PIXELS:
+        p.error(f"{flags % (batch, size)} is {batch * size ** 2:,} pixels a batch; expected at most {MAX_PIXELS:,} "
+                f"(e.g. batch 512 at size 512)")
+
+
 def _in_range(lo, hi, whole: bool):
     def parse(text: str):
         from dml_csr._typed import number

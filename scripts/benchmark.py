@@ -22,12 +22,9 @@ from typing import Optional
 
 import torch
 
-from _common import integer
+from _common import check_pixels, device_name, integer, run_main
 from dml_csr.benchmarks.model import run
 from dml_csr.files import write_json
-
-
-MAX_PIXELS = 2**27  # a batch's pixels: batch 512 at 512x512
 
 
 def main(argv: Optional[list[str]] = None) -> None:
@@ -38,7 +35,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("--batch", type=integer(1, 1024), default=1, help="also time this batch size (besides batch 1)")
     p.add_argument("--repeats", type=integer(1, 100000), default=5)
     p.add_argument("--warmup", type=integer(0, 100000), default=2)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda, cuda:N, mps or auto")
     p.add_argument("--classes", type=integer(2, 256), default=None, help="class count (default: the config's dataset)")
     p.add_argument("--weights", default=None, help="checkpoint to load (our format or the authors'); else random")
     p.add_argument("--threads", type=integer(1, 1024), default=None, help="torch.set_num_threads")
@@ -55,9 +52,9 @@ def main(argv: Optional[list[str]] = None) -> None:
                    "these overrides make (e.g. model.output_stride=16) against this run's fp32 eager")
     p.add_argument("--json", default=None, help="write the results here")
     args = p.parse_args(argv)
-    if args.batch * args.size ** 2 > MAX_PIXELS:  # e.g. --size 4096 --batch 1024: terabytes of activations
-        p.error(f"--batch {args.batch} at --size {args.size} is {args.batch * args.size ** 2:,} pixels a batch; "
-                f"expected at most {MAX_PIXELS:,} (e.g. --batch 512 at --size 512)")
+    check_pixels(p, args.batch, args.size, "--batch %d at --size %d")
+    if not args.deploy and (args.variant or args.agreement_weights or args.calib != "synthetic"):
+        p.error("--variant, --agreement-weights and --calib go with --deploy")
     if args.threads:
         torch.set_num_threads(args.threads)
     result = run(args.config, args.set, size=args.size, batch=args.batch, repeats=args.repeats, warmup=args.warmup,
@@ -70,4 +67,4 @@ def main(argv: Optional[list[str]] = None) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_main(lambda: main(sys.argv[1:]))

@@ -20,7 +20,7 @@ import time
 import cv2
 import torch
 
-from _common import integer
+from _common import check_pixels, device_name, integer, run_main
 from dml_csr.data.dataset import FaceParsingDataset, read_split_list
 from dml_csr.data.loader import collate_samples
 from dml_csr.data.labels import get_spec
@@ -86,8 +86,9 @@ def main(argv=None):
     p.add_argument("--rounds", type=integer(1, 10000), default=5)
     p.add_argument("--batch-size", type=integer(1, 1024), default=8,
                    help="for the collate / on-device normalisation line")
-    p.add_argument("--device", default="cpu", help="where batch_input normalises (cpu, cuda)")
+    p.add_argument("--device", type=device_name, default="cpu", help="where batch_input normalises (cpu, cuda)")
     a = p.parse_args(argv)
+    check_pixels(p, a.batch_size, a.size, "--batch-size %d at --size %d")
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
     tmp = None
@@ -120,4 +121,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

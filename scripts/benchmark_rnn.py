@@ -12,13 +12,12 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 from contextlib import nullcontext
 
 import torch
 
-from _common import integer
+from _common import check_pixels, device_name, integer, run_main
 from dml_csr.models.rnn_g import RNNG, bounded_transition
 from dml_csr.models.scan import loop_one_direction, spatial_rnn_4dir
 
@@ -44,7 +43,7 @@ def time_fn(fn, device: torch.device, warmup: int, repeats: int) -> float:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", type=device_name, default="cpu")
     p.add_argument("--sizes", type=integer(8, 4096), nargs="+", default=[128, 512])
     p.add_argument("--batches", type=integer(1, 1024), nargs="+", default=[1, 32])
     p.add_argument("--classes", type=integer(2, 256), default=3)
@@ -57,6 +56,8 @@ def main(argv=None) -> int:
     p.add_argument("--scan-batch", type=integer(1, 1024), default=32)
     p.add_argument("--threads", type=integer(0, 1024), default=0, help="torch CPU threads (0 = default)")
     args = p.parse_args(argv)
+    check_pixels(p, max(args.batches), max(args.sizes), "--batches %d at --sizes %d")
+    check_pixels(p, args.scan_batch, args.scan_size, "--scan-batch %d at --scan-size %d")
 
     device = torch.device(args.device)
     if args.threads:
@@ -113,4 +114,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

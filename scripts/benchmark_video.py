@@ -18,7 +18,7 @@ import os
 
 import numpy as np
 
-from _common import integer, real, run_main, setup_logging
+from _common import device_name, integer, real, run_main, setup_logging
 
 PHOTO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "photos", "astronaut.jpg")
 
@@ -65,7 +65,7 @@ def main(argv=None) -> int:
     p.add_argument("--zoom", type=real(0, 0.5), default=0.01)
     p.add_argument("--noise", type=real(0, 128), default=4.0)
     p.add_argument("--seed", type=integer(0, 2**32 - 1), default=0)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", type=device_name, default="cpu")
     p.add_argument("--json", default="", help="also write the figures here")
     args = p.parse_args(argv)
     import torch

@@ -223,7 +223,7 @@ def score_checkpoint(cfg, checkpoint: str, *, split: Optional[str] = None, flip:
     out = output_folder(out or os.path.join(beside, folder), overwrite)
     log.info("scoring '%s' on %d images of '%s' split '%s' (input %s, flip %s, scales %s, paste %s, score at %s, "
              "align %s, dense CRF %s, %s)", path, len(ds), cfg.data.root, ds.split, cfg.data.input_size, flip, scales,
-             paste, score_at, align, f"{crf} iterations" if crf else "off", dev)
+             paste, score_at, align, f"{crf} mean-field step(s)" if crf else "off", dev)
     with progress_bar(len(ds), "evaluating", not progress) as bar:
         cm = evaluate(model, loader, ds, spec.num_classes, device=dev, scales=scales,
                       flip_perm=flip_permutation(spec).tolist() if flip else None, precision=cfg.eval.precision,

@@ -53,6 +53,18 @@ class CRFParams:
     spatial_xy: float = 3.0  # theta_g, pixels
     normalization: str = "symmetric"  # "symmetric" (pydensecrf's default), "row" (the NIPS 2011 code), "none" (paper)
 
+    def __post_init__(self):
+        """Each setting in range, else a ValueError naming it."""
+        from .._typed import number
+        number(self.iterations, "dense CRF iterations", 0, 50, integer=True)
+        for name in ("bilateral_weight", "spatial_weight"):
+            number(getattr(self, name), f"dense CRF {name}", 0, 1e6)
+        for name in ("bilateral_xy", "bilateral_rgb", "spatial_xy"):
+            number(getattr(self, name), f"dense CRF {name}", 0, 1e6, lo_open=True)
+        if self.normalization not in ("symmetric", "row", "none"):
+            raise ValueError(f"dense CRF normalization = {self.normalization!r}; expected 'symmetric', 'row' or "
+                             f"'none'")
+
 
 def _bilateral_features(image: Tensor, p: CRFParams) -> Tensor:
     """(N, 5) features of a (3, H, W) image: position / theta_a and colour / theta_b, centred (in float32 the squared
@@ -126,13 +138,16 @@ def dense_crf(probs: Tensor, images: Tensor, params: CRFParams = CRFParams(), me
         raise ValueError(f"dense_crf expects probabilities (B, C, H, W) and RGB images (B, 3, H, W) of the same B, H "
                          f"and W; got {tuple(probs.shape)} and {tuple(images.shape)}")
     b, c, h, w = probs.shape
+    if h * w == 0 or c == 0:
+        raise ValueError(f"dense_crf got an empty input: probabilities {tuple(probs.shape)}")
+    if not bool(torch.isfinite(probs).all()) or bool((probs < 0).any()):
+        raise ValueError("dense_crf expects probabilities (finite, >= 0: the network's softmax); got negative or "
+                         "non-finite values")
+    if not bool(torch.isfinite(images.float()).all()):
+        raise ValueError("dense_crf expects finite image values (RGB, 0-255)")
     if h * w > MAX_PIXELS:
         raise ValueError(f"dense_crf is exact, O(N^2) in the pixels: {h}x{w} = {h * w:,} pixels; expected at most "
                          f"{MAX_PIXELS:,} (e.g. 256x256; Liu et al. run it at 128x128)")
-    if not 0 <= params.iterations <= 50:
-        raise ValueError(f"dense_crf iterations = {params.iterations}; expected 0 to 50")
-    if params.normalization not in ("symmetric", "row", "none"):
-        raise ValueError(f"dense_crf normalization = {params.normalization!r}; expected 'symmetric', 'row' or 'none'")
     out = probs.float().clone()
     if params.iterations == 0:
         return out

@@ -2,6 +2,7 @@
 their definitions (every pixel pair's kernel, the compatibility as a matrix, the update as their Algorithm 1), in
 float64 numpy; and what it is for: labels that follow the image's colour edges."""
 import math
+import re
 
 import numpy as np
 import pytest
@@ -96,10 +97,18 @@ def test_no_iterations_give_the_probabilities_back_and_bad_input_is_one_line():
         dense_crf(torch.ones(1, 2, side, side), torch.zeros(1, 3, side, side))
     with pytest.raises(ValueError, match=r"same B, H and W; got \(1, 3, 8, 8\) and \(1, 3, 8, 9\)"):
         dense_crf(probs, torch.zeros(1, 3, 8, 9))
-    with pytest.raises(ValueError, match="iterations = 51; expected 0 to 50"):
-        dense_crf(probs, image, CRFParams(iterations=51))
-    with pytest.raises(ValueError, match="normalization = 'mean'; expected 'symmetric', 'row' or 'none'"):
-        dense_crf(probs, image, CRFParams(normalization="mean"))
+    for bad, message in [(dict(iterations=51), "iterations = 51; expected a whole number >= 0 and <= 50"),
+                         (dict(iterations=2.5), "iterations = 2.5; expected a whole number"),
+                         (dict(bilateral_weight=math.inf), "bilateral_weight = inf; expected a finite number"),
+                         (dict(bilateral_xy=0.0), "bilateral_xy = 0.0; expected a finite number > 0"),
+                         (dict(spatial_xy=-3), "spatial_xy = -3; expected a finite number > 0"),
+                         (dict(normalization="mean"), "normalization = 'mean'; expected 'symmetric', 'row' or 'none'")]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            CRFParams(**bad)
+    for p, im in [(torch.full_like(probs, math.nan), image), (probs - 0.5, image), (probs, image.float() * math.inf),
+                  (probs[..., :0], image[..., :0])]:
+        with pytest.raises(ValueError, match="dense_crf"):
+            dense_crf(p, im)
 
 
 def test_a_confident_small_part_of_a_close_colour_survives_the_normalised_messages():

@@ -3,6 +3,7 @@ import json
 import os
 
 import pytest
+import torch
 
 from helpers import ROOT
 from helpers.scripts import run_script
@@ -108,10 +109,33 @@ def test_sizes_and_counts_out_of_range_are_one_line_before_any_work(script, opti
         f" error: argument {option}: '{value}'; expected a whole number {expected}"), r.stderr
 
 
+@pytest.mark.parametrize("script,args,expected", [
+    ("benchmark_rnn", ["--sizes", "4096", "--batches", "1024"],
+     "error: --batches 1024 at --sizes 4096 is 17,179,869,184 pixels a batch; expected at most 134,217,728"),
+    ("benchmark_data", ["--size", "4096", "--batch-size", "1024"], "error: --batch-size 1024 at --size 4096 is"),
+    ("benchmark_data", ["--device", "tpu"], "error: argument --device: 'tpu'; expected auto, cpu, mps, cuda or cuda:N"),
+    ("benchmark_data", ["--root", "/nonexistent", "--samples", "1", "--rounds", "1"],
+     "error: dataset root '/nonexistent' does not exist"),
+    ("benchmark", ["--variant", "model.output_stride=16"], "error: --variant, --agreement-weights and --calib go with "
+                                                           "--deploy"),
+])
+def test_devices_sizes_and_folders_out_of_reach_are_one_line(script, args, expected):
+    config = ["--config", os.path.join(ROOT, "configs", "synthetic_dml_csr_tiny.yaml")] if script == "benchmark" else []
+    r = run_script(script, *config, *args)
+    assert r.returncode == 2 and expected in r.stderr.strip().splitlines()[-1] and "Traceback" not in r.stderr, r.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_asked_for_where_there_is_none_is_one_line():
+    r = run_script("benchmark_rnn", "--device", "cuda")
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].endswith(
+        "argument --device: device 'cuda:0' asked for, but CUDA is not available on this machine; use cpu or auto")
+
+
 def test_a_batch_of_too_many_pixels_is_one_line_before_any_work():
     """Each in range, --size 4096 and --batch 1024 would still ask for terabytes of activations."""
     r = run_script("benchmark", "--config", os.path.join(ROOT, "configs", "synthetic_dml_csr_tiny.yaml"), "--size",
                    "4096", "--batch", "1024")
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].endswith(
         "error: --batch 1024 at --size 4096 is 17,179,869,184 pixels a batch; expected at most 134,217,728 "
-        "(e.g. --batch 512 at --size 512)"), r.stderr
+        "(e.g. batch 512 at size 512)"), r.stderr
