@@ -20,6 +20,7 @@ from typing import Optional, Sequence, Union
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ._typed import shown
 from .conventions import KEYPOINTS_MIRRORED, resize_bilinear
@@ -168,9 +169,9 @@ def crf_probs(probs: torch.Tensor, images: torch.Tensor, iterations: int) -> tor
     scale = min(1.0, (MAX_PIXELS / (size[0] * size[1])) ** 0.5)
     small = (max(1, int(size[0] * scale)), max(1, int(size[1] * scale)))
     if small != size:
-        probs, rgb = (resize_bilinear(t, small) for t in (probs, rgb))
+        probs, rgb = (F.interpolate(t, size=small, mode="bilinear", align_corners=False) for t in (probs, rgb))
     q = dense_crf(probs, rgb.contiguous(), CRFParams(iterations=iterations))
-    return q if small == size else resize_bilinear(q, size)
+    return q if small == size else F.interpolate(q, size=size, mode="bilinear", align_corners=False)
 
 
 def _move_keypoints(kp: torch.Tensor, src: Sequence[int], dst: Sequence[int], flipped: bool) -> torch.Tensor:

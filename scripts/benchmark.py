@@ -53,8 +53,10 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("--json", default=None, help="write the results here")
     args = p.parse_args(argv)
     check_pixels(p, args.batch, args.size, "--batch %d at --size %d")
-    if not args.deploy and (args.variant or args.agreement_weights or args.calib != "synthetic"):
-        p.error("--variant, --agreement-weights and --calib go with --deploy")
+    if not args.deploy and (args.variant or args.agreement_weights):
+        p.error("--variant and --agreement-weights go with --deploy")
+    if not (args.deploy or args.profile) and args.calib != "synthetic":
+        p.error("--calib goes with --deploy or --profile")
     if args.threads:
         torch.set_num_threads(args.threads)
     result = run(args.config, args.set, size=args.size, batch=args.batch, repeats=args.repeats, warmup=args.warmup,

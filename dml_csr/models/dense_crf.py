@@ -56,11 +56,13 @@ class CRFParams:
     def __post_init__(self):
         """Each setting in range, else a ValueError naming it."""
         from .._typed import number
-        number(self.iterations, "dense CRF iterations", 0, 50, integer=True)
+        checked = {"iterations": int(number(self.iterations, "dense CRF iterations", 0, 50, integer=True))}
         for name in ("bilateral_weight", "spatial_weight"):
-            number(getattr(self, name), f"dense CRF {name}", 0, 1e6)
+            checked[name] = float(number(getattr(self, name), f"dense CRF {name}", 0, 1e6))
         for name in ("bilateral_xy", "bilateral_rgb", "spatial_xy"):
-            number(getattr(self, name), f"dense CRF {name}", 0, 1e6, lo_open=True)
+            checked[name] = float(number(getattr(self, name), f"dense CRF {name}", 0, 1e6, lo_open=True))
+        for name, value in checked.items():  # kept as the types the computation takes (5.0 -> 5)
+            object.__setattr__(self, name, value)
         if self.normalization not in ("symmetric", "row", "none"):
             raise ValueError(f"dense CRF normalization = {self.normalization!r}; expected 'symmetric', 'row' or "
                              f"'none'")
@@ -140,14 +142,14 @@ def dense_crf(probs: Tensor, images: Tensor, params: CRFParams = CRFParams(), me
     b, c, h, w = probs.shape
     if h * w == 0 or c == 0:
         raise ValueError(f"dense_crf got an empty input: probabilities {tuple(probs.shape)}")
-    if not bool(torch.isfinite(probs).all()) or bool((probs < 0).any()):
-        raise ValueError("dense_crf expects probabilities (finite, >= 0: the network's softmax); got negative or "
-                         "non-finite values")
-    if not bool(torch.isfinite(images.float()).all()):
-        raise ValueError("dense_crf expects finite image values (RGB, 0-255)")
     if h * w > MAX_PIXELS:
         raise ValueError(f"dense_crf is exact, O(N^2) in the pixels: {h}x{w} = {h * w:,} pixels; expected at most "
                          f"{MAX_PIXELS:,} (e.g. 256x256; Liu et al. run it at 128x128)")
+    if not bool(torch.isfinite(probs).all()) or bool((probs < 0).any()):
+        raise ValueError("dense_crf expects probabilities (finite, >= 0: the network's softmax); got negative or "
+                         "non-finite values")
+    if images.is_floating_point() and not bool(torch.isfinite(images).all()):
+        raise ValueError("dense_crf expects finite image values (RGB, 0-255)")
     out = probs.float().clone()
     if params.iterations == 0:
         return out

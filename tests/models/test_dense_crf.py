@@ -105,6 +105,8 @@ def test_no_iterations_give_the_probabilities_back_and_bad_input_is_one_line():
                          (dict(normalization="mean"), "normalization = 'mean'; expected 'symmetric', 'row' or 'none'")]:
         with pytest.raises(ValueError, match=re.escape(message)):
             CRFParams(**bad)
+    kept = CRFParams(iterations=5.0, bilateral_weight=np.float32(10))  # as the computation takes them
+    assert type(kept.iterations) is int and type(kept.bilateral_weight) is float
     for p, im in [(torch.full_like(probs, math.nan), image), (probs - 0.5, image), (probs, image.float() * math.inf),
                   (probs[..., :0], image[..., :0])]:
         with pytest.raises(ValueError, match="dense_crf"):

@@ -116,8 +116,8 @@ def test_sizes_and_counts_out_of_range_are_one_line_before_any_work(script, opti
     ("benchmark_data", ["--device", "tpu"], "error: argument --device: 'tpu'; expected auto, cpu, mps, cuda or cuda:N"),
     ("benchmark_data", ["--root", "/nonexistent", "--samples", "1", "--rounds", "1"],
      "error: dataset root '/nonexistent' does not exist"),
-    ("benchmark", ["--variant", "model.output_stride=16"], "error: --variant, --agreement-weights and --calib go with "
-                                                           "--deploy"),
+    ("benchmark", ["--variant", "model.output_stride=16"], "error: --variant and --agreement-weights go with --deploy"),
+    ("benchmark", ["--calib", "data/x"], "error: --calib goes with --deploy or --profile"),
 ])
 def test_devices_sizes_and_folders_out_of_reach_are_one_line(script, args, expected):
     config = ["--config", os.path.join(ROOT, "configs", "synthetic_dml_csr_tiny.yaml")] if script == "benchmark" else []
