@@ -23,7 +23,7 @@ import yaml
 
 from ._typed import (MAX_YAML_BYTES, ConfigError, build_dataclass, merge_into, read_yaml_mapping, read_yaml_text,
                      safe_yaml, shown, source, yaml_bases)
-from .conventions import CHANNEL_ORDER, IMAGENET_MEAN, IMAGENET_STD, INPUT_SIZE
+from .conventions import CHANNEL_ORDER, DEVICE_NAMES, IMAGENET_MEAN, IMAGENET_STD, INPUT_SIZE
 from .files import write_bytes
 
 __all__ = [
@@ -336,7 +336,7 @@ def _check_ranges(cfg: Config, origin: dict) -> None:
         raise ConfigError(f"{source(origin, 'train.epochs')}: train.epochs = {t.epochs} and train.cycles = {t.cycles} "
                           f"train nothing; expected at least one epoch")
     _check_roots(cfg, origin)
-    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", t.device):
+    if not re.fullmatch(DEVICE_NAMES, t.device):
         raise ConfigError(f"{source(origin, 'train.device')}: 'train.device' = {shown(t.device)}; expected auto, cpu, "
                           f"cuda, cuda:N or mps")
 

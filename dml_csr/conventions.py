@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["IGNORE_INDEX", "CHANNEL_ORDER", "IMAGENET_MEAN", "IMAGENET_STD", "INPUT_SIZE", "KEYPOINTS",
-           "KEYPOINTS_MIRRORED", "resize_bilinear"]
+           "KEYPOINTS_MIRRORED", "DEVICE_NAMES", "resize_bilinear"]
 
 IGNORE_INDEX = 255  # label value of pixels that no loss and no metric counts (padding, unlabelled)
 
@@ -28,6 +28,8 @@ INPUT_SIZE = (473, 473)  # (height, width)
 KEYPOINTS = ("subject_left_eye", "subject_right_eye", "nose_tip", "subject_left_mouth_corner",
              "subject_right_mouth_corner")
 KEYPOINTS_MIRRORED = (1, 0, 2, 4, 3)  # after a horizontal flip, keypoint i is the mirror image of this one
+
+DEVICE_NAMES = r"auto|cpu|mps|cuda(:\d+)?"  # what train.device, --device and every device= argument accept
 
 
 def resize_bilinear(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:

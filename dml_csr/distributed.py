@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 from dataclasses import dataclass
 from typing import Optional
 
 import torch
 import torch.distributed as dist
+
+from .conventions import DEVICE_NAMES
 
 __all__ = ["DistInfo", "init_distributed", "barrier", "any_rank", "cleanup", "resolve_device", "unwrap_model",
            "env_int"]
@@ -96,9 +99,12 @@ def cleanup() -> None:
 
 
 def resolve_device(name: "str | torch.device", local_rank: int = 0) -> torch.device:
-    """``"auto"`` (CUDA when there is one, else the CPU), ``"cpu"``, ``"cuda"`` (this process's GPU: ``cuda:<local
-    rank>``) or ``"cuda:N"`` (or a ``torch.device``); raises naming the value when CUDA is asked for but absent."""
+    """``"auto"`` (CUDA when there is one, else the CPU), ``"cpu"``, ``"mps"``, ``"cuda"`` (this process's GPU:
+    ``cuda:<local rank>``) or ``"cuda:N"`` (or a ``torch.device``); raises naming the value when it is none of these,
+    or names a CUDA device or MPS this machine does not have."""
     name = str(name)
+    if not re.fullmatch(DEVICE_NAMES, name):
+        raise ValueError(f"device {name!r}; expected auto, cpu, mps, cuda or cuda:N")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
@@ -106,6 +112,10 @@ def resolve_device(name: "str | torch.device", local_rank: int = 0) -> torch.dev
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device '{name}' asked for, but CUDA is not available on this machine; use cpu or auto")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device '{name}' asked for, but this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device '{name}' asked for, but MPS is not available on this machine; use cpu or auto")
     return dev
 
 

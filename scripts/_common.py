@@ -48,23 +48,17 @@ def real(lo: float, hi: float):
 
 
 def device_name(text: str) -> str:
-    """An argparse ``type``: auto, cpu, mps, cuda or cuda:N, and CUDA only where there is one (one line otherwise)."""
+    """An argparse ``type``: auto, cpu, mps, cuda or cuda:N that this machine has (one line otherwise), resolved."""
     import re
 
-    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", text):
-        raise argparse.ArgumentTypeError(f"{text!r}; expected auto, cpu, mps, cuda or cuda:N")
-    import torch
-
+    from dml_csr.conventions import DEVICE_NAMES
     from dml_csr.distributed import resolve_device
+    if not re.fullmatch(DEVICE_NAMES, text):
+        raise argparse.ArgumentTypeError(f"{text!r}; expected auto, cpu, mps, cuda or cuda:N")
     try:
-        dev = resolve_device(text)
+        return str(resolve_device(text))
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise argparse.ArgumentTypeError(f"{text!r}; this machine has {torch.cuda.device_count()} CUDA device(s)")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise argparse.ArgumentTypeError(f"{text!r}; MPS is not available on this machine")
-    return str(dev)
 
 
 MAX_PIXELS = 2**27  # a benchmark batch's pixels: batch 512 at 512x512

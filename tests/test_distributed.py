@@ -189,6 +189,14 @@ def test_resolve_device_and_unwrap_model():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="device 'cuda:1' asked for, but CUDA is not available"):
             du.resolve_device("cuda", local_rank=1)
+    with pytest.raises(ValueError, match="device 'tpu'; expected auto, cpu, mps, cuda or cuda:N"):
+        du.resolve_device("tpu")
+    if torch.cuda.is_available():  # one index past the last GPU
+        with pytest.raises(ValueError, match=f"this machine has {torch.cuda.device_count()} CUDA device"):
+            du.resolve_device(f"cuda:{torch.cuda.device_count()}")
+    if not torch.backends.mps.is_available():
+        with pytest.raises(ValueError, match="device 'mps' asked for, but MPS is not available"):
+            du.resolve_device("mps")
     net = torch.nn.Linear(2, 2)
     wrapped = torch.nn.Module()
     wrapped.module = net  # as DistributedDataParallel holds it

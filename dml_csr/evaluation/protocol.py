@@ -213,8 +213,7 @@ def score_checkpoint(cfg, checkpoint: str, *, split: Optional[str] = None, flip:
     scales = list(cfg.eval.scales) if scales is None else list(scales)
     save = cfg.eval.save_predictions if save_predictions is None else save_predictions
     crf = cfg.eval.crf_iterations if crf is None else crf
-    if not 0 <= crf <= 50:
-        raise ValueError(f"crf iterations = {crf}; expected 0 (none) to 50")
+    crf_settings = crf_record(crf)  # checked (CRFParams) before any work
     ds, conv, skipped = _scored_split(cfg, split, meta, path, align)
     loader = build_loader(ds, batch_size=cfg.eval.batch_size, workers=cfg.data.workers, seed=cfg.seed, train=False)
     beside = os.path.join("runs", checkpoint.replace("://", "_")) if checkpoint != path else \
@@ -240,7 +239,7 @@ def score_checkpoint(cfg, checkpoint: str, *, split: Optional[str] = None, flip:
         "input_convention": {"channel_order": conv["channel_order"], "mean": list(conv["mean"]),
                              "std": list(conv["std"])},
         "paste": paste, "score_at": score_at, "align": align, "flip": bool(flip), "scales": scales, "skipped": skipped,
-        "crf": crf_record(crf),
+        "crf": crf_settings,
         "precision": cfg.eval.precision, "device": str(dev),
         "predictions": os.path.abspath(os.path.join(out, "labels")) if save else None,
         **({"alignment": {"template": meta["crop"]["points"], "landmarks": "<split>/landmarks/NAME.txt"}}
