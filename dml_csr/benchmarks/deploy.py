@@ -23,6 +23,7 @@ from ..photos.export import InferenceWrapper, export_onnx
 from ..photos.quantize import calibration_batch, quantize_onnx_int8
 from ..photos.quantize import label_agreement, reference_labels
 from ..photos.runtime import runner
+from .isa import openvino_kernels
 from .timing import result_row, time_fn
 
 __all__ = ["benchmark_deploy", "deploy_paths"]
@@ -84,6 +85,12 @@ def benchmark_deploy(model, meta: dict, base_latency: float, warmup: int, repeat
         rows = []
         for (label, precision, run), (_, _, check) in zip(timed, scored):
             took = time_fn(lambda run=run: run(faces[:1]), torch.device("cpu"), warmup, repeats)
+            kernels = openvino_kernels(run.compiled) if hasattr(run, "compiled") else None
             rows.append(result_row(label, precision, False, 1, took, base_latency,
-                                   label_agreement(check, check_faces, ref), label_agreement_on=on))
+                                   label_agreement(check, check_faces, ref), label_agreement_on=on, kernels=kernels))
+    for row in rows:
+        if row["kernels"]:
+            print(f"  {row['path']}: convolutions run " + ", ".join(f"{k} x{n}" for k, n in row["kernels"].items()))
+    if any(r["path"].startswith("onnxruntime") for r in rows):
+        print("  onnxruntime: picks its kernels from CPUID alone (AMX int8 where the CPU has it); no ISA cap applies")
     return rows

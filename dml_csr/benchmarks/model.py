@@ -19,6 +19,7 @@ from ..config import Config, ConfigError, ModelConfig, load_config
 from ..data.class_map import label_spec
 from ..checkpoint import load_model
 from ..models import autocast_context, build_model, count_parameters, prepare_for_inference, to_model_input
+from .isa import ISA_FLAGS, describe_cpu
 from .timing import HEADER, result_row, time_fn
 
 __all__ = ["PAPER", "load_benchmark_config", "count_flops", "benchmark_inference", "benchmark_train", "run"]
@@ -167,6 +168,10 @@ def _describe(cfg: Config, config_path: str, num_classes: int, classes, size: in
           f"{infer_params:,} ({infer_params / 1e6:.2f}M){paper_params}")
     print(f"FLOPs (inference, batch 1): {flops / 1e9:.3g} GFLOPs = {flops / 2e9:.3g} GMACs{paper_flops}")
     malloc = {k: v for k, v in sorted(os.environ.items()) if k.startswith("MALLOC_")}  # they move eager latencies
+    cpu = describe_cpu() if device.type == "cpu" else None
+    if cpu:
+        print(f"CPU {cpu['cpu']} ({', '.join(cpu['flags']) or 'none of ' + '/'.join(ISA_FLAGS)}); "
+              f"ONEDNN_MAX_CPU_ISA {cpu['isa_cap'] or 'unset'}; PyTorch's oneDNN runs {cpu['pytorch_onednn_isa']}")
     print(f"median of {repeats} after {warmup} warm-up runs; ratios against fp32 eager in this run; glibc malloc "
           f"{' '.join(f'{k}={v}' for k, v in malloc.items()) or 'defaults'}")
     print(HEADER)
@@ -174,7 +179,7 @@ def _describe(cfg: Config, config_path: str, num_classes: int, classes, size: in
             "torch": torch.__version__, "num_classes": num_classes, "params_train": train_params,
             "params_inference": infer_params, "flops_inference": flops, "macs_inference": flops // 2,
             "model": mcfg.name, "output_stride": mcfg.output_stride if is_dml_csr else None,
-            "paper": PAPER if is_paper else None, "malloc_env": malloc}
+            "paper": PAPER if is_paper else None, "malloc_env": malloc, "cpu": cpu}
 
 
 def run(config_path: str, overrides: Sequence[str] = (), *, size: int = 473, batch: int = 1, repeats: int = 5,

@@ -29,7 +29,8 @@ import numpy as np
 from ..files import write_bytes
 from .export import META_KEY, _json_meta, export_onnx
 
-__all__ = ["export_openvino", "quantize_int8", "export_int8", "compile_ir", "save_ir", "int8_path", "core"]
+__all__ = ["export_openvino", "quantize_int8", "export_int8", "compile_ir", "save_ir", "int8_path", "core", "isa_cap",
+           "bf16_allowed"]
 
 log = logging.getLogger(__name__)
 INSTALL = "pip install 'dml_csr[openvino]'"
@@ -60,6 +61,26 @@ def core():
         if _CORE is None:
             _CORE = _ov().Core()
     return _CORE
+
+
+# oneDNN's run-time cap on its instruction sets (PyTorch's oneDNN and the CPU plugin's both read it, once, at their
+# first kernel); the older name still works. The caps below bf16 compute, in oneDNN's spelling:
+ISA_CAP_ENV = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
+_BELOW_BF16 = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"}
+
+
+def isa_cap() -> Optional[str]:
+    """The instruction-set cap this process's oneDNN obeys (``ONEDNN_MAX_CPU_ISA``, else ``DNNL_MAX_CPU_ISA``), or
+    None when neither is set."""
+    for name in ISA_CAP_ENV:
+        if os.environ.get(name):
+            return os.environ[name].strip().upper()
+    return None
+
+
+def bf16_allowed() -> bool:
+    """False where the cap forbids the bf16 kernels."""
+    return isa_cap() not in _BELOW_BF16
 
 
 def int8_path(path: str) -> str:
@@ -127,9 +148,13 @@ def compile_ir(model: Union[str, object], threads: Optional[int] = None, precisi
     """``x (B, 3, h, w) float32 -> logits`` of an IR (a path or an OpenVINO model) compiled for the CPU.
 
     ``precision``: OpenVINO's inference precision hint, "f32" (the reference: on a CPU with bf16 support OpenVINO
-    would otherwise run the fp32 operators in bf16) or None (OpenVINO's choice); ``threads``: its thread count;
+    would otherwise run the fp32 operators in bf16) or None (OpenVINO's choice, except "f32" where
+    ``ONEDNN_MAX_CPU_ISA`` caps the kernels below bf16: OpenVINO 2026.4 still chooses bf16 from the CPU's flags,
+    then fails at the first inference with "node ... is not initialized"); ``threads``: its thread count;
     ``latency``: tuned for one request at a time (batch 1), as the benchmark measures."""
     config = {"PERFORMANCE_HINT": "LATENCY" if latency else "THROUGHPUT"}
+    if precision is None and not bf16_allowed():
+        precision = "f32"  # OpenVINO would pick bf16 from the CPU's flags, then fail on the capped kernels
     if precision:
         config["INFERENCE_PRECISION_HINT"] = precision
     if threads:
@@ -140,6 +165,7 @@ def compile_ir(model: Union[str, object], threads: Optional[int] = None, precisi
 
     def run(x: np.ndarray) -> np.ndarray:
         return request.infer({0: x})[output].copy()
+    run.compiled = compiled  # its kernels: dml_csr.benchmarks.isa.openvino_kernels
     return run
 
 

@@ -76,6 +76,14 @@ def test_deploy_adds_openvino_rows_scored_on_a_given_model_and_profiles_the_stag
     assert 0.5 < rows["openvino int8 (NNCF)"]["label_agreement"] <= 1.0
     assert rows["openvino int8 (NNCF)"]["label_agreement_on"] == f"8 face images, {ckpt} at 64x64"
     assert rows["openvino int8 (NNCF)"]["latency_ms"] > 0 and rows["openvino int8 (NNCF)"]["precision"] == "int8"
+    # which kernels did the work: every convolution of both OpenVINO models named (none for ONNX Runtime's rows),
+    # and the CPU the run was on, with what PyTorch's oneDNN dispatched to, in the header
+    fp32, int8 = rows["openvino fp32"]["kernels"], rows["openvino int8 (NNCF)"]["kernels"]
+    assert sum(fp32.values()) == sum(int8.values()) > 0 and rows["onnxruntime int8 (static QDQ)"]["kernels"] is None
+    assert all(k.endswith("_f32") for k in fp32) and any(k.endswith("_I8") for k in int8), (fp32, int8)
+    assert f"  openvino fp32: convolutions run {next(iter(fp32))} x{next(iter(fp32.values()))}" in r.stdout
+    assert rec["cpu"]["cpu"] and rec["cpu"]["isa_cap"] is None and not rec["cpu"]["pytorch_onednn_isa"].startswith("not")
+    assert f"CPU {rec['cpu']['cpu']} (" in r.stdout and "ONEDNN_MAX_CPU_ISA unset" in r.stdout
     variant = {row["path"]: row for row in rec["rows"] if row.get("variant") == "model.output_stride=8"}
     assert {"fp32 eager", "onnxruntime int8 (static QDQ)", "openvino int8 (NNCF)"} <= set(variant)
     base = next(row for row in rec["rows"] if row["path"] == "fp32 eager" and "variant" not in row)
