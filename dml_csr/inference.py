@@ -155,11 +155,11 @@ def predict_probs(model: torch.nn.Module, images: torch.Tensor, *, size: Optiona
     return total / n
 
 
-def crf_probs(probs: torch.Tensor, images: torch.Tensor, iterations: int) -> torch.Tensor:
-    """The dense CRF of Liu et al.'s CNN-CRF (:mod:`dml_csr.models.dense_crf`, default kernels) on (B, C, h, w)
-    probabilities, its colours from the (B, 3, h, w) uint8 BGR network crops they were predicted from. It is exact and
-    quadratic in the pixels: above 256x256 it runs on the probabilities and crops resized to fit (in proportion), and
-    its answer is resized back."""
+def crf_probs(probs: torch.Tensor, images: torch.Tensor, crf) -> torch.Tensor:
+    """The dense CRF of Liu et al.'s CNN-CRF (:mod:`dml_csr.models.dense_crf`) on (B, C, h, w) probabilities, its
+    colours from the (B, 3, h, w) uint8 BGR network crops they were predicted from; ``crf``: a ``CRFParams``, or a
+    number of mean-field steps with the default kernels. It is exact and quadratic in the pixels: above 256x256 it
+    runs on the probabilities and crops resized to fit (in proportion), and its answer is resized back."""
     from .models.dense_crf import MAX_PIXELS, CRFParams, dense_crf
 
     if images.is_floating_point():
@@ -170,7 +170,7 @@ def crf_probs(probs: torch.Tensor, images: torch.Tensor, iterations: int) -> tor
     small = (max(1, int(size[0] * scale)), max(1, int(size[1] * scale)))
     if small != size:
         probs, rgb = (F.interpolate(t, size=small, mode="bilinear", align_corners=False) for t in (probs, rgb))
-    q = dense_crf(probs, rgb.contiguous(), CRFParams(iterations=iterations))
+    q = dense_crf(probs, rgb.contiguous(), crf if isinstance(crf, CRFParams) else CRFParams(iterations=crf))
     return q if small == size else F.interpolate(q, size=size, mode="bilinear", align_corners=False)
 
 

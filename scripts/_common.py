@@ -61,6 +61,35 @@ def device_name(text: str) -> str:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def add_crf_args(p: argparse.ArgumentParser, default) -> None:
+    """--crf ITERATIONS and --crf-kernel KEY=VALUE ... (Liu et al.'s CNN-CRF), each checked before any work."""
+    p.add_argument("--crf", type=integer(0, 50), default=default, metavar="ITERATIONS",
+                   help="Liu et al.'s CNN-CRF: this many mean-field steps of a dense CRF on each image's probabilities "
+                        + ("(default: eval.crf_iterations; 0: none)" if default is None else "(0: none)"))
+    p.add_argument("--crf-kernel", type=crf_kernel, nargs="+", default=[], metavar="KEY=VALUE",
+                   help="the dense CRF's kernels in place of pydensecrf's suggested ones, e.g. bilateral_weight=5 "
+                        "bilateral_rgb=20 normalization=row (keys: bilateral_weight, bilateral_xy, bilateral_rgb, "
+                        "spatial_weight, spatial_xy, normalization); needs --crf")
+
+
+def crf_kernel(text: str) -> tuple:
+    """An argparse ``type``: one dense-CRF kernel setting, ``KEY=VALUE``, checked as CRFParams checks it."""
+    from dml_csr.models.dense_crf import KERNEL_SETTINGS, crf_params
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"{text!r}; expected KEY=VALUE, e.g. bilateral_rgb=20")
+    try:
+        if key in KERNEL_SETTINGS and key != "normalization":
+            try:
+                value = float(value)
+            except ValueError:
+                raise ValueError(f"{key}={value!r}; expected a number") from None
+        crf_params(1, {key: value})
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return key, value
+
+
 MAX_PIXELS = 2**27  # a benchmark batch's pixels: batch 512 at 512x512
 
 

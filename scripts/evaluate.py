@@ -11,6 +11,7 @@ IoU, mean F1 over foreground classes, mIoU with and without background, pixel ac
     python scripts/evaluate.py --config configs/helen_dml_csr_r101.yaml --checkpoint helen.pth [--split test]
         [--flip] [--scales 0.75,1,1.25] [--paste nearest|smooth] [--out DIR] [--save-predictions]
         [--score-at original|input] [--align whole|landmarks]    (other papers' protocols: README, "Protocols")
+        [--crf N [--crf-kernel KEY=VALUE ...]]                   (Liu et al.'s CNN-CRF: a dense CRF first)
     python scripts/evaluate.py --predictions DIR --data data/helen --dataset helen [--split test]
     python scripts/evaluate.py --predictions DIR --masks DIR [--images DIR] --dataset celebamask_hq
         [--pred-dataset helen]
@@ -27,7 +28,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from _common import (add_config_args, add_image_limit_args, apply_image_limits, integer, load_cfg, run_main,
+from _common import (add_config_args, add_crf_args, add_image_limit_args, apply_image_limits, load_cfg, run_main,
                      setup_logging)
 
 from dml_csr.evaluation.protocol import ALIGNS, PASTES, SCORE_AT
@@ -61,9 +62,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="whole (default, the authors'): each whole image through the evaluation affine; landmarks "
                         "(FaRL's framing without its tanh warp): each face through the similarity from its own five "
                         "landmarks (<split>/landmarks/NAME.txt; LaPa's 106) to the checkpoint's template")
-    p.add_argument("--crf", type=integer(0, 50), default=None, metavar="ITERATIONS",
-                   help="Liu et al.'s CNN-CRF: this many mean-field steps of a dense CRF on each image's probabilities "
-                        "(default: eval.crf_iterations; 0: none)")
+    add_crf_args(p, default=None)
     p.add_argument("--overwrite", action="store_true", help="replace an existing <out>/metrics.json (by default "
                                                             "an evaluation never replaces another's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -94,9 +93,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                     "of label maps), one of the two")
         if args.images and not args.masks:
             p.error("--images goes with --masks")
-        if args.checkpoint or args.paste or args.score_at or args.align or args.crf is not None:
-            p.error("--predictions scores files without a model; drop --checkpoint, --paste, --score-at, --align and "
-                    "--crf")
+        if args.checkpoint or args.paste or args.score_at or args.align or args.crf is not None or args.crf_kernel:
+            p.error("--predictions scores files without a model; drop --checkpoint, --paste, --score-at, --align, "
+                    "--crf and --crf-kernel")
     elif not (args.config and args.checkpoint):
         p.error("give --config and --checkpoint (score a model), or --predictions, --data and --dataset")
     elif args.masks or args.images or args.pred_dataset:
@@ -129,7 +128,7 @@ def main(argv=None) -> int:
             scales=parse_scales(args.scales) if args.scales else None, paste=args.paste or "nearest", out=args.out,
             save_predictions=args.save_predictions, device=args.device, config_path=args.config,
             progress=not args.no_progress, overwrite=args.overwrite, score_at=args.score_at or "original",
-            align=args.align or "whole", crf=args.crf)
+            align=args.align or "whole", crf=args.crf, crf_kernels=dict(args.crf_kernel))
     skipped = record["protocol"]["skipped"]
     if skipped:  # scored without them, and said so
         print(f"{len(skipped)} sample(s) could not be read and were left out of the scores:", file=sys.stderr)

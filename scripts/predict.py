@@ -22,7 +22,7 @@ import logging
 import os
 import sys
 
-from _common import add_image_limit_args, apply_image_limits, integer, run_main, setup_logging
+from _common import add_crf_args, add_image_limit_args, apply_image_limits, run_main, setup_logging
 
 log = logging.getLogger("predict")
 
@@ -37,8 +37,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--flip", action="store_true", help="flip testing")
     p.add_argument("--scales", default="1", help="comma-separated input scales, e.g. 0.75,1,1.25")
-    p.add_argument("--crf", type=integer(0, 50), default=0, metavar="ITERATIONS",
-                   help="Liu et al.'s CNN-CRF: mean-field steps of a dense CRF on each crop's probabilities (0: none)")
+    add_crf_args(p, default=0)
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--detect", action="store_true", help="find faces, align each to the checkpoint's crop, parse "
                                                          "it and paste its probabilities back")
@@ -61,7 +60,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                                                         "(a checkpoint with its edge heads)")
     p.add_argument("--no-progress", action="store_true")
     add_image_limit_args(p)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.crf_kernel and not args.crf:
+        p.error("--crf-kernel sets the dense CRF's kernels; it needs --crf ITERATIONS >= 1")
+    return args
 
 
 def check_numbers(args: argparse.Namespace) -> list[float]:
@@ -103,7 +105,8 @@ def main(argv=None) -> int:
         log.warning("--detector and --threshold take effect with --detect only")
     parser = FaceParser.from_checkpoint(args.checkpoint, device=args.device, flip=args.flip, scales=scales,
                                         precision=args.precision, batch_size=args.batch_size, margin=args.margin,
-                                        detector=detector, crf_iterations=args.crf)
+                                        detector=detector, crf_iterations=args.crf,
+                                        crf_kernels=dict(args.crf_kernel))
     failures: list[tuple[str, str]] = []
     files = batch.expand_inputs(args.inputs, failures)
     total = batch.count_units(files, args.every)

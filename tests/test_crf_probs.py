@@ -1,5 +1,6 @@
 """The dense CRF on network crops (evaluation's batches, FaceParser's): colours from their uint8 BGR pixels, and above
 256x256 run at a size that fits and resized back."""
+import pytest
 import torch
 from helpers.crf import two_halves
 
@@ -20,3 +21,24 @@ def test_a_batch_larger_than_the_crf_takes_is_resized_and_its_labels_follow_the_
     before = (probs.argmax(1)[0] == truth).float().mean().item()
     after = (out.argmax(1)[0] == truth).float().mean().item()
     assert before < 0.8 and after > 0.98, (before, after)  # the edge column blurs in the resizing
+
+
+def test_kernel_settings_reach_the_crf_and_zero_weights_leave_the_probabilities_as_they_were():
+    """crf_probs takes a CRFParams: with both kernels' weights 0 no message moves Q, so the probabilities come back
+    unchanged; a stronger appearance kernel than the default changes them further than the default does."""
+    image, probs, truth = two_halves(24, 24, seed=2)
+    off = crf_probs(probs, image, dense_crf.crf_params(5, {"bilateral_weight": 0, "spatial_weight": 0}))
+    assert torch.allclose(off, probs, atol=1e-6)
+    default, strong = (crf_probs(probs, image, p) for p in (5, dense_crf.crf_params(5, {"bilateral_weight": 40})))
+    assert (strong - probs).abs().sum() > (default - probs).abs().sum() > 0.1
+
+
+def test_crf_params_name_the_unknown_setting_and_the_changed_ones():
+    with pytest.raises(ValueError, match=r"^dense CRF setting 'theta_a' is unknown; expected one of bilateral_weight, "):
+        dense_crf.crf_params(5, {"theta_a": 3})
+    with pytest.raises(ValueError, match=r"dense CRF spatial_xy = -1"):
+        dense_crf.crf_params(5, {"spatial_xy": -1})
+    p = dense_crf.crf_params(3, {"normalization": "row", "bilateral_rgb": 20, "spatial_weight": 3.0})
+    assert p.iterations == 3 and dense_crf.changed_kernels(p) == {"bilateral_rgb": 20.0, "normalization": "row"}
+    assert dense_crf.kernel_text(dense_crf.changed_kernels(p)) == "bilateral_rgb=20 normalization=row"
+    assert dense_crf.kernel_text({"bilateral_xy": 2.5}, assign="", between="-") == "bilateral_xy2.5"

@@ -110,4 +110,12 @@ def summary_line(protocol: dict) -> Optional[str]:
         return None
     return (f"protocol: --score-at {protocol['score_at']}, --align {protocol['align']}, --paste {protocol['paste']}, "
             f"flip {'on' if protocol.get('flip') else 'off'}, scales {protocol.get('scales')}"
-            + (f", --crf {protocol['crf']['iterations']}" if protocol.get("crf") else ""))
+            + (_crf_words(protocol["crf"]) if protocol.get("crf") else ""))
+
+
+def _crf_words(crf: dict) -> str:
+    """``, --crf 5`` and the kernel settings that differ from the defaults (``--crf-kernel bilateral_rgb=20``)."""
+    from ..models.dense_crf import CRFParams, changed_kernels, kernel_text
+
+    words = kernel_text(changed_kernels(CRFParams(**crf)))
+    return f", --crf {crf['iterations']}" + (f" --crf-kernel {words}" if words else "")

@@ -44,7 +44,7 @@ def evaluate(model: torch.nn.Module, loader: Iterable, dataset, num_classes: int
              scales: Sequence[float] = (1.0,), flip_perm: Optional[Sequence[int]] = None, precision: str = "fp32",
              channels_last: bool = False, original_resolution: bool = True, paste: str = "nearest",
              on_prediction: Optional[Callable[[str, np.ndarray], None]] = None, progress=None,
-             crf_iterations: int = 0) -> ConfusionMatrix:
+             crf=None) -> ConfusionMatrix:
     """Score ``model`` on a split: predictions are mapped back onto each original label map (inverse of the
     evaluation affine) before they enter one pooled confusion matrix.
 
@@ -57,8 +57,9 @@ def evaluate(model: torch.nn.Module, loader: Iterable, dataset, num_classes: int
             argmax; outside the warped region every probability is 0, i.e. background, as nearest's fill).
     A model that places crops from keypoints (``uses_keypoints``) gets the batch's ``keypoints`` when it has them.
         on_prediction: called with (sample name, label map at the scored resolution), e.g. to save it.
-        crf_iterations: mean-field steps of the dense CRF (Liu et al.'s CNN-CRF) on each image's probabilities at
-            network resolution (:func:`dml_csr.inference.crf_probs`) before they are mapped back; 0: none.
+        crf: the dense CRF (Liu et al.'s CNN-CRF) on each image's probabilities at network resolution before they
+            are mapped back (:func:`dml_csr.inference.crf_probs`): a ``CRFParams``, a number of mean-field steps
+            with the default kernels, or None/0: none.
     """
     if paste not in PASTES:
         raise ValueError(f"paste must be 'nearest' or 'smooth', got {paste!r}")
@@ -71,8 +72,8 @@ def evaluate(model: torch.nn.Module, loader: Iterable, dataset, num_classes: int
         keypoints = batch["keypoints"].to(device) if uses_keypoints and "keypoints" in batch else None
         probs = inference.predict_probs(model, images, scales=scales, flip_perm=flip_perm, precision=precision,
                                         channels_last=channels_last, keypoints=keypoints)
-        if crf_iterations:
-            probs = inference.crf_probs(probs, batch["image"], crf_iterations)
+        if crf:
+            probs = inference.crf_probs(probs, batch["image"], crf)
         pred = probs.argmax(1).to(torch.uint8).cpu().numpy()
         for j in range(pred.shape[0]):
             if original_resolution:
@@ -94,12 +95,11 @@ def evaluate(model: torch.nn.Module, loader: Iterable, dataset, num_classes: int
     return cm
 
 
-def crf_record(iterations: int) -> Optional[dict]:
-    """What metrics.json records of the dense CRF: its iterations and kernels, or None."""
+def crf_record(params) -> Optional[dict]:
+    """What metrics.json records of the dense CRF (a ``CRFParams`` or None): its iterations and kernels, or None."""
     import dataclasses
 
-    from ..models.dense_crf import CRFParams
-    return dataclasses.asdict(CRFParams(iterations=iterations)) if iterations else None
+    return dataclasses.asdict(params) if params is not None and params.iterations else None
 
 
 def protocol_record(spec, root: Optional[str], split: Optional[str], n: int) -> dict:
@@ -130,10 +130,11 @@ def output_folder(out: str, overwrite: bool = False) -> str:
 
 
 def default_folder(split: Optional[str], flip: bool = False, scales: Sequence[float] = (1.0,),
-                   paste: str = "nearest", score_at: str = "original", align: str = "whole", crf: int = 0) -> str:
+                   paste: str = "nearest", score_at: str = "original", align: str = "whole", crf: int = 0,
+                   crf_kernels: Optional[dict] = None) -> str:
     """``eval_<split>`` followed by the options that change the numbers (``_flip``, ``_scales0.75-1-1.25``,
-    ``_smooth``, ``_input``, ``_landmarks``, ``_crf5``), so that evaluations with other options never share a
-    folder."""
+    ``_smooth``, ``_input``, ``_landmarks``, ``_crf5``, then the CRF's kernel settings other than the defaults:
+    ``_bilateral_rgb20-normalizationrow``), so that evaluations with other options never share a folder."""
     name = f"eval_{split}" if split else "eval"
     if flip:
         name += "_flip"
@@ -147,6 +148,9 @@ def default_folder(split: Optional[str], flip: bool = False, scales: Sequence[fl
         name += f"_{align}"
     if crf:
         name += f"_crf{crf}"
+        if crf_kernels:
+            from ..models.dense_crf import kernel_text
+            name += "_" + kernel_text(crf_kernels, assign="", between="-")
     return name
 
 
@@ -188,18 +192,21 @@ def score_checkpoint(cfg, checkpoint: str, *, split: Optional[str] = None, flip:
                      scales: Optional[Sequence[float]] = None, paste: str = "nearest", out: Optional[str] = None,
                      save_predictions: Optional[bool] = None, device: Optional[str] = None, config_path: str = "",
                      progress: bool = True, overwrite: bool = False, score_at: str = "original",
-                     align: str = "whole", crf: Optional[int] = None) -> dict:
+                     align: str = "whole", crf: Optional[int] = None, crf_kernels: Optional[dict] = None) -> dict:
     """Score ``checkpoint`` (our file, an authors' file or a registry name) on ``split`` of ``cfg``'s dataset
     (default ``cfg.data.test_split``) with the protocol above, or with the switches of
     :mod:`dml_csr.evaluation.framing` (``score_at``, ``align``); unset options come from ``cfg.eval``. Writes
     ``<out>/metrics.json`` (default: ``<checkpoint folder>/`` :func:`default_folder`, under ``runs/<name>/`` for a
-    registry name; an existing one is replaced only with ``overwrite``) and returns its record."""
+    registry name; an existing one is replaced only with ``overwrite``) and returns its record. ``crf``: the dense
+    CRF's mean-field steps (default ``cfg.eval.crf_iterations``), ``crf_kernels``: its kernel settings other than
+    the defaults (:func:`dml_csr.models.dense_crf.crf_params`)."""
     from ..data.class_map import label_spec
     from ..data.labels import flip_permutation
     from ..data.loader import build_loader
     from ..distributed import resolve_device
     from ..hub import is_name, resolve, sha256_of
     from ..checkpoint import load_model
+    from ..models import dense_crf
     from ..sharing.folder import weights_file
 
     check_switches(score_at, align)
@@ -213,12 +220,15 @@ def score_checkpoint(cfg, checkpoint: str, *, split: Optional[str] = None, flip:
     scales = list(cfg.eval.scales) if scales is None else list(scales)
     save = cfg.eval.save_predictions if save_predictions is None else save_predictions
     crf = cfg.eval.crf_iterations if crf is None else crf
-    crf_settings = crf_record(crf)  # checked (CRFParams) before any work
+    if crf_kernels and not crf:
+        raise ValueError(f"CRF kernel settings {crf_kernels} need the CRF on: --crf N (or eval.crf_iterations)")
+    crf_params = dense_crf.crf_params(crf, crf_kernels) if crf else None  # checked before any work
+    kernels = dense_crf.changed_kernels(crf_params) if crf_params else {}
     ds, conv, skipped = _scored_split(cfg, split, meta, path, align)
     loader = build_loader(ds, batch_size=cfg.eval.batch_size, workers=cfg.data.workers, seed=cfg.seed, train=False)
     beside = os.path.join("runs", checkpoint.replace("://", "_")) if checkpoint != path else \
         os.path.dirname(os.path.abspath(weights_file(path)))
-    folder = default_folder(ds.split, flip, scales, paste, score_at, align, crf)
+    folder = default_folder(ds.split, flip, scales, paste, score_at, align, crf, kernels)
     out = output_folder(out or os.path.join(beside, folder), overwrite)
     log.info("scoring '%s' on %d images of '%s' split '%s' (input %s, flip %s, scales %s, paste %s, score at %s, "
              "align %s, dense CRF %s, %s)", path, len(ds), cfg.data.root, ds.split, cfg.data.input_size, flip, scales,
@@ -227,7 +237,7 @@ def score_checkpoint(cfg, checkpoint: str, *, split: Optional[str] = None, flip:
         cm = evaluate(model, loader, ds, spec.num_classes, device=dev, scales=scales,
                       flip_perm=flip_permutation(spec).tolist() if flip else None, precision=cfg.eval.precision,
                       channels_last=cfg.eval.channels_last, original_resolution=score_at == "original",
-                      paste=paste, progress=bar, crf_iterations=crf,
+                      paste=paste, progress=bar, crf=crf_params,
                       on_prediction=prediction_writer(out, spec.palette, ds) if save else None)
     record = protocol_record(spec, cfg.data.root, ds.split, len(ds))
     record.update({
@@ -239,7 +249,7 @@ def score_checkpoint(cfg, checkpoint: str, *, split: Optional[str] = None, flip:
         "input_convention": {"channel_order": conv["channel_order"], "mean": list(conv["mean"]),
                              "std": list(conv["std"])},
         "paste": paste, "score_at": score_at, "align": align, "flip": bool(flip), "scales": scales, "skipped": skipped,
-        "crf": crf_settings,
+        "crf": crf_record(crf_params),
         "precision": cfg.eval.precision, "device": str(dev),
         "predictions": os.path.abspath(os.path.join(out, "labels")) if save else None,
         **({"alignment": {"template": meta["crop"]["points"], "landmarks": "<split>/landmarks/NAME.txt"}}

@@ -31,13 +31,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Optional
+from typing import Any, Mapping, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["CRFParams", "dense_crf", "MAX_PIXELS"]
+__all__ = ["CRFParams", "dense_crf", "MAX_PIXELS", "KERNEL_SETTINGS", "crf_params", "changed_kernels",
+           "kernel_text"]
 
 MAX_PIXELS = 256 * 256  # N^2 = 4.3e9 kernel entries an iteration beyond this: minutes an image on a CPU
 BLOCK_BYTES = 256 * 2**20  # the temporaries of one block of rows of the kernel matrix
@@ -66,6 +67,32 @@ class CRFParams:
         if self.normalization not in ("symmetric", "row", "none"):
             raise ValueError(f"dense CRF normalization = {self.normalization!r}; expected 'symmetric', 'row' or "
                              f"'none'")
+
+
+KERNEL_SETTINGS = tuple(f.name for f in dataclasses.fields(CRFParams) if f.name != "iterations")
+
+
+def crf_params(iterations: int, kernels: Optional[Mapping[str, Any]] = None) -> CRFParams:
+    """:class:`CRFParams` of ``iterations`` mean-field steps with the ``kernels`` settings (names of
+    :data:`KERNEL_SETTINGS`) in place of the defaults; a name not among them is a ValueError listing them."""
+    kernels = dict(kernels or {})
+    for name in kernels:
+        if name not in KERNEL_SETTINGS:
+            raise ValueError(f"dense CRF setting {name!r} is unknown; expected one of {', '.join(KERNEL_SETTINGS)}")
+    return CRFParams(iterations=iterations, **kernels)
+
+
+def changed_kernels(params: CRFParams) -> dict[str, Any]:
+    """The kernel settings of ``params`` that differ from the defaults, in :data:`KERNEL_SETTINGS` order."""
+    default = CRFParams()
+    return {k: getattr(params, k) for k in KERNEL_SETTINGS if getattr(params, k) != getattr(default, k)}
+
+
+def kernel_text(kernels: Mapping[str, Any], assign: str = "=", between: str = " ") -> str:
+    """``bilateral_rgb=20 normalization=row`` of {name: value} (a folder's ``bilateral_rgb20-normalizationrow``
+    with ``assign=""``, ``between="-"``)."""
+    return between.join(f"{k}{assign}{v:g}" if isinstance(v, (int, float)) else f"{k}{assign}{v}"
+                        for k, v in kernels.items())
 
 
 def _bilateral_features(image: Tensor, p: CRFParams) -> Tensor:

@@ -64,6 +64,8 @@ class FaceParser:
             it finds no confident upright face (:func:`~dml_csr.photos.detection.any_rotation`).
         crf_iterations: mean-field steps of a dense CRF on each crop's probabilities before they are pasted back
             (Liu et al.'s CNN-CRF, :func:`dml_csr.inference.crf_probs`); 0 (default): none.
+        crf_kernels: the CRF's kernel settings in place of the defaults, e.g. ``{"bilateral_rgb": 20}`` (names:
+            :data:`dml_csr.models.dense_crf.KERNEL_SETTINGS`); only with ``crf_iterations``.
 
     A number that is not finite or out of range (``scales=[]``, ``batch_size=0``, a NaN margin), and metadata whose
     mean, std or input size is (``std = [0, 0, 0]``, ``input_size = [100000, 100000]``), is refused with a ValueError
@@ -73,7 +75,8 @@ class FaceParser:
     def __init__(self, model: torch.nn.Module, meta: dict, device: str = "cpu", *, flip: bool = False,
                  scales: Sequence[float] = (1.0,), precision: str = "fp32", batch_size: int = 8,
                  detector: Union[str, Detector, None] = "auto", margin: float = 0.5, paste: str = "smooth",
-                 crop: Optional[dict] = None, rotations: bool = True, crf_iterations: int = 0):
+                 crop: Optional[dict] = None, rotations: bool = True, crf_iterations: int = 0,
+                 crf_kernels: Optional[dict] = None):
         self.meta = dict(meta)
         self.classes: list[str] = list(meta["classes"])
         self.num_classes = len(self.classes)
@@ -89,7 +92,8 @@ class FaceParser:
         if paste not in pipeline.PASTES:
             raise ValueError(f"paste must be 'smooth' or 'nearest', got {paste!r}")
         self.predictor = pipeline.Predictor(model, self.meta, device, flip_perm=flip_perm, scales=scales,
-                                            precision=precision, batch_size=batch_size, crf_iterations=crf_iterations)
+                                            precision=precision, batch_size=batch_size, crf_iterations=crf_iterations,
+                                            crf_kernels=crf_kernels)
         self.paste = paste
         self.crop = check_crop(crop if crop is not None else self.meta.get("crop"))
         self._detector = detector if detector is not None else "auto"

@@ -14,7 +14,7 @@ returns: the labels, the probabilities when asked for, and the faces it used.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence
+from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -24,6 +24,7 @@ from .. import inference
 from .._typed import number, numbers, shown
 from ..data.transforms import batch_input
 from ..distributed import resolve_device
+from ..models.dense_crf import crf_params
 from ..models.precision import prepare_for_inference
 from .alignment import composite, crop_region, face_affine
 from .faces import Face
@@ -57,6 +58,8 @@ class Predictor:
         batch_size: images a forward pass, 1 to 4096.
         crf_iterations: mean-field steps of a dense CRF on each crop's probabilities (Liu et al.'s CNN-CRF,
             :func:`dml_csr.inference.crf_probs`), 0 to 50; 0: none.
+        crf_kernels: its kernel settings in place of the defaults ({"bilateral_rgb": 20, ...}: the names of
+            :data:`dml_csr.models.dense_crf.KERNEL_SETTINGS`); only with ``crf_iterations``.
 
     Raises:
         ValueError naming the argument or the metadata key that is not finite or out of range.
@@ -64,8 +67,13 @@ class Predictor:
 
     def __init__(self, model: torch.nn.Module, meta: dict, device: str = "cpu", *,
                  flip_perm: Optional[Sequence[int]] = None, scales: Sequence[float] = (1.0,),
-                 precision: str = "fp32", batch_size: int = 8, crf_iterations: int = 0):
+                 precision: str = "fp32", batch_size: int = 8, crf_iterations: int = 0,
+                 crf_kernels: Optional[Mapping[str, Any]] = None):
         self.crf_iterations = int(number(crf_iterations, "crf_iterations", 0, 50, integer=True))
+        if crf_kernels and not self.crf_iterations:
+            raise ValueError(f"crf_kernels {dict(crf_kernels)} set the dense CRF's kernels; they need "
+                             "crf_iterations >= 1")
+        self.crf = crf_params(self.crf_iterations, crf_kernels) if self.crf_iterations else None
         self.scales = tuple(numbers(scales, "scales", 0, 8, lo_open=True))
         self.batch_size = int(number(batch_size, "batch_size", 1, 4096, integer=True))
         if precision not in PRECISIONS:
@@ -87,8 +95,8 @@ class Predictor:
             x = batch_input(batch, self.device)
             probs = inference.predict_probs(self.model, x, scales=self.scales, flip_perm=self.flip_perm,
                                             precision=self.precision)
-            if self.crf_iterations:
-                probs = inference.crf_probs(probs, batch["image"], self.crf_iterations)
+            if self.crf is not None:
+                probs = inference.crf_probs(probs, batch["image"], self.crf)
             yield from zip(probs, inverses)
 
 

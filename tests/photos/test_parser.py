@@ -371,3 +371,11 @@ def test_crf_iterations_clean_a_noisy_answer_along_the_photos_colour_edge():
     assert 0.55 < (plain == truth).mean() < 0.8 and (crf == truth).mean() > 0.95
     with pytest.raises(ValueError, match="crf_iterations = 51; expected"):
         FaceParser(_Noisy(), _meta(), crf_iterations=51)
+    # crf_kernels: with the kernels' weights at 0 the CRF moves nothing; kernels without iterations are refused
+    off = FaceParser(_Noisy(), _meta(), crf_iterations=5, crf_kernels={"bilateral_weight": 0, "spatial_weight": 0})
+    assert (off(photo, channel_order="BGR") == plain).all()
+    with pytest.raises(ValueError, match=r"crf_kernels \{'bilateral_rgb': 20\} set the dense CRF's kernels; they need "
+                                         "crf_iterations >= 1"):
+        FaceParser(_Noisy(), _meta(), crf_kernels={"bilateral_rgb": 20})
+    with pytest.raises(ValueError, match="dense CRF setting 'theta_b' is unknown"):
+        FaceParser(_Noisy(), _meta(), crf_iterations=1, crf_kernels={"theta_b": 20})

@@ -457,8 +457,25 @@ def test_crf_scores_liu_et_al_s_cnn_crf_in_its_own_folder(setup):
     plain = json.load(open(tmp / "no_crf" / "metrics.json"))
     assert plain["protocol"]["crf"] is None and plain["confusion"] != rec["confusion"]
     assert np.array(plain["confusion"]).sum() == np.array(rec["confusion"]).sum()  # the same pixels, other labels
+    # --crf-kernel: other kernels, in the folder's name, metrics.json and the protocol line; with both weights 0
+    # no message moves the probabilities, and the scores are those without the CRF
+    r = run("--config", cfg, "--checkpoint", ckpt, "--split", "test", "--crf", "1", "--crf-kernel",
+            "bilateral_weight=0", "spatial_weight=0", "normalization=row")
+    assert r.returncode == 0, r.stderr
+    off = json.load(open(os.path.join(os.path.dirname(ckpt), "eval_test_crf1_bilateral_weight0-spatial_weight0-"
+                                      "normalizationrow", "metrics.json")))
+    assert off["protocol"]["crf"] == {**rec["protocol"]["crf"], "iterations": 1, "bilateral_weight": 0.0,
+                                      "spatial_weight": 0.0, "normalization": "row"}
+    assert "--crf 1 --crf-kernel bilateral_weight=0 spatial_weight=0 normalization=row" in r.stdout
+    assert off["confusion"] == plain["confusion"]
+    r = run("--config", cfg, "--checkpoint", ckpt, "--crf-kernel", "bilateral_rgb=20")  # the config's CRF is off
+    assert r.returncode == 2 and r.stderr.strip() == ("error: CRF kernel settings {'bilateral_rgb': 20.0} need the "
+                                                      "CRF on: --crf N (or eval.crf_iterations)"), r.stderr
+    r = run("--config", cfg, "--checkpoint", ckpt, "--crf", "2", "--crf-kernel", "theta_a=3")
+    assert r.returncode == 2 and "argument --crf-kernel: dense CRF setting 'theta_a' is unknown" in r.stderr
     r = run("--predictions", str(tmp), "--masks", str(tmp), "--dataset", "synthetic", "--crf", "5")
-    assert r.returncode == 2 and "drop --checkpoint, --paste, --score-at, --align and --crf" in r.stderr, r.stderr
+    assert r.returncode == 2 and "drop --checkpoint, --paste, --score-at, --align, --crf and --crf-kernel" in \
+        r.stderr, r.stderr
     r = run("--config", cfg, "--checkpoint", ckpt, "--split", "test", "--crf", "51")
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].endswith(
         "argument --crf: '51'; expected a whole number >= 0 and <= 50"), r.stderr

@@ -67,6 +67,15 @@ def test_all_good_inputs_exit_zero(tmp_path):
     r = run_script("predict", str(tmp_path / "x.jpg"), "--checkpoint", ckpt, "--out", str(tmp_path / "bad"),
                    "--crf", "51")
     assert r.returncode == 2 and "argument --crf: '51'; expected a whole number >= 0 and <= 50" in r.stderr
+    # --crf-kernel: with both kernels' weights 0 the CRF moves nothing, and the labels are the plain ones
+    r = run_script("predict", str(tmp_path / "x.jpg"), "--checkpoint", ckpt, "--out", str(tmp_path / "off"),
+                   "--no-overlay", "--device", "cpu", "--no-progress", "--crf", "1", "--crf-kernel",
+                   "bilateral_weight=0", "spatial_weight=0")
+    assert r.returncode == 0, r.stderr
+    assert (cv2.imread(str(tmp_path / "off" / "labels" / "x.png"), cv2.IMREAD_UNCHANGED) == plain).all()
+    r = run_script("predict", str(tmp_path / "x.jpg"), "--checkpoint", ckpt, "--out", str(tmp_path / "bad"),
+                   "--crf-kernel", "bilateral_rgb=20")
+    assert r.returncode == 2 and "error: --crf-kernel sets the dense CRF's kernels; it needs --crf" in r.stderr
 
 
 def test_predict_script_writes_labels_at_input_size_rnn_g(rnn_g_run):
