@@ -4,11 +4,11 @@ and the kernels of its OpenVINO rows, so that a table says whether AMX did the w
 Each runtime's switch for masking AMX (or anything else) on a CPU that has it:
 
 - PyTorch: its oneDNN obeys ``ONEDNN_MAX_CPU_ISA`` (e.g. ``AVX512_CORE_BF16``: AVX-512 with VNNI and bf16, no AMX);
-  :func:`onednn_isa` asks it which instruction set it dispatches to.
+  :func:`onednn_isa` asks it the most it will use (its ceiling, not what a given kernel chose).
 - OpenVINO: its CPU plugin's own oneDNN obeys the same variable; :func:`openvino_kernels` lists the kernels a
   compiled model's convolutions run (AMX ones carry ``amx`` in their names, e.g. ``brgconv_avx512_amx_I8``).
-  Capped below bf16 on a CPU with bf16, OpenVINO's own precision choice fails, so ``photos.openvino.compile_ir``
-  asks for f32 there.
+  Capped below bf16 on a CPU with bf16, OpenVINO still picks bf16 (under the AVX2 caps its first inference then
+  fails), so ``photos.openvino.compile_ir`` asks for f32 there, as on a CPU without bf16.
 - ONNX Runtime: no switch. Its MLAS picks kernels from CPUID alone (AMX for its u8 x s8 int8 matrix products where
   the CPU and the kernel allow it) and does not read the variable, so its rows on an AMX CPU may use AMX whatever
   the cap says.
@@ -58,10 +58,10 @@ def cpu_flags(path: str = "/proc/cpuinfo") -> set[str]:
     return set((_cpuinfo("flags", path) or "").split())
 
 
-def onednn_isa(timeout: float = 120.0) -> str:
-    """The instruction set PyTorch's oneDNN dispatches to in a process with this one's environment (its cap
-    included), as oneDNN's log names it, e.g. "Intel AVX-512 with Intel DL Boost and bfloat16 support"; a
-    sentence saying why where it could not be asked."""
+def onednn_isa(timeout: float = 60.0) -> str:
+    """The most PyTorch's oneDNN will use in a process with this one's environment (its cap included), as
+    oneDNN's log names it, e.g. "Intel AVX-512 with Intel DL Boost and bfloat16 support": a ceiling (an fp32
+    convolution runs AVX-512 on a CPU whose ceiling is AMX); a sentence saying why where it could not be asked."""
     env = dict(os.environ, ONEDNN_VERBOSE="1")
     try:
         done = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True, text=True,
@@ -86,7 +86,7 @@ def openvino_kernels(compiled) -> dict[str, int]:
 
 
 def describe_cpu(path: str = "/proc/cpuinfo") -> dict:
-    """The CPU, its flags among :data:`ISA_FLAGS`, the cap in force and what PyTorch's oneDNN dispatches to."""
+    """The CPU, its flags among :data:`ISA_FLAGS`, the cap in force and the most PyTorch's oneDNN will use."""
     flags = cpu_flags(path)
     return {"cpu": cpu_model(path), "flags": [f for f in ISA_FLAGS if f in flags], "amx": "amx_tile" in flags,
             "isa_cap": isa_cap(), "pytorch_onednn_isa": onednn_isa()}

@@ -171,7 +171,7 @@ def _describe(cfg: Config, config_path: str, num_classes: int, classes, size: in
     cpu = describe_cpu() if device.type == "cpu" else None
     if cpu:
         print(f"CPU {cpu['cpu']} ({', '.join(cpu['flags']) or 'none of ' + '/'.join(ISA_FLAGS)}); "
-              f"ONEDNN_MAX_CPU_ISA {cpu['isa_cap'] or 'unset'}; PyTorch's oneDNN runs {cpu['pytorch_onednn_isa']}")
+              f"ONEDNN_MAX_CPU_ISA {cpu['isa_cap'] or 'unset'}; PyTorch's oneDNN up to {cpu['pytorch_onednn_isa']}")
     print(f"median of {repeats} after {warmup} warm-up runs; ratios against fp32 eager in this run; glibc malloc "
           f"{' '.join(f'{k}={v}' for k, v in malloc.items()) or 'defaults'}")
     print(HEADER)

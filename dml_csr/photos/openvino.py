@@ -74,12 +74,12 @@ def isa_cap() -> Optional[str]:
     None when neither is set."""
     for name in ISA_CAP_ENV:
         if os.environ.get(name):
-            return os.environ[name].strip().upper()
+            return os.environ[name].upper()  # oneDNN ignores a value with spaces around it; so does bf16_allowed
     return None
 
 
 def bf16_allowed() -> bool:
-    """False where the cap forbids the bf16 kernels."""
+    """False where the cap forbids the bf16 kernels (the AVX2 and AVX-512 caps below AVX512_CORE_BF16)."""
     return isa_cap() not in _BELOW_BF16
 
 
@@ -149,12 +149,13 @@ def compile_ir(model: Union[str, object], threads: Optional[int] = None, precisi
 
     ``precision``: OpenVINO's inference precision hint, "f32" (the reference: on a CPU with bf16 support OpenVINO
     would otherwise run the fp32 operators in bf16) or None (OpenVINO's choice, except "f32" where
-    ``ONEDNN_MAX_CPU_ISA`` caps the kernels below bf16: OpenVINO 2026.4 still chooses bf16 from the CPU's flags,
-    then fails at the first inference with "node ... is not initialized"); ``threads``: its thread count;
+    ``ONEDNN_MAX_CPU_ISA`` caps the kernels below bf16, as a CPU without bf16 gets: OpenVINO 2026.4 still chooses
+    bf16 from the CPU's flags, and under the AVX2 caps fails at the first inference with "node ... is not
+    initialized"); ``threads``: its thread count;
     ``latency``: tuned for one request at a time (batch 1), as the benchmark measures."""
     config = {"PERFORMANCE_HINT": "LATENCY" if latency else "THROUGHPUT"}
     if precision is None and not bf16_allowed():
-        precision = "f32"  # OpenVINO would pick bf16 from the CPU's flags, then fail on the capped kernels
+        precision = "f32"  # as on a CPU without bf16; OpenVINO would pick bf16 from the CPU's flags (and fail)
     if precision:
         config["INFERENCE_PRECISION_HINT"] = precision
     if threads:

@@ -56,7 +56,8 @@ def test_the_papers_figures_stand_beside_the_papers_model_only(tmp_path):
         assert rec["params_train"] == 68_544_242  # stride 16 keeps every parameter of the authors' model
 
 
-def test_deploy_adds_openvino_rows_scored_on_a_given_model_and_profiles_the_stages(tiny_synthetic, tmp_path):
+def test_deploy_adds_openvino_rows_scored_on_a_given_model_and_profiles_the_stages(tiny_synthetic, tmp_path,
+                                                                                    monkeypatch):
     """--deploy --calib ROOT --agreement-weights CKPT --profile --variant: OpenVINO fp32 and int8 rows beside ONNX
     Runtime's, their labels compared on the given checkpoint at its own size (the row says so); the milliseconds of
     each stage of the network in fp32 eager and OpenVINO fp32 and int8; and a variant's paths (here output stride 8
@@ -64,6 +65,8 @@ def test_deploy_adds_openvino_rows_scored_on_a_given_model_and_profiles_the_stag
     ckpt = write_tiny_checkpoint(str(tmp_path / "tiny.pt"))
     out = tmp_path / "bench.json"
     cfg = os.path.join(ROOT, "configs", "synthetic_dml_csr_tiny.yaml")
+    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):  # the header's "unset" below
+        monkeypatch.delenv(name, raising=False)
     r = run_script("benchmark", "--config", cfg, "--set", "data.root=unused", "--size", "64", "--repeats", "1",
                    "--warmup", "0", "--threads", "1", "--deploy", "--calib", tiny_synthetic, "--agreement-weights",
                    ckpt, "--profile", "--variant", "model.output_stride=8", "--json", str(out))
