@@ -164,6 +164,8 @@ def crf_probs(probs: torch.Tensor, images: torch.Tensor, crf) -> torch.Tensor:
 
     if images.is_floating_point():
         raise ValueError("the dense CRF needs the uint8 crops the probabilities come from; got float images")
+    if not crf or getattr(crf, "iterations", 1) == 0:  # no step: not even the resizing
+        return probs
     rgb = images.to(probs.device).float().flip(1)
     size = tuple(probs.shape[-2:])
     scale = min(1.0, (MAX_PIXELS / (size[0] * size[1])) ** 0.5)

@@ -66,10 +66,20 @@ def add_crf_args(p: argparse.ArgumentParser, default) -> None:
     p.add_argument("--crf", type=integer(0, 50), default=default, metavar="ITERATIONS",
                    help="Liu et al.'s CNN-CRF: this many mean-field steps of a dense CRF on each image's probabilities "
                         + ("(default: eval.crf_iterations; 0: none)" if default is None else "(0: none)"))
-    p.add_argument("--crf-kernel", type=crf_kernel, nargs="+", default=[], metavar="KEY=VALUE",
+    p.add_argument("--crf-kernel", type=crf_kernel, nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="the dense CRF's kernels in place of pydensecrf's suggested ones, e.g. bilateral_weight=5 "
                         "bilateral_rgb=20 normalization=row (keys: bilateral_weight, bilateral_xy, bilateral_rgb, "
                         "spatial_weight, spatial_xy, normalization); needs --crf")
+
+
+def crf_kernels_of(p: argparse.ArgumentParser, args) -> dict:
+    """{key: value} of every --crf-kernel (the flag may repeat); a key given twice is one line."""
+    kernels: dict = {}
+    for key, value in args.crf_kernel:
+        if key in kernels:
+            p.error(f"--crf-kernel sets {key} twice ({kernels[key]} and {value}); give each setting once")
+        kernels[key] = value
+    return kernels
 
 
 def crf_kernel(text: str) -> tuple:

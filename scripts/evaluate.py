@@ -28,8 +28,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from _common import (add_config_args, add_crf_args, add_image_limit_args, apply_image_limits, load_cfg, run_main,
-                     setup_logging)
+from _common import (add_config_args, add_crf_args, add_image_limit_args, apply_image_limits, crf_kernels_of,
+                     load_cfg, run_main, setup_logging)
 
 from dml_csr.evaluation.protocol import ALIGNS, PASTES, SCORE_AT
 
@@ -87,6 +87,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                                           "is ignored (it scores n/a and leaves the means); no shared class name "
                                           "besides background is an error")
     args = p.parse_args(argv)
+    args.crf_kernels = crf_kernels_of(p, args)
     if args.predictions:
         if not args.dataset or bool(args.data) == bool(args.masks):
             p.error("--predictions needs --data and --dataset (a prepared root) or --masks and --dataset (a folder "
@@ -128,7 +129,7 @@ def main(argv=None) -> int:
             scales=parse_scales(args.scales) if args.scales else None, paste=args.paste or "nearest", out=args.out,
             save_predictions=args.save_predictions, device=args.device, config_path=args.config,
             progress=not args.no_progress, overwrite=args.overwrite, score_at=args.score_at or "original",
-            align=args.align or "whole", crf=args.crf, crf_kernels=dict(args.crf_kernel))
+            align=args.align or "whole", crf=args.crf, crf_kernels=args.crf_kernels)
     skipped = record["protocol"]["skipped"]
     if skipped:  # scored without them, and said so
         print(f"{len(skipped)} sample(s) could not be read and were left out of the scores:", file=sys.stderr)

@@ -22,7 +22,7 @@ import logging
 import os
 import sys
 
-from _common import add_crf_args, add_image_limit_args, apply_image_limits, run_main, setup_logging
+from _common import add_crf_args, add_image_limit_args, apply_image_limits, crf_kernels_of, run_main, setup_logging
 
 log = logging.getLogger("predict")
 
@@ -61,7 +61,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-progress", action="store_true")
     add_image_limit_args(p)
     args = p.parse_args(argv)
-    if args.crf_kernel and not args.crf:
+    args.crf_kernels = crf_kernels_of(p, args)
+    if args.crf_kernels and not args.crf:
         p.error("--crf-kernel sets the dense CRF's kernels; it needs --crf ITERATIONS >= 1")
     return args
 
@@ -106,7 +107,7 @@ def main(argv=None) -> int:
     parser = FaceParser.from_checkpoint(args.checkpoint, device=args.device, flip=args.flip, scales=scales,
                                         precision=args.precision, batch_size=args.batch_size, margin=args.margin,
                                         detector=detector, crf_iterations=args.crf,
-                                        crf_kernels=dict(args.crf_kernel))
+                                        crf_kernels=args.crf_kernels)
     failures: list[tuple[str, str]] = []
     files = batch.expand_inputs(args.inputs, failures)
     total = batch.count_units(files, args.every)

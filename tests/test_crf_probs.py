@@ -42,3 +42,30 @@ def test_crf_params_name_the_unknown_setting_and_the_changed_ones():
     assert p.iterations == 3 and dense_crf.changed_kernels(p) == {"bilateral_rgb": 20.0, "normalization": "row"}
     assert dense_crf.kernel_text(dense_crf.changed_kernels(p)) == "bilateral_rgb=20 normalization=row"
     assert dense_crf.kernel_text({"bilateral_xy": 2.5}, assign="", between="-") == "bilateral_xy2.5"
+
+
+@pytest.mark.parametrize("setting,value", [("bilateral_xy", 8.0), ("bilateral_rgb", 60.0), ("spatial_xy", 1.0),
+                                           ("normalization", "none"), ("normalization", "row")])
+def test_each_kernel_setting_changes_the_answer(setting, value):
+    """Every setting reaches the computation: changed alone, the probabilities differ from the defaults' answer."""
+    g = torch.Generator().manual_seed(0)  # an unsure network on a noisy image: every message matters
+    image = torch.randint(0, 256, (1, 3, 20, 20), generator=g, dtype=torch.uint8)
+    probs = torch.softmax(0.5 * torch.randn(1, 3, 20, 20, generator=g), 1)
+    default = crf_probs(probs, image, 1)
+    other = crf_probs(probs, image, dense_crf.crf_params(1, {setting: value}))
+    assert (other - default).abs().max() > 1e-2, setting
+
+
+def test_no_iterations_return_the_probabilities_untouched_even_above_the_crfs_size(monkeypatch):
+    monkeypatch.setattr(dense_crf, "MAX_PIXELS", 16 * 16)  # the resizing would move them
+    image, probs, _ = two_halves(40, 40, seed=1)
+    assert crf_probs(probs, image, dense_crf.CRFParams(iterations=0)) is probs
+    assert crf_probs(probs, image, 0) is probs
+
+
+def test_kernel_widths_too_narrow_for_float32_and_negative_zero_are_settled_at_the_door():
+    with pytest.raises(ValueError, match=r"dense CRF bilateral_rgb = 1e-20; expected a finite number >= 0.001"):
+        dense_crf.crf_params(5, {"bilateral_rgb": 1e-20})
+    p = dense_crf.crf_params(5, {"bilateral_weight": -0.0, "bilateral_xy": 20.0000001})
+    assert str(p.bilateral_weight) == "0.0" and dense_crf.kernel_text(dense_crf.changed_kernels(p), "", "-") == \
+        "bilateral_weight0-bilateral_xy20.0000001"

@@ -212,6 +212,11 @@ def score_checkpoint(cfg, checkpoint: str, *, split: Optional[str] = None, flip:
     check_switches(score_at, align)
     spec = label_spec(cfg)
     dev = resolve_device(device or cfg.train.device)
+    crf = cfg.eval.crf_iterations if crf is None else crf
+    if crf_kernels and not crf:
+        raise ValueError(f"CRF kernel settings {crf_kernels} need the CRF on: --crf N (or eval.crf_iterations)")
+    crf_params = dense_crf.crf_params(crf, crf_kernels) if crf else None  # checked before any work (a download)
+    kernels = dense_crf.changed_kernels(crf_params) if crf_params else {}
     named = is_name(checkpoint) or checkpoint.startswith("hf://")  # a registry name wins over a local file of it
     path = resolve(checkpoint, kind="dml_csr") if named else checkpoint  # a name: its cached, verified file or folder
     model, meta = load_model(checkpoint, device=dev)
@@ -219,11 +224,6 @@ def score_checkpoint(cfg, checkpoint: str, *, split: Optional[str] = None, flip:
     flip = cfg.eval.flip if flip is None else flip
     scales = list(cfg.eval.scales) if scales is None else list(scales)
     save = cfg.eval.save_predictions if save_predictions is None else save_predictions
-    crf = cfg.eval.crf_iterations if crf is None else crf
-    if crf_kernels and not crf:
-        raise ValueError(f"CRF kernel settings {crf_kernels} need the CRF on: --crf N (or eval.crf_iterations)")
-    crf_params = dense_crf.crf_params(crf, crf_kernels) if crf else None  # checked before any work
-    kernels = dense_crf.changed_kernels(crf_params) if crf_params else {}
     ds, conv, skipped = _scored_split(cfg, split, meta, path, align)
     loader = build_loader(ds, batch_size=cfg.eval.batch_size, workers=cfg.data.workers, seed=cfg.seed, train=False)
     beside = os.path.join("runs", checkpoint.replace("://", "_")) if checkpoint != path else \
@@ -232,7 +232,8 @@ def score_checkpoint(cfg, checkpoint: str, *, split: Optional[str] = None, flip:
     out = output_folder(out or os.path.join(beside, folder), overwrite)
     log.info("scoring '%s' on %d images of '%s' split '%s' (input %s, flip %s, scales %s, paste %s, score at %s, "
              "align %s, dense CRF %s, %s)", path, len(ds), cfg.data.root, ds.split, cfg.data.input_size, flip, scales,
-             paste, score_at, align, f"{crf} mean-field step(s)" if crf else "off", dev)
+             paste, score_at, align, f"{crf} mean-field step(s) {dense_crf.kernel_text(kernels)}".rstrip() if crf else "off",
+             dev)
     with progress_bar(len(ds), "evaluating", not progress) as bar:
         cm = evaluate(model, loader, ds, spec.num_classes, device=dev, scales=scales,
                       flip_perm=flip_permutation(spec).tolist() if flip else None, precision=cfg.eval.precision,

@@ -59,9 +59,9 @@ class CRFParams:
         from .._typed import number
         checked = {"iterations": int(number(self.iterations, "dense CRF iterations", 0, 50, integer=True))}
         for name in ("bilateral_weight", "spatial_weight"):
-            checked[name] = float(number(getattr(self, name), f"dense CRF {name}", 0, 1e6))
-        for name in ("bilateral_xy", "bilateral_rgb", "spatial_xy"):
-            checked[name] = float(number(getattr(self, name), f"dense CRF {name}", 0, 1e6, lo_open=True))
+            checked[name] = float(number(getattr(self, name), f"dense CRF {name}", 0, 1e6)) + 0.0  # -0 -> 0
+        for name in ("bilateral_xy", "bilateral_rgb", "spatial_xy"):  # narrower, and float32 overflows to NaN
+            checked[name] = float(number(getattr(self, name), f"dense CRF {name}", 1e-3, 1e6))
         for name, value in checked.items():  # kept as the types the computation takes (5.0 -> 5)
             object.__setattr__(self, name, value)
         if self.normalization not in ("symmetric", "row", "none"):
@@ -91,7 +91,7 @@ def changed_kernels(params: CRFParams) -> dict[str, Any]:
 def kernel_text(kernels: Mapping[str, Any], assign: str = "=", between: str = " ") -> str:
     """``bilateral_rgb=20 normalization=row`` of {name: value} (a folder's ``bilateral_rgb20-normalizationrow``
     with ``assign=""``, ``between="-"``)."""
-    return between.join(f"{k}{assign}{v:g}" if isinstance(v, (int, float)) else f"{k}{assign}{v}"
+    return between.join(f"{k}{assign}{v:.12g}" if isinstance(v, (int, float)) else f"{k}{assign}{v}"
                         for k, v in kernels.items())
 
 

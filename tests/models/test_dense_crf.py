@@ -100,8 +100,8 @@ def test_no_iterations_give_the_probabilities_back_and_bad_input_is_one_line():
     for bad, message in [(dict(iterations=51), "iterations = 51; expected a whole number >= 0 and <= 50"),
                          (dict(iterations=2.5), "iterations = 2.5; expected a whole number"),
                          (dict(bilateral_weight=math.inf), "bilateral_weight = inf; expected a finite number"),
-                         (dict(bilateral_xy=0.0), "bilateral_xy = 0.0; expected a finite number > 0"),
-                         (dict(spatial_xy=-3), "spatial_xy = -3; expected a finite number > 0"),
+                         (dict(bilateral_xy=0.0), "bilateral_xy = 0.0; expected a finite number >= 0.001"),
+                         (dict(spatial_xy=-3), "spatial_xy = -3; expected a finite number >= 0.001"),
                          (dict(normalization="mean"), "normalization = 'mean'; expected 'symmetric', 'row' or 'none'")]:
         with pytest.raises(ValueError, match=re.escape(message)):
             CRFParams(**bad)

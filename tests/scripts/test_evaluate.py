@@ -460,7 +460,7 @@ def test_crf_scores_liu_et_al_s_cnn_crf_in_its_own_folder(setup):
     # --crf-kernel: other kernels, in the folder's name, metrics.json and the protocol line; with both weights 0
     # no message moves the probabilities, and the scores are those without the CRF
     r = run("--config", cfg, "--checkpoint", ckpt, "--split", "test", "--crf", "1", "--crf-kernel",
-            "bilateral_weight=0", "spatial_weight=0", "normalization=row")
+            "bilateral_weight=0", "spatial_weight=0", "--crf-kernel", "normalization=row")  # the flag repeats
     assert r.returncode == 0, r.stderr
     off = json.load(open(os.path.join(os.path.dirname(ckpt), "eval_test_crf1_bilateral_weight0-spatial_weight0-"
                                       "normalizationrow", "metrics.json")))
@@ -473,6 +473,10 @@ def test_crf_scores_liu_et_al_s_cnn_crf_in_its_own_folder(setup):
                                                       "CRF on: --crf N (or eval.crf_iterations)"), r.stderr
     r = run("--config", cfg, "--checkpoint", ckpt, "--crf", "2", "--crf-kernel", "theta_a=3")
     assert r.returncode == 2 and "argument --crf-kernel: dense CRF setting 'theta_a' is unknown" in r.stderr
+    r = run("--config", cfg, "--checkpoint", ckpt, "--crf", "2", "--crf-kernel", "bilateral_rgb=20", "--crf-kernel",
+            "bilateral_rgb=30")  # the flag repeats; a setting does not
+    assert r.returncode == 2 and "error: --crf-kernel sets bilateral_rgb twice (20.0 and 30.0); give each setting " \
+        "once" in r.stderr, r.stderr
     r = run("--predictions", str(tmp), "--masks", str(tmp), "--dataset", "synthetic", "--crf", "5")
     assert r.returncode == 2 and "drop --checkpoint, --paste, --score-at, --align, --crf and --crf-kernel" in \
         r.stderr, r.stderr
