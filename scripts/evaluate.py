@@ -52,8 +52,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "(<out>/colour: photo, truth and prediction side by side) (default: eval.save_predictions)")
     p.add_argument("--paste", choices=PASTES, default=None,
                    help="how the network's output goes back onto the original image: nearest (default, the "
-                        "authors' protocol: the argmax warped with the inverse affine, nearest neighbour) or smooth "
-                        "(the class probabilities warped bilinearly, then the argmax at the image's resolution)")
+                        "authors' protocol: the argmax warped with the inverse affine, nearest neighbour), smooth "
+                        "(the class probabilities warped bilinearly, then the argmax at the image's resolution) or "
+                        "logits (FaRL's: the log-probabilities warped bilinearly, whose argmax is that of the logits "
+                        "warped back at one scale without flip)")
     p.add_argument("--score-at", choices=SCORE_AT, default=None,
                    help="original (default, the authors'): the prediction mapped back onto each original label map; "
                         "input (SegFace's way): the ground truth warped onto the network input, nearest, and scored "

@@ -89,7 +89,8 @@ def describe(score_at: str, align: str, paste: str) -> str:
                 f"outside the image ignored)")
     how = ("prediction argmax at the network input, mapped back with " + _inverse(framing) + ", nearest"
            if paste == "nearest" else
-           "class probabilities mapped back with " + _inverse(framing) + ", bilinear, then the argmax")
+           f"class {'probabilities' if paste == 'smooth' else 'log-probabilities'} mapped back with "
+           + _inverse(framing) + ", bilinear, then the argmax")
     return f"original label resolution ({how})"
 
 

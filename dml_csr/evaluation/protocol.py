@@ -3,7 +3,8 @@
 Each image goes through the evaluation affine to the network input (the whole image, aspect kept), the model
 predicts there, and the prediction goes back onto the image's own label map through the inverse of that affine
 (``paste="nearest"``: the argmax warped nearest-neighbour, background outside the crop, the authors' way;
-``"smooth"``: the class probabilities warped bilinearly, then the argmax) before it enters one confusion matrix
+``"smooth"``: the class probabilities warped bilinearly, then the argmax; ``"logits"``: their logarithms, FaRL's
+way) before it enters one confusion matrix
 pooled over the split (label 255 ignored). Reported: per-class F1 and IoU, mean F1 over foreground classes, mIoU
 with and without background, pixel accuracy, and the merged sets (confusion inside a set counts as correct). Other
 papers' framing and scoring (``--align landmarks``, ``--score-at input``) are switches: :mod:`.framing`.
@@ -35,7 +36,7 @@ __all__ = ["evaluate", "score_checkpoint", "protocol_record", "report", "output_
 
 log = logging.getLogger(__name__)
 
-PASTES = ("nearest", "smooth")
+PASTES = ("nearest", "smooth", "logits")
 SCORED_AT = {p: describe("original", "whole", p) for p in PASTES}  # the authors' framing, scored at the original
 
 
@@ -53,8 +54,11 @@ def evaluate(model: torch.nn.Module, loader: Iterable, dataset, num_classes: int
         original_resolution: False scores at network resolution against the warped labels instead (faster; for
             validation during training).
         paste: how a prediction goes back onto the original grid: "nearest" (the authors' protocol: the argmax at
-            network resolution, warped nearest-neighbour) or "smooth" (the probabilities warped bilinearly, then the
-            argmax; outside the warped region every probability is 0, i.e. background, as nearest's fill).
+            network resolution, warped nearest-neighbour), "smooth" (the probabilities warped bilinearly, then the
+            argmax; outside the warped region every probability is 0, i.e. background, as nearest's fill) or
+            "logits" (their logarithms warped bilinearly, zero outside: FaRL's protocol. A pixel's log-probabilities
+            are its logits less one number shared by every class, so at one scale without flip the argmax is that
+            of the logits warped back).
     A model that places crops from keypoints (``uses_keypoints``) gets the batch's ``keypoints`` when it has them.
         on_prediction: called with (sample name, label map at the scored resolution), e.g. to save it.
         crf: the dense CRF (Liu et al.'s CNN-CRF) on each image's probabilities at network resolution before they
@@ -62,7 +66,7 @@ def evaluate(model: torch.nn.Module, loader: Iterable, dataset, num_classes: int
             with the default kernels, or None/0: none.
     """
     if paste not in PASTES:
-        raise ValueError(f"paste must be 'nearest' or 'smooth', got {paste!r}")
+        raise ValueError(f"paste must be one of {', '.join(PASTES)}, got {paste!r}")
     model.eval()
     cm = ConfusionMatrix(num_classes)
     index_of = {name: i for i, name in enumerate(dataset.names)} if original_resolution else {}
@@ -81,7 +85,8 @@ def evaluate(model: torch.nn.Module, loader: Iterable, dataset, num_classes: int
                 inverse, size = inference.inverse_of(meta), meta["size"]
                 # outside the crop: background (fill 0), as the authors' protocol; smooth: every probability 0
                 lab = (inference.paste_back(pred[j], inverse, size, mode="nearest") if paste == "nearest" else
-                       inference.paste_back(probs[j], inverse, size, mode="bilinear").argmax(0).astype(np.uint8))
+                       inference.paste_back(probs[j] if paste == "smooth" else probs[j].float().clamp_min(1e-30).log(),
+                                            inverse, size, mode="bilinear").argmax(0).astype(np.uint8))
                 gt = dataset.load_label(index_of[batch["name"][j]])
             else:
                 lab = pred[j]

@@ -213,6 +213,45 @@ def test_evaluate_maps_predictions_back_onto_original_labels():
     assert coarse["pixel_accuracy"] > 0.94
 
 
+class _Unsure(torch.nn.Module):
+    """A random 3x3 convolution: spatially varying logits, so that what is warped back decides pixels."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(3)
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x):
+        return {"parsing": 16 * self.conv(x)}
+
+
+def test_paste_logits_gives_the_argmax_of_the_logits_warped_back():
+    """FaRL maps its logits back bilinearly (zero outside the crop) and takes the argmax; ``paste="logits"`` warps the
+    log-probabilities, which differ from the logits by one number a pixel, so the labels are those of the logits
+    warped back: checked against the raw logits pasted back here. "smooth" (probabilities) answers otherwise on
+    some pixels."""
+    from dml_csr import inference
+
+    labels = _blocks(1)
+    ds = _ImageDataset(labels, (64, 64))
+    batch = ds.batch([0, 1])
+    model = _Unsure().eval()
+    saved = {mode: {} for mode in ("logits", "smooth")}
+    for mode in saved:
+        evaluate(model, [batch], ds, 4, device=torch.device("cpu"), paste=mode,
+                 on_prediction=lambda name, lab, mode=mode: saved[mode].__setitem__(name, lab))
+    with torch.no_grad():
+        logits = model(batch["image"].float() / 255)["parsing"]  # the transform's mean 0, std 1 on [0, 1] pixels
+    for j, name in enumerate(ds.names):
+        meta = batch["meta"][j]
+        expected = inference.paste_back(logits[j], inference.inverse_of(meta), meta["size"]).argmax(0)
+        assert (saved["logits"][name] == expected).all(), name
+    differ = sum(int((saved["logits"][n] != saved["smooth"][n]).sum()) for n in ds.names)
+    assert differ > 20, differ  # 90 of 7,650 pixels here
+    with pytest.raises(ValueError, match="paste must be one of nearest, smooth, logits, got 'bicubic'"):
+        evaluate(model, [batch], ds, 4, device=torch.device("cpu"), paste="bicubic")
+
+
 def test_flip_testing_swaps_left_right_channels():
     spec = get_spec("synthetic")
     from dml_csr.data.labels import flip_permutation

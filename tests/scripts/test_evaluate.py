@@ -262,18 +262,20 @@ def test_pred_dataset_bounds_the_values_by_the_predictions_dataset(tmp_path):
 def test_smooth_paste_differs_from_nearest_and_is_recorded(setup):
     tmp, root, cfg, ckpt = setup
     labels = {}
-    for paste in ("nearest", "smooth"):
+    for paste in ("nearest", "smooth", "logits"):
         out = tmp / f"paste_{paste}"
-        extra = ["--paste", paste] if paste == "smooth" else []  # nearest is the default
+        extra = ["--paste", paste] if paste != "nearest" else []  # nearest is the default
         r = run("--config", cfg, "--checkpoint", ckpt, "--split", "test", "--out", str(out), "--save-predictions",
                 *extra)
         assert r.returncode == 0, r.stderr
         proto = json.load(open(out / "metrics.json"))["protocol"]
-        assert proto["paste"] == paste and ("bilinear" in proto["resolution"]["scored_at"]) == (paste == "smooth")
+        assert proto["paste"] == paste and ("bilinear" in proto["resolution"]["scored_at"]) == (paste != "nearest")
+        assert ("log-probabilities" in proto["resolution"]["scored_at"]) == (paste == "logits")
         labels[paste] = [read_label(str(out / "labels" / f"{n}.png")) for n, _, _ in read_split_list(root, "test")]
-    near, smooth = np.stack(labels["nearest"]), np.stack(labels["smooth"])
+    near, smooth, logits = (np.stack(labels[p]) for p in ("nearest", "smooth", "logits"))
     differ = float((near != smooth).mean())
     assert 0 < differ < 0.2, differ  # the same model: mostly the same labels, but not pixel for pixel
+    assert float((logits != smooth).mean()) < differ  # a few pixels apart here; tests/evaluation checks why
 
 
 def test_new_option_usage_errors(capsys):
