@@ -29,7 +29,7 @@ from .files import write_bytes
 __all__ = [
     "Config", "ConfigError", "DataConfig", "RootConfig", "LabelNoiseConfig", "read_yaml_mapping", "ModelConfig",
     "TrainConfig", "LossConfig", "EvalConfig", "load_config", "config_to_dict", "config_from_dict", "save_config",
-    "parse_override", "total_epochs", "cycle_position", "epoch_position",
+    "parse_override",
 ]
 
 MISSING = dataclasses.MISSING
@@ -170,31 +170,6 @@ class TrainConfig:
     init_from: str = ""  # a checkpoint of ours whose weights start the run (fine-tuning); a resume does not read it
 
 
-# The schedule (epochs 0-based): the first phase is epochs 0 .. E-1 (E = train.epochs); cycle k (1-based, as in the
-# paper) is epochs E + (k-1) N .. E + k N - 1 (N = train.cycle_epochs), for k = 1 .. K (K = train.cycles). These
-# functions are the one statement of it: whatever places an epoch in the schedule calls them. ``train`` is a
-# TrainConfig or anything with its ``epochs``, ``cycles`` and ``cycle_epochs``.
-def total_epochs(train) -> int:
-    """E + K N: the epochs of the whole run."""
-    return train.epochs + train.cycles * train.cycle_epochs
-
-
-def cycle_position(epoch: int, first_phase_epochs: int, cycle_epochs: int) -> tuple[int, int]:
-    """``(k, epoch_in_cycle)`` of a 0-based epoch: ``k = 0`` in the first phase (epoch_in_cycle = epoch), else the
-    1-based cycle index. The cycle ends (self-ensemble time) after the epoch with ``epoch_in_cycle == cycle_epochs-1``."""
-    if epoch < first_phase_epochs:
-        return 0, epoch
-    if cycle_epochs < 1:
-        raise ValueError(f"cycle_position: cycle_epochs = {cycle_epochs}; expected >= 1")
-    k, e = divmod(epoch - first_phase_epochs, cycle_epochs)
-    return k + 1, e
-
-
-def epoch_position(train, epoch: int) -> tuple[int, int]:
-    """:func:`cycle_position` of ``epoch`` in the schedule of ``train``."""
-    return cycle_position(epoch, train.epochs, train.cycle_epochs)
-
-
 @dataclass
 class EvalConfig:
     """How evaluation and inference run."""
@@ -332,7 +307,7 @@ def _check_ranges(cfg: Config, origin: dict) -> None:
         raise ConfigError(f"{source(origin, 'data.scale_range')}: 'data.scale_range' = {list(cfg.data.scale_range)}; "
                           f"expected [low, high] with low <= high")
     t = cfg.train
-    if total_epochs(t) < 1:
+    if t.epochs == 0 and t.cycles == 0:  # (cycle_epochs >= 1 above)
         raise ConfigError(f"{source(origin, 'train.epochs')}: train.epochs = {t.epochs} and train.cycles = {t.cycles} "
                           f"train nothing; expected at least one epoch")
     _check_roots(cfg, origin)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 
-from ..config import epoch_position, total_epochs
+from .schedule import epoch_position, total_epochs
 
 __all__ = ["learning_rate", "poly_lr", "cosine_lr"]
 
@@ -32,7 +32,7 @@ def learning_rate(step: int, train, steps_per_epoch: int) -> float:
             ``warmup_epochs``, ``cycles``, ``cycle_epochs``, ``cycle_lr``, ``cycle_lr_min``).
         steps_per_epoch: optimiser steps in one epoch (batches per process // ``grad_accum``).
 
-    The step's epoch is placed in the schedule by :func:`dml_csr.config.epoch_position`.
+    The step's epoch is placed in the schedule by :func:`dml_csr.training.schedule.epoch_position`.
     """
     if steps_per_epoch < 1:
         raise ValueError(f"learning_rate: steps_per_epoch = {steps_per_epoch}; expected >= 1")

@@ -10,7 +10,7 @@ weights throughout.
 Index conventions:
     * Epochs are 0-based. The first phase is epochs ``0 .. E-1``; cycle ``k`` (1-based, as in the paper,
       ``1 <= k <= K``) is epochs ``E + (k-1) N .. E + k N - 1`` with N epochs per cycle
-      (:func:`dml_csr.config.cycle_position`, the schedule's one statement).
+      (:func:`dml_csr.training.schedule.cycle_position`, the schedule's one statement).
     * :func:`self_ensemble` at the end of cycle k uses that same k: ``M = k/(k+1) M_best + 1/((k+1) N) sum_n M_n``,
       with the N epoch-end models of cycle k accumulated in a :class:`RunningSum`. So after the first cycle the best
       model and the cycle's mean weigh 1/2 each, after the fifth 5/6 and 1/6.
@@ -30,7 +30,7 @@ from typing import Any, Callable, Mapping, Optional
 import torch
 from torch import Tensor, nn
 
-from ..config import cycle_position
+from .schedule import cycle_position
 from ..distributed import unwrap_model
 
 __all__ = ["SelfRegulation", "RunningSum", "self_ensemble", "moving_average", "ENSEMBLES", "cycle_position"]

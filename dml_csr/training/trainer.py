@@ -12,7 +12,7 @@ afterwards (a cumulative average, as in SCHP; ``train.self_ensemble: moving_aver
 the next teacher; the student keeps its own weights. The teacher of cycle 1 is ``M_best``. best.pt: best on *val*.
 
 :func:`train` is the recipe, one named step a line. The parts live in their own modules: the schedule's epochs
-(:func:`dml_csr.config.epoch_position`), the learning rate of every step (:mod:`dml_csr.training.lr`), the
+(:func:`dml_csr.training.schedule.epoch_position`), the learning rate of every step (:mod:`dml_csr.training.lr`), the
 self-regulation state (:mod:`dml_csr.training.self_correction`), the loaders (:mod:`dml_csr.data.loader`), the metrics
 log (:mod:`dml_csr.training.run_log`), the checkpoint format and the run directory (:mod:`dml_csr.checkpoint`), one
 epoch of steps (:mod:`dml_csr.training.engine`: a :class:`StepContext` built once, an :class:`EpochPlan` an epoch) and
@@ -31,7 +31,8 @@ from torch import nn
 
 from .. import distributed as du
 from ..checkpoint import RunPaths, make_meta, save_checkpoint
-from ..config import Config, ModelConfig, config_to_dict, epoch_position, save_config, total_epochs
+from ..config import Config, ModelConfig, config_to_dict, save_config
+from .schedule import epoch_position, total_epochs
 from ..data.dataset import FaceParsingDataset, build_dataset, inverse_frequency_weights
 from ..data.face_template import crop_for_training
 from ..data.class_map import label_spec
