@@ -90,6 +90,7 @@ def make_meta(cfg: Config, spec: Optional[LabelSpec] = None, **extra: Any) -> di
         "mean": list(cfg.model.mean),
         "std": list(cfg.model.std),
         "input_size": list(cfg.data.input_size),
+        **({"tanh_warp": float(cfg.data.tanh_warp)} if cfg.data.tanh_warp else {}),  # the crop it was trained on
         "model_name": cfg.model.name,
         **spec_meta(spec),  # nothing for a registry entry: its name finds it
         **extra,

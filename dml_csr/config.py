@@ -73,6 +73,7 @@ class DataConfig:
     flip: bool = False  # horizontal flip with left/right label swap: ours (neither the paper nor the authors flip)
     color_jitter: float = 0.0  # strength in [0, 1]; 0 disables
     edge_width: int = 1  # pixels; 1 as in the paper
+    tanh_warp: float = 0.0  # RoI tanh warp of the crop's rim (data/tanh_warp.py; FaRL's LaPa model: 0.8); 0: none
     skip_bad: bool = False  # skip unreadable samples with a warning instead of stopping
     max_samples: int = 0  # cap per split (0 = all); for quick experiments
     keypoints: bool = False  # read each sample's 5 landmarks (landmarks/NAME.txt) into batch["keypoints"]
@@ -276,7 +277,7 @@ RANGES = {
     "train.weight_decay": (0, None), "train.poly_power": (0, None), "train.warmup_epochs": (0, None),
     "train.dist_timeout_s": (1, None), "train.log_every": (1, None), "train.image_log_every": (0, None),
     "eval.batch_size": (1, None), "loss.temperature": (1e-6, None), "loss.background_ratio": (0, None),
-    "eval.crf_iterations": (0, 50),
+    "eval.crf_iterations": (0, 50), "data.tanh_warp": (0, 1),
 }
 # list keys: every value in (low, high]
 LIST_RANGES = {

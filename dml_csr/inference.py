@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from ._typed import shown
 from .conventions import KEYPOINTS_MIRRORED, resize_bilinear
 from .data.loader import collate_samples
+from .data.tanh_warp import check_warp, image_maps
 from .data.transforms import EvalTransform, batch_input, sample_affine
 from .models.precision import autocast_context, to_model_input
 
@@ -40,7 +41,8 @@ MAX_INPUT_SIDE = 4096  # the largest network input side a checkpoint may state (
 
 def check_convention(meta: dict, where: str = "model metadata") -> None:
     """A model's input convention checked before any image meets it: ``input_size`` two whole numbers in
-    [8, 4096], ``mean`` three finite numbers, ``std`` three finite numbers > 0, ``channel_order`` BGR or RGB.
+    [8, 4096], ``mean`` three finite numbers, ``std`` three finite numbers > 0, ``channel_order`` BGR or RGB,
+    ``tanh_warp`` (when there) a number from 0 to 1.
 
     Raises:
         ValueError naming ``where``, the key, its value and what was expected.
@@ -66,6 +68,10 @@ def check_convention(meta: dict, where: str = "model metadata") -> None:
             raise bad(key, "3 finite numbers" + (" > 0" if low is not None else ""))
     if meta.get("channel_order") not in ("BGR", "RGB"):
         raise bad("channel_order", "'BGR' or 'RGB'")
+    try:
+        check_warp(meta.get("tanh_warp", 0.0))
+    except ValueError:
+        raise bad("tanh_warp", "a RoI tanh warp factor from 0 (none) to 1") from None
 
 
 def input_transform(meta: dict, edge_width: int = 1) -> EvalTransform:
@@ -81,7 +87,8 @@ def input_transform(meta: dict, edge_width: int = 1) -> EvalTransform:
         raise KeyError(f"model metadata lacks {', '.join(repr(k) for k in missing)}; expected the input convention a "
                        "checkpoint records (dml_csr.checkpoint.make_meta)")
     check_convention(meta)
-    return EvalTransform(tuple(meta["input_size"]), meta["channel_order"], meta["mean"], meta["std"], edge_width)
+    return EvalTransform(tuple(meta["input_size"]), meta["channel_order"], meta["mean"], meta["std"], edge_width,
+                         tanh_warp=meta.get("tanh_warp", 0.0))
 
 
 def network_input(images: Sequence[np.ndarray], transform: EvalTransform,
@@ -188,7 +195,7 @@ def _move_keypoints(kp: torch.Tensor, src: Sequence[int], dst: Sequence[int], fl
 
 def paste_back(pred: Union[np.ndarray, torch.Tensor], inverse: np.ndarray, size: Sequence[int], *,
                mode: str = "bilinear", border: str = "constant", fill: float = 0.0,
-               window: Optional[Sequence[int]] = None) -> np.ndarray:
+               window: Optional[Sequence[int]] = None, tanh_warp: float = 0.0) -> np.ndarray:
     """Labels or scores at the network input back onto the image grid.
 
     Each image pixel ``p`` takes the prediction at the input point the forward warp sends it to (``inverse``
@@ -204,6 +211,8 @@ def paste_back(pred: Union[np.ndarray, torch.Tensor], inverse: np.ndarray, size:
         border: "constant" or "replicate".
         fill: the value outside the input with ``border="constant"``.
         window: (x0, y0, x1, y1), exclusive ends: only these image pixels (default: the whole image).
+        tanh_warp: the RoI tanh warp factor the input was made with (``meta["tanh_warp"]``, :mod:`dml_csr.data.tanh_warp`;
+            0: none): each image pixel takes the prediction at its point on the warped input.
     Returns:
         numpy (H, W) or (C, H, W) (the window's height and width with ``window``), of ``pred``'s dtype (float32 for
         half-precision tensors).
@@ -229,8 +238,13 @@ def paste_back(pred: Union[np.ndarray, torch.Tensor], inverse: np.ndarray, size:
             src = src.astype(np.float32) - shift
     if src.dtype in (np.int64, np.bool_):  # OpenCV warps 8, 16 and 32-bit maps
         src = src.astype(np.int32 if src.dtype == np.int64 else np.uint8)
-    out = cv2.warpAffine(src, m, (x1 - x0, y1 - y0), flags=_CV2_MODE[mode], borderMode=_CV2_BORDER[border],
-                         borderValue=fill - shift)
+    if tanh_warp:  # the image pixels' points on the warped input: the affine, then the tanh curve
+        maps = image_maps(cv2.invertAffineTransform(np.asarray(inverse, np.float64)), (x0, y0, x1, y1),
+                          pred.shape[-2:], tanh_warp)
+        out = cv2.remap(src, *maps, _CV2_MODE[mode], borderMode=_CV2_BORDER[border], borderValue=fill - shift)
+    else:
+        out = cv2.warpAffine(src, m, (x1 - x0, y1 - y0), flags=_CV2_MODE[mode], borderMode=_CV2_BORDER[border],
+                             borderValue=fill - shift)
     if pred.ndim == 3:
         out = np.ascontiguousarray(out.reshape(y1 - y0, x1 - x0, -1).transpose(2, 0, 1)) + shift
     return out.astype(pred.dtype, copy=False)

@@ -291,8 +291,8 @@ def build_transform(cfg, train: bool, spec: Optional[LabelSpec] = None):
     if train:
         return TrainTransform(d.input_size, label_spec(cfg) if spec is None else spec, m.channel_order, m.mean, m.std,
                               d.scale_range, d.rotation, d.rotation_prob, d.flip, d.color_jitter, d.edge_width,
-                              sampling=d.aug_sampling)
-    return EvalTransform(d.input_size, m.channel_order, m.mean, m.std, d.edge_width)
+                              sampling=d.aug_sampling, tanh_warp=d.tanh_warp)
+    return EvalTransform(d.input_size, m.channel_order, m.mean, m.std, d.edge_width, tanh_warp=d.tanh_warp)
 
 
 def build_dataset(cfg, split: str, train: bool, spec: Optional[LabelSpec] = None) -> FaceParsingDataset:

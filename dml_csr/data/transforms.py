@@ -6,7 +6,9 @@ multiplies ``scale`` by a random factor and rotates around the centre. One simil
 rotated) box onto the input grid -- its width onto the full output width ``W``, its centre onto ``(W/2, H/2)`` -- image
 with linear interpolation and border 0, label with nearest and border 255 (ignore). Evaluation maps predictions back
 with the inverse from the same function (:func:`dml_csr.inference.paste_back`). The horizontal flip is folded into the same warp (no extra pass) and is
-followed by swapping the registry's left/right classes.
+followed by swapping the registry's left/right classes. With ``tanh_warp`` > 0 (``data.tanh_warp``) the crop is RoI
+tanh-warped on top (:mod:`.tanh_warp`): its centre as the affine makes it, its rim squeezed to hold the whole image;
+``meta["tanh_warp"]`` records the factor, and the paste-back undoes it.
 
 Images leave the transforms as uint8: ``image`` is the warped crop as OpenCV decodes it, BGR, (3, h, w) with
 channels-last strides (a view of the (h, w, 3) array, no copy). The conversion to the network's input happens on the
@@ -32,6 +34,7 @@ from ..conventions import IGNORE_INDEX as IGNORE
 from ..conventions import KEYPOINTS_MIRRORED as _MIRRORED
 from .edges import edge_targets
 from .labels import LabelSpec, flip_permutation
+from .tanh_warp import check_warp, input_maps, warp_points
 
 __all__ = ["get_affine_transform", "box_to_center_scale", "sample_affine", "warp_keypoints",
            "TrainTransform", "EvalTransform", "normalize_images", "batch_input"]
@@ -106,7 +109,10 @@ def warp_keypoints(points: np.ndarray, meta: dict) -> np.ndarray:
     """(K, 2) image pixels (x, y) -> the network input's, by the sample's affine. A flipped sample also reorders the
     points (:data:`~dml_csr.conventions.KEYPOINTS_MIRRORED`): the subject's left stays the subject's left."""
     m = sample_affine(meta)
-    out = (np.asarray(points, np.float64) @ m[:, :2].T + m[:, 2]).astype(np.float32)
+    out = np.asarray(points, np.float64) @ m[:, :2].T + m[:, 2]
+    if meta.get("tanh_warp"):
+        out = warp_points(out, meta["input_size"], meta["tanh_warp"])
+    out = out.astype(np.float32)
     return out[list(_MIRRORED)] if meta.get("flip") else out
 
 
@@ -174,7 +180,7 @@ def _color_jitter(image: np.ndarray, strength: float, rng: np.random.Generator) 
 
 class _Base:
     def __init__(self, input_size: Sequence[int], channel_order: str, mean: Sequence[float], std: Sequence[float],
-                 edge_width: int):
+                 edge_width: int, tanh_warp: float = 0.0):
         if len(input_size) != 2 or min(input_size) < 2:
             raise ValueError(f"input_size must be (height, width) >= 2, got {tuple(input_size)}")
         if channel_order not in ("BGR", "RGB"):
@@ -184,9 +190,12 @@ class _Base:
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
         self.edge_width = int(edge_width)
+        self.tanh_warp = check_warp(tanh_warp, "tanh_warp")
 
     def _finish(self, image: np.ndarray, label: Optional[np.ndarray], meta: dict) -> dict[str, Any]:
         meta["pixels"] = {"channel_order": self.channel_order, "mean": list(self.mean), "std": list(self.std)}
+        if self.tanh_warp:
+            meta["tanh_warp"] = self.tanh_warp
         # uint8 BGR, (3, h, w) viewed over the (h, w, 3) array: normalised later, batched, on the device
         out: dict[str, Any] = {"image": torch.from_numpy(image).permute(2, 0, 1), "meta": meta}
         if label is not None:
@@ -200,6 +209,12 @@ class _Base:
 
     def _warp(self, image: np.ndarray, label: Optional[np.ndarray], m: np.ndarray):
         h, w = self.input_size
+        if self.tanh_warp:  # the tanh warp's remap: each input pixel's image point (the affine inverted, then atanh)
+            maps = input_maps(cv2.invertAffineTransform(np.asarray(m, np.float64)), self.input_size, self.tanh_warp)
+            img = cv2.remap(image, *maps, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+            lab = None if label is None else cv2.remap(label, *maps, cv2.INTER_NEAREST,
+                                                      borderMode=cv2.BORDER_CONSTANT, borderValue=IGNORE)
+            return img, lab
         img = cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
                              borderValue=(0, 0, 0))
         lab = None
@@ -219,8 +234,8 @@ class EvalTransform(_Base):
 
     def __init__(self, input_size: Sequence[int] = INPUT_SIZE, channel_order: str = CHANNEL_ORDER,
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                 edge_width: int = 1):
-        super().__init__(input_size, channel_order, mean, std, edge_width)
+                 edge_width: int = 1, tanh_warp: float = 0.0):
+        super().__init__(input_size, channel_order, mean, std, edge_width, tanh_warp)
 
     def __call__(self, image: np.ndarray, label: Optional[np.ndarray] = None,
                  rng: Optional[np.random.Generator] = None) -> dict[str, Any]:
@@ -256,13 +271,15 @@ class TrainTransform(_Base):
         sampling: "uniform" (scale uniform in the range, rotation uniform in +-rotation: the paper's wording) or
             "normal" (the official code: scale factor ``clip(N(1, 0.25), range)``, rotation
             ``clip(N(0, rotation), +-2*rotation)``).
+        tanh_warp: RoI tanh warp factor of the crop's rim (:mod:`.tanh_warp`), 0 (none) to 1.
     """
 
     def __init__(self, input_size: Sequence[int], spec: LabelSpec, channel_order: str = CHANNEL_ORDER,
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                  scale_range: Sequence[float] = (0.75, 1.25), rotation: float = 30.0, rotation_prob: float = 1.0,
-                 flip: bool = True, color_jitter: float = 0.0, edge_width: int = 1, sampling: str = "uniform"):
-        super().__init__(input_size, channel_order, mean, std, edge_width)
+                 flip: bool = True, color_jitter: float = 0.0, edge_width: int = 1, sampling: str = "uniform",
+                 tanh_warp: float = 0.0):
+        super().__init__(input_size, channel_order, mean, std, edge_width, tanh_warp)
         if sampling not in ("uniform", "normal"):
             raise ValueError(f"sampling must be 'uniform' or 'normal', got {sampling!r}")
         if not 0 < scale_range[0] <= scale_range[1]:

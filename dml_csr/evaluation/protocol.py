@@ -82,11 +82,12 @@ def evaluate(model: torch.nn.Module, loader: Iterable, dataset, num_classes: int
         for j in range(pred.shape[0]):
             if original_resolution:
                 meta = batch["meta"][j]
-                inverse, size = inference.inverse_of(meta), meta["size"]
+                inverse, size, warp = inference.inverse_of(meta), meta["size"], meta.get("tanh_warp", 0.0)
                 # outside the crop: background (fill 0), as the authors' protocol; smooth: every probability 0
-                lab = (inference.paste_back(pred[j], inverse, size, mode="nearest") if paste == "nearest" else
+                lab = (inference.paste_back(pred[j], inverse, size, mode="nearest", tanh_warp=warp)
+                       if paste == "nearest" else
                        inference.paste_back(probs[j] if paste == "smooth" else probs[j].float().clamp_min(1e-30).log(),
-                                            inverse, size, mode="bilinear").argmax(0).astype(np.uint8))
+                                            inverse, size, mode="bilinear", tanh_warp=warp).argmax(0).astype(np.uint8))
                 gt = dataset.load_label(index_of[batch["name"][j]])
             else:
                 lab = pred[j]
@@ -253,7 +254,7 @@ def score_checkpoint(cfg, checkpoint: str, *, split: Optional[str] = None, flip:
         "config": os.path.abspath(config_path) if config_path else None, "model": meta.get("model_name", "dml_csr"),
         "resolution": {"network_input": list(cfg.data.input_size), "scored_at": describe(score_at, align, paste)},
         "input_convention": {"channel_order": conv["channel_order"], "mean": list(conv["mean"]),
-                             "std": list(conv["std"])},
+                             "std": list(conv["std"]), "tanh_warp": conv["tanh_warp"]},
         "paste": paste, "score_at": score_at, "align": align, "flip": bool(flip), "scales": scales, "skipped": skipped,
         "crf": crf_record(crf_params),
         "precision": cfg.eval.precision, "device": str(dev),
@@ -277,6 +278,10 @@ def _scored_split(cfg, split: Optional[str], meta: dict, path: str, align: str):
     if (conv["channel_order"], tuple(conv["mean"]), tuple(conv["std"])) != \
             (cfg.model.channel_order, tuple(cfg.model.mean), tuple(cfg.model.std)):
         log.warning("the checkpoint's input convention %s differs from the config's; using the checkpoint's", conv)
+    conv["tanh_warp"] = float(meta.get("tanh_warp", 0.0))  # the crop the model was trained on
+    if conv["tanh_warp"] != cfg.data.tanh_warp:
+        log.warning("the checkpoint was trained on crops with RoI tanh warp %g, the config says data.tanh_warp=%g; "
+                    "using the checkpoint's", conv["tanh_warp"], cfg.data.tanh_warp)
     crop = landmark_crop(meta, path) if align == "landmarks" else None
     ds = build_dataset(cfg, split or cfg.data.test_split, train=False)
     ds.transform = inference.input_transform({**conv, "input_size": input_size}, cfg.data.edge_width)

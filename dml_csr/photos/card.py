@@ -80,8 +80,9 @@ def _input(meta: dict, config: dict) -> list[str]:
             "model (training-only edge heads dropped)",
             f"- input: {h}x{w} pixels, {meta['channel_order']} channel order, scaled to [0, 1], then normalised with "
             f"mean {list(meta['mean'])} and std {list(meta['std'])}",
-            f"- crop: `{crop}` (the checkpoint's crop convention; `FaceParser` applies it, and pastes the labels back "
-            "at the photo's own size)",
+            f"- crop: `{crop}`" + (f", RoI tanh-warped with factor {meta['tanh_warp']:g}" if meta.get("tanh_warp")
+                                   else "") + " (the checkpoint's crop convention; `FaceParser` applies it, and pastes "
+            "the labels back at the photo's own size)",
             "- output: `{\"parsing\": (B, C, h, w)}` logits; the argmax is the class of each pixel"]
 
 

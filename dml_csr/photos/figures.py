@@ -53,7 +53,8 @@ class EdgeMaps:
         maps = []
         for key in ("edge", "semantic_edge"):
             probs = resize_bilinear(out[key].float(), x.shape[-2:]).softmax(1)[0]
-            back = inference.paste_back(probs, inverse, size, mode="bilinear", border="replicate")
+            back = inference.paste_back(probs, inverse, size, mode="bilinear", border="replicate",
+                                        tanh_warp=self.transform.tanh_warp)
             maps.append(back.argmax(0).astype(np.uint8))
         return maps[0] * np.uint8(255), maps[1]
 

@@ -105,15 +105,15 @@ def parse_whole(predictor: Predictor, images: Sequence[np.ndarray], paste: str =
     """Whole BGR images through the evaluation crop and back (see the module docstring for ``paste``)."""
     if paste not in PASTES:
         raise ValueError(f"paste must be 'smooth' or 'nearest', got {paste!r}")
-    out = []
+    out, warp = [], predictor.transform.tanh_warp
     for image, (probs, inverse) in zip(images, predictor.predict(images)):
         size, labels, full = image.shape[:2], None, None
         if return_probs or paste == "smooth":
-            full = inference.paste_back(probs, inverse, size, mode="bilinear", border="replicate")
+            full = inference.paste_back(probs, inverse, size, mode="bilinear", border="replicate", tanh_warp=warp)
             labels = full.argmax(0).astype(np.uint8)
         if paste == "nearest":
             labels = inference.paste_back(probs.argmax(0).to(torch.uint8), inverse, size, mode="nearest",
-                                          border="constant")
+                                          border="constant", tanh_warp=warp)
         out.append(Parse(labels, full if return_probs else None))
     return out
 
@@ -129,16 +129,18 @@ def parse_faces(predictor: Predictor, image: np.ndarray, faces: Sequence[Face], 
     affines = face_affines(faces, crop, predictor.transform.input_size, margin)
     probs = [p for p, _ in predictor.predict([image] * len(affines), affines)]
     labels, full = paste_faces(image.shape[:2], affines, probs, num_classes, predictor.transform.input_size,
-                               return_probs)
+                               return_probs, predictor.transform.tanh_warp)
     return Parse(labels, full, list(faces))
 
 
 def paste_faces(size: Sequence[int], affines: Sequence[np.ndarray], crop_probs: Sequence, num_classes: int,
-                input_size: Sequence[int], return_probs: bool = False) -> tuple[np.ndarray, Optional[np.ndarray]]:
+                input_size: Sequence[int], return_probs: bool = False,
+                tanh_warp: float = 0.0) -> tuple[np.ndarray, Optional[np.ndarray]]:
     """Labels (H, W) uint8 of an image of ``size`` from its crops' (C, h, w) probabilities: each pasted back
     bilinearly through the inverse of its image -> input affine, with the share of each photo pixel it covers, and
-    composited (:func:`dml_csr.photos.alignment.composite`); background where no crop reaches. Returns (labels,
-    (C, H, W) probabilities or None)."""
+    composited (:func:`dml_csr.photos.alignment.composite`); background where no crop reaches. With ``tanh_warp``
+    (the crops' RoI tanh warp) a crop holds the whole photo, squeezed: each is still pasted over the region its
+    affine alone covers. Returns (labels, (C, H, W) probabilities or None)."""
     h, w = int(size[0]), int(size[1])
     pasted = []
     for m, p in zip(affines, crop_probs):
@@ -147,8 +149,10 @@ def paste_faces(size: Sequence[int], affines: Sequence[np.ndarray], crop_probs: 
             continue
         inverse = cv2.invertAffineTransform(np.asarray(m, np.float64))
         ones = np.ones(tuple(input_size), np.float32)
-        pasted.append((inference.paste_back(p, inverse, (h, w), mode="bilinear", border="replicate", window=region),
-                       inference.paste_back(ones, inverse, (h, w), mode="bilinear", window=region), region))
+        pasted.append((inference.paste_back(p, inverse, (h, w), mode="bilinear", border="replicate", window=region,
+                                            tanh_warp=tanh_warp),
+                       inference.paste_back(ones, inverse, (h, w), mode="bilinear", window=region,
+                                            tanh_warp=tanh_warp), region))
     probs, union = composite(pasted, num_classes)
     labels = np.zeros((h, w), np.uint8)
     if union is not None:

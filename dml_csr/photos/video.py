@@ -129,7 +129,8 @@ class VideoParser:
             if tid in self._crops and self.smooth > 0:
                 crops[i] = self._ema(self._crops[tid], c).astype(np.float32)
             self._crops[tid] = crops[i]
-        return pipeline.paste_faces(frame.shape[:2], affines, crops, p.num_classes, input_size)[0], tracked
+        return pipeline.paste_faces(frame.shape[:2], affines, crops, p.num_classes, input_size,
+                                    tanh_warp=p.transform.tanh_warp)[0], tracked
 
 
 class OverlayVideoWriter:

@@ -26,9 +26,11 @@ def write_config(path: str, root: str, dataset: str = "synthetic") -> str:
     return path
 
 
-def write_tiny_checkpoint(path: str, dataset: str = "synthetic", seed: int = 0, root: str = "unused") -> str:
-    """Save a seeded tiny DML-CSR (with edge heads, as training writes them) for ``dataset``'s classes."""
-    cfg = load_config(None, [f"data.dataset={dataset}", f"data.root={root}"] + TINY)
+def write_tiny_checkpoint(path: str, dataset: str = "synthetic", seed: int = 0, root: str = "unused",
+                          overrides: tuple = ()) -> str:
+    """Save a seeded tiny DML-CSR (with edge heads, as training writes them) for ``dataset``'s classes; ``overrides``:
+    more config settings (KEY=VALUE), e.g. the input convention its meta records."""
+    cfg = load_config(None, [f"data.dataset={dataset}", f"data.root={root}"] + TINY + list(overrides))
     torch.manual_seed(seed)
     model = build_model(cfg.model, make_meta(cfg)["num_classes"])
     # make the untrained parsing head decisive, so labels are not a coin toss between near-equal logits
