@@ -193,6 +193,24 @@ def _move_keypoints(kp: torch.Tensor, src: Sequence[int], dst: Sequence[int], fl
     return out
 
 
+REMAP_TILE = 2048  # pixels a side: OpenCV remaps under 32767 a side, and the maps of a tile stay small
+
+
+def _remap_tiles(src: np.ndarray, forward: np.ndarray, window: Sequence[int], input_size: Sequence[int], k: float,
+                 flags: int, border: int, value: float) -> np.ndarray:
+    """``src`` (h, w[, C]) sampled at each ``window`` pixel's point on the warped input, a tile at a time."""
+    x0, y0, x1, y1 = window
+    out = np.empty((y1 - y0, x1 - x0) + src.shape[2:], src.dtype)
+    for ty in range(y0, y1, REMAP_TILE):
+        for tx in range(x0, x1, REMAP_TILE):
+            tile = (tx, ty, min(tx + REMAP_TILE, x1), min(ty + REMAP_TILE, y1))
+            maps = image_maps(forward, tile, input_size, k)
+            out[ty - y0:tile[3] - y0, tx - x0:tile[2] - x0] = cv2.remap(src, *maps, flags, borderMode=border,
+                                                                         borderValue=value).reshape(
+                (tile[3] - ty, tile[2] - tx) + src.shape[2:])
+    return out
+
+
 def paste_back(pred: Union[np.ndarray, torch.Tensor], inverse: np.ndarray, size: Sequence[int], *,
                mode: str = "bilinear", border: str = "constant", fill: float = 0.0,
                window: Optional[Sequence[int]] = None, tanh_warp: float = 0.0) -> np.ndarray:
@@ -238,10 +256,9 @@ def paste_back(pred: Union[np.ndarray, torch.Tensor], inverse: np.ndarray, size:
             src = src.astype(np.float32) - shift
     if src.dtype in (np.int64, np.bool_):  # OpenCV warps 8, 16 and 32-bit maps
         src = src.astype(np.int32 if src.dtype == np.int64 else np.uint8)
-    if tanh_warp:  # the image pixels' points on the warped input: the affine, then the tanh curve
-        maps = image_maps(cv2.invertAffineTransform(np.asarray(inverse, np.float64)), (x0, y0, x1, y1),
-                          pred.shape[-2:], tanh_warp)
-        out = cv2.remap(src, *maps, _CV2_MODE[mode], borderMode=_CV2_BORDER[border], borderValue=fill - shift)
+    if check_warp(tanh_warp, "tanh_warp"):  # each image pixel's point on the warped input: the affine, then the curve
+        out = _remap_tiles(src, cv2.invertAffineTransform(np.asarray(inverse, np.float64)), (x0, y0, x1, y1),
+                           pred.shape[-2:], tanh_warp, _CV2_MODE[mode], _CV2_BORDER[border], fill - shift)
     else:
         out = cv2.warpAffine(src, m, (x1 - x0, y1 - y0), flags=_CV2_MODE[mode], borderMode=_CV2_BORDER[border],
                              borderValue=fill - shift)

@@ -3,8 +3,9 @@
 - ``align="whole"`` (the authors', the default): each whole image through the evaluation affine (aspect kept).
   ``align="landmarks"``: each face through the similarity (rotation, uniform scale, translation; least squares)
   that takes its own five landmarks (``<split>/landmarks/NAME.txt``: five keypoints, or LaPa's 106 through the five
-  FaRL picks) onto the checkpoint's landmark template (``meta["crop"]``): FaRL's framing of LaPa, without the tanh
-  warp FaRL applies on top of it (a plain similarity here), and the prediction goes back through its inverse.
+  FaRL picks) onto the checkpoint's landmark template (``meta["crop"]``): FaRL's framing of LaPa (its RoI tanh warp
+  on top when the checkpoint was trained with one, ``meta["tanh_warp"]``), and the prediction goes back through the
+  inverse.
 - ``score_at="original"`` (the default): the prediction mapped back onto each original label map.
   ``score_at="input"``: the ground truth warped onto the network input by the image's own affine (nearest, outside
   the image ignored) and scored there against the prediction at the input: SegFace's way, which scores its labels

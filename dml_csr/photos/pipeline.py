@@ -151,8 +151,8 @@ def paste_faces(size: Sequence[int], affines: Sequence[np.ndarray], crop_probs: 
         ones = np.ones(tuple(input_size), np.float32)
         pasted.append((inference.paste_back(p, inverse, (h, w), mode="bilinear", border="replicate", window=region,
                                             tanh_warp=tanh_warp),
-                       inference.paste_back(ones, inverse, (h, w), mode="bilinear", window=region,
-                                            tanh_warp=tanh_warp), region))
+                       # coverage: the unwarped crop's own (a warped crop reaches every photo pixel)
+                       inference.paste_back(ones, inverse, (h, w), mode="bilinear", window=region), region))
     probs, union = composite(pasted, num_classes)
     labels = np.zeros((h, w), np.uint8)
     if union is not None:

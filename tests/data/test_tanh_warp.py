@@ -171,3 +171,80 @@ def test_training_on_warped_crops_records_the_factor_in_its_checkpoints(micro_cf
     train(cfg, progress=False)
     _, meta = load_model(os.path.join(cfg.run_dir, "best.pt"))
     assert meta["tanh_warp"] == 0.8
+
+
+# ------------------------------------------------------------------- every paste path goes back through the warp
+COLOURS = np.array([(0, 0, 0), (250, 0, 0), (0, 250, 0), (0, 0, 250), (250, 250, 0)], np.uint8)
+
+
+class _ColourOracle(torch.nn.Module):
+    """Reads each pixel's class off its colour (the network input, normalised with mean 0 and std 1)."""
+
+    def forward(self, x):
+        d = ((x[:, None] - torch.tensor(COLOURS / 255.0, dtype=x.dtype)[None, :, :, None, None]) ** 2).sum(2)
+        return {"parsing": -20 * d}
+
+
+class _Split:
+    """Colour-coded samples through a warped evaluation crop, as a loader and its dataset give them."""
+
+    def __init__(self, labels, input_size, k):
+        self.labels, self.names = labels, [f"s{i}" for i in range(len(labels))]
+        t = EvalTransform(input_size, "BGR", (0, 0, 0), (1, 1, 1), tanh_warp=k)
+        samples = [t(COLOURS[lab], lab) for lab in labels]
+        self.batch = {"image": torch.stack([s["image"] for s in samples]), "meta": [s["meta"] for s in samples],
+                      "name": self.names, "label": torch.stack([s["label"] for s in samples])}
+
+    def load_label(self, i):
+        return self.labels[i]
+
+
+@pytest.mark.parametrize("paste", ["nearest", "smooth", "logits"])
+def test_the_evaluator_scores_warped_predictions_on_the_original_labels(paste):
+    from dml_csr.evaluation.protocol import evaluate
+
+    labels = [_blocks(90, 70, 2), _blocks(60, 100, 3)]
+    split = _Split(labels, (64, 48), 0.8)
+    scores = evaluate(_ColourOracle(), [split.batch], split, 5, device=torch.device("cpu"), paste=paste).compute()
+    assert scores["pixel_accuracy"] > 0.95, scores["pixel_accuracy"]
+
+
+def test_whole_photos_and_face_crops_go_back_through_the_warp_and_faces_cover_their_own_crop():
+    from dml_csr.photos import pipeline
+    from dml_csr.photos.alignment import box_affine
+
+    lab = _blocks(120, 90, 4)
+    meta = {"input_size": [64, 48], "channel_order": "BGR", "mean": [0, 0, 0], "std": [1, 1, 1], "tanh_warp": 0.8}
+    predictor = pipeline.Predictor(_ColourOracle(), meta)
+    assert predictor.transform.tanh_warp == 0.8
+    for paste in ("smooth", "nearest"):
+        (parse,) = pipeline.parse_whole(predictor, [COLOURS[lab]], paste)
+        assert (parse.labels == lab).mean() > 0.95, paste
+    # a rotated face crop on stripes: its labels come back through the warp (53 % of them without it), over the
+    # region its affine covers (not the box around it, which the warped crop, holding the whole photo, would fill)
+    lab = np.zeros((120, 90), np.uint8)
+    for i in range(0, 90, 6):
+        lab[:, i:i + 6] = 1 + (i // 6) % 4
+    lab[::7] = 0
+    m = box_affine((25, 30, 40, 40), (64, 48), 0.1)
+    c, s = np.cos(0.5), np.sin(0.5)
+    rot = np.array([[c, -s, 32 - 32 * c + 24 * s], [s, c, 24 - 32 * s - 24 * c]])  # about the crop's centre
+    m = rot @ np.vstack([m, [0, 0, 1]])
+    (probs, _), = predictor.predict([COLOURS[lab]], [m])
+    warped, _ = pipeline.paste_faces(lab.shape, [m], [probs], 5, (64, 48), tanh_warp=0.8)
+    ones = np.zeros((5, 64, 48), np.float32)
+    ones[1] = 1  # class 1 wherever the crop reaches
+    covered = [pipeline.paste_faces(lab.shape, [m], [ones], 5, (64, 48), tanh_warp=k)[0] == 1 for k in (0.0, 0.8)]
+    assert (covered[0] == covered[1]).all() and 0.05 < covered[0].mean() < 0.5
+    assert (warped[covered[0]] == lab[covered[0]]).mean() > 0.9  # 0.94 here
+
+
+def test_large_windows_are_pasted_a_tile_at_a_time_with_the_same_answer(monkeypatch):
+    lab = _blocks(90, 70, 5)
+    s = EvalTransform((64, 48), "BGR", (0, 0, 0), (1, 1, 1), tanh_warp=0.8)(COLOURS[lab], lab)
+    inverse = inference.inverse_of(s["meta"])
+    whole = inference.paste_back(s["label"], inverse, (90, 70), mode="nearest", tanh_warp=0.8)
+    monkeypatch.setattr(inference, "REMAP_TILE", 16)
+    assert (inference.paste_back(s["label"], inverse, (90, 70), mode="nearest", tanh_warp=0.8) == whole).all()
+    with pytest.raises(ValueError, match=r"tanh_warp = 1.5; expected a tanh warp factor from 0 \(none\) to 1"):
+        inference.paste_back(s["label"], inverse, (90, 70), tanh_warp=1.5)
