@@ -28,7 +28,7 @@ from .files import write_bytes
 
 __all__ = [
     "Config", "ConfigError", "DataConfig", "RootConfig", "LabelNoiseConfig", "read_yaml_mapping", "ModelConfig",
-    "TrainConfig", "LossConfig", "EvalConfig", "load_config", "config_to_dict", "config_from_dict", "save_config",
+    "TrainConfig", "LossConfig", "EvalConfig", "CRFKernelConfig", "load_config", "config_to_dict", "config_from_dict", "save_config",
     "parse_override",
 ]
 
@@ -172,6 +172,17 @@ class TrainConfig:
 
 
 @dataclass
+class CRFKernelConfig:
+    """The dense CRF's kernel settings (models/dense_crf.py ``CRFParams`` checks them); None: its default."""
+    bilateral_weight: Optional[float] = None
+    bilateral_xy: Optional[float] = None
+    bilateral_rgb: Optional[float] = None
+    spatial_weight: Optional[float] = None
+    spatial_xy: Optional[float] = None
+    normalization: Optional[Literal["symmetric", "row", "none"]] = None
+
+
+@dataclass
 class EvalConfig:
     """How evaluation and inference run."""
     batch_size: int = 4
@@ -181,6 +192,7 @@ class EvalConfig:
     channels_last: bool = False
     save_predictions: bool = False
     crf_iterations: int = 0  # Liu et al.'s CNN-CRF: mean-field steps of a dense CRF on the probabilities (0: none)
+    crf_kernels: CRFKernelConfig = field(default_factory=CRFKernelConfig)  # its kernels (--crf-kernel overrides)
     # what picks best.pt and M_best: mean F1 over the foreground classes, Helen's overall F1 (parts merged), or mIoU
     select_metric: Literal["mean_f1", "overall_f1", "miou"] = "mean_f1"
 

@@ -69,3 +69,10 @@ def test_kernel_widths_too_narrow_for_float32_and_negative_zero_are_settled_at_t
     p = dense_crf.crf_params(5, {"bilateral_weight": -0.0, "bilateral_xy": 20.0000001})
     assert str(p.bilateral_weight) == "0.0" and dense_crf.kernel_text(dense_crf.changed_kernels(p), "", "-") == \
         "bilateral_weight0-bilateral_xy20.0000001"
+
+
+def test_the_configs_kernel_keys_are_the_crfs_settings():
+    import dataclasses
+
+    from dml_csr.config import CRFKernelConfig
+    assert tuple(f.name for f in dataclasses.fields(CRFKernelConfig)) == dense_crf.KERNEL_SETTINGS

@@ -15,6 +15,7 @@ confusion matrix and the protocol record of :func:`protocol_record`) and prints 
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from typing import Callable, Iterable, Optional, Sequence
@@ -221,6 +222,8 @@ def score_checkpoint(cfg, checkpoint: str, *, split: Optional[str] = None, flip:
     crf = cfg.eval.crf_iterations if crf is None else crf
     if crf_kernels and not crf:
         raise ValueError(f"CRF kernel settings {crf_kernels} need the CRF on: --crf N (or eval.crf_iterations)")
+    crf_kernels = {**{k: v for k, v in dataclasses.asdict(cfg.eval.crf_kernels).items() if v is not None},
+                   **(crf_kernels or {})}  # the config's, then the command line's (ignored with the CRF off)
     crf_params = dense_crf.crf_params(crf, crf_kernels) if crf else None  # checked before any work (a download)
     kernels = dense_crf.changed_kernels(crf_params) if crf_params else {}
     named = is_name(checkpoint) or checkpoint.startswith("hf://")  # a registry name wins over a local file of it

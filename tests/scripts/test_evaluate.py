@@ -470,6 +470,17 @@ def test_crf_scores_liu_et_al_s_cnn_crf_in_its_own_folder(setup):
                                       "spatial_weight": 0.0, "normalization": "row"}
     assert "--crf 1 --crf-kernel bilateral_weight=0 spatial_weight=0 normalization=row" in r.stdout
     assert off["confusion"] == plain["confusion"]
+    # the config's kernels (eval.crf_kernels), which --crf-kernel overrides, and which the CRF off ignores
+    r = run("--config", cfg, "--set", "eval.crf_kernels.bilateral_weight=0", "eval.crf_kernels.spatial_weight=7",
+            "--checkpoint", ckpt, "--split", "test", "--crf", "1", "--crf-kernel", "spatial_weight=0", "--out",
+            str(tmp / "config_kernels"))
+    assert r.returncode == 0, r.stderr
+    from_config = json.load(open(tmp / "config_kernels" / "metrics.json"))
+    assert from_config["protocol"]["crf"]["bilateral_weight"] == from_config["protocol"]["crf"]["spatial_weight"] == 0
+    assert from_config["confusion"] == plain["confusion"]
+    r = run("--config", cfg, "--set", "eval.crf_kernels.bilateral_weight=0", "--checkpoint", ckpt, "--split", "test",
+            "--crf", "0", "--out", str(tmp / "crf_off"))
+    assert r.returncode == 0 and json.load(open(tmp / "crf_off" / "metrics.json"))["protocol"]["crf"] is None
     r = run("--config", cfg, "--checkpoint", ckpt, "--crf-kernel", "bilateral_rgb=20")  # the config's CRF is off
     assert r.returncode == 2 and r.stderr.strip() == ("error: CRF kernel settings {'bilateral_rgb': 20.0} need the "
                                                       "CRF on: --crf N (or eval.crf_iterations)"), r.stderr
