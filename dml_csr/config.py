@@ -23,13 +23,13 @@ import yaml
 
 from ._typed import (MAX_YAML_BYTES, ConfigError, build_dataclass, merge_into, read_yaml_mapping, read_yaml_text,
                      safe_yaml, shown, source, yaml_bases)
-from .conventions import CHANNEL_ORDER, DEVICE_NAMES, IMAGENET_MEAN, IMAGENET_STD, INPUT_SIZE
+from .conventions import CHANNEL_ORDER, CRF_SETTING_RANGES, DEVICE_NAMES, IMAGENET_MEAN, IMAGENET_STD, INPUT_SIZE
 from .files import write_bytes
 
 __all__ = [
     "Config", "ConfigError", "DataConfig", "RootConfig", "LabelNoiseConfig", "read_yaml_mapping", "ModelConfig",
-    "TrainConfig", "LossConfig", "EvalConfig", "CRFKernelConfig", "load_config", "config_to_dict", "config_from_dict", "save_config",
-    "parse_override",
+    "TrainConfig", "LossConfig", "EvalConfig", "CRFKernelConfig", "load_config", "config_to_dict", "config_from_dict",
+    "save_config", "parse_override",
 ]
 
 MISSING = dataclasses.MISSING
@@ -290,6 +290,7 @@ RANGES = {
     "train.dist_timeout_s": (1, None), "train.log_every": (1, None), "train.image_log_every": (0, None),
     "eval.batch_size": (1, None), "loss.temperature": (1e-6, None), "loss.background_ratio": (0, None),
     "eval.crf_iterations": (0, 50), "data.tanh_warp": (0, 1),
+    **{f"eval.crf_kernels.{k}": bounds for k, bounds in CRF_SETTING_RANGES.items()},  # when set
 }
 # list keys: every value in (low, high]
 LIST_RANGES = {
@@ -306,6 +307,8 @@ def _get(cfg: Config, key: str) -> Any:
 def _check_ranges(cfg: Config, origin: dict) -> None:
     for key, (lo, hi) in RANGES.items():
         value = _get(cfg, key)
+        if value is None:  # an optional setting left to its default
+            continue
         if (lo is not None and value < lo) or (hi is not None and value > hi):
             expected = f"between {lo} and {hi}" if hi is not None else f">= {lo}"
             raise ConfigError(f"{source(origin, key)}: '{key}' = {shown(value)} is out of range; expected {expected}")

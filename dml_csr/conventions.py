@@ -31,6 +31,11 @@ KEYPOINTS_MIRRORED = (1, 0, 2, 4, 3)  # after a horizontal flip, keypoint i is t
 
 DEVICE_NAMES = r"auto|cpu|mps|cuda(:\d+)?"  # what train.device, --device and every device= argument accept
 
+# the dense CRF's numeric settings, (lowest, highest): the weights from 0, the widths (pixels, colour levels) from
+# 1e-3, narrower than which float32 overflows into NaN (models/dense_crf.py CRFParams, config eval.crf_kernels)
+CRF_SETTING_RANGES = {"bilateral_weight": (0.0, 1e6), "bilateral_xy": (1e-3, 1e6), "bilateral_rgb": (1e-3, 1e6),
+                      "spatial_weight": (0.0, 1e6), "spatial_xy": (1e-3, 1e6)}
+
 
 def resize_bilinear(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """(B, C, h, w) -> (B, C, *size), bilinear with ``align_corners=True``, as the authors resize features and logits.

@@ -69,7 +69,8 @@ def add_crf_args(p: argparse.ArgumentParser, default) -> None:
     p.add_argument("--crf-kernel", type=crf_kernel, nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="the dense CRF's kernels in place of pydensecrf's suggested ones, e.g. bilateral_weight=5 "
                         "bilateral_rgb=20 normalization=row (keys: bilateral_weight, bilateral_xy, bilateral_rgb, "
-                        "spatial_weight, spatial_xy, normalization); needs --crf")
+                        "spatial_weight, spatial_xy, normalization); needs the CRF on (--crf, or in evaluate.py "
+                        "eval.crf_iterations)")
 
 
 def crf_kernels_of(p: argparse.ArgumentParser, args) -> dict:

@@ -74,5 +74,12 @@ def test_kernel_widths_too_narrow_for_float32_and_negative_zero_are_settled_at_t
 def test_the_configs_kernel_keys_are_the_crfs_settings():
     import dataclasses
 
-    from dml_csr.config import CRFKernelConfig
+    from dml_csr.config import ConfigError, CRFKernelConfig, load_config
+    from dml_csr.conventions import CRF_SETTING_RANGES
     assert tuple(f.name for f in dataclasses.fields(CRFKernelConfig)) == dense_crf.KERNEL_SETTINGS
+    assert set(CRF_SETTING_RANGES) == set(dense_crf.KERNEL_SETTINGS) - {"normalization"}
+    base = ["data.dataset=synthetic", "data.root=unused"]
+    with pytest.raises(ConfigError, match=r"'eval.crf_kernels.bilateral_xy' = 0.0 is out of range; expected between "
+                                          r"0.001 and"):
+        load_config(None, base + ["eval.crf_kernels.bilateral_xy=0"])
+    assert load_config(None, base + ["eval.crf_kernels={bilateral_rgb: 20}"]).eval.crf_kernels.bilateral_rgb == 20

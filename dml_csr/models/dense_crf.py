@@ -37,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..conventions import CRF_SETTING_RANGES
+
 __all__ = ["CRFParams", "dense_crf", "MAX_PIXELS", "KERNEL_SETTINGS", "crf_params", "changed_kernels",
            "kernel_text"]
 
@@ -58,10 +60,8 @@ class CRFParams:
         """Each setting in range, else a ValueError naming it."""
         from .._typed import number
         checked = {"iterations": int(number(self.iterations, "dense CRF iterations", 0, 50, integer=True))}
-        for name in ("bilateral_weight", "spatial_weight"):
-            checked[name] = float(number(getattr(self, name), f"dense CRF {name}", 0, 1e6)) + 0.0  # -0 -> 0
-        for name in ("bilateral_xy", "bilateral_rgb", "spatial_xy"):  # narrower, and float32 overflows to NaN
-            checked[name] = float(number(getattr(self, name), f"dense CRF {name}", 1e-3, 1e6))
+        for name, (lo, hi) in CRF_SETTING_RANGES.items():
+            checked[name] = float(number(getattr(self, name), f"dense CRF {name}", lo, hi)) + 0.0  # -0 -> 0
         for name, value in checked.items():  # kept as the types the computation takes (5.0 -> 5)
             object.__setattr__(self, name, value)
         if self.normalization not in ("symmetric", "row", "none"):
