@@ -87,7 +87,7 @@ def test_smooth_paste_is_the_argmax_of_the_bilinearly_warped_probabilities():
 def test_evaluate_refuses_an_unknown_paste():
     import pytest
 
-    with pytest.raises(ValueError, match="'nearest' or 'smooth', got 'cubic'"):
+    with pytest.raises(ValueError, match="paste must be one of nearest, smooth, logits, got 'cubic'"):
         _paste_case("cubic")
 
 
