@@ -81,10 +81,12 @@ class LandmarkFramed(Dataset):
         return []
 
 
-def describe(score_at: str, align: str, paste: str) -> str:
-    """What ``metrics.json`` says was scored where (``resolution.scored_at``)."""
+def describe(score_at: str, align: str, paste: str, tanh_warp: float = 0.0) -> str:
+    """What ``metrics.json`` says was scored where (``resolution.scored_at``); ``tanh_warp``: the model's crop's."""
     framing = ("each face's similarity from its five landmarks to the checkpoint's template" if align == "landmarks"
                else "the inverse evaluation affine")
+    if tanh_warp:
+        framing += f" and the RoI tanh warp (factor {tanh_warp:g})"
     if score_at == "input":
         return (f"network input (the ground truth warped onto it by {framing.replace('inverse ', '')}, nearest, "
                 f"outside the image ignored)")

@@ -158,7 +158,10 @@ def test_a_warped_model_is_parsed_and_scored_through_its_own_warp(tmp_path, tiny
     assert r.returncode == 0, r.stderr
     assert "trained on crops with RoI tanh warp 0.8, the config says data.tanh_warp=0; using the checkpoint's" in \
         caplog.text
-    assert json.load(open(out / "metrics.json"))["protocol"]["input_convention"]["tanh_warp"] == 0.8
+    protocol = json.load(open(out / "metrics.json"))["protocol"]
+    assert protocol["input_convention"]["tanh_warp"] == 0.8
+    assert "mapped back with the inverse evaluation affine and the RoI tanh warp (factor 0.8), nearest" in \
+        protocol["resolution"]["scored_at"]
 
 
 def test_training_on_warped_crops_records_the_factor_in_its_checkpoints(micro_cfg):
