@@ -229,8 +229,9 @@ def paste_back(pred: Union[np.ndarray, torch.Tensor], inverse: np.ndarray, size:
         border: "constant" or "replicate".
         fill: the value outside the input with ``border="constant"``.
         window: (x0, y0, x1, y1), exclusive ends: only these image pixels (default: the whole image).
-        tanh_warp: the RoI tanh warp factor the input was made with (``meta["tanh_warp"]``, :mod:`dml_csr.data.tanh_warp`;
-            0: none): each image pixel takes the prediction at its point on the warped input.
+        tanh_warp: the RoI tanh warp factor the input was made with (``meta["tanh_warp"]``,
+            :mod:`dml_csr.data.tanh_warp`; 0: none): each image pixel takes the prediction at its point on the warped
+            input.
     Returns:
         numpy (H, W) or (C, H, W) (the window's height and width with ``window``), of ``pred``'s dtype (float32 for
         half-precision tensors).

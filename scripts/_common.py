@@ -63,14 +63,14 @@ def device_name(text: str) -> str:
 
 def add_crf_args(p: argparse.ArgumentParser, default) -> None:
     """--crf ITERATIONS and --crf-kernel KEY=VALUE ... (Liu et al.'s CNN-CRF), each checked before any work."""
+    from dml_csr.models.dense_crf import KERNEL_SETTINGS
     p.add_argument("--crf", type=integer(0, 50), default=default, metavar="ITERATIONS",
                    help="Liu et al.'s CNN-CRF: this many mean-field steps of a dense CRF on each image's probabilities "
                         + ("(default: eval.crf_iterations; 0: none)" if default is None else "(0: none)"))
     p.add_argument("--crf-kernel", type=crf_kernel, nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="the dense CRF's kernels in place of pydensecrf's suggested ones, e.g. bilateral_weight=5 "
-                        "bilateral_rgb=20 normalization=row (keys: bilateral_weight, bilateral_xy, bilateral_rgb, "
-                        "spatial_weight, spatial_xy, normalization); needs the CRF on (--crf, or in evaluate.py "
-                        "eval.crf_iterations)")
+                        f"bilateral_rgb=20 normalization=row (keys: {', '.join(KERNEL_SETTINGS)}); needs the CRF on "
+                        "(--crf, or in evaluate.py eval.crf_iterations)")
 
 
 def crf_kernels_of(p: argparse.ArgumentParser, args) -> dict:

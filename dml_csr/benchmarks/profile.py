@@ -87,12 +87,9 @@ def _runtime_stages(compiled) -> dict:
 def _openvino(ir, x: np.ndarray, warmup: int, repeats: int, precision) -> tuple[dict, dict, float]:
     """Seconds a stage (the median run's counters) and the kernels each stage ran, from OpenVINO's counters, and the
     page faults a timed run."""
-    from ..photos.openvino import core
+    from ..photos.openvino import compile_cpu
 
-    config = {"PERF_COUNT": True, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": torch.get_num_threads()}
-    if precision:
-        config["INFERENCE_PRECISION_HINT"] = precision
-    compiled = core().compile_model(ir, "CPU", config)
+    compiled = compile_cpu(ir, torch.get_num_threads(), precision, perf_count=True)
     request, names = compiled.create_infer_request(), _runtime_stages(compiled)
     runs = []
     for i in range(warmup + repeats):

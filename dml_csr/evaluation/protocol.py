@@ -104,8 +104,6 @@ def evaluate(model: torch.nn.Module, loader: Iterable, dataset, num_classes: int
 
 def crf_record(params) -> Optional[dict]:
     """What metrics.json records of the dense CRF (a ``CRFParams`` or None): its iterations and kernels, or None."""
-    import dataclasses
-
     return dataclasses.asdict(params) if params is not None and params.iterations else None
 
 
@@ -239,10 +237,10 @@ def score_checkpoint(cfg, checkpoint: str, *, split: Optional[str] = None, flip:
         os.path.dirname(os.path.abspath(weights_file(path)))
     folder = default_folder(ds.split, flip, scales, paste, score_at, align, crf, kernels)
     out = output_folder(out or os.path.join(beside, folder), overwrite)
+    crf_words = f"{crf} mean-field step(s) {dense_crf.kernel_text(kernels)}".rstrip() if crf else "off"
     log.info("scoring '%s' on %d images of '%s' split '%s' (input %s, flip %s, scales %s, paste %s, score at %s, "
              "align %s, dense CRF %s, %s)", path, len(ds), cfg.data.root, ds.split, cfg.data.input_size, flip, scales,
-             paste, score_at, align, f"{crf} mean-field step(s) {dense_crf.kernel_text(kernels)}".rstrip() if crf else "off",
-             dev)
+             paste, score_at, align, crf_words, dev)
     with progress_bar(len(ds), "evaluating", not progress) as bar:
         cm = evaluate(model, loader, ds, spec.num_classes, device=dev, scales=scales,
                       flip_perm=flip_permutation(spec).tolist() if flip else None, precision=cfg.eval.precision,

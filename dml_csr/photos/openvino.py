@@ -29,7 +29,7 @@ import numpy as np
 from ..files import write_bytes
 from .export import META_KEY, _json_meta, export_onnx
 
-__all__ = ["export_openvino", "quantize_int8", "export_int8", "compile_ir", "save_ir", "int8_path", "core", "isa_cap",
+__all__ = ["export_openvino", "quantize_int8", "export_int8", "compile_ir", "compile_cpu", "save_ir", "int8_path", "core", "isa_cap",
            "bf16_allowed"]
 
 log = logging.getLogger(__name__)
@@ -143,6 +143,22 @@ def quantize_int8(src: Union[str, object], calibration: np.ndarray, *, preset: s
     return quantized
 
 
+def compile_cpu(model: Union[str, object], threads: Optional[int] = None, precision: Optional[str] = "f32",
+                latency: bool = True, perf_count: bool = False):
+    """The OpenVINO compiled model of an IR on the CPU, as :func:`compile_ir` describes its arguments; ``perf_count``:
+    with OpenVINO's per-operator counters (the benchmark's profile)."""
+    config = {"PERFORMANCE_HINT": "LATENCY" if latency else "THROUGHPUT"}
+    if precision is None and not bf16_allowed():
+        precision = "f32"  # as on a CPU without bf16; OpenVINO would pick bf16 from the CPU's flags (and fail)
+    if precision:
+        config["INFERENCE_PRECISION_HINT"] = precision
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = int(threads)
+    if perf_count:
+        config["PERF_COUNT"] = True
+    return core().compile_model(model, "CPU", config)
+
+
 def compile_ir(model: Union[str, object], threads: Optional[int] = None, precision: Optional[str] = "f32",
                latency: bool = True) -> Callable[[np.ndarray], np.ndarray]:
     """``x (B, 3, h, w) float32 -> logits`` of an IR (a path or an OpenVINO model) compiled for the CPU.
@@ -153,14 +169,7 @@ def compile_ir(model: Union[str, object], threads: Optional[int] = None, precisi
     bf16 from the CPU's flags, and under the AVX2 caps fails at the first inference with "node ... is not
     initialized"); ``threads``: its thread count;
     ``latency``: tuned for one request at a time (batch 1), as the benchmark measures."""
-    config = {"PERFORMANCE_HINT": "LATENCY" if latency else "THROUGHPUT"}
-    if precision is None and not bf16_allowed():
-        precision = "f32"  # as on a CPU without bf16; OpenVINO would pick bf16 from the CPU's flags (and fail)
-    if precision:
-        config["INFERENCE_PRECISION_HINT"] = precision
-    if threads:
-        config["INFERENCE_NUM_THREADS"] = int(threads)
-    compiled = core().compile_model(model, "CPU", config)
+    compiled = compile_cpu(model, threads, precision, latency)
     request = compiled.create_infer_request()
     output = compiled.outputs[0]
 

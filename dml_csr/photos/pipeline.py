@@ -69,11 +69,11 @@ class Predictor:
                  flip_perm: Optional[Sequence[int]] = None, scales: Sequence[float] = (1.0,),
                  precision: str = "fp32", batch_size: int = 8, crf_iterations: int = 0,
                  crf_kernels: Optional[Mapping[str, Any]] = None):
-        self.crf_iterations = int(number(crf_iterations, "crf_iterations", 0, 50, integer=True))
-        if crf_kernels and not self.crf_iterations:
+        iterations = int(number(crf_iterations, "crf_iterations", 0, 50, integer=True))
+        if crf_kernels and not iterations:
             raise ValueError(f"crf_kernels {dict(crf_kernels)} set the dense CRF's kernels; they need "
                              "crf_iterations >= 1")
-        self.crf = crf_params(self.crf_iterations, crf_kernels) if self.crf_iterations else None
+        self.crf = crf_params(iterations, crf_kernels) if iterations else None
         self.scales = tuple(numbers(scales, "scales", 0, 8, lo_open=True))
         self.batch_size = int(number(batch_size, "batch_size", 1, 4096, integer=True))
         if precision not in PRECISIONS:
