@@ -12,8 +12,9 @@ pixel-label agreement with it on the same input. Latency is the median of ``--re
 each keeps, measured on ``--agreement-weights`` (a trained model, at its own size) when given; ``--profile`` prints
 where the time of one image goes, stage by stage, in fp32 eager and OpenVINO fp32 and int8; ``--variant`` (e.g.
 ``model.output_stride=16``) times a second model's paths against the same fp32 eager, in rows that name it.
-On the CPU the header names the processor, its AMX/AVX-512 flags, any ``ONEDNN_MAX_CPU_ISA`` cap and the instruction
-set PyTorch's oneDNN runs; the OpenVINO rows list their convolutions' kernels (:mod:`dml_csr.benchmarks.isa`).
+On the CPU the header names the processor, its AMX/AVX-512 flags, any ``ONEDNN_MAX_CPU_ISA`` cap and the most
+PyTorch's oneDNN will use (a ceiling); the OpenVINO rows list their convolutions' kernels
+(:mod:`dml_csr.benchmarks.isa`).
 The measuring is :mod:`dml_csr.benchmarks.model`'s.
 """
 from __future__ import annotations
