@@ -74,6 +74,10 @@ class DataConfig:
     color_jitter: float = 0.0  # strength in [0, 1]; 0 disables
     edge_width: int = 1  # pixels; 1 as in the paper
     tanh_warp: float = 0.0  # RoI tanh warp of the crop's rim (data/tanh_warp.py; FaRL's LaPa model: 0.8); 0: none
+    # frame each sample: the whole image (the authors'), or its face by the similarity of its own five landmarks
+    # (landmarks/NAME.txt; LaPa's 106) onto data.template (FaRL's framing), the random scale/rotation/flip on top
+    align: Literal["whole", "landmarks"] = "whole"
+    template: Literal["root", "farl"] = "root"  # the root's face_template.json, or FaRL's five points
     skip_bad: bool = False  # skip unreadable samples with a warning instead of stopping
     max_samples: int = 0  # cap per split (0 = all); for quick experiments
     keypoints: bool = False  # read each sample's 5 landmarks (landmarks/NAME.txt) into batch["keypoints"]
@@ -368,6 +372,9 @@ def _check_together(cfg: Config, origin: dict) -> None:
         raise ConfigError(f"{source(origin, 'model.rnn_train')}: model.rnn_train = staged (one stage after the other) "
                           f"expects model.name=rnn_g, model.two_stage=true, 0 < train.stage1_epochs < train.epochs "
                           f"and train.warmup_epochs shorter than either stage (each warms up again)")
+    if cfg.data.template != "root" and cfg.data.align != "landmarks":
+        raise ConfigError(f"{source(origin, 'data.template')}: data.template = {cfg.data.template} is the template "
+                          f"faces are framed onto with data.align=landmarks; set that too, or drop data.template")
     if t.stage1_epochs and m.rnn_train != "staged":
         raise ConfigError(f"{source(origin, 'train.stage1_epochs')}: train.stage1_epochs needs model.rnn_train=staged")
     if m.name == "rnn_g" and m.two_stage and m.two_stage_variant == "paper" and not cfg.data.keypoints:

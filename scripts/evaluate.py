@@ -61,9 +61,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "input (SegFace's way): the ground truth warped onto the network input, nearest, and scored "
                         "there")
     p.add_argument("--align", choices=ALIGNS, default=None,
-                   help="whole (default, the authors'): each whole image through the evaluation affine; landmarks "
-                        "(FaRL's framing without its tanh warp): each face through the similarity from its own five "
-                        "landmarks (<split>/landmarks/NAME.txt; LaPa's 106) to the checkpoint's template")
+                   help="whole (the authors'): each whole image through the evaluation affine; landmarks (FaRL's "
+                        "framing): each face through the similarity from its own five landmarks "
+                        "(<split>/landmarks/NAME.txt; LaPa's 106) to the checkpoint's template. Default: how the "
+                        "checkpoint's faces were framed in training (landmarks after data.align=landmarks, else "
+                        "whole)")
     add_crf_args(p, default=None)
     p.add_argument("--overwrite", action="store_true", help="replace an existing <out>/metrics.json (by default "
                                                             "an evaluation never replaces another's)")
@@ -131,7 +133,7 @@ def main(argv=None) -> int:
             scales=parse_scales(args.scales) if args.scales else None, paste=args.paste or "nearest", out=args.out,
             save_predictions=args.save_predictions, device=args.device, config_path=args.config,
             progress=not args.no_progress, overwrite=args.overwrite, score_at=args.score_at or "original",
-            align=args.align or "whole", crf=args.crf, crf_kernels=args.crf_kernels)
+            align=args.align, crf=args.crf, crf_kernels=args.crf_kernels)
     skipped = record["protocol"]["skipped"]
     if skipped:  # scored without them, and said so
         print(f"{len(skipped)} sample(s) could not be read and were left out of the scores:", file=sys.stderr)

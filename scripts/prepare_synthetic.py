@@ -10,7 +10,8 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from dml_csr.data.synthetic import write_dataset  # noqa: E402
-from dml_csr.data.face_template import measure_split, write_template  # noqa: E402
+from dml_csr.data.face_template import write_template  # noqa: E402
+from dml_csr.data.split_template import measure_split  # noqa: E402
 
 
 def main(argv=None) -> int:

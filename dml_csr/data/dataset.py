@@ -26,15 +26,17 @@ from torch.utils.data import Dataset
 from ..conventions import IGNORE_INDEX, KEYPOINTS
 
 from .class_map import config_class_map
+from .face_template import framing_template
 from .imageio import imread_checked
 from .class_map import label_spec
 from .labels import LabelSpec
 from .noise import LabelNoise
-from .transforms import EvalTransform, TrainTransform, warp_keypoints
+from .transforms import EvalTransform, TrainTransform, similarity_transform, warp_keypoints
 
 __all__ = ["FaceParsingDataset", "BadSampleError", "UnreadableFileError", "resolve_split", "read_split_list",
-           "read_image", "read_label", "read_keypoints", "read_landmark_file", "evenly_spaced", "build_transform",
-           "build_dataset", "config_label_noise", "split_histogram", "inverse_frequency_weights"]
+           "read_image", "read_label", "read_keypoints", "read_landmark_file", "read_five_points", "LAPA_FIVE",
+           "evenly_spaced", "build_transform", "build_dataset", "config_label_noise", "split_histogram",
+           "inverse_frequency_weights"]
 
 logger = logging.getLogger(__name__)
 _ALIASES = {"val": "valid", "valid": "val"}
@@ -139,6 +141,22 @@ def read_keypoints(path: str) -> np.ndarray:
     return points.astype(np.float32)
 
 
+# LaPa's 106 landmarks -> the five keypoints, the points FaRL aligns LaPa faces by (104, 105, 54, 84, 90: the
+# image-left eye first), in the subject's-left-first order of dml_csr.conventions.KEYPOINTS
+LAPA_FIVE = (105, 104, 54, 90, 84)
+
+
+def read_five_points(path: str) -> np.ndarray:
+    """(5, 2) float64 keypoints of a sample from its landmark file: a 5-point file as it is, LaPa's 106 points through
+    :data:`LAPA_FIVE`; any other count is a :class:`BadSampleError` naming the file."""
+    count, points = read_landmark_file(path, "--align landmarks and data.align=landmarks frame each face by its "
+                                             "own landmarks")
+    if count != len(points) or len(points) not in (5, 106):
+        raise BadSampleError(f"landmark file '{path}' has {len(points)} points (count line {count}); expected 5 "
+                             f"keypoints or LaPa's 106")
+    return points if len(points) == 5 else points[list(LAPA_FIVE)]
+
+
 def check_label_values(label: np.ndarray, num_classes: int, path: str) -> None:
     """Raise :class:`BadSampleError` naming ``path`` and the offending values if any is outside [0, C) and 255."""
     top = int(label.max()) if label.size else 0
@@ -189,12 +207,17 @@ class FaceParsingDataset(Dataset):
         class_map: a :class:`~dml_csr.data.class_map.ClassMap` from the root's classes (its ``source``, which
             validates the files) to ``spec``'s, applied to every label map as it is read; None: the root's classes
             are ``spec``'s.
+        template: (5, 2) points of the network input (pixels): frame each sample by the similarity that takes its
+            own five landmarks (``landmarks/NAME.txt``: 5 keypoints, or LaPa's 106) onto them
+            (:meth:`landmark_affine`; ``data.align: landmarks``), the transform's random draws on top; None: the
+            transform frames the whole image.
     """
 
     def __init__(self, root: str, split: str, spec: LabelSpec, transform: Callable, *, skip_bad: bool = False,
                  max_samples: int = 0, keypoints: bool = False, class_map=None,
-                 label_noise: Optional[Callable] = None):
+                 label_noise: Optional[Callable] = None, template: Optional[np.ndarray] = None):
         self.root = root
+        self.template = None if template is None else np.asarray(template, np.float64).reshape(len(KEYPOINTS), 2)
         self.split = resolve_split(root, split)
         self.spec = spec
         self.class_map = class_map
@@ -238,6 +261,17 @@ class FaceParsingDataset(Dataset):
         """(5, 2) float32 landmarks of sample ``i`` in its original image (``<split>/landmarks/NAME.txt``)."""
         return read_keypoints(self.landmark_path(i))
 
+    def landmark_affine(self, i: int) -> np.ndarray:
+        """The 2x3 similarity (image -> input pixels, least squares) taking sample ``i``'s five landmarks onto
+        :attr:`template`; a :class:`BadSampleError` naming the file when it has none or they coincide."""
+        path = self.landmark_path(i)
+        try:
+            return similarity_transform(read_five_points(path), self.template)
+        except BadSampleError:
+            raise
+        except ValueError as e:
+            raise BadSampleError(f"landmark file '{path}': {e}") from None
+
     def load_label(self, i: int) -> np.ndarray:
         """The original (H, W) uint8 label map of sample ``i`` (for scoring at full resolution), in the model's
         classes (through the class map)."""
@@ -261,6 +295,7 @@ class FaceParsingDataset(Dataset):
             j = (i + attempt) % len(self.items)
             try:
                 img, lab = self.load_pair(j)
+                affine = None if self.template is None else self.landmark_affine(j)
                 break
             except BadSampleError as e:
                 if not self.skip_bad:
@@ -272,7 +307,8 @@ class FaceParsingDataset(Dataset):
                                  f"(first: {skipped[0]})")
         if self.label_noise is not None:
             lab = self.label_noise(lab, self.items[j][0])
-        sample = self.transform(img, lab, np.random.default_rng(seed))
+        rng = np.random.default_rng(seed)
+        sample = self.transform(img, lab, rng) if affine is None else self.transform(img, lab, rng, affine=affine)
         sample["name"] = self.items[j][0]
         if self.keypoints:
             sample["keypoints"] = torch.from_numpy(warp_keypoints(self.load_keypoints(j), sample["meta"]))
@@ -299,7 +335,8 @@ def build_dataset(cfg, split: str, train: bool, spec: Optional[LabelSpec] = None
     """The dataset of ``split`` under ``cfg.data.root`` with the train (random) or eval (deterministic) transform;
     ``spec``: the class layout (default: :func:`dml_csr.data.class_map.label_spec` of ``cfg``); labels go through
     ``data.class_map`` when the config has one. ``data.label_noise`` corrupts the labels of the training split's
-    training dataset only."""
+    training dataset only. With ``data.align: landmarks`` each face is framed by its landmarks onto the template of
+    ``data.template`` (:func:`.face_template.framing_template`)."""
     d = cfg.data
     spec = label_spec(cfg) if spec is None else spec
     noise = (config_label_noise(cfg)
@@ -307,7 +344,7 @@ def build_dataset(cfg, split: str, train: bool, spec: Optional[LabelSpec] = None
     return FaceParsingDataset(d.root, split, spec, build_transform(cfg, train, spec),
                               skip_bad=d.skip_bad, max_samples=d.max_samples, keypoints=d.keypoints,
                               class_map=config_class_map(cfg) if d.class_map is not None else None,
-                              label_noise=noise)
+                              label_noise=noise, template=framing_template(d))
 
 
 def config_label_noise(cfg) -> Optional[LabelNoise]:

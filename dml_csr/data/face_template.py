@@ -1,29 +1,28 @@
 """The landmark template of a prepared dataset: where its training faces' five points fall in the network input.
 
 ``scripts/measure_template.py --root R`` (and the synthetic faces' prepare step) writes ``R/face_template.json``
-from the training split: each sample's 5-point landmark file (``<split>/landmarks/NAME.txt``) where it has one,
-else the face the detector finds in its image (the largest, for images with several). Training records it in every
-checkpoint's ``meta["crop"]``, so that a parser aligns a detected face to the framing the model was trained on
-(:mod:`dml_csr.photos.alignment`).
+from the training split (:func:`dml_csr.data.split_template.measure_split`): each sample's landmark file
+(``<split>/landmarks/NAME.txt``: 5 points, or LaPa's 106 through the five FaRL uses) where it has one, else the face
+the detector finds in its image (the largest, for images with several). Training records it in every checkpoint's
+``meta["crop"]``, so that a parser aligns a detected face to the framing the model was trained on
+(:mod:`dml_csr.photos.alignment`). With ``data.align: landmarks`` training frames every face onto a template itself
+(the root's, or FaRL's five points with ``data.template: farl``: :func:`training_crop`), FaRL's framing of LaPa.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
-from ..conventions import INPUT_SIZE
 from ..files import write_json
-from .dataset import BadSampleError, evenly_spaced, read_image, read_keypoints, read_landmark_file, read_split_list
-from .imageio import ImageError, image_size, read_file
 from .transforms import box_to_center_scale, get_affine_transform
 
-__all__ = ["TEMPLATE_FILE", "WHOLE_IMAGE", "check_crop", "landmarks_in_input", "measure_template", "measure_split",
-           "similarity_transform", "template_points", "read_five_points", "LAPA_FIVE",
-           "write_template", "read_template", "crop_for_training"]
+__all__ = ["TEMPLATE_FILE", "WHOLE_IMAGE", "FARL_TEMPLATE", "check_crop", "landmarks_in_input", "measure_template",
+           "template_points", "write_template", "read_template", "crop_for_training", "training_crop",
+           "framing_template"]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +39,9 @@ def check_crop(crop: Optional[dict], where: str = "meta['crop']") -> dict:
     kind = crop.get("kind")
     if kind == "whole_image":
         return dict(crop)
+    if crop.get("align", "landmarks") != "landmarks":
+        raise ValueError(f"{where}: 'align' {crop['align']!r} is unknown; a template crop records 'landmarks' "
+                         f"(faces framed by their landmarks in training) or nothing")
     if kind != "template":
         raise ValueError(f"{where}: kind {kind!r} is unknown; expected 'template' or 'whole_image'")
     pts = np.asarray(crop.get("points", []), np.float64)
@@ -69,58 +71,6 @@ def measure_template(points: np.ndarray, input_size: Sequence[int], source: str 
     frac = mean / [input_size[1], input_size[0]]
     return {"kind": "template", "points": np.round(frac, 6).tolist(), "input_size": [int(v) for v in input_size],
             "faces": int(len(pts)), "spread_px": round(spread, 3), "source": source}
-
-
-
-
-def _five_points(path: str) -> Optional[np.ndarray]:
-    """A landmark file's 5 points, or None when there is no file or it holds another scheme (LaPa's 106)."""
-    try:
-        return read_keypoints(path)
-    except BadSampleError:
-        return None
-
-
-def _size(image_path: str) -> Optional[tuple[int, int]]:
-    """(height, width) from the image file's header, None when it is unreadable there (then it is decoded)."""
-    try:
-        wh = image_size(read_file(image_path))
-    except ImageError:
-        return None
-    return None if wh is None else (wh[1], wh[0])
-
-
-def measure_split(root: str, split: str = "train", input_size: Sequence[int] = INPUT_SIZE,
-                  detector: Optional[Callable] = None, limit: int = 2000) -> dict:
-    """The crop convention of ``split``: the mean of up to ``limit`` faces' landmarks (evenly spaced samples) in
-    the input of ``input_size`` after the whole-image crop. Samples without a 5-point file need ``detector``
-    (``image_bgr -> faces``); samples where neither gives landmarks are skipped."""
-    items = read_split_list(root, split)
-    found, from_files, from_detector = [], 0, 0
-    for name, image_path, _ in (items[i] for i in evenly_spaced(len(items), limit)):
-        pts = _five_points(os.path.join(os.path.dirname(os.path.dirname(image_path)), "landmarks", f"{name}.txt"))
-        from_file = pts is not None
-        size = _size(image_path) if from_file else None  # landmarks from a file need no decoded pixels
-        if size is None:
-            try:
-                image = read_image(image_path)
-            except BadSampleError:
-                continue
-            size = image.shape[:2]
-            if not from_file and detector is not None:
-                faces = [f for f in detector(image) if getattr(f, "points", None) is not None]
-                if faces:
-                    pts = max(faces, key=lambda f: f.box[2] * f.box[3]).points
-                    from_detector += 1
-        if pts is not None:
-            from_files += from_file
-            found.append(landmarks_in_input(pts, size, input_size))
-    if not found:
-        raise ValueError(f"no landmarks in split '{split}' of '{root}': no 5-point landmarks/NAME.txt files and "
-                         + ("the detector found no face with landmarks" if detector else "no detector given"))
-    source = f"{split} split of {os.path.basename(os.path.normpath(root))}: {from_files} landmark files, " \
-             f"{from_detector} detected"
-    return measure_template(np.stack(found), input_size, source)
 
 
 def write_template(root: str, crop: dict) -> str:
@@ -158,39 +108,45 @@ def crop_for_training(root: str, input_size: Sequence[int]) -> dict:
     return crop
 
 
-def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """The 2x3 similarity (no reflection) mapping ``src`` (N, 2) closest to ``dst`` (N, 2) in least squares."""
-    src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
-    ms, md = src.mean(0), dst.mean(0)
-    s, d = src - ms, dst - md
-    var = (s ** 2).sum() / len(src)
-    if var <= 1e-12:
-        raise ValueError("landmarks coincide; a similarity transform needs at least two distinct points")
-    u, sig, vt = np.linalg.svd(d.T @ s / len(src))
-    sign = np.array([1.0, np.sign(np.linalg.det(u @ vt)) or 1.0])
-    rot = u @ np.diag(sign) @ vt
-    scale = (sig * sign).sum() / var
-    m = np.zeros((2, 3))
-    m[:, :2] = scale * rot
-    m[:, 2] = md - m[:, :2] @ ms
-    return m
+# FaRL's five points (facer's standard face, target_face_scale 1.0: x = (v / 256) * (S - 1) / 2 on an S x S grid) at
+# the 512 x 512 FaRL frames LaPa faces on, as fractions of it; the subject's left first, as
+# dml_csr.conventions.KEYPOINTS (FaRL lists the image-left eye first)
+_FARL_POINTS = ((316.0, 226.0), (196.0, 226.0), (256.0, 286.0), (292.0, 360.4), (220.0, 360.4))
+FARL_TEMPLATE = {"kind": "template", "input_size": [512, 512],
+                 "points": [[round(v / 256 * 511 / 2 / 512, 6) for v in p] for p in _FARL_POINTS],
+                 "source": "FaRL's five points (facer's standard face, target face scale 1.0) on its 512x512 grid"}
+
+
+def training_crop(data) -> dict:
+    """The crop convention a run with ``data`` (the config's) records in its checkpoints (``meta["crop"]``).
+
+    ``data.align: whole``: :func:`crop_for_training`. ``data.align: landmarks``: the template its faces are framed
+    onto, marked ``"align": "landmarks"`` (the evaluator frames test faces the same way by default): the root's
+    ``face_template.json`` (``data.template: root``), which must exist at the input's aspect, or
+    :data:`FARL_TEMPLATE` (``data.template: farl``)."""
+    if data.align != "landmarks":
+        return crop_for_training(data.root, data.input_size)
+    if data.template == "farl":
+        return {**FARL_TEMPLATE, "align": "landmarks"}
+    crop = read_template(data.root)
+    path = os.path.join(data.root, TEMPLATE_FILE)
+    if crop is None or crop.get("kind") != "template":
+        raise ValueError(f"data.align=landmarks frames each face onto the root's landmark template, but '{path}' "
+                         f"does not hold one; run scripts/measure_template.py --root {data.root}, or set "
+                         f"data.template=farl (FaRL's five points)")
+    h, w = crop["input_size"]
+    if abs(h / w - data.input_size[0] / data.input_size[1]) > 1e-6:
+        raise ValueError(f"'{path}' was measured at input {h}x{w}, whose aspect differs from data.input_size "
+                         f"{list(data.input_size)}; measure it again at that size (scripts/measure_template.py)")
+    return {**crop, "align": "landmarks"}
+
+
+def framing_template(data) -> Optional[np.ndarray]:
+    """The (5, 2) input pixels ``data.align: landmarks`` frames each face's landmarks onto
+    (:func:`training_crop`'s template at ``data.input_size``); None for ``data.align: whole``."""
+    return None if data.align != "landmarks" else template_points(training_crop(data), data.input_size)
 
 
 def template_points(crop: dict, input_size: Sequence[int]) -> np.ndarray:
     """The template's five points in pixels of an input of ``input_size`` (h, w)."""
     return np.asarray(crop["points"], np.float64) * [input_size[1], input_size[0]]
-
-
-# LaPa's 106 landmarks -> the five keypoints, the points FaRL aligns LaPa faces by (104, 105, 54, 84, 90: the
-# image-left eye first), in the subject's-left-first order of dml_csr.conventions.KEYPOINTS
-LAPA_FIVE = (105, 104, 54, 90, 84)
-
-
-def read_five_points(path: str) -> np.ndarray:
-    """(5, 2) float64 keypoints of a sample from its landmark file: a 5-point file as it is, LaPa's 106 points through
-    :data:`LAPA_FIVE`; any other count is a :class:`~dml_csr.data.dataset.BadSampleError` naming the file."""
-    count, points = read_landmark_file(path, "--align landmarks frames each face by its own landmarks")
-    if count != len(points) or len(points) not in (5, 106):
-        raise BadSampleError(f"landmark file '{path}' has {len(points)} points (count line {count}); expected 5 "
-                             f"keypoints or LaPa's 106")
-    return points if len(points) == 5 else points[list(LAPA_FIVE)]

@@ -23,6 +23,7 @@ from .class_map import build_class_map, config_class_map, fold_histogram
 from .dataset import FaceParsingDataset, build_dataset, build_transform, config_label_noise, split_histogram
 from .class_map import label_spec
 from .custom import dataset_spec
+from .face_template import framing_template
 from .labels import LabelSpec
 
 __all__ = ["MixedDataset", "largest_remainder", "build_training_set", "training_histogram"]
@@ -106,7 +107,7 @@ def _part(cfg, i: int, entry, spec: LabelSpec, transform) -> FaceParsingDataset:
         cmap = build_class_map(source, entry.class_map, f"{key}.class_map", spec)
         return FaceParsingDataset(entry.root, d.train_split, spec, transform, skip_bad=d.skip_bad,
                                   max_samples=d.max_samples, keypoints=d.keypoints, class_map=cmap,
-                                  label_noise=config_label_noise(cfg))
+                                  label_noise=config_label_noise(cfg), template=framing_template(d))
     except (FileNotFoundError, ValueError) as e:
         if str(e).startswith(key):
             raise

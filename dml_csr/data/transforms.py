@@ -5,10 +5,13 @@ Geometry (the authors' ``get_affine_transform``, checked against their matrices)
 multiplies ``scale`` by a random factor and rotates around the centre. One similarity transform maps the (scaled,
 rotated) box onto the input grid -- its width onto the full output width ``W``, its centre onto ``(W/2, H/2)`` -- image
 with linear interpolation and border 0, label with nearest and border 255 (ignore). Evaluation maps predictions back
-with the inverse from the same function (:func:`dml_csr.inference.paste_back`). The horizontal flip is folded into the same warp (no extra pass) and is
-followed by swapping the registry's left/right classes. With ``tanh_warp`` > 0 (``data.tanh_warp``) the crop is RoI
-tanh-warped on top (:mod:`.tanh_warp`): its centre as the affine makes it, its rim squeezed to hold the whole image;
-``meta["tanh_warp"]`` records the factor, and the paste-back undoes it.
+with the inverse from the same function (:func:`dml_csr.inference.paste_back`). The horizontal flip is folded into
+the same warp (no extra pass) and is followed by swapping the registry's left/right classes. A sample framed by its
+face instead (``data.align: landmarks``: the similarity of its five landmarks onto a template, given as ``affine``)
+gets the same random scale, rotation and flip around the input's centre (:func:`augment_affine`). With
+``tanh_warp`` > 0 (``data.tanh_warp``) the crop is RoI tanh-warped on top (:mod:`.tanh_warp`): its centre as the
+affine makes it, its rim squeezed to hold the whole image; ``meta["tanh_warp"]`` records the factor, and the
+paste-back undoes it.
 
 Images leave the transforms as uint8: ``image`` is the warped crop as OpenCV decodes it, BGR, (3, h, w) with
 channels-last strides (a view of the (h, w, 3) array, no copy). The conversion to the network's input happens on the
@@ -36,8 +39,8 @@ from .edges import edge_targets
 from .labels import LabelSpec, flip_permutation
 from .tanh_warp import check_warp, input_maps, warp_points
 
-__all__ = ["get_affine_transform", "box_to_center_scale", "sample_affine", "warp_keypoints",
-           "TrainTransform", "EvalTransform", "normalize_images", "batch_input"]
+__all__ = ["get_affine_transform", "box_to_center_scale", "similarity_transform", "sample_affine", "augment_affine",
+           "warp_keypoints", "TrainTransform", "EvalTransform", "normalize_images", "batch_input"]
 
 
 def box_to_center_scale(height: int, width: int, input_size: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -85,6 +88,24 @@ def get_affine_transform(center: Sequence[float], scale: Sequence[float], rot: f
     return cv2.getAffineTransform(dst, src) if inv else cv2.getAffineTransform(src, dst)
 
 
+def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """The 2x3 similarity (no reflection) mapping ``src`` (N, 2) closest to ``dst`` (N, 2) in least squares."""
+    src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
+    ms, md = src.mean(0), dst.mean(0)
+    s, d = src - ms, dst - md
+    var = (s ** 2).sum() / len(src)
+    if var <= 1e-12:
+        raise ValueError("landmarks coincide; a similarity transform needs at least two distinct points")
+    u, sig, vt = np.linalg.svd(d.T @ s / len(src))
+    sign = np.array([1.0, np.sign(np.linalg.det(u @ vt)) or 1.0])
+    rot = u @ np.diag(sign) @ vt
+    scale = (sig * sign).sum() / var
+    m = np.zeros((2, 3))
+    m[:, :2] = scale * rot
+    m[:, 2] = md - m[:, :2] @ ms
+    return m
+
+
 def sample_affine(meta: dict, inv: bool = False) -> np.ndarray:
     """The affine a sample was warped with (its ``meta``: center, scale, rotation, input size, flip, size), image ->
     network input, or network input -> image with ``inv``; a flip is composed in (the mirrored source). A sample
@@ -102,6 +123,21 @@ def sample_affine(meta: dict, inv: bool = False) -> np.ndarray:
         else:  # sample the mirrored source
             m[:, 2] += m[:, 0] * (width - 1)
             m[:, 0] = -m[:, 0]
+    return m
+
+
+def augment_affine(affine: np.ndarray, scale: float, rotation: float, flip: bool,
+                   input_size: Sequence[int]) -> np.ndarray:
+    """A framing (2x3, image -> input) with a random draw on top: the crop ``scale`` times larger (so the content
+    ``1/scale`` the size) and rotated by ``rotation`` degrees around the input's centre ``(W/2, H/2)``, as
+    :func:`get_affine_transform` does for the whole-image box, then mirrored about that centre (``x -> W - x``)
+    when ``flip`` (the whole-image crop's flip without rotation; with one, its mirror image's rotation)."""
+    h, w = input_size
+    m = cv2.getRotationMatrix2D((w * 0.5, h * 0.5), float(rotation), 1.0 / float(scale)) @ \
+        np.vstack([np.asarray(affine, np.float64), [0.0, 0.0, 1.0]])
+    if flip:
+        m[0] = -m[0]
+        m[0, 2] += w
     return m
 
 
@@ -238,7 +274,11 @@ class EvalTransform(_Base):
         super().__init__(input_size, channel_order, mean, std, edge_width, tanh_warp)
 
     def __call__(self, image: np.ndarray, label: Optional[np.ndarray] = None,
-                 rng: Optional[np.random.Generator] = None) -> dict[str, Any]:
+                 rng: Optional[np.random.Generator] = None, affine: Optional[np.ndarray] = None) -> dict[str, Any]:
+        """The whole-image crop, or with ``affine`` (image -> input, e.g. a face's landmarks onto a template)
+        :meth:`warp`."""
+        if affine is not None:
+            return self.warp(image, affine, label)
         h, w = image.shape[:2]
         center, scale = box_to_center_scale(h, w, self.input_size)
         meta = {"center": center.tolist(), "scale": scale.tolist(), "rotation": 0.0, "flip": False,
@@ -310,13 +350,19 @@ class TrainTransform(_Base):
         return float(s), float(r), bool(f)
 
     def __call__(self, image: np.ndarray, label: Optional[np.ndarray] = None,
-                 rng: Optional[np.random.Generator] = None) -> dict[str, Any]:
+                 rng: Optional[np.random.Generator] = None, affine: Optional[np.ndarray] = None) -> dict[str, Any]:
+        """A random crop of the whole image, or with ``affine`` (image -> input: a face's landmarks onto a
+        template) the same random scale, rotation and flip applied around that framing (:func:`augment_affine`)."""
         rng = rng if rng is not None else np.random.default_rng()
         h, w = image.shape[:2]
-        center, scale = box_to_center_scale(h, w, self.input_size)
         s, r, f = self.sample_params(rng)
-        meta = {"center": center.tolist(), "scale": (scale * s).tolist(), "rotation": r, "flip": f, "size": (h, w),
-                "input_size": self.input_size}
+        if affine is None:
+            center, scale = box_to_center_scale(h, w, self.input_size)
+            meta = {"center": center.tolist(), "scale": (scale * s).tolist(), "rotation": r, "flip": f,
+                    "size": (h, w), "input_size": self.input_size}
+        else:
+            meta = {"affine": augment_affine(affine, s, r, f, self.input_size).tolist(), "rotation": r, "flip": f,
+                    "size": (h, w), "input_size": self.input_size}
         img, lab = self._warp(image, label, sample_affine(meta))  # a flip is folded into the same warp
         if f and lab is not None:
             lab = cv2.LUT(lab, self._flip_lut)

@@ -5,7 +5,8 @@
   that takes its own five landmarks (``<split>/landmarks/NAME.txt``: five keypoints, or LaPa's 106 through the five
   FaRL picks) onto the checkpoint's landmark template (``meta["crop"]``): FaRL's framing of LaPa (its RoI tanh warp
   on top when the checkpoint was trained with one, ``meta["tanh_warp"]``), and the prediction goes back through the
-  inverse.
+  inverse. A checkpoint trained on faces framed that way (``data.align: landmarks``) is scored so by default
+  (:func:`trained_align`).
 - ``score_at="original"`` (the default): the prediction mapped back onto each original label map.
   ``score_at="input"``: the ground truth warped onto the network input by the image's own affine (nearest, outside
   the image ignored) and scored there against the prediction at the input: SegFace's way, which scores its labels
@@ -15,12 +16,9 @@ from __future__ import annotations
 
 from typing import Optional
 
-import numpy as np
-from torch.utils.data import Dataset
+from ..data.face_template import check_crop
 
-from ..data.face_template import check_crop, read_five_points, similarity_transform, template_points
-
-__all__ = ["SCORE_AT", "ALIGNS", "LandmarkFramed", "landmark_crop", "describe", "check_switches", "summary_line"]
+__all__ = ["SCORE_AT", "ALIGNS", "trained_align", "landmark_crop", "describe", "check_switches", "summary_line"]
 
 SCORE_AT = ("original", "input")
 ALIGNS = ("whole", "landmarks")
@@ -33,52 +31,15 @@ def landmark_crop(meta: dict, path: str) -> dict:
     if crop.get("kind") != "template":
         raise ValueError(f"--align landmarks frames each face onto the checkpoint's landmark template, but '{path}' "
                          f"records the whole-image crop (meta['crop']); train on a root with a face_template.json "
-                         f"(scripts/measure_template.py) or score with --align whole")
+                         f"(scripts/measure_template.py), or with data.align=landmarks, or score with --align whole")
     return crop
 
 
-class LandmarkFramed(Dataset):
-    """The samples of a prepared split (a :class:`~dml_csr.data.dataset.FaceParsingDataset`), each face warped onto
-    ``crop``'s template by the similarity of its own five landmarks; labels as the split gives them (class map
-    included), warped with the image for ``score_at="input"``.
-
-    Args:
-        dataset: the split; its ``transform`` (an :class:`~dml_csr.data.transforms.EvalTransform`) makes the input.
-        crop: a template crop convention (:func:`landmark_crop`).
-    """
-
-    def __init__(self, dataset, crop: dict):
-        self.dataset = dataset
-        self.transform = dataset.transform
-        self.template = template_points(crop, self.transform.input_size)
-        self.split, self.root, self._skipped = dataset.split, dataset.root, []
-
-    @property
-    def names(self) -> list[str]:
-        return self.dataset.names
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def affine(self, i: int) -> np.ndarray:
-        """Image -> input similarity of sample ``i``."""
-        return similarity_transform(read_five_points(self.dataset.landmark_path(i)), self.template)
-
-    def load_pair(self, i: int):
-        return self.dataset.load_pair(i)
-
-    def load_label(self, i: int) -> np.ndarray:
-        return self.dataset.load_label(i)
-
-    def __getitem__(self, i) -> dict:
-        i = i[0] if isinstance(i, tuple) else i
-        image, label = self.dataset.load_pair(i)
-        sample = self.transform.warp(image, self.affine(i), label)
-        sample["name"] = self.dataset.names[i]
-        return sample
-
-    def pop_skipped(self) -> list[str]:
-        return []
+def trained_align(meta: dict) -> str:
+    """The framing a checkpoint's faces had in training, what ``--align`` defaults to: ``landmarks`` for a model
+    trained with ``data.align: landmarks`` (its ``meta["crop"]`` says so), else ``whole``."""
+    crop = check_crop(meta.get("crop"))
+    return "landmarks" if crop.get("kind") == "template" and crop.get("align") == "landmarks" else "whole"
 
 
 def describe(score_at: str, align: str, paste: str, tanh_warp: float = 0.0) -> str:

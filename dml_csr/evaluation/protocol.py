@@ -25,11 +25,12 @@ import torch
 
 from .. import inference
 from ..data import drawing
+from ..data.face_template import template_points
 from ..data.transforms import batch_input
 from ..distributed import unwrap_model
 from ..files import write_image, write_json
 from ..progress import progress
-from .framing import ALIGNS, SCORE_AT, LandmarkFramed, check_switches, describe, landmark_crop, summary_line
+from .framing import ALIGNS, SCORE_AT, check_switches, describe, landmark_crop, summary_line, trained_align
 from .metrics import ConfusionMatrix, format_scores
 
 __all__ = ["evaluate", "score_checkpoint", "protocol_record", "report", "output_folder", "default_folder",
@@ -197,10 +198,12 @@ def score_checkpoint(cfg, checkpoint: str, *, split: Optional[str] = None, flip:
                      scales: Optional[Sequence[float]] = None, paste: str = "nearest", out: Optional[str] = None,
                      save_predictions: Optional[bool] = None, device: Optional[str] = None, config_path: str = "",
                      progress: bool = True, overwrite: bool = False, score_at: str = "original",
-                     align: str = "whole", crf: Optional[int] = None, crf_kernels: Optional[dict] = None) -> dict:
+                     align: Optional[str] = None, crf: Optional[int] = None,
+                     crf_kernels: Optional[dict] = None) -> dict:
     """Score ``checkpoint`` (our file, an authors' file or a registry name) on ``split`` of ``cfg``'s dataset
     (default ``cfg.data.test_split``) with the protocol above, or with the switches of
-    :mod:`dml_csr.evaluation.framing` (``score_at``, ``align``); unset options come from ``cfg.eval``. Writes
+    :mod:`dml_csr.evaluation.framing` (``score_at``, ``align``: by default the checkpoint's training framing,
+    :func:`~dml_csr.evaluation.framing.trained_align`); unset options come from ``cfg.eval``. Writes
     ``<out>/metrics.json`` (default: ``<checkpoint folder>/`` :func:`default_folder`, under ``runs/<name>/`` for a
     registry name; an existing one is replaced only with ``overwrite``) and returns its record. ``crf``: the dense
     CRF's mean-field steps (default ``cfg.eval.crf_iterations``), ``crf_kernels``: its kernel settings other than
@@ -214,7 +217,7 @@ def score_checkpoint(cfg, checkpoint: str, *, split: Optional[str] = None, flip:
     from ..models import dense_crf
     from ..sharing.folder import weights_file
 
-    check_switches(score_at, align)
+    check_switches(score_at, align or "whole")
     spec = label_spec(cfg)
     dev = resolve_device(device or cfg.train.device)
     crf = cfg.eval.crf_iterations if crf is None else crf
@@ -228,6 +231,7 @@ def score_checkpoint(cfg, checkpoint: str, *, split: Optional[str] = None, flip:
     path = resolve(checkpoint, kind="dml_csr") if named else checkpoint  # a name: its cached, verified file or folder
     model, meta = load_model(checkpoint, device=dev)
     _check_classes(meta, spec, path, config_path)
+    align = align or trained_align(meta)
     flip = cfg.eval.flip if flip is None else flip
     scales = list(cfg.eval.scales) if scales is None else list(scales)
     save = cfg.eval.save_predictions if save_predictions is None else save_predictions
@@ -285,10 +289,12 @@ def _scored_split(cfg, split: Optional[str], meta: dict, path: str, align: str):
         log.warning("the checkpoint was trained on crops with RoI tanh warp %g, the config says data.tanh_warp=%g; "
                     "using the checkpoint's", conv["tanh_warp"], cfg.data.tanh_warp)
     crop = landmark_crop(meta, path) if align == "landmarks" else None
-    ds = build_dataset(cfg, split or cfg.data.test_split, train=False)
+    whole = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, align="whole", template="root"))
+    ds = build_dataset(whole, split or cfg.data.test_split, train=False)  # framed below, as the checkpoint says
     ds.transform = inference.input_transform({**conv, "input_size": input_size}, cfg.data.edge_width)
+    ds.template = None if crop is None else template_points(crop, input_size)
     skipped = _readable_only(ds, cfg.data.workers)
-    return (LandmarkFramed(ds, crop) if crop is not None else ds), conv, skipped
+    return ds, conv, skipped
 
 
 def _readable_only(ds, workers: int = 0) -> list[dict]:
@@ -308,6 +314,8 @@ def _readable_only(ds, workers: int = 0) -> list[dict]:
             ds.load_pair(i)
             if ds.keypoints:
                 ds.load_keypoints(i)
+            if ds.template is not None:
+                ds.landmark_affine(i)
         except left_out as e:
             return e
         return None

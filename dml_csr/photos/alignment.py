@@ -4,7 +4,7 @@ A checkpoint's ``meta["crop"]`` records how its training images framed a face:
 
 - ``{"kind": "template", "points": [[x, y] * 5], "input_size": [h, w], "faces": N}``: the mean position of the
   five landmarks (:data:`~dml_csr.conventions.KEYPOINTS` order) in the network input, as fractions of its width and
-  height, measured over the training split by :func:`dml_csr.data.face_template.measure_split`
+  height, measured over the training split by :func:`dml_csr.data.split_template.measure_split`
   (``scripts/measure_template.py``; the synthetic faces' prepare step writes it). A detected face with landmarks is
   warped onto it by the least-squares similarity (rotation, uniform scale, translation) of its five points.
 - ``{"kind": "whole_image"}`` (the authors' checkpoints, and ours without a template): the training images were
@@ -22,7 +22,8 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
-from ..data.face_template import similarity_transform, template_points
+from ..data.face_template import template_points
+from ..data.transforms import similarity_transform
 
 __all__ = ["similarity_transform", "box_affine", "template_points", "face_affine", "crop_region", "composite"]
 

@@ -75,12 +75,16 @@ def _input(meta: dict, config: dict) -> list[str]:
     m = config.get("model", {})
     arch = (f"backbone {m.get('backbone')}, output stride {m.get('output_stride')}" if meta.get("model_name") ==
             "dml_csr" else f"width {m.get('rnn_channels')}")
-    crop = (meta.get("crop") or {"kind": "whole_image"}).get("kind", "whole_image")
+    convention = meta.get("crop") or {"kind": "whole_image"}
+    crop = f"`{convention.get('kind', 'whole_image')}`"
+    if convention.get("align") == "landmarks":
+        crop += (", each face framed by its five landmarks onto the template in training (`data.align: landmarks`; "
+                 "parse photos with `detect=True` or given faces)")
     return [f"- network: {meta.get('model_name', 'dml_csr')} ({arch}), {len(meta['classes'])} classes, the inference "
             "model (training-only edge heads dropped)",
             f"- input: {h}x{w} pixels, {meta['channel_order']} channel order, scaled to [0, 1], then normalised with "
             f"mean {list(meta['mean'])} and std {list(meta['std'])}",
-            f"- crop: `{crop}`" + (f", RoI tanh-warped with factor {meta['tanh_warp']:g}" if meta.get("tanh_warp")
+            f"- crop: {crop}" + (f", RoI tanh-warped with factor {meta['tanh_warp']:g}" if meta.get("tanh_warp")
                                    else "") + " (the checkpoint's crop convention; `FaceParser` applies it, and pastes "
             "the labels back at the photo's own size)",
             "- output: `{\"parsing\": (B, C, h, w)}` logits; the argmax is the class of each pixel"]

@@ -13,6 +13,7 @@ returns: the labels, the probabilities when asked for, and the faces it used.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
@@ -30,6 +31,8 @@ from .alignment import composite, crop_region, face_affine
 from .faces import Face
 
 __all__ = ["Parse", "Predictor", "parse_whole", "parse_faces", "face_affines", "paste_faces", "PASTES"]
+
+log = logging.getLogger(__name__)
 
 PASTES = ("smooth", "nearest")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -83,6 +86,8 @@ class Predictor:
         self.model = prepare_for_inference(model.to(self.device), precision)
         self.flip_perm = None if flip_perm is None else list(flip_perm)
         self.precision = precision
+        # a model trained on faces framed by their landmarks (data.align=landmarks): told once of whole images
+        self.faces_only = (meta.get("crop") or {}).get("align") == "landmarks"
 
     @torch.no_grad()
     def predict(self, images: Sequence[np.ndarray], affines: Optional[Sequence[np.ndarray]] = None
@@ -105,6 +110,11 @@ def parse_whole(predictor: Predictor, images: Sequence[np.ndarray], paste: str =
     """Whole BGR images through the evaluation crop and back (see the module docstring for ``paste``)."""
     if paste not in PASTES:
         raise ValueError(f"paste must be 'smooth' or 'nearest', got {paste!r}")
+    if predictor.faces_only:
+        predictor.faces_only = False
+        log.warning("this model was trained on faces framed by their landmarks (data.align=landmarks); a whole image "
+                    "through the whole-image crop is not what it saw: detect=True (predict.py --detect) or faces=... "
+                    "aligns each face as in training")
     out, warp = [], predictor.transform.tanh_warp
     for image, (probs, inverse) in zip(images, predictor.predict(images)):
         size, labels, full = image.shape[:2], None, None

@@ -34,7 +34,7 @@ from ..checkpoint import RunPaths, make_meta, save_checkpoint
 from ..config import Config, ModelConfig, config_to_dict, save_config
 from .schedule import epoch_position, total_epochs
 from ..data.dataset import FaceParsingDataset, build_dataset, inverse_frequency_weights
-from ..data.face_template import crop_for_training
+from ..data.face_template import training_crop
 from ..data.class_map import label_spec
 from ..data.labels import LabelSpec
 from ..data.loader import build_loader, build_norm_loader
@@ -203,7 +203,7 @@ def _start(cfg: Config, resume: Optional[str], allow_changes: bool = False) -> _
 
 def _meta(cfg: Config, spec: Optional[LabelSpec] = None) -> dict:
     """Checkpoint metadata (:func:`dml_csr.checkpoint.make_meta`) with the crop convention of the training faces."""
-    return make_meta(cfg, spec, crop=crop_for_training(cfg.data.root, cfg.data.input_size))
+    return make_meta(cfg, spec, crop=training_crop(cfg.data))
 
 
 def resolve_class_weights(cfg: Config, spec: LabelSpec) -> Optional[list[float]]:

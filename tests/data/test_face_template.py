@@ -12,8 +12,8 @@ from helpers.scripts import run_script
 
 from dml_csr.data.synthetic import write_dataset
 from dml_csr.photos.faces import Face
-from dml_csr.data.face_template import (WHOLE_IMAGE, check_crop, crop_for_training, measure_split, read_template,
-                                       write_template)
+from dml_csr.data.face_template import WHOLE_IMAGE, check_crop, crop_for_training, read_template, write_template
+from dml_csr.data.split_template import measure_split
 
 
 @pytest.fixture(scope="module")
@@ -41,17 +41,38 @@ def test_the_template_is_the_mean_landmark_position_in_the_input(root):
     np.testing.assert_allclose(three["points"], np.mean([(p - 59.5) / 119 + 0.5 for p in picked], 0), atol=1e-6)
 
 
+PTS = np.array([[70, 50], [50, 50], [60, 62], [68, 72], [52, 72]], np.float32)  # the subject's left eye first
+
+
+def test_lapas_106_points_give_their_five(root, tmp_path):
+    """LaPa's eyes' centres are points 104 (image left) and 105, its nose tip 54, its mouth corners 84 and 90 (the
+    five FaRL aligns by); no detector is needed."""
+    import shutil
+
+    lapa = str(tmp_path / "lapa_like")
+    shutil.copytree(root, lapa)
+    folder = os.path.join(lapa, "train", "landmarks")
+    points = np.tile([[1.0, 2.0]], (106, 1))
+    points[[105, 104, 54, 90, 84]] = PTS
+    for f in os.listdir(folder):
+        with open(os.path.join(folder, f), "w") as fh:
+            fh.write("106\n" + "".join(f"{x} {y}\n" for x, y in points))
+    crop = measure_split(lapa, "train", (473, 473))
+    assert "6 landmark files, 0 detected" in crop["source"]
+    np.testing.assert_allclose(crop["points"], ((PTS - 59.5) * 473 / 119 + 236.5) / 473, atol=1e-6)
+
+
 def test_samples_without_five_point_files_go_through_the_detector(root, tmp_path):
     import shutil
 
-    other = str(tmp_path / "lapa_like")
+    other = str(tmp_path / "ibug_like")
     shutil.copytree(root, other)
     folder = os.path.join(other, "train", "landmarks")
-    for f in os.listdir(folder):  # LaPa's scheme: 106 points
+    for f in os.listdir(folder):  # another scheme: 300-W's 68 points
         with open(os.path.join(folder, f), "w") as fh:
-            fh.write("106\n" + "1 2\n" * 106)
+            fh.write("68\n" + "1 2\n" * 68)
     seen = []
-    pts = np.array([[70, 50], [50, 50], [60, 62], [68, 72], [52, 72]], np.float32)
+    pts = PTS
 
     def detector(image):
         seen.append(image.shape)
@@ -60,7 +81,7 @@ def test_samples_without_five_point_files_go_through_the_detector(root, tmp_path
     crop = measure_split(other, "train", (473, 473), detector)
     assert len(seen) == 6 and "0 landmark files, 6 detected" in crop["source"]
     np.testing.assert_allclose(crop["points"], ((pts - 59.5) * 473 / 119 + 236.5) / 473, atol=1e-6)
-    with pytest.raises(ValueError, match="no landmarks in split 'train' of .*lapa_like.*no detector given"):
+    with pytest.raises(ValueError, match="no landmarks in split 'train' of .*ibug_like.*no detector given"):
         measure_split(other, "train", (473, 473))
 
 

@@ -65,3 +65,13 @@ def test_the_authors_weights_carry_their_terms():
     card = model_card(official_meta(19), {"model": {"backbone": "resnet101_deepstem", "output_stride": 8}})
     assert "license: other" in card and "CelebAMask-HQ" in card
     assert "Trained and released by the DML-CSR authors" in card and "input: 473x473 pixels, BGR channel order" in card
+
+
+def test_a_model_trained_on_landmark_framed_faces_says_how_to_feed_it():
+    crop = {"kind": "template", "points": [[0.6, 0.4], [0.4, 0.4], [0.5, 0.55], [0.6, 0.7], [0.4, 0.7]],
+            "input_size": [128, 96], "align": "landmarks"}
+    card = model_card({**META, "crop": crop}, CONFIG, [_record()])
+    assert "crop: `template`, each face framed by its five landmarks onto the template in training" in card
+    assert "`detect=True`" in card
+    measured = {k: v for k, v in crop.items() if k != "align"}  # a template measured on whole-image crops
+    assert "framed by its five landmarks" not in model_card({**META, "crop": measured}, CONFIG, [_record()])
