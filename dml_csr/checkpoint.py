@@ -46,6 +46,7 @@ import glob
 import logging
 import os
 import re
+import zipfile
 from typing import Any, Optional, Union
 
 import torch
@@ -110,19 +111,42 @@ def save_checkpoint(path: str, model_state: dict, meta: dict, config: Optional[d
     atomic_torch_save(ckpt, path)
 
 
+# what scripts/export.py writes besides checkpoints: files a runtime runs, not weights this loader reads
+EXPORTED_KINDS = {".onnx": "an ONNX model", ".xml": "an OpenVINO model", ".ts": "a TorchScript model",
+                  ".pt2": "an exported program"}
+
+
 def load_checkpoint(path: str, map_location: Any = "cpu") -> dict:
     """Load any checkpoint file with ``weights_only=True``; errors name the file."""
     if os.path.isdir(path):
+        if os.path.isfile(os.path.join(path, "model.safetensors")):  # a model folder's weights without its config
+            raise CheckpointError(f"'{path}' holds model.safetensors but no config.json: a model folder "
+                                  f"(scripts/export.py --format hf) needs both; export it again")
         raise CheckpointError(f"checkpoint '{path}' is a directory; give a checkpoint file (a run directory's is "
                               f"checkpoints/epoch_NNNN.pt or best.pt)")
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint '{path}' does not exist")
+    kind = EXPORTED_KINDS.get(os.path.splitext(path)[1].lower()) or ("a TorchScript model" if _torchscript(path)
+                                                                      else None)
+    if kind:
+        raise CheckpointError(f"'{path}' is {kind} (scripts/export.py), not a checkpoint: give the checkpoint it was "
+                              f"exported from (e.g. runs/NAME/best.pt), a model folder or a registry name; "
+                              f"predict.py and FaceParser also run its ONNX and OpenVINO files")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # corrupt, truncated, or holding non-tensor objects
         first = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
         raise CheckpointError(f"checkpoint '{path}' cannot be loaded with weights_only=True (corrupt, truncated, or "
                               f"holding objects other than tensors and plain values): {first[:200]}") from None
+
+
+def _torchscript(path: str) -> bool:
+    """Whether ``path`` is a TorchScript archive (a zip with ``constants.pkl``, which ``torch.save`` never writes)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(n.endswith("/constants.pkl") or n == "constants.pkl" for n in z.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
 
 
 class RunPaths:

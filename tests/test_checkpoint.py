@@ -87,6 +87,28 @@ def test_killed_writes_are_cleared_and_messages_stay_on_one_line(tmp_path):
     assert "\n" not in str(e.value) and "evil.pt" in str(e.value)
 
 
+def test_exported_files_and_half_model_folders_are_named_for_what_they_are(tmp_path):
+    """What scripts/export.py writes is not a checkpoint: each is refused in one line saying what it is (a TorchScript
+    archive whatever its name, as export.py's model.ts.pt), instead of torch's weights_only complaint."""
+    scripted = str(tmp_path / "model.ts.pt")
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), scripted)
+    cases = {scripted: "is a TorchScript model", str(tmp_path / "m.onnx"): "is an ONNX model",
+             str(tmp_path / "m.xml"): "is an OpenVINO model"}
+    for path in list(cases)[1:]:
+        open(path, "wb").write(b"x")
+    for path, kind in cases.items():
+        with pytest.raises(CheckpointError, match=kind + r" \(scripts/export.py\), not a checkpoint") as e:
+            load_checkpoint(path)
+        assert "\n" not in str(e.value) and path in str(e.value)
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"x")
+    with pytest.raises(CheckpointError, match="holds model.safetensors but no config.json"):
+        load_checkpoint(str(folder))
+    torch.save({"w": torch.zeros(2)}, tmp_path / "plain.pt")
+    assert torch.equal(load_checkpoint(str(tmp_path / "plain.pt"))["w"], torch.zeros(2))  # a torch.save zip is one
+
+
 X = torch.randn(1, 3, 65, 65)
 
 

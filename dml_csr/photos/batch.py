@@ -30,8 +30,6 @@ log = logging.getLogger(__name__)
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
-EXPORTED = {".onnx": "an ONNX model", ".xml": "an OpenVINO model", ".ts": "a TorchScript model",
-            ".pt2": "an exported program"}
 
 
 @dataclass
@@ -64,13 +62,31 @@ class Summary:
 def check_checkpoint_arg(path: str) -> None:
     """An exported model runs when it carries our metadata (an ONNX or OpenVINO file of ``scripts/export.py``:
     classes, input convention); any other exported file is refused in one line saying what to pass."""
-    from .runtime import carries_meta, is_exported
+    from ..checkpoint import EXPORTED_KINDS
+    from .runtime import is_exported, read_meta
 
-    kind = EXPORTED.get(os.path.splitext(path)[1].lower())
-    if kind and not (is_exported(path) and carries_meta(path)):
-        raise ValueError(f"--checkpoint '{path}' is {kind} without dml_csr metadata (the ONNX and OpenVINO files of "
-                         "scripts/export.py carry it and run as they are); pass the checkpoint it was exported from "
-                         "(e.g. runs/NAME/best.pt) or a registry name")
+    kind = EXPORTED_KINDS.get(os.path.splitext(path)[1].lower())
+    if not kind:
+        return
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--checkpoint '{path}' does not exist")
+    weights = os.path.splitext(path)[0] + ".bin"
+    if path.lower().endswith(".xml") and not os.path.isfile(weights):
+        raise FileNotFoundError(f"--checkpoint '{path}' is an OpenVINO model without its weights: '{weights}' is "
+                                f"missing (scripts/export.py writes the .xml and the .bin beside it)")
+    reason = "" if is_exported(path) else "without dml_csr metadata"
+    if not reason:
+        try:
+            read_meta(path)
+        except ImportError:  # loading it says which package is missing
+            pass
+        except Exception as e:  # unreadable, truncated, not ours
+            first = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+            reason = f"that cannot be read as one of scripts/export.py's ({first[:160]})"
+    if reason:
+        raise ValueError(f"--checkpoint '{path}' is {kind} {reason}; the ONNX and OpenVINO files of scripts/export.py "
+                         f"carry the classes and input convention and run as they are; else pass the checkpoint it "
+                         f"was exported from (e.g. runs/NAME/best.pt) or a registry name")
 
 
 def expand_inputs(inputs: list[str], failures: list[tuple[str, str]]) -> list[str]:

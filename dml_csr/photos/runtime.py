@@ -21,7 +21,7 @@ from torch import nn
 
 from .export import META_KEY, read_onnx_meta
 
-__all__ = ["RUNTIMES", "ExportedModel", "is_exported", "read_meta", "carries_meta", "runner", "load_exported",
+__all__ = ["RUNTIMES", "ExportedModel", "is_exported", "read_meta", "runner", "load_exported",
            "parity"]
 
 RUNTIMES = {".onnx": "onnxruntime", ".xml": "openvino"}
@@ -66,18 +66,6 @@ def read_meta(path: str) -> dict:
     if node is None or "value" not in node.attrib:
         raise KeyError(f"'{path}' has no '{META_KEY}' rt_info (not written by dml_csr.photos.openvino)")
     return json.loads(node.attrib["value"])
-
-
-def carries_meta(path: str) -> bool:
-    """Whether ``path`` is an exported model with our metadata (True where only a package to read it is missing:
-    loading it then says which)."""
-    try:
-        read_meta(path)
-    except ImportError:
-        return True
-    except Exception:  # unreadable, truncated, not ours
-        return False
-    return True
 
 
 def runner(path: str, threads: Optional[int] = None, precision: str = "f32") -> Run:

@@ -194,6 +194,15 @@ def test_photo_and_mask_folders_exports_and_progress(tmp_path):
         r = run_script("predict", str(folder), "--checkpoint", str(exported), "--out", str(out))
         assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1
         assert f"is {kind}" in r.stderr and "pass the checkpoint it was exported from" in r.stderr
+    missing = str(tmp_path / "missing.onnx")
+    (tmp_path / "lone.xml").write_text("<net/>")  # an IR without its .bin
+    (tmp_path / "cut.onnx").write_bytes(b"\x08\x07\x12")  # a truncated protobuf
+    for path, says in ((missing, f"--checkpoint '{missing}' does not exist"),
+                       (str(tmp_path / "lone.xml"), "is an OpenVINO model without its weights: '"),
+                       (str(tmp_path / "cut.onnx"), "is an ONNX model that cannot be read as one of scripts/export")):
+        r = run_script("predict", str(folder), "--checkpoint", path, "--out", str(out))
+        assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert says in r.stderr, r.stderr
 
 
 def test_given_faces_per_image_from_a_folder(tmp_path):
