@@ -4,12 +4,12 @@
 Protocol (``dml_csr.evaluation``): every image goes through the evaluation affine to the network input (whole image,
 aspect kept), the prediction is mapped back onto the original label map (inverse affine: ``--paste nearest`` warps
 the argmax, the authors' way; ``--paste smooth`` warps the class probabilities bilinearly and takes the argmax at the
-image's resolution) and one confusion matrix is pooled over the split (label 255 ignored). Reported: per-class F1 and
-IoU, mean F1 over foreground classes, mIoU with and without background, pixel accuracy, and the merged sets
-(confusion inside a set counts as correct).
+image's resolution; ``--paste logits`` warps the log-probabilities, FaRL's way) and one confusion matrix is pooled
+over the split (label 255 ignored). Reported: per-class F1 and IoU, mean F1 over foreground classes, mIoU with and
+without background, pixel accuracy, and the merged sets (confusion inside a set counts as correct).
 
     python scripts/evaluate.py --config configs/helen_dml_csr_r101.yaml --checkpoint helen.pth [--split test]
-        [--flip] [--scales 0.75,1,1.25] [--paste nearest|smooth] [--out DIR] [--save-predictions]
+        [--flip] [--scales 0.75,1,1.25] [--paste nearest|smooth|logits] [--out DIR] [--save-predictions]
         [--score-at original|input] [--align whole|landmarks]    (other papers' protocols: README, "Protocols")
         [--crf N [--crf-kernel KEY=VALUE ...]]                   (Liu et al.'s CNN-CRF: a dense CRF first)
     python scripts/evaluate.py --predictions DIR --data data/helen --dataset helen [--split test]
@@ -103,6 +103,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                     "--crf and --crf-kernel")
     elif not (args.config and args.checkpoint):
         p.error("give --config and --checkpoint (score a model), or --predictions, --data and --dataset")
+    elif args.paste and args.score_at == "input":
+        p.error("--paste maps the prediction back onto the original label map; --score-at input scores at the "
+                "network input, where nothing is pasted: drop --paste")
     elif args.masks or args.images or args.pred_dataset:
         p.error("--masks, --images and --pred-dataset score a --predictions folder")
     return args

@@ -122,12 +122,16 @@ def read_landmark_file(path: str, needed_by: str = "data.keypoints needs one per
     try:
         with open(path) as f:
             lines = [line.split() for line in f if line.strip()]
+        if len(lines[0]) != 1:
+            raise ValueError("no count line")
         count = int(lines[0][0])
         points = np.array([[float(v) for v in line[:2]] for line in lines[1:]], np.float64).reshape(-1, 2)
     except FileNotFoundError:
         raise BadSampleError(f"landmark file '{path}' is missing ({needed_by})") from None
     except (ValueError, IndexError):
         raise BadSampleError(f"landmark file '{path}' is malformed; expected a count line, then 'x y' lines") from None
+    if not np.isfinite(points).all():
+        raise BadSampleError(f"landmark file '{path}' holds a coordinate that is not a finite number")
     return count, points
 
 

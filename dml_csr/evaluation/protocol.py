@@ -218,6 +218,9 @@ def score_checkpoint(cfg, checkpoint: str, *, split: Optional[str] = None, flip:
     from ..sharing.folder import weights_file
 
     check_switches(score_at, align or "whole")
+    if score_at == "input" and paste != "nearest":
+        raise ValueError(f"paste={paste!r} maps the prediction back onto the original label map; score_at='input' "
+                         f"scores at the network input, where nothing is pasted")
     spec = label_spec(cfg)
     dev = resolve_device(device or cfg.train.device)
     crf = cfg.eval.crf_iterations if crf is None else crf

@@ -171,4 +171,12 @@ def test_what_cannot_frame_is_named_in_one_line(root, micro_cfg, tmp_path):
         f.write("5\n" + "3 4\n" * 5)
     with pytest.raises(BadSampleError, match="landmark file .* landmarks coincide"):
         ds[1]
+    with open(os.path.join(bare, "val", "landmarks", f"{ds.names[1]}.txt"), "w") as f:
+        f.write("5\n1 2\nnan 4\n5 6\n7 8\n9 10\n")
+    with pytest.raises(BadSampleError, match="landmark file .* holds a coordinate that is not a finite number"):
+        ds[1]
+    with open(os.path.join(bare, "val", "landmarks", f"{ds.names[1]}.txt"), "w") as f:
+        f.write("1 2\n3 4\n")  # no count line
+    with pytest.raises(BadSampleError, match="landmark file .* is malformed; expected a count line"):
+        ds[1]
     assert isinstance(ds.transform, EvalTransform)

@@ -133,6 +133,8 @@ def test_the_switches_name_their_folder_and_refuse_what_cannot_work(setup):
                    "--score-at", "input", "--align", "landmarks")
     assert r.returncode == 0, r.stderr
     assert os.path.isfile(os.path.join(os.path.dirname(templated), "eval_test_input_landmarks", "metrics.json"))
+    r = run_script("evaluate", "--config", cfg, "--checkpoint", templated, "--score-at", "input", "--paste", "smooth")
+    assert r.returncode == 2 and "drop --paste" in r.stderr.strip().splitlines()[-1]  # argparse's usage, then it
     os.rename(os.path.join(root, "test", "landmarks"), os.path.join(root, "test", "moved"))
     try:
         r = run_script("evaluate", "--config", cfg, "--checkpoint", templated, "--align", "landmarks",
