@@ -256,8 +256,9 @@ def parse_override(item: str) -> tuple[str, Any]:
     return key.strip(), parsed
 
 
-def load_config(path: Optional[str] = None, overrides: Optional[list[str]] = None) -> Config:
-    """Load and validate a config: defaults < ``path`` (and its ``_base_`` chain) < ``overrides`` (``KEY=VALUE``)."""
+def load_config(path: Optional[str] = None, overrides: Optional[list[str]] = None, source: str = "--set") -> Config:
+    """Load and validate a config: defaults < ``path`` (and its ``_base_`` chain) < ``overrides`` (``KEY=VALUE``,
+    given by the flag ``source``, which errors name)."""
     origin: dict[str, str] = {}
     raw = _read_yaml(path, origin) if path else {}
     for item in overrides or []:
@@ -267,10 +268,10 @@ def load_config(path: Optional[str] = None, overrides: Optional[list[str]] = Non
         for p in parts[:-1]:
             nxt = node.setdefault(p, {})
             if not isinstance(nxt, dict):
-                raise ConfigError(f"--set {key}: '{p}' is a value, not a section")
+                raise ConfigError(f"{source} {key}: '{p}' is a value, not a section")
             node = nxt
         node[parts[-1]] = value
-        origin[key] = "--set"
+        origin[key] = source
     return config_from_dict(raw, origin)
 
 

@@ -53,6 +53,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--int8 is for --format openvino and needs --calib ROOT")
     if (args.push or args.metrics) and args.format != "hf":
         p.error("--push and --metrics are for --format hf")
+    if args.int8:
+        from dml_csr.photos.quantize import check_calibration_root
+
+        try:
+            check_calibration_root(args.calib)
+        except FileNotFoundError as e:
+            p.error(str(e))
     return args
 
 

@@ -29,14 +29,15 @@ __all__ = ["PAPER", "load_benchmark_config", "count_flops", "benchmark_inference
 PAPER = {"params_M": 59.67, "GFLOPs": 48.54, "latency_ms": 31.0}
 
 
-def load_benchmark_config(path: str, overrides: Sequence[str]) -> Config:
-    """Experiment configs load as they are; a model-only base file gets placeholder data settings."""
+def load_benchmark_config(path: str, overrides: Sequence[str], source: str = "--set") -> Config:
+    """Experiment configs load as they are; a model-only base file gets placeholder data settings. ``source``: the
+    flag the overrides came from, as errors name it."""
     try:
-        return load_config(path, list(overrides))
+        return load_config(path, list(overrides), source)
     except ConfigError as e:  # a model-only file: "missing required value 'data.dataset'"
         if "data" not in str(e) and "dataset" not in str(e):
             raise
-        return load_config(path, ["data.dataset=helen", "data.root=."] + list(overrides))
+        return load_config(path, ["data.dataset=helen", "data.root=."] + list(overrides), source)
 
 
 def count_flops(mcfg: ModelConfig, classes: Sequence[str], size: int) -> int:
@@ -191,6 +192,13 @@ def run(config_path: str, overrides: Sequence[str] = (), *, size: int = 473, bat
     paths are timed against this run's fp32 eager, in rows that name the variant."""
     dev = torch.device(device)
     cfg = load_benchmark_config(config_path, overrides)
+    if deploy or profile:  # what the deployment rows need, checked before anything is timed
+        from ..photos.quantize import check_calibration_root
+
+        check_calibration_root(calib)
+        if variant:
+            load_benchmark_config(config_path, [*overrides, *variant], source="--variant")
+    trained = (*load_model(agreement_weights), agreement_weights) if deploy and agreement_weights else None
     spec = label_spec(cfg)
     num_classes = spec.num_classes if num_classes is None else num_classes
     classes = spec.classes if num_classes == spec.num_classes else [f"class_{i}" for i in range(num_classes)]
@@ -208,7 +216,6 @@ def run(config_path: str, overrides: Sequence[str] = (), *, size: int = 473, bat
         base = next(r["latency_ms"] / 1e3 for r in rows if r["path"] == "fp32 eager" and r["batch"] == 1)
         print(f"CPU deployment, batch 1, labels compared with fp32 eager on face images ({calib}"
               f"{', of ' + agreement_weights if agreement_weights else ''}):")
-        trained = (*load_model(agreement_weights), agreement_weights) if agreement_weights else None
         rows += benchmark_deploy(model, at_size, base, warmup, repeats, calib, trained=trained)
         if variant:
             rows += _variant_rows(config_path, [*overrides], list(variant), model if weights else None, at_size,

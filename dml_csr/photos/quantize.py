@@ -21,7 +21,8 @@ import numpy as np
 
 from ..files import write_bytes
 
-__all__ = ["quantize_onnx_int8", "calibration_batch", "to_network_input", "label_agreement", "reference_labels"]
+__all__ = ["quantize_onnx_int8", "calibration_batch", "check_calibration_root", "to_network_input", "label_agreement",
+           "reference_labels"]
 
 
 def to_network_input(images_bgr: Sequence[np.ndarray], meta: dict) -> np.ndarray:
@@ -32,6 +33,20 @@ def to_network_input(images_bgr: Sequence[np.ndarray], meta: dict) -> np.ndarray
 
     with torch.no_grad():
         return inference.network_input(images_bgr, inference.input_transform(meta))[0].numpy()
+
+
+def check_calibration_root(root: str, flag: str = "--calib") -> None:
+    """Before any work: ``root`` is "synthetic" or a prepared root with the train split int8 is calibrated on and the
+    test split it is checked on; else one line naming ``flag`` and what is missing."""
+    if root == "synthetic":
+        return
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"{flag} '{root}' is not a folder; give a prepared root (int8 is calibrated on its "
+                                f"train split and checked on its test split) or 'synthetic'")
+    for split in ("train", "test"):
+        if not os.path.isfile(os.path.join(root, f"{split}_list.txt")):
+            raise FileNotFoundError(f"{flag} '{root}' has no {split}_list.txt; int8 is calibrated on a prepared "
+                                    f"root's train split and checked on its test split")
 
 
 def calibration_batch(root: str, split: str, meta: dict, count: int = 16, seed: int = 1000) -> np.ndarray:

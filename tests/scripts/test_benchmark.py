@@ -136,6 +136,18 @@ def test_devices_sizes_and_folders_out_of_reach_are_one_line(script, args, expec
     assert r.returncode == 2 and expected in r.stderr.strip().splitlines()[-1] and "Traceback" not in r.stderr, r.stderr
 
 
+@pytest.mark.parametrize("args,expected", [
+    (["--variant", "model.output_strid=16"], "--variant: unknown key 'model.output_strid'"),
+    (["--calib", "/nonexistent"], "--calib '/nonexistent' is not a folder; give a prepared root"),
+    (["--agreement-weights", "/nonexistent.pt"], "checkpoint '/nonexistent.pt' does not exist"),
+])
+def test_what_the_deployment_rows_need_is_checked_before_anything_is_timed(args, expected):
+    r = run_script("benchmark", "--config", os.path.join(ROOT, "configs", "synthetic_dml_csr_tiny.yaml"), "--size",
+                   "32", "--deploy", *args)
+    assert r.returncode == 2 and expected in r.stderr.strip().splitlines()[-1], r.stderr
+    assert "fp32 eager" not in r.stdout and "Traceback" not in r.stderr
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_cuda_asked_for_where_there_is_none_is_one_line():
     r = run_script("benchmark_rnn", "--device", "cuda")

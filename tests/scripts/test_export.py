@@ -198,3 +198,15 @@ def test_an_export_whose_output_is_not_finite_fails_its_parity_check(tmp_path):
     assert r.returncode == 2, r.stderr
     assert re.fullmatch(rf"error: {re.escape(out)}: the export's output at \d+x\d+ holds \d+ values that are not "
                         r"finite \(NaN or infinity\); parity cannot hold\n", r.stderr), r.stderr
+
+
+@pytest.mark.parametrize("calib,expected", [
+    ("/nonexistent", "--calib '/nonexistent' is not a folder"),
+    (os.path.join(ROOT, "configs"), "has no train_list.txt"),
+])
+def test_an_int8_export_checks_its_calibration_root_before_writing_anything(tmp_path, calib, expected):
+    out = tmp_path / "q.xml"
+    r = run_script("export", "--checkpoint", str(tmp_path / "any.pt"), "--format", "openvino", "--out", str(out),
+                   "--int8", "--calib", calib)
+    assert r.returncode == 2 and expected in r.stderr.strip().splitlines()[-1], r.stderr
+    assert not os.listdir(tmp_path)
