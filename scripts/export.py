@@ -79,7 +79,7 @@ def share(args) -> int:
     from dml_csr.sharing import hf
 
     info = export_hf(args.checkpoint, args.out, args.metrics, repo=args.push or "")
-    print(f"wrote {args.out} (model.safetensors, config.json, README.md; test metrics: "
+    print(f"wrote {args.out} (model.safetensors, config.json, README.md; metrics of the splits: "
           f"{', '.join(map(str, info['metrics'])) or 'none found'})")
     if args.push:
         print(f"pushed to {args.push}: {hf.push(args.out, args.push, args.revision, args.private)}")

@@ -92,18 +92,20 @@ def _input(meta: dict, config: dict) -> list[str]:
 
 def _metrics(records: Sequence[dict]) -> list[str]:
     if not records:
-        return ["No test metrics were recorded for this checkpoint (score it with `scripts/evaluate.py` and export "
+        return ["No metrics were recorded for this checkpoint (score it with `scripts/evaluate.py` and export "
                 "again to list them here)."]
-    lines = ["Scored by `scripts/evaluate.py` (the authors' protocol: one confusion matrix pooled over the split, "
-             "label 255 ignored; mean F1 over the foreground classes, mIoU with background):", "",
-             "| split | images | flip | scales | paste | score at | align | mean F1 | mIoU | mIoU fg | pixel acc | "
-             "overall F1 |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    records = sorted(records, key=lambda r: r["protocol"].get("split") != "test")  # the test split's rows first
+    lines = ["Scored by `scripts/evaluate.py`: one confusion matrix pooled over the split, label 255 ignored; mean F1 "
+             "over the foreground classes, mIoU with background. Each row names its switches; the authors' "
+             "protocol is flip False, scales [1.0], paste nearest, score at original, align whole, CRF off.", "",
+             "| split | images | flip | scales | paste | score at | align | CRF | mean F1 | mIoU | mIoU fg | "
+             "pixel acc | overall F1 |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in records:
         p, s = r["protocol"], r["scores"]
         overall = s.get("groups", {}).get("overall")
         lines.append(f"| {p.get('split')} | {p.get('num_samples')} | {p.get('flip')} | {p.get('scales')} | "
                      f"{p.get('paste')} | {p.get('score_at', 'original')} | {p.get('align', 'whole')} | "
-                     f"{_pct(s['mean_f1'])} | {_pct(s['miou'])} | {_pct(s['miou_fg'])} | "
+                     f"{_crf(p.get('crf'))} | {_pct(s['mean_f1'])} | {_pct(s['miou'])} | {_pct(s['miou_fg'])} | "
                      f"{_pct(s['pixel_accuracy'])} | {_pct(overall)} |")
     declared = [r["protocol"]["mean_f1_classes"] for r in records if r["protocol"].get("mean_f1_classes")]
     if declared:
@@ -111,6 +113,16 @@ def _metrics(records: Sequence[dict]) -> list[str]:
     first = records[0]["scores"]["per_class"]
     lines += ["", "Per-class F1 (first row's scoring): " + ", ".join(f"{c} {_pct(v['f1'])}" for c, v in first.items())]
     return lines
+
+
+def _crf(record: Optional[dict]) -> str:
+    """A row's dense CRF: off, or its mean-field steps and the kernel settings other than the defaults."""
+    if not record:
+        return "off"
+    from ..models.dense_crf import CRFParams, changed_kernels, kernel_text
+
+    changed = kernel_text(changed_kernels(CRFParams(**record)))
+    return f"{record['iterations']} steps" + (f" ({changed})" if changed else "")
 
 
 def _pct(x: Optional[float]) -> str:
@@ -140,7 +152,7 @@ def model_card(meta: dict, config: dict, metrics: Sequence[dict] = (), repo: str
             "(`scripts/export.py --format hf`).", "", "## Classes", ""] + _classes(meta)
             + ["", "## Input", ""] + _input(meta, config)
             + ["", "## Training data and licence", "", terms]
-            + ["", "## Test metrics", ""] + _metrics(metrics)
+            + ["", "## Metrics", ""] + _metrics(metrics)
             + ["", "## How to load", ""] + _usage(name)
             + ["", "## Citation", "", "```bibtex", citation, "```"])
     return "\n".join(body) + "\n"

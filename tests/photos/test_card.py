@@ -39,9 +39,10 @@ def test_the_card_names_classes_input_licence_metrics_loading_and_citation():
     assert "backbone resnet18, output stride 16" in card and "crop: `landmarks`" in card
     assert "LaPa (Liu et al., AAAI 2020): released for non-commercial research only" in card
     # the protocol switches of each record: the authors' defaults where an older metrics.json does not name them
-    assert "| test | 60 | False | [1.0] | nearest | original | whole | 86.57 | 78.25 | 76.11 | 95.43 | n/a |" in card
-    assert "| test | 60 | True | [0.75, 1.0] | smooth | input | landmarks | 88.17 | 78.25 | 76.11 | 95.43 | 90.00 |" \
+    assert "| test | 60 | False | [1.0] | nearest | original | whole | off | 86.57 | 78.25 | 76.11 | 95.43 | n/a |" \
         in card
+    assert "| test | 60 | True | [0.75, 1.0] | smooth | input | landmarks | off | 88.17 | 78.25 | 76.11 | 95.43 | " \
+           "90.00 |" in card
     assert "background 50.00, skin 51.00" in card
     assert "Mean F1 over the classes declared for it: skin, nose" in card
     assert 'FaceParser.from_pretrained("hf://someone/lapa-parser")' in card
@@ -58,7 +59,7 @@ def test_the_card_names_classes_input_licence_metrics_loading_and_citation():
 def test_the_licence_follows_the_training_data(dataset, licence, words):
     card = model_card({**META, "dataset": dataset}, CONFIG)
     assert f"license: {licence}\n" in card and words in card
-    assert "No test metrics were recorded for this checkpoint" in card and "hf://OWNER/REPO" in card
+    assert "No metrics were recorded for this checkpoint" in card and "hf://OWNER/REPO" in card
 
 
 def test_the_authors_weights_carry_their_terms():
@@ -75,3 +76,16 @@ def test_a_model_trained_on_landmark_framed_faces_says_how_to_feed_it():
     assert "`detect=True`" in card
     measured = {k: v for k, v in crop.items() if k != "align"}  # a template measured on whole-image crops
     assert "framed by its five landmarks" not in model_card({**META, "crop": measured}, CONFIG, [_record()])
+
+
+def test_each_row_names_its_crf_and_the_test_split_comes_first():
+    """A CRF run is told from a plain one, with the kernel settings it changed; a validation run is listed after the
+    test split's rows, and the per-class F1 is the first (a test) row's."""
+    crf = {"iterations": 5, "bilateral_weight": 10.0, "bilateral_xy": 80.0, "bilateral_rgb": 20.0,
+           "spatial_weight": 3.0, "spatial_xy": 3.0, "normalization": "symmetric"}  # as metrics.json records it
+    val = _record(split="val", mean_f1=0.5, crf=crf)
+    val["scores"]["per_class"] = {c: {"f1": 0.1, "iou": 0.1, "pixels": 1} for c in META["classes"]}
+    card = model_card(META, CONFIG, [val, _record(crf={**crf, "bilateral_rgb": 13.0}), _record()])
+    rows = [line for line in card.splitlines() if line.startswith(("| test |", "| val |"))]
+    assert [r.split(" | ")[7] for r in rows] == ["5 steps", "off", "5 steps (bilateral_rgb=20)"]
+    assert rows[2].startswith("| val |") and "background 50.00" in card and "## Metrics" in card

@@ -73,10 +73,10 @@ def test_a_trained_model_shared_as_a_folder_loads_back_by_path_and_by_hub_name(t
     out = str(tmp_path / "shared")
     r = run_script("export", "--checkpoint", best, "--format", "hf", "--out", out)
     assert r.returncode == 0, r.stderr
-    assert f"wrote {out} (model.safetensors, config.json, README.md; test metrics: test)" in r.stdout
+    assert f"wrote {out} (model.safetensors, config.json, README.md; metrics of the splits: test)" in r.stdout
     card = open(os.path.join(out, "README.md")).read()
     assert all(f"| {i} | {c} | #" in card for i, c in enumerate(get_spec("synthetic").classes))
-    assert f"| test | 4 | False | [1.0] | nearest | original | whole | {100 * scores['mean_f1']:.2f} | " \
+    assert f"| test | 4 | False | [1.0] | nearest | original | whole | off | {100 * scores['mean_f1']:.2f} | " \
         f"{100 * scores['miou']:.2f} |" in card
     assert "license: apache-2.0" in card and "the weights carry the code's licence, Apache-2.0" in card
 
