@@ -119,7 +119,8 @@ EXPORTED_KINDS = {".onnx": "an ONNX model", ".xml": "an OpenVINO model", ".ts": 
 def load_checkpoint(path: str, map_location: Any = "cpu") -> dict:
     """Load any checkpoint file with ``weights_only=True``; errors name the file."""
     if os.path.isdir(path):
-        if os.path.isfile(os.path.join(path, "model.safetensors")):  # a model folder's weights without its config
+        if os.path.isfile(os.path.join(path, "model.safetensors")) and not os.path.isfile(
+                os.path.join(path, "config.json")):  # a model folder's weights without its config
             raise CheckpointError(f"'{path}' holds model.safetensors but no config.json: a model folder "
                                   f"(scripts/export.py --format hf) needs both; export it again")
         raise CheckpointError(f"checkpoint '{path}' is a directory; give a checkpoint file (a run directory's is "
@@ -130,8 +131,8 @@ def load_checkpoint(path: str, map_location: Any = "cpu") -> dict:
                                                                       else None)
     if kind:
         raise CheckpointError(f"'{path}' is {kind} (scripts/export.py), not a checkpoint: give the checkpoint it was "
-                              f"exported from (e.g. runs/NAME/best.pt), a model folder or a registry name; "
-                              f"predict.py and FaceParser also run its ONNX and OpenVINO files")
+                              f"exported from (e.g. runs/NAME/best.pt); predict.py and FaceParser also run its ONNX "
+                              f"and OpenVINO files")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # corrupt, truncated, or holding non-tensor objects

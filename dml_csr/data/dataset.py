@@ -34,7 +34,7 @@ from .noise import LabelNoise
 from .transforms import EvalTransform, TrainTransform, similarity_transform, warp_keypoints
 
 __all__ = ["FaceParsingDataset", "BadSampleError", "UnreadableFileError", "resolve_split", "read_split_list",
-           "read_image", "read_label", "read_keypoints", "read_landmark_file", "read_five_points", "LAPA_FIVE",
+           "read_image", "read_label", "read_landmark_file", "read_five_points", "LAPA_FIVE",
            "evenly_spaced", "build_transform", "build_dataset", "config_label_noise", "split_histogram",
            "inverse_frequency_weights"]
 
@@ -135,26 +135,19 @@ def read_landmark_file(path: str, needed_by: str = "data.keypoints needs one per
     return count, points
 
 
-def read_keypoints(path: str) -> np.ndarray:
-    """(5, 2) float32 (x, y) from a landmark file: a count line, then one "x y" a line; raises
-    :class:`BadSampleError` naming the file when it is missing, malformed or has another count."""
-    count, points = read_landmark_file(path)
-    if count != len(points) or points.shape != (len(KEYPOINTS), 2):
-        raise BadSampleError(f"landmark file '{path}' has {len(points)} points (count line {count}); expected the "
-                             f"{len(KEYPOINTS)} keypoints {', '.join(KEYPOINTS)}")
-    return points.astype(np.float32)
-
-
 # LaPa's 106 landmarks -> the five keypoints, the points FaRL aligns LaPa faces by (104, 105, 54, 84, 90: the
 # image-left eye first), in the subject's-left-first order of dml_csr.conventions.KEYPOINTS
 LAPA_FIVE = (105, 104, 54, 90, 84)
 
 
-def read_five_points(path: str) -> np.ndarray:
-    """(5, 2) float64 keypoints of a sample from its landmark file: a 5-point file as it is, LaPa's 106 points through
-    :data:`LAPA_FIVE`; any other count is a :class:`BadSampleError` naming the file."""
-    count, points = read_landmark_file(path, "--align landmarks and data.align=landmarks frame each face by its "
-                                             "own landmarks")
+ALIGN_NEEDS = "--align landmarks and data.align=landmarks frame each face by its own landmarks"
+
+
+def read_five_points(path: str, needed_by: str = ALIGN_NEEDS) -> np.ndarray:
+    """(5, 2) float64 keypoints of a sample from its landmark file, in the order of
+    :data:`~dml_csr.conventions.KEYPOINTS`: a 5-point file as it is, LaPa's 106 points through :data:`LAPA_FIVE`; any
+    other count is a :class:`BadSampleError` naming the file (``needed_by``: why it must exist)."""
+    count, points = read_landmark_file(path, needed_by)
     if count != len(points) or len(points) not in (5, 106):
         raise BadSampleError(f"landmark file '{path}' has {len(points)} points (count line {count}); expected 5 "
                              f"keypoints or LaPa's 106")
@@ -262,8 +255,9 @@ class FaceParsingDataset(Dataset):
         return os.path.join(os.path.dirname(os.path.dirname(image_path)), "landmarks", f"{name}.txt")
 
     def load_keypoints(self, i: int) -> np.ndarray:
-        """(5, 2) float32 landmarks of sample ``i`` in its original image (``<split>/landmarks/NAME.txt``)."""
-        return read_keypoints(self.landmark_path(i))
+        """(5, 2) float32 landmarks of sample ``i`` in its original image (``<split>/landmarks/NAME.txt``: 5 points,
+        or LaPa's 106 through :data:`LAPA_FIVE`)."""
+        return read_five_points(self.landmark_path(i), "data.keypoints needs one per sample").astype(np.float32)
 
     def landmark_affine(self, i: int) -> np.ndarray:
         """The 2x3 similarity (image -> input pixels, least squares) taking sample ``i``'s five landmarks onto
@@ -300,6 +294,7 @@ class FaceParsingDataset(Dataset):
             try:
                 img, lab = self.load_pair(j)
                 affine = None if self.template is None else self.landmark_affine(j)
+                points = self.load_keypoints(j) if self.keypoints else None
                 break
             except BadSampleError as e:
                 if not self.skip_bad:
@@ -314,8 +309,8 @@ class FaceParsingDataset(Dataset):
         rng = np.random.default_rng(seed)
         sample = self.transform(img, lab, rng) if affine is None else self.transform(img, lab, rng, affine=affine)
         sample["name"] = self.items[j][0]
-        if self.keypoints:
-            sample["keypoints"] = torch.from_numpy(warp_keypoints(self.load_keypoints(j), sample["meta"]))
+        if points is not None:
+            sample["keypoints"] = torch.from_numpy(warp_keypoints(points, sample["meta"]))
         if skipped:
             if torch.utils.data.get_worker_info() is None:
                 self._skipped.extend(skipped)

@@ -127,6 +127,9 @@ def training_crop(data) -> dict:
     if data.align != "landmarks":
         return crop_for_training(data.root, data.input_size)
     if data.template == "farl":
+        if data.input_size[0] != data.input_size[1]:
+            raise ValueError(f"data.template=farl is FaRL's square framing (its five points on a 512x512 grid); "
+                             f"data.input_size {list(data.input_size)} is not square")
         return {**FARL_TEMPLATE, "align": "landmarks"}
     crop = read_template(data.root)
     path = os.path.join(data.root, TEMPLATE_FILE)

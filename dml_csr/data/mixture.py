@@ -99,7 +99,7 @@ class MixedDataset(Dataset):
         return out
 
 
-def _part(cfg, i: int, entry, spec: LabelSpec, transform) -> FaceParsingDataset:
+def _part(cfg, i: int, entry, spec: LabelSpec, transform, template) -> FaceParsingDataset:
     key = f"data.roots[{i}]"
     d = cfg.data
     try:
@@ -107,7 +107,7 @@ def _part(cfg, i: int, entry, spec: LabelSpec, transform) -> FaceParsingDataset:
         cmap = build_class_map(source, entry.class_map, f"{key}.class_map", spec)
         return FaceParsingDataset(entry.root, d.train_split, spec, transform, skip_bad=d.skip_bad,
                                   max_samples=d.max_samples, keypoints=d.keypoints, class_map=cmap,
-                                  label_noise=config_label_noise(cfg), template=framing_template(d))
+                                  label_noise=config_label_noise(cfg), template=template)
     except (FileNotFoundError, ValueError) as e:
         if str(e).startswith(key):
             raise
@@ -120,8 +120,8 @@ def build_training_set(cfg, spec: Optional[LabelSpec] = None):
     spec = label_spec(cfg) if spec is None else spec
     if not cfg.data.roots:
         return build_dataset(cfg, cfg.data.train_split, train=True, spec=spec)
-    transform = build_transform(cfg, True, spec)
-    parts = [_part(cfg, i, entry, spec, transform) for i, entry in enumerate(cfg.data.roots)]
+    transform, template = build_transform(cfg, True, spec), framing_template(cfg.data)  # data.root's template
+    parts = [_part(cfg, i, entry, spec, transform, template) for i, entry in enumerate(cfg.data.roots)]
     return MixedDataset(parts, [entry.weight for entry in cfg.data.roots])
 
 

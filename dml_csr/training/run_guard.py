@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -20,7 +21,7 @@ from typing import Iterator, Optional
 
 from .._typed import shown
 from ..checkpoint import CheckpointError, RunPaths, find_resume_checkpoint, load_checkpoint
-from ..config import Config, config_to_dict
+from ..config import Config, DataConfig, LossConfig, TrainConfig, config_to_dict
 from ..data.class_map import label_spec
 from ..files import write_bytes
 
@@ -132,12 +133,29 @@ def config_changes(cfg: Config, ckpt: dict) -> list[str]:
         return []
     out = [f"seed: {shown(theirs.get('seed'))} -> {ours['seed']}"] if theirs.get("seed", ours["seed"]) != ours["seed"] \
         else []
-    for section in ("data", "train", "loss"):
-        old, new = theirs.get(section) or {}, ours[section]
+    for section, kind in (("data", DataConfig), ("train", TrainConfig), ("loss", LossConfig)):
+        old, new, defaults = theirs.get(section) or {}, ours[section], _defaults(kind)
         for key in new:
-            if key in FREE_TO_CHANGE.get(section, ()) or key not in old or old[key] == new[key]:
+            # a key the run's config predates was trained with its default (e.g. data.align: whole)
+            before = old.get(key, defaults.get(key, new[key]))
+            if key in FREE_TO_CHANGE.get(section, ()) or before == new[key]:
                 continue
-            out.append(f"{section}.{key}: {shown(old[key], 60)} -> {shown(new[key], 60)}")
+            out.append(f"{section}.{key}: {shown(before, 60)} -> {shown(new[key], 60)}")
+    return out
+
+
+def _defaults(kind) -> dict:
+    """The plain (YAML-safe) defaults of a config section's fields; fields without one are left out."""
+    out = {}
+    for f in dataclasses.fields(kind):
+        if f.default is not dataclasses.MISSING:
+            value = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            value = f.default_factory()
+        else:
+            continue
+        value = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+        out[f.name] = json.loads(json.dumps(value))  # tuples -> lists, as config_to_dict writes them
     return out
 
 

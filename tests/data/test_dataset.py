@@ -138,16 +138,16 @@ def test_keypoints_follow_the_warp_and_the_flip(tmp_path, flip):
 
 
 def test_a_missing_or_malformed_landmark_file_is_named(tmp_path):
-    from dml_csr.data.dataset import read_keypoints
+    from dml_csr.data.dataset import read_five_points
     from dml_csr.data.synthetic import write_dataset
 
     root = str(tmp_path / "syn")
     write_dataset(root, {"train": 2}, size=(48, 48))
     path = os.path.join(root, "train", "landmarks", "train_00000.txt")
-    assert read_keypoints(path).shape == (5, 2)
+    assert read_five_points(path).shape == (5, 2)
     open(path, "w").write("3\n1 2\n3 4\n5 6\n")
     with pytest.raises(BadSampleError, match="train_00000.txt' has 3 points"):
-        read_keypoints(path)
+        read_five_points(path)
     os.remove(path)
     ds = FaceParsingDataset(root, "train", get_spec("synthetic"), EvalTransform((32, 32)), keypoints=True)
     with pytest.raises(BadSampleError, match="train_00000.txt' is missing"):

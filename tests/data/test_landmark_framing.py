@@ -161,6 +161,9 @@ def test_what_cannot_frame_is_named_in_one_line(root, micro_cfg, tmp_path):
     os.remove(os.path.join(bare, "face_template.json"))
     with pytest.raises(ValueError, match=r"face_template\.json' does not hold one; run scripts/measure_template\.py"):
         build_dataset(micro_cfg(f"data.root={bare}", "data.align=landmarks"), "train", train=True)
+    with pytest.raises(ValueError, match=r"data.template=farl is FaRL's square framing .* \[64, 48\] is not square"):
+        build_dataset(micro_cfg(f"data.root={bare}", "data.align=landmarks", "data.template=farl",
+                                "data.input_size=[64, 48]"), "val", train=False)
     ds = build_dataset(micro_cfg(f"data.root={bare}", "data.align=landmarks", "data.template=farl"), "val",
                        train=False)
     os.remove(os.path.join(bare, "val", "landmarks", f"{ds.names[0]}.txt"))

@@ -5,7 +5,7 @@ import os
 import cv2
 import numpy as np
 
-from dml_csr.data.dataset import read_keypoints
+from dml_csr.data.dataset import read_five_points
 from dml_csr.data.synthetic import write_dataset
 from dml_csr.photos.align_root import TEMPLATE, align_root
 
@@ -19,10 +19,10 @@ def test_landmarks_land_on_the_template_and_labels_follow_the_image(tmp_path):
     names = [line.split()[0][len("images/"):-4] for line in open(os.path.join(out, "train_list.txt"))]
     assert len(names) == 2
     for name in names:
-        points = read_keypoints(os.path.join(out, "train", "landmarks", f"{name}.txt"))
+        points = read_five_points(os.path.join(out, "train", "landmarks", f"{name}.txt"))
         # a similarity cannot fit five points exactly: the least-squares fit of a face is close to the template
         assert np.abs(points - TEMPLATE * 64).max() < 64 * 0.08, points
-        src_pts = read_keypoints(os.path.join(root, "train", "landmarks", f"{name}.txt"))
+        src_pts = read_five_points(os.path.join(root, "train", "landmarks", f"{name}.txt"))
         src_lab = cv2.imread(os.path.join(root, "train", "labels", f"{name}.png"), cv2.IMREAD_UNCHANGED)
         lab = cv2.imread(os.path.join(out, "train", "labels", f"{name}.png"), cv2.IMREAD_UNCHANGED)
         assert lab.shape == (64, 64)

@@ -120,3 +120,10 @@ def test_only_where_and_how_a_run_computes_may_change_without_allow_changes(micr
     changed = micro_cfg("train.lr=0.02", "data.batch_size=2", "seed=5")
     assert config_changes(changed, {"config": config_to_dict(cfg)}) == [
         f"seed: {cfg.seed} -> 5", "data.batch_size: 4 -> 2", "train.lr: 0.01 -> 0.02"]
+    # a run written before a setting existed was trained with its default: a change from it must be allowed too
+    older = config_to_dict(cfg)
+    del older["data"]["align"], older["data"]["template"], older["data"]["tanh_warp"]
+    assert config_changes(cfg, {"config": older}) == []
+    aligned = micro_cfg("train.lr=0.01", "data.batch_size=4", "data.align=landmarks", "data.template=farl")
+    assert config_changes(aligned, {"config": older}) == ["data.align: 'whole' -> 'landmarks'",
+                                                          "data.template: 'root' -> 'farl'"]
