@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -25,14 +25,22 @@ __all__ = ["quantize_onnx_int8", "calibration_batch", "check_calibration_root", 
            "reference_labels"]
 
 
-def to_network_input(images_bgr: Sequence[np.ndarray], meta: dict) -> np.ndarray:
-    """(N, 3, h, w) float32 network input of BGR images, by the evaluation crop and the checkpoint's convention."""
+def to_network_input(images_bgr: Sequence[np.ndarray], meta: dict,
+                     points: Optional[Sequence[np.ndarray]] = None) -> np.ndarray:
+    """(N, 3, h, w) float32 network input of BGR images, by the evaluation crop and the checkpoint's convention; with
+    ``points`` (each image's five landmarks) each face framed by their similarity onto the checkpoint's template."""
     import torch
 
     from .. import inference
+    from ..data.face_template import template_points
+    from ..data.transforms import similarity_transform
 
+    affines = None
+    if points is not None:
+        template = template_points(meta["crop"], meta["input_size"])
+        affines = [similarity_transform(p, template) for p in points]
     with torch.no_grad():
-        return inference.network_input(images_bgr, inference.input_transform(meta))[0].numpy()
+        return inference.network_input(images_bgr, inference.input_transform(meta), affines)[0].numpy()
 
 
 def check_calibration_root(root: str, flag: str = "--calib") -> None:
@@ -51,18 +59,25 @@ def check_calibration_root(root: str, flag: str = "--calib") -> None:
 
 def calibration_batch(root: str, split: str, meta: dict, count: int = 16, seed: int = 1000) -> np.ndarray:
     """``count`` evenly spaced images of a prepared split as network input; ``root="synthetic"`` renders synthetic
-    faces instead (seeds ``seed``, ``seed + 1``, ..., at twice the input size)."""
+    faces instead (seeds ``seed``, ``seed + 1``, ..., at twice the input size). A model trained on faces framed by
+    their landmarks (``meta["crop"]["align"]``: ``data.align: landmarks``) gets its images framed so too (the
+    split's landmark files, the rendered faces' keypoints)."""
+    framed = (meta.get("crop") or {}).get("align") == "landmarks"
     if root == "synthetic":
         from ..data.synthetic import render_face
 
         h, w = meta["input_size"]
-        images = [render_face(seed + i, size=(2 * h, 2 * w))[0] for i in range(count)]
+        renders = [render_face(seed + i, size=(2 * h, 2 * w)) for i in range(count)]
+        images, points = [r[0] for r in renders], [r[2] for r in renders]
     else:
-        from ..data.dataset import evenly_spaced, read_image, read_split_list
+        from ..data.dataset import evenly_spaced, read_five_points, read_image, read_split_list
 
         items = read_split_list(root, split)
-        images = [read_image(items[i][1]) for i in evenly_spaced(len(items), count)]
-    return to_network_input(images, meta)
+        picked = [items[i] for i in evenly_spaced(len(items), count)]
+        images = [read_image(path) for _, path, _ in picked]
+        points = [read_five_points(os.path.join(os.path.dirname(os.path.dirname(path)), "landmarks", f"{name}.txt"))
+                  for name, path, _ in picked] if framed else None
+    return to_network_input(images, meta, points if framed else None)
 
 
 def quantize_onnx_int8(src: str, dst: str, calibration: np.ndarray, per_channel: bool = True) -> str:

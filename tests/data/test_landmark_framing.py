@@ -20,7 +20,7 @@ from dml_csr.config import ConfigError
 from dml_csr.data.dataset import BadSampleError, build_dataset
 from dml_csr.data.face_template import FARL_TEMPLATE, write_template
 from dml_csr.data.labels import get_spec
-from dml_csr.data.synthetic import write_dataset
+from dml_csr.data.synthetic import render_face, write_dataset
 from dml_csr.data.transforms import EvalTransform, TrainTransform, box_to_center_scale, get_affine_transform
 from dml_csr.photos.faces import Face
 from dml_csr.training.trainer import train
@@ -183,3 +183,27 @@ def test_what_cannot_frame_is_named_in_one_line(root, micro_cfg, tmp_path):
     with pytest.raises(BadSampleError, match="landmark file .* is malformed; expected a count line"):
         ds[1]
     assert isinstance(ds.transform, EvalTransform)
+
+
+def test_int8_calibration_frames_faces_as_the_model_was_trained(root):
+    """Calibration and agreement images of a model trained with data.align=landmarks are its framing (the split's
+    landmark files; the rendered faces' keypoints), not whole-image crops."""
+    from dml_csr.photos.quantize import calibration_batch
+
+    meta = {"input_size": [SIZE, SIZE], "channel_order": "BGR", "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25],
+            "crop": {"kind": "template", "points": TEMPLATE, "input_size": [SIZE, SIZE], "align": "landmarks"}}
+    got = calibration_batch(root, "test", meta, 3)
+    names = sorted(os.listdir(os.path.join(root, "test", "images")))
+    for x, name in zip(got, names):  # evenly spaced: all three test samples, in the list's order
+        image = cv2.imread(os.path.join(root, "test", "images", name))
+        m = _similarity(_landmarks(root, "test", name[:-4]), np.array(TEMPLATE) * SIZE)
+        want = (cv2.warpAffine(image, m, (SIZE, SIZE), flags=cv2.INTER_LINEAR) / 255.0 - 0.5) / 0.25
+        assert np.abs(x.transpose(1, 2, 0) - want).max() < 4 / 255 / 0.25 + 1e-6  # OpenCV's fixed-point bilinear
+    image, _, points = render_face(7, size=(2 * SIZE, 2 * SIZE))
+    m = _similarity(points, np.array(TEMPLATE) * SIZE)
+    want = (cv2.warpAffine(image, m, (SIZE, SIZE), flags=cv2.INTER_LINEAR) / 255.0 - 0.5) / 0.25
+    rendered = calibration_batch("synthetic", "train", meta, 1, seed=7)[0]
+    assert np.abs(rendered.transpose(1, 2, 0) - want).max() < 4 / 255 / 0.25 + 1e-6
+    measured = {k: v for k, v in meta["crop"].items() if k != "align"}  # a template measured on whole-image crops
+    whole = calibration_batch(root, "test", {**meta, "crop": measured}, 3)
+    assert np.abs(whole - got).mean() > 0.1  # keeps the whole-image crop
