@@ -90,11 +90,13 @@ def _input(meta: dict, config: dict) -> list[str]:
             "- output: `{\"parsing\": (B, C, h, w)}` logits; the argmax is the class of each pixel"]
 
 
-def _metrics(records: Sequence[dict]) -> list[str]:
+def _metrics(records: Sequence[dict], own: str = "whole") -> list[str]:
+    """The metrics table: the test split's rows first, of them those framed as the model was trained (``own``)."""
     if not records:
         return ["No metrics were recorded for this checkpoint (score it with `scripts/evaluate.py` and export "
                 "again to list them here)."]
-    records = sorted(records, key=lambda r: r["protocol"].get("split") != "test")  # the test split's rows first
+    records = sorted(records, key=lambda r: (r["protocol"].get("split") != "test",
+                                             r["protocol"].get("align", "whole") != own))
     lines = ["Scored by `scripts/evaluate.py`: one confusion matrix pooled over the split, label 255 ignored; mean F1 "
              "over the foreground classes, mIoU with background. Each row names its switches; the authors' "
              "protocol is flip False, scales [1.0], paste nearest, score at original, align whole, CRF off.", "",
@@ -152,7 +154,8 @@ def model_card(meta: dict, config: dict, metrics: Sequence[dict] = (), repo: str
             "(`scripts/export.py --format hf`).", "", "## Classes", ""] + _classes(meta)
             + ["", "## Input", ""] + _input(meta, config)
             + ["", "## Training data and licence", "", terms]
-            + ["", "## Metrics", ""] + _metrics(metrics)
+            + ["", "## Metrics", ""]
+            + _metrics(metrics, "landmarks" if (meta.get("crop") or {}).get("align") == "landmarks" else "whole")
             + ["", "## How to load", ""] + _usage(name)
             + ["", "## Citation", "", "```bibtex", citation, "```"])
     return "\n".join(body) + "\n"

@@ -74,6 +74,8 @@ def test_a_model_trained_on_landmark_framed_faces_says_how_to_feed_it():
     card = model_card({**META, "crop": crop}, CONFIG, [_record()])
     assert "crop: `template`, each face framed by its five landmarks onto the template in training" in card
     assert "`detect=True`" in card
+    card = model_card({**META, "crop": crop}, CONFIG, [_record(mean_f1=0.5), _record(align="landmarks")])
+    assert card.index("| whole | off | 50.00 |") > card.index("| landmarks | off | 86.57 |")  # its own framing first
     measured = {k: v for k, v in crop.items() if k != "align"}  # a template measured on whole-image crops
     assert "framed by its five landmarks" not in model_card({**META, "crop": measured}, CONFIG, [_record()])
 
