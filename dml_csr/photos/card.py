@@ -101,7 +101,7 @@ def _metrics(records: Sequence[dict], own: str = "whole") -> list[str]:
              "over the foreground classes, mIoU with background. Each row names its switches; the authors' "
              "protocol is flip False, scales [1.0], paste nearest, score at original, align whole, CRF off.", "",
              "| split | images | flip | scales | paste | score at | align | CRF | mean F1 | mIoU | mIoU fg | "
-             "pixel acc | overall F1 |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "pixel acc | overall F1 |", "|" + " --- |" * 13]
     for r in records:
         p, s = r["protocol"], r["scores"]
         overall = s.get("groups", {}).get("overall")
