@@ -182,12 +182,20 @@ class SkipCountingLoader(DataLoader):
         with _stop_signals_blocked():  # the workers start now: see seed_worker
             batches = super().__iter__()
         count = 0
-        for batch in _one_line_errors(batches):
-            names = batch.pop("skipped", None) if isinstance(batch, dict) else None
-            if names:
-                self.dataset._skipped.extend(names)
-                count += len(names)
-            yield batch
+        try:
+            for batch in _one_line_errors(batches):
+                names = batch.pop("skipped", None) if isinstance(batch, dict) else None
+                if names:
+                    self.dataset._skipped.extend(names)
+                    count += len(names)
+                yield batch
+        except Exception:
+            # the workers ignore SIGTERM (seed_worker): an iterator kept alive by the error's traceback would leave
+            # them waiting, and the interpreter's exit, which terminates and joins them, waiting for ever
+            stop = getattr(batches, "_shutdown_workers", None)
+            if stop is not None:
+                stop()
+            raise
         pending = len(getattr(self.dataset, "_skipped", ()))
         if count or pending:
             logger.warning("data pass over '%s' finished with %d unusable sample(s) skipped (data.skip_bad); "

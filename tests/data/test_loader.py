@@ -1,6 +1,7 @@
 """The loaders: the epoch order (equal interleaved shares, resume part-way, a cap), the evaluation shards, collation,
 worker seeding and skipped samples coming back from worker processes."""
 import logging
+import multiprocessing
 import os
 import signal
 
@@ -77,6 +78,8 @@ def test_a_bad_sample_in_a_worker_process_is_its_own_one_line_error(prepared):
         list(loader)
     except UnreadableFileError as e:
         assert str(e) == f"image file '{_sample_path(prepared, 'train_2', 'images')}' is empty (0 bytes)"
+        # the workers ignore SIGTERM: left waiting, they would hang the interpreter's exit, which joins them
+        assert not multiprocessing.active_children()
     else:
         raise AssertionError("the empty image was read")
 
