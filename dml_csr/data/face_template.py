@@ -22,7 +22,7 @@ from .transforms import box_to_center_scale, get_affine_transform
 
 __all__ = ["TEMPLATE_FILE", "WHOLE_IMAGE", "FARL_TEMPLATE", "check_crop", "landmarks_in_input", "measure_template",
            "template_points", "write_template", "read_template", "crop_for_training", "training_crop",
-           "framing_template"]
+           "framed_by_landmarks", "framing_template"]
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +142,12 @@ def training_crop(data) -> dict:
         raise ValueError(f"'{path}' was measured at input {h}x{w}, whose aspect differs from data.input_size "
                          f"{list(data.input_size)}; measure it again at that size (scripts/measure_template.py)")
     return {**crop, "align": "landmarks"}
+
+
+def framed_by_landmarks(crop: Optional[dict]) -> bool:
+    """Whether a checkpoint's crop convention (``meta["crop"]``) says its faces were framed by their landmarks in
+    training (``data.align: landmarks``, :func:`training_crop`), not only measured on whole-image crops."""
+    return bool(crop) and crop.get("kind") == "template" and crop.get("align") == "landmarks"
 
 
 def framing_template(data) -> Optional[np.ndarray]:

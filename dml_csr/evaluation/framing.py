@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from ..data.face_template import check_crop
+from ..data.face_template import check_crop, framed_by_landmarks
 
 __all__ = ["SCORE_AT", "ALIGNS", "trained_align", "landmark_crop", "describe", "check_switches", "summary_line"]
 
@@ -38,8 +38,7 @@ def landmark_crop(meta: dict, path: str) -> dict:
 def trained_align(meta: dict) -> str:
     """The framing a checkpoint's faces had in training, what ``--align`` defaults to: ``landmarks`` for a model
     trained with ``data.align: landmarks`` (its ``meta["crop"]`` says so), else ``whole``."""
-    crop = check_crop(meta.get("crop"))
-    return "landmarks" if crop.get("kind") == "template" and crop.get("align") == "landmarks" else "whole"
+    return "landmarks" if framed_by_landmarks(check_crop(meta.get("crop"))) else "whole"
 
 
 def describe(score_at: str, align: str, paste: str, tanh_warp: float = 0.0) -> str:

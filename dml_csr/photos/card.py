@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 from ..data import drawing
+from ..data.face_template import framed_by_landmarks
 
 __all__ = ["DATA_TERMS", "model_card"]
 
@@ -75,9 +76,8 @@ def _input(meta: dict, config: dict) -> list[str]:
     m = config.get("model", {})
     arch = (f"backbone {m.get('backbone')}, output stride {m.get('output_stride')}" if meta.get("model_name") ==
             "dml_csr" else f"width {m.get('rnn_channels')}")
-    convention = meta.get("crop") or {"kind": "whole_image"}
-    crop = f"`{convention.get('kind', 'whole_image')}`"
-    if convention.get("align") == "landmarks":
+    crop = f"`{(meta.get('crop') or {}).get('kind', 'whole_image')}`"
+    if framed_by_landmarks(meta.get("crop")):
         crop += (", each face framed by its five landmarks onto the template in training (`data.align: landmarks`; "
                  "parse photos with `detect=True` or given faces)")
     return [f"- network: {meta.get('model_name', 'dml_csr')} ({arch}), {len(meta['classes'])} classes, the inference "
@@ -155,7 +155,7 @@ def model_card(meta: dict, config: dict, metrics: Sequence[dict] = (), repo: str
             + ["", "## Input", ""] + _input(meta, config)
             + ["", "## Training data and licence", "", terms]
             + ["", "## Metrics", ""]
-            + _metrics(metrics, "landmarks" if (meta.get("crop") or {}).get("align") == "landmarks" else "whole")
+            + _metrics(metrics, "landmarks" if framed_by_landmarks(meta.get("crop")) else "whole")
             + ["", "## How to load", ""] + _usage(name)
             + ["", "## Citation", "", "```bibtex", citation, "```"])
     return "\n".join(body) + "\n"

@@ -23,6 +23,7 @@ import torch
 
 from .. import inference
 from .._typed import number, numbers, shown
+from ..data.face_template import framed_by_landmarks
 from ..data.transforms import batch_input
 from ..distributed import resolve_device
 from ..models.dense_crf import crf_params
@@ -87,7 +88,7 @@ class Predictor:
         self.flip_perm = None if flip_perm is None else list(flip_perm)
         self.precision = precision
         # a model trained on faces framed by their landmarks (data.align=landmarks): told once of whole images
-        self.faces_only = (meta.get("crop") or {}).get("align") == "landmarks"
+        self.faces_only = framed_by_landmarks(meta.get("crop"))
 
     @torch.no_grad()
     def predict(self, images: Sequence[np.ndarray], affines: Optional[Sequence[np.ndarray]] = None

@@ -62,7 +62,9 @@ def calibration_batch(root: str, split: str, meta: dict, count: int = 16, seed: 
     faces instead (seeds ``seed``, ``seed + 1``, ..., at twice the input size). A model trained on faces framed by
     their landmarks (``meta["crop"]["align"]``: ``data.align: landmarks``) gets its images framed so too (the
     split's landmark files, the rendered faces' keypoints)."""
-    framed = (meta.get("crop") or {}).get("align") == "landmarks"
+    from ..data.face_template import framed_by_landmarks
+
+    framed = framed_by_landmarks(meta.get("crop"))
     if root == "synthetic":
         from ..data.synthetic import render_face
 
