@@ -34,7 +34,7 @@ from .noise import LabelNoise
 from .transforms import EvalTransform, TrainTransform, similarity_transform, warp_keypoints
 
 __all__ = ["FaceParsingDataset", "BadSampleError", "UnreadableFileError", "resolve_split", "read_split_list",
-           "read_image", "read_label", "read_landmark_file", "read_five_points", "LAPA_FIVE",
+           "read_image", "read_label", "landmark_file", "read_landmark_file", "read_five_points", "LAPA_FIVE",
            "evenly_spaced", "build_transform", "build_dataset", "config_label_noise", "split_histogram",
            "inverse_frequency_weights"]
 
@@ -114,6 +114,11 @@ def read_label(path: str, num_classes: Optional[int] = None) -> np.ndarray:
     if num_classes is not None:
         check_label_values(lab, num_classes, path)
     return lab
+
+
+def landmark_file(image_path: str, name: str) -> str:
+    """``<split>/landmarks/NAME.txt``: where the landmarks of the sample whose image is ``image_path`` lie."""
+    return os.path.join(os.path.dirname(os.path.dirname(image_path)), "landmarks", f"{name}.txt")
 
 
 def read_landmark_file(path: str, needed_by: str = "data.keypoints needs one per sample") -> tuple[int, np.ndarray]:
@@ -252,7 +257,7 @@ class FaceParsingDataset(Dataset):
     def landmark_path(self, i: int) -> str:
         """``<split>/landmarks/NAME.txt`` of sample ``i``."""
         name, image_path, _ = self.items[i]
-        return os.path.join(os.path.dirname(os.path.dirname(image_path)), "landmarks", f"{name}.txt")
+        return landmark_file(image_path, name)
 
     def load_keypoints(self, i: int) -> np.ndarray:
         """(5, 2) float32 landmarks of sample ``i`` in its original image (``<split>/landmarks/NAME.txt``: 5 points,

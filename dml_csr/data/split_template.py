@@ -9,7 +9,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from ..conventions import INPUT_SIZE
-from .dataset import BadSampleError, evenly_spaced, read_five_points, read_image, read_split_list
+from .dataset import BadSampleError, evenly_spaced, landmark_file, read_five_points, read_image, read_split_list
 from .face_template import landmarks_in_input, measure_template
 from .imageio import ImageError, image_size, read_file
 
@@ -42,7 +42,7 @@ def measure_split(root: str, split: str = "train", input_size: Sequence[int] = I
     items = read_split_list(root, split)
     found, from_files, from_detector = [], 0, 0
     for name, image_path, _ in (items[i] for i in evenly_spaced(len(items), limit)):
-        pts = _five_points(os.path.join(os.path.dirname(os.path.dirname(image_path)), "landmarks", f"{name}.txt"))
+        pts = _five_points(landmark_file(image_path, name))
         from_file = pts is not None
         size = _size(image_path) if from_file else None  # landmarks from a file need no decoded pixels
         if size is None:

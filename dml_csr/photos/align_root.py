@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from ..conventions import IGNORE_INDEX
-from ..data.dataset import read_five_points, read_label, read_split_list, resolve_split
+from ..data.dataset import landmark_file, read_five_points, read_label, read_split_list, resolve_split
 from ..data.imageio import imread_checked
 from ..files import write_bytes, write_image
 from .alignment import similarity_transform
@@ -34,7 +34,7 @@ TEMPLATE = np.array([[0.64, 0.42], [0.36, 0.42], [0.50, 0.56], [0.61, 0.70], [0.
 
 
 def _landmarks(image_path: str, name: str, detector: Optional[Callable]) -> Optional[np.ndarray]:
-    path = os.path.join(os.path.dirname(os.path.dirname(image_path)), "landmarks", f"{name}.txt")
+    path = landmark_file(image_path, name)
     if os.path.isfile(path):
         return read_five_points(path)
     if detector is None:

@@ -72,13 +72,12 @@ def calibration_batch(root: str, split: str, meta: dict, count: int = 16, seed: 
         renders = [render_face(seed + i, size=(2 * h, 2 * w)) for i in range(count)]
         images, points = [r[0] for r in renders], [r[2] for r in renders]
     else:
-        from ..data.dataset import evenly_spaced, read_five_points, read_image, read_split_list
+        from ..data.dataset import evenly_spaced, landmark_file, read_five_points, read_image, read_split_list
 
         items = read_split_list(root, split)
         picked = [items[i] for i in evenly_spaced(len(items), count)]
         images = [read_image(path) for _, path, _ in picked]
-        points = [read_five_points(os.path.join(os.path.dirname(os.path.dirname(path)), "landmarks", f"{name}.txt"))
-                  for name, path, _ in picked] if framed else None
+        points = [read_five_points(landmark_file(path, name)) for name, path, _ in picked] if framed else None
     return to_network_input(images, meta, points if framed else None)
 
 
