@@ -59,7 +59,7 @@ from .files import atomic_write, remove_partial_writes
 from .hub import check_local, get_weights, is_name, resolve
 from .inference import check_convention
 from .models import build_model
-from .models.weights import first_non_finite
+from .models.weights import first_line, first_non_finite
 from .models.official import (StateDictMismatch, convert_official_state_dict, is_official_state_dict,
                               load_state_dict_strict, official_num_classes, ours_to_official, unwrap_state_dict)
 
@@ -136,9 +136,8 @@ def load_checkpoint(path: str, map_location: Any = "cpu") -> dict:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # corrupt, truncated, or holding non-tensor objects
-        first = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
         raise CheckpointError(f"checkpoint '{path}' cannot be loaded with weights_only=True (corrupt, truncated, or "
-                              f"holding objects other than tensors and plain values): {first[:200]}") from None
+                              f"holding objects other than tensors and plain values): {first_line(e)}") from None
 
 
 def _torchscript(path: str) -> bool:

@@ -18,7 +18,7 @@ from typing import Callable, Iterable, Mapping, Optional, Sequence
 import torch
 
 __all__ = ["read_state_dict", "check_state_dict", "check_convention", "Convention", "building_on_meta",
-           "first_non_finite"]
+           "first_non_finite", "first_line"]
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,9 @@ log = logging.getLogger(__name__)
 Convention = tuple[str, Sequence[float], Sequence[float]]
 
 
-def _first_line(e: BaseException) -> str:
+def first_line(e: BaseException) -> str:
+    """An error's first non-empty line (its class name when it has none), at most 200 characters: the reason a
+    one-line message quotes from a library's multi-line error."""
     return next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)[:200]
 
 
@@ -53,7 +55,7 @@ def read_state_dict(path: str, keep: Optional[Callable[[str], bool]] = None) -> 
         try:
             sd = load_file(path, device="cpu")
         except Exception as e:  # truncated or not a safetensors file
-            raise ValueError(f"model.pretrained: '{path}' is not a readable safetensors file: {_first_line(e)}"
+            raise ValueError(f"model.pretrained: '{path}' is not a readable safetensors file: {first_line(e)}"
                              ) from None
         # a whole parsing model's file (a shared model folder's model.safetensors): its backbone
         sd = {k[len("backbone."):]: v for k, v in sd.items() if k.startswith("backbone.")} or sd
@@ -62,7 +64,7 @@ def read_state_dict(path: str, keep: Optional[Callable[[str], bool]] = None) -> 
             sd = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # corrupt, truncated, not a torch file, or pickled objects
             raise ValueError(f"model.pretrained: '{path}' cannot be loaded with weights_only=True: "
-                             f"{_first_line(e)}") from None
+                             f"{first_line(e)}") from None
     if not isinstance(sd, dict):
         raise ValueError(f"model.pretrained: '{path}' holds a {type(sd).__name__}; expected a state_dict")
     if "state_dict" in sd and isinstance(sd["state_dict"], dict):

@@ -63,6 +63,7 @@ def check_checkpoint_arg(path: str) -> None:
     """An exported model runs when it carries our metadata (an ONNX or OpenVINO file of ``scripts/export.py``:
     classes, input convention); any other exported file is refused in one line saying what to pass."""
     from ..checkpoint import EXPORTED_KINDS
+    from ..models.weights import first_line
     from .runtime import is_exported, read_meta
 
     kind = EXPORTED_KINDS.get(os.path.splitext(path)[1].lower())
@@ -81,8 +82,7 @@ def check_checkpoint_arg(path: str) -> None:
         except ImportError:  # loading it says which package is missing
             pass
         except Exception as e:  # unreadable, truncated, not ours
-            first = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
-            reason = f"that cannot be read as one of scripts/export.py's ({first[:160]})"
+            reason = f"that cannot be read as one of scripts/export.py's ({first_line(e)})"
     if reason:
         raise ValueError(f"--checkpoint '{path}' is {kind} {reason}; the ONNX and OpenVINO files of scripts/export.py "
                          f"carry the classes and input convention and run as they are; else pass the checkpoint it "
